@@ -1,0 +1,1 @@
+"""Kubeflow pipeline wiring and its compiled IR YAML."""

@@ -1,0 +1,1 @@
+"""The five pipeline stages, each a plain `run(config) -> result` function."""
