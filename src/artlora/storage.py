@@ -62,9 +62,15 @@ class Storage:
 
     # -- single objects -------------------------------------------------------------------------------
 
-    def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def put_bytes(
+        self,
+        uri: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         bucket, key = self._writable(uri)
-        self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+        self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type, metadata=metadata)
 
     def get_bytes(self, uri: str) -> bytes:
         bucket, key = parse_uri(uri)
@@ -109,15 +115,20 @@ class Storage:
             Path(tmp).unlink(missing_ok=True)
         return path
 
-    def exists(self, uri: str) -> bool:
+    def head(self, uri: str) -> dict[str, str] | None:
+        """The object's user metadata (keys lower-case, without the x-amz-meta- prefix), or None if absent."""
         bucket, key = parse_uri(uri)
         try:
-            self.client.stat_object(bucket, key)
+            stat = self.client.stat_object(bucket, key)
         except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchBucket", "NotFound"):
-                return False
+            if err.code in ("NoSuchKey", "NoSuchBucket", "NotFound", "ResourceNotFound"):
+                return None
             raise
-        return True
+        prefix = "x-amz-meta-"
+        return {k.lower()[len(prefix) :]: v for k, v in (stat.metadata or {}).items() if k.lower().startswith(prefix)}
+
+    def exists(self, uri: str) -> bool:
+        return self.head(uri) is not None
 
     # -- prefixes -------------------------------------------------------------------------------------
 

@@ -1,0 +1,31 @@
+"""KFP component: train the LoRA adapter from the latent cache (GPU node; resumes from checkpoints)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from artlora.components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train(config_json: str, cache_uri: str) -> NamedTuple("TrainOutputs", adapter_uri=str, run_id=str):
+    """Train a LoRA adapter on the UNet; a restarted task continues from its latest checkpoint.
+
+    Args:
+        config_json: the resolved pipeline config (artlora.config.PipelineConfig) as JSON.
+        cache_uri: the latent cache index from the augment component.
+
+    Returns:
+        adapter_uri: s3:// prefix of the trained adapter (diffusers layout).
+        run_id: the MLflow run holding the training's params, metrics and adapter.
+    """
+    from collections import namedtuple
+
+    from artlora import log
+    from artlora.config import PipelineConfig, with_inputs
+    from artlora.stages import train as stage
+
+    log.configure()
+    config = PipelineConfig.model_validate_json(config_json).train
+    result = stage.run(with_inputs(config, cache_uri=cache_uri))
+    return namedtuple("TrainOutputs", ["adapter_uri", "run_id"])(result.adapter_uri, result.run_id)

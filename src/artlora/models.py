@@ -1,0 +1,269 @@
+"""Base-model loading: the one place that turns a model reference into a Stable Diffusion pipeline.
+
+A reference is a local diffusers folder, a local single-file checkpoint (.safetensors/.ckpt), an
+`s3://bucket/prefix` holding a diffusers folder (downloaded once into the work folder), or a Hugging Face hub
+id (`org/name`). `build_tiny_sd` makes a tiny SD 1.x-architecture pipeline with random weights in code, so
+tests and local runs need no downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from tokenizers import pre_tokenizers
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from artlora import settings, storage
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# Written into a downloaded model folder last; a folder without it is a broken download and is fetched again.
+DOWNLOAD_MARKER = ".artlora-download-complete"
+TINY_IMAGE_SIZE = 64
+# The class name and the tensors' dtypes already cover `architectures` and `dtype`.
+_CONFIG_PROVENANCE = frozenset({"architectures", "dtype", "torch_dtype", "transformers_version"})
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelLoadError(RuntimeError):
+    """A base model that cannot be found or loaded; the message names the reference and what to do."""
+
+
+# -- the tiny model -------------------------------------------------------------------------------------
+
+
+def _tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over single bytes: every text maps to known ids, and no vocab file is downloaded."""
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = byte_chars + [char + "</w>" for char in byte_chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def _tiny_unet() -> UNet2DConditionModel:
+    # The VAE downsamples by 4, so 16x16 latents are the 64 px images the pipeline makes by default.
+    return UNet2DConditionModel(
+        sample_size=TINY_IMAGE_SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        norm_num_groups=32,
+    )
+
+
+def _tiny_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=TINY_IMAGE_SIZE,
+    )
+
+
+def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon") -> StableDiffusionPipeline:
+    """A tiny SD 1.x-architecture pipeline with random weights, identical for equal seeds."""
+    tokenizer = _tiny_tokenizer()
+    # Seeding before each part keeps every part's weights independent of how the others are built.
+    torch.manual_seed(seed)
+    unet = _tiny_unet()
+    torch.manual_seed(seed)
+    vae = _tiny_vae()
+    torch.manual_seed(seed)
+    text_encoder = _tiny_text_encoder(tokenizer)
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type=prediction_type,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    # eval() as from_pretrained does, so a built pipeline behaves exactly like a loaded one.
+    return StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_tiny_sd(path: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Build the tiny pipeline and save it as a diffusers folder (safetensors weights)."""
+    path = Path(path)
+    build_tiny_sd(seed, prediction_type).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+# -- resolving references -------------------------------------------------------------------------------
+
+
+def _is_single_file(ref: str) -> bool:
+    return ref.lower().endswith(SINGLE_FILE_SUFFIXES)
+
+
+def _check_local(ref: str, path: Path) -> str:
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"base model {ref!r} is a folder without model_index.json: give a diffusers pipeline folder "
+                "(as written by save_pretrained) or a single .safetensors/.ckpt checkpoint"
+            )
+        return str(path)
+    if not _is_single_file(path.name):
+        raise ModelLoadError(
+            f"base model {ref!r} is a file but not a .safetensors/.ckpt checkpoint: give a single-file "
+            "checkpoint or a diffusers pipeline folder"
+        )
+    return str(path)
+
+
+def _listing(store: storage.Storage, uri: str) -> list[tuple[str, int, str]]:
+    """(key, size, etag) of every object under a prefix, so a changed model at the same prefix differs."""
+    bucket, key = storage.parse_uri(uri)
+    prefix = key.rstrip("/") + "/" if key else ""
+    if not store.client.bucket_exists(bucket):
+        return []
+    objects = store.client.list_objects(bucket, prefix=prefix, recursive=True)
+    return sorted((obj.object_name, obj.size or 0, obj.etag or "") for obj in objects)
+
+
+def _download_s3(uri: str) -> str:
+    """Download a diffusers folder from S3 once per content; later calls reuse the finished download."""
+    try:
+        store = storage.get_storage()
+        listing = _listing(store, uri)
+        if not listing:
+            raise ModelLoadError(
+                f"base model {uri!r}: no objects under that prefix; upload a diffusers pipeline folder there "
+                "(e.g. with Storage.upload_dir) or fix the URI"
+            )
+        identity = json.dumps([uri.rstrip("/"), listing]).encode()
+        target = settings.work_dir() / "models" / hashlib.sha256(identity).hexdigest()[:16]
+        if not (target / DOWNLOAD_MARKER).is_file():
+            _fetch(store, uri, target)
+    except storage.StorageError as err:
+        raise ModelLoadError(f"cannot read base model {uri!r}: {err}") from err
+    return str(target)
+
+
+def _fetch(store: storage.Storage, uri: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Download beside the target and rename it into place, so neither a crash nor a concurrent run ever
+    # leaves a half-written folder at the path that is reused.
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        store.download_dir(uri, staging)
+        if not (staging / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"base model {uri!r} has no model_index.json at its top level: upload a diffusers pipeline "
+                "folder to that prefix (single-file checkpoints must be local files)"
+            )
+        (staging / DOWNLOAD_MARKER).write_text(uri + "\n")
+        if not (target / DOWNLOAD_MARKER).is_file():  # a concurrent run may have finished first
+            shutil.rmtree(target, ignore_errors=True)  # what is left of an interrupted older download
+            os.replace(staging, target)
+    except OSError:
+        if not (target / DOWNLOAD_MARKER).is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def local_model_path(ref: str) -> str:
+    """What diffusers should load for a reference: a local path, a downloaded S3 folder, or a hub id."""
+    if storage.is_s3(ref):
+        return _download_s3(ref)
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _check_local(ref, path)
+    if _HUB_ID.match(ref) and not _is_single_file(ref):
+        return ref
+    raise ModelLoadError(
+        f"base model {ref!r} not found: no such local file or folder, and it is not an s3:// URI or a hub id "
+        "(org/name); check the path"
+    )
+
+
+def load_pipeline(
+    ref: str, revision: str | None = None, torch_dtype: torch.dtype = torch.float32
+) -> StableDiffusionPipeline:
+    """Load a Stable Diffusion 1.x pipeline, without safety checker, from any reference described above."""
+    source = local_model_path(ref)
+    # diffusers deprecated `torch_dtype` for `dtype`; the parameter keeps the name the ecosystem knows.
+    options = dict(revision=revision, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
+    try:
+        if _is_single_file(source):
+            return StableDiffusionPipeline.from_single_file(source, **options)
+        return StableDiffusionPipeline.from_pretrained(source, **options)
+    except Exception as err:
+        raise ModelLoadError(
+            f"could not load base model {ref!r} (from {source}): {type(err).__name__}: {err}. Check that it "
+            "is a Stable Diffusion 1.x pipeline, and for a hub id that the hub is reachable and the revision "
+            "exists"
+        ) from err
+
+
+# -- identity -------------------------------------------------------------------------------------------
+
+
+def _config_json(module: torch.nn.Module) -> str:
+    config = getattr(module, "config", None)
+    if config is None:
+        return "null"
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    # These keys record provenance (where it was loaded from, which library wrote it, `architectures` and
+    # `dtype` which save_pretrained fills in): they differ between a built and a loaded copy of one model.
+    values = {k: v for k, v in values.items() if not k.startswith("_") and k not in _CONFIG_PROVENANCE}
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A sha256 hex digest of a module's class, config and weights; equal modules give equal digests."""
+    digest = hashlib.sha256()
+    digest.update(type(module).__name__.encode())
+    digest.update(_config_json(module).encode())
+    state = module.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"\n{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        # A uint8 view hashes the raw bytes of any dtype (bfloat16 included) without copying them.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()

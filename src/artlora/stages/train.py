@@ -1,0 +1,167 @@
+"""Train: a LoRA adapter on the UNet from cached latents, resumable from the object store.
+
+A run lives under `<storage_root>/runs/<key>/`, the key hashing the resolved config (cache included), so the
+same command started again finds the run's checkpoints and continues. Every step's randomness (batch, noise,
+timesteps, dropout) is derived from (seed, step) alone, which makes a resumed run take the same steps as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from tqdm import tqdm
+
+from artlora import lora, models, storage, tracking
+from artlora.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
+from artlora.config import TrainConfig
+from artlora.latent_cache import LatentSet, load_split
+from artlora.losses import PerceptualLoss, diffusion_target, predicted_x0
+from artlora.stages.augment import digest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    adapter_uri: str
+    run_id: str
+    steps: int
+    final_loss: float
+    resumed_from: int | None
+
+
+def run_uri(config: TrainConfig) -> str:
+    return storage.join(config.storage_root, "runs", digest(config.model_dump(exclude={"experiment"}))[:16])
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The step's batch: epoch-wise shuffles seeded by (seed, epoch), so any step's batch is known alone."""
+    per_epoch = max(1, n // batch_size)
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    order = order.repeat(-(-batch_size // n))  # a set smaller than one batch repeats itself
+    return order[position * batch_size : (position + 1) * batch_size]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
+
+
+def seed_for_dropout(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) % (2**63)
+
+
+class Trainer:
+    """The model, optimizer and objective of one run; `step` takes one optimizer step."""
+
+    def __init__(self, config: TrainConfig, data: LatentSet):
+        self.config, self.data, self.device = config, data, device()
+        pipe = models.load_pipeline(config.base_model)
+        self.unet, self.vae = pipe.unet.to(self.device), pipe.vae.to(self.device)
+        self.vae.requires_grad_(False)
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.params = lora.add_lora(self.unet, config)
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=1e-2)
+        self.schedule = get_scheduler(
+            "linear", self.optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
+        )
+        self.perceptual = None
+        if config.perceptual_weight > 0:
+            self.perceptual = PerceptualLoss(self.vae, config.perceptual_net, config.perceptual_backbone)
+            self.perceptual.to(self.device)
+
+    def step(self, step: int) -> dict[str, float]:
+        config, gen = self.config, step_generator(self.config.seed, step)
+        index = batch_indices(len(self.data), config.batch_size, config.seed, step)
+        latents = self.data.latents[index].to(self.device)
+        text = self.data.text[index].to(self.device)
+        noise = torch.randn(latents.shape, generator=gen).to(self.device)
+        steps_total = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps_total, (len(index),), generator=gen).to(self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        torch.manual_seed(seed_for_dropout(config.seed, step))
+
+        output = self.unet(noisy, timesteps, text).sample
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        mse = torch.nn.functional.mse_loss(output.float(), target.float())
+        loss, metrics = mse, {"loss_mse": mse.item()}
+        if self.perceptual is not None:
+            x0 = predicted_x0(self.noise_scheduler, noisy, output, timesteps)
+            perceptual = self.perceptual(x0, latents)
+            loss = loss + config.perceptual_weight * perceptual
+            metrics["loss_perceptual"] = perceptual.item()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+        self.optimizer.step()
+        self.schedule.step()
+        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": self.schedule.get_last_lr()[0], **metrics}
+
+    def checkpoint(self, step: int, run_id: str) -> Checkpoint:
+        state = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "run_id": run_id}
+        return Checkpoint(step, lora.adapter_state(self.unet), state)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        lora.load_adapter_state(self.unet, checkpoint.adapter)
+        self.optimizer.load_state_dict(checkpoint.state["optimizer"])
+        self.schedule.load_state_dict(checkpoint.state["schedule"])
+
+
+def run(config: TrainConfig) -> TrainResult:
+    config.require("cache_uri")
+    store = storage.get_storage()
+    root = run_uri(config)
+    adapter_uri = storage.join(root, "adapter")
+    if store.is_complete(adapter_uri):
+        done = store.get_json(storage.join(adapter_uri, storage.COMPLETE_MARKER))
+        log.info("run %s already finished; reusing its adapter", root)
+        return TrainResult(adapter_uri, done["run_id"], done["steps"], done["final_loss"], None)
+
+    data = load_split(config.cache_uri, "train")
+    trainer = Trainer(config, data)
+    resume = latest_checkpoint(store, root)
+    start, run_id = (resume.step, resume.state["run_id"]) if resume else (0, None)
+    if resume:
+        trainer.restore(resume)
+        log.info("resuming %s from its checkpoint at step %d", root, resume.step)
+    tags = {"artlora.dataset_fingerprint": data.dataset_fingerprint, "artlora.base_model": config.base_model}
+    with tracking.stage_run("train", config, run_id=run_id, tags=tags) as active:
+        run_id = active.info.run_id
+        metrics = train_loop(trainer, store, root, start, run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            lora.save_adapter(trainer.unet, tmp)
+            store.upload_dir(tmp, adapter_uri)
+            tracking.log_artifact(tmp, "adapter")
+        summary = {"run_id": run_id, "steps": config.max_steps, "final_loss": metrics.get("loss", float("nan"))}
+        tracking.set_tags({"artlora.adapter_uri": adapter_uri})
+        store.mark_complete(adapter_uri, summary)
+    return TrainResult(adapter_uri, run_id, config.max_steps, summary["final_loss"], resume.step if resume else None)
+
+
+def train_loop(trainer: Trainer, store: storage.Storage, root: str, start: int, run_id: str) -> dict[str, float]:
+    config = trainer.config
+    metrics: dict[str, float] = {}
+    progress = tqdm(range(start, config.max_steps), desc="train", unit="step", initial=start, total=config.max_steps)
+    for step in progress:
+        began = time.perf_counter()
+        metrics = trainer.step(step)
+        metrics["images_per_s"] = config.batch_size / (time.perf_counter() - began)
+        progress.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.1f}")
+        done = step + 1
+        if done % config.log_every == 0:
+            tracking.log_metrics(metrics, step=done)
+        if done % config.checkpoint_every == 0 and done < config.max_steps:
+            save_checkpoint(store, root, trainer.checkpoint(done, run_id), config.keep_checkpoints)
+    return metrics
