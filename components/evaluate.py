@@ -8,9 +8,9 @@ from artlora.components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def evaluate(
-    config_json: str, adapter_uri: str, cache_uri: str, run_id: str
-) -> NamedTuple("EvaluateOutputs", report_uri=str, val_loss_base=float, val_loss_lora=float):
+def evaluate(config_json: str, adapter_uri: str, cache_uri: str, run_id: str) -> NamedTuple(
+    "EvaluateOutputs", report_uri=str, val_loss_base=float, val_loss_lora=float
+):
     """Measure the adapter against its base model and write an HTML report.
 
     Args:

@@ -8,9 +8,9 @@ from artlora.components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def register(
-    config_json: str, adapter_uri: str, run_id: str
-) -> NamedTuple("RegisterOutputs", model_name=str, version=str, alias=str):
+def register(config_json: str, adapter_uri: str, run_id: str) -> NamedTuple(
+    "RegisterOutputs", model_name=str, version=str, alias=str
+):
     """Create an MLflow model version with lineage tags; alias it champion or challenger.
 
     Args:
@@ -30,4 +30,5 @@ def register(
     log.configure()
     config = PipelineConfig.model_validate_json(config_json).register
     result = stage.run(with_inputs(config, adapter_uri=adapter_uri, run_id=run_id))
-    return namedtuple("RegisterOutputs", ["model_name", "version", "alias"])(result.model_name, result.version, result.alias)
+    outputs = namedtuple("RegisterOutputs", ["model_name", "version", "alias"])
+    return outputs(result.model_name, result.version, result.alias)

@@ -18,10 +18,18 @@ from artlora.components.train import train
 PIPELINE_NAME = "artlora-style-lora"
 
 
+class Outputs(NamedTuple):
+    model_name: str
+    version: str
+    alias: str
+    report_uri: str
+    dataset_fingerprint: str
+
+
 @dsl.pipeline(name=PIPELINE_NAME, description="Curate a style dataset, train a LoRA, evaluate and register it.")
 def style_lora_pipeline(
     config_json: str,
-) -> NamedTuple("Outputs", model_name=str, version=str, alias=str, report_uri=str, dataset_fingerprint=str):
+) -> Outputs:
     curated = ingest(config_json=config_json).set_caching_options(False)
     cached = augment(config_json=config_json, dataset_uri=curated.outputs["dataset_uri"]).set_caching_options(False)
     trained = (
@@ -42,8 +50,7 @@ def style_lora_pipeline(
         config_json=config_json, adapter_uri=trained.outputs["adapter_uri"], run_id=trained.outputs["run_id"]
     ).set_caching_options(False)
     registered.after(evaluated)
-    outputs = NamedTuple("Outputs", model_name=str, version=str, alias=str, report_uri=str, dataset_fingerprint=str)
-    return outputs(
+    return Outputs(
         model_name=registered.outputs["model_name"],
         version=registered.outputs["version"],
         alias=registered.outputs["alias"],
