@@ -39,3 +39,80 @@ def work_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("ARTLORA_WORK_DIR", str(path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny Stable Diffusion saved once, in the diffusers layout, for every test that loads a base model."""
+    from artlora import models
+
+    return models.save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sample_folder(tmp_path_factory) -> Path:
+    """A few generated artworks in every sample style, with captions (64 px: the tiny model's size)."""
+    from artlora import sample_data
+
+    folder = tmp_path_factory.mktemp("raw") / "styles"
+    sample_data.generate(folder, count=20, size=64, seed=0)
+    return folder
+
+
+@pytest.fixture
+def small_config(bucket, tiny_model_dir, sample_folder):
+    """The demo config shrunk to test size, pointed at this test's bucket, the tiny model and the samples."""
+    from artlora.config import load_config
+
+    overrides = [
+        f"storage_root={bucket}",
+        f"base_model={tiny_model_dir}",
+        f"ingest.source={sample_folder}",
+        "ingest.val_fraction=0.2",
+        "augment.resolution=32",
+        "augment.batch_size=16",
+        "train.max_steps=4",
+        "train.batch_size=4",
+        "train.checkpoint_every=2",
+        "train.perceptual_weight=0",
+        "evaluate.resolution=32",
+        "evaluate.inference_steps=2",
+        "evaluate.prompts=[a woodcut of a tree]",
+        "evaluate.image_seeds=[0]",
+    ]
+    return load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", overrides)
+
+
+@pytest.fixture
+def latent_cache(small_config) -> str:
+    """Ingest and augment the samples; the latent cache index URI."""
+    from artlora.config import with_inputs
+    from artlora.stages import augment, ingest
+
+    dataset = ingest.run(small_config.ingest)
+    return augment.run(with_inputs(small_config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
+
+
+@pytest.fixture(scope="session")
+def _mlflow_db_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store with its schema migrations already run (they take seconds per database)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    path = folder / "mlflow.db"
+    store = SqlAlchemyStore(f"sqlite:///{path}", default_artifact_root=str(folder / "artifacts"))
+    store.engine.dispose()
+    return path
+
+
+@pytest.fixture
+def mlflow_db(work_dir, _mlflow_db_template) -> Path:
+    """Opt-in speed-up: this test's private MLflow store starts as a copy of the migrated template.
+
+    Same isolation as `work_dir` alone (the copy is this test's own file), without the schema migration.
+    Use it with `pytestmark = pytest.mark.usefixtures("mlflow_db")`.
+    """
+    import shutil
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(_mlflow_db_template, work_dir / "mlflow.db"))

@@ -56,12 +56,17 @@ def save_checkpoint(store: storage.Storage, run_uri: str, checkpoint: Checkpoint
     return uri
 
 
+def latest_step(store: storage.Storage, run_uri: str) -> int | None:
+    """The step of the newest complete checkpoint, or None."""
+    return max((step for step, done in _steps(store, run_uri).items() if done), default=None)
+
+
 def latest_checkpoint(store: storage.Storage, run_uri: str) -> Checkpoint | None:
-    complete = [step for step, done in _steps(store, run_uri).items() if done]
-    if not complete:
+    step = latest_step(store, run_uri)
+    if step is None:
         return None
-    uri = checkpoint_uri(run_uri, max(complete))
+    uri = checkpoint_uri(run_uri, step)
     adapter = load(store.get_bytes(storage.join(uri, "adapter.safetensors")))
     # weights_only=False: the state holds optimizer internals we wrote ourselves, from our own bucket.
     state = torch.load(io.BytesIO(store.get_bytes(storage.join(uri, "state.pt"))), weights_only=False)
-    return Checkpoint(max(complete), adapter, state)
+    return Checkpoint(step, adapter, state)

@@ -45,7 +45,9 @@ def _experiment_id(name: str, storage_root: str | None) -> str:
     if existing is not None:
         return existing.experiment_id
     location = None
-    if storage_root and not os.environ.get(settings.TRACKING_URI):
+    if storage_root and not mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        # A tracking server decides where artifacts go; a bare database store (SQLite, PostgreSQL) would put them
+        # in the current folder, so they go to the object store instead.
         location = storage.join(storage_root, "mlflow", name)
     try:
         return client.create_experiment(name, artifact_location=location)
@@ -83,8 +85,10 @@ def stage_run(
         yield run
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+def log_metrics(metrics: Mapping[str, float], step: int | None = None, wait: bool = True) -> None:
+    """Log metrics; with wait=False the call returns at once and MLflow sends them in the background (the
+    training loop must not stall on the tracking store). The run's end waits for everything queued."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=wait)
 
 
 def set_tags(tags: Mapping[str, str]) -> None:

@@ -71,6 +71,7 @@ class Trainer:
         self.unet, self.vae = pipe.unet.to(self.device), pipe.vae.to(self.device)
         self.vae.requires_grad_(False)
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        torch.manual_seed(config.seed)  # the adapter's random init, the same in every process
         self.params = lora.add_lora(self.unet, config)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=1e-2)
         self.schedule = get_scheduler(
@@ -161,7 +162,7 @@ def train_loop(trainer: Trainer, store: storage.Storage, root: str, start: int, 
         progress.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.1f}")
         done = step + 1
         if done % config.log_every == 0:
-            tracking.log_metrics(metrics, step=done)
+            tracking.log_metrics(metrics, step=done, wait=False)
         if done % config.checkpoint_every == 0 and done < config.max_steps:
             save_checkpoint(store, root, trainer.checkpoint(done, run_id), config.keep_checkpoints)
     return metrics
