@@ -332,14 +332,6 @@ def test_configs_are_hashable_and_compare_by_value(minimal):
     assert load_config(minimal, ["train.rank=2"]) != a
 
 
-# -- known problems in src (strict xfail: remove the marker when the fix lands) -----------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: apply_overrides treats a present-but-empty section (`train:` -> None) as a value, so "
-    "--set train.rank=2 fails although the file validates without it",
-)
 def test_set_into_an_empty_section(tmp_path):
     text = "storage_root: s3://artlora\nbase_model: a/b\nmodel_name: m\ningest:\n  source: raw\ntrain:\n  # rank: 4\n"
     path = write(tmp_path, text)
@@ -347,11 +339,6 @@ def test_set_into_an_empty_section(tmp_path):
     assert load_config(path, ["train.rank=2"]).train.rank == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: ingest.source accepts an empty string, and Path('') is the current folder, so "
-    "`--set ingest.source=` would ingest whatever folder the command runs in",
-)
 def test_empty_ingest_source_is_rejected(minimal):
     with pytest.raises(ConfigError, match=r"ingest\.source"):
         load_config(minimal, ["ingest.source="])

@@ -77,7 +77,7 @@ def config_for(bucket: str, source: str | Path, **kwargs) -> IngestConfig:
 
 def read_dataset(store: storage.Storage, result: ingest.IngestResult) -> tuple[list[dict], dict]:
     manifest = store.get_json(storage.join(result.dataset_uri, "manifest.json"))["items"]
-    report = store.get_json(storage.join(result.dataset_uri, "report.json"))
+    report = store.get_json(result.report_uri)
     return manifest, report
 
 
@@ -294,14 +294,6 @@ def test_missing_source_raises(store, bucket, tmp_path):
         ingest.run(config_for(bucket, storage.join(bucket, "empty-prefix")))
 
 
-# -- known problems in src (strict xfail: remove the marker when the fix lands) -----------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a reused dataset version keeps the report.json of the first ingest, so inputs that differ "
-    "only in rejected files or file names are not accounted for in the stored report",
-)
 def test_reused_dataset_report_accounts_for_the_current_inputs(store, bucket, raw):
     first = ingest.run(config_for(bucket, raw))
     (raw / "more-notes.pdf").write_bytes(b"%PDF")
@@ -312,19 +304,12 @@ def test_reused_dataset_report_accounts_for_the_current_inputs(store, bucket, ra
     assert second.fingerprint != first.fingerprint or report["inputs"] == len(inputs_of(raw))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="src bug: split() can hold out every image of a small style (n_val is not capped)"
-)
 @pytest.mark.parametrize(("count", "val_fraction"), [(2, 0.75), (4, 0.9)])
 def test_split_keeps_at_least_one_training_image_per_style(count, val_fraction):
     items = [ingest.Item(f"{i:064x}", f"s/{i}.png", f"s3://b/{i}.png", "", "s", 64, 64) for i in range(count)]
     assert "train" in {item.split for item in ingest.split(items, val_fraction, seed=0)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: sources skip hidden files but not files inside hidden folders (.ipynb_checkpoints/, .git/)",
-)
 def test_files_in_hidden_folders_are_not_inputs(store, bucket, raw):
     hidden = raw / ".ipynb_checkpoints"
     hidden.mkdir()

@@ -24,9 +24,7 @@ def _image(pipe) -> np.ndarray:
 
 
 def test_pipeline_runs_locally_and_registers_a_loadable_champion(small_config, tiny_model_dir):
-    config = small_config.model_copy(
-        update={"train": small_config.train.model_copy(update={"learning_rate": 0.01})}
-    )
+    config = small_config.model_copy(update={"train": small_config.train.model_copy(update={"learning_rate": 0.01})})
     outputs = build.run_local(config.model_dump_json(), pipeline_root=tempfile.mkdtemp())
 
     assert outputs["alias"] == "champion" and outputs["model_name"] == config.model_name

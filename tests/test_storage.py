@@ -35,9 +35,9 @@ def test_parse_uri_rejects_non_s3(uri):
     assert not is_s3(uri)
 
 
-@pytest.mark.parametrize("uri", ["s3://", "s3:///key", "s3:///"])
-def test_parse_uri_rejects_missing_bucket(uri):
-    with pytest.raises(StorageError, match="no bucket"):
+@pytest.mark.parametrize("uri", ["s3://", "s3:///key", "s3:///", "s3://ab/key", "s3://Upper/key", "s3://-x-/k"])
+def test_parse_uri_rejects_missing_or_bad_bucket(uri):
+    with pytest.raises(StorageError, match="bad bucket name"):
         parse_uri(uri)
 
 

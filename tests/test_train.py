@@ -51,7 +51,9 @@ def test_perceptual_term_is_zero_for_identical_images_and_positive_otherwise():
 
 
 def test_train_writes_adapter_checkpoints_and_metrics(small_config, latent_cache, store):
-    config = with_inputs(small_config.train, cache_uri=latent_cache, perceptual_weight=0.5, perceptual_net="squeeze")
+    config = with_inputs(
+        small_config.train, cache_uri=latent_cache, perceptual_weight=0.5, perceptual_net="squeeze", log_every=1
+    )
     result = train.run(config)
 
     assert store.is_complete(result.adapter_uri)
@@ -102,7 +104,9 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
     assert not store.is_complete(storage.join(root, "adapter")), "the run finished before it was killed"
     killed_at = checkpoints.latest_step(store, root)
 
-    resumed = subprocess.run(_train_command(config_path, overrides), env=env, capture_output=True, text=True, check=True)
+    resumed = subprocess.run(
+        _train_command(config_path, overrides), env=env, capture_output=True, text=True, check=True
+    )
     result = json.loads(resumed.stdout)
     assert result["resumed_from"] == killed_at and 0 < killed_at < 40
 

@@ -47,7 +47,9 @@ Seed = Field(0, ge=0, description="random seed; the same seed and inputs give th
 
 
 class IngestConfig(StageConfig):
-    source: str = Field(description="raw images: a local folder or an s3:// prefix (sub-folders = styles)")
+    source: str = Field(
+        min_length=1, description="raw images: a local folder or an s3:// prefix (sub-folders = styles)"
+    )
     storage_root: str = StorageRoot
     experiment: str = Experiment
     seed: int = Seed
@@ -88,6 +90,9 @@ class TrainConfig(StageConfig):
     max_steps: int = Field(500, ge=1, description="optimizer steps")
     batch_size: int = Field(4, ge=1, le=1024, description="latents per step")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold (L2 norm)")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "bf16", description="autocast dtype on GPU (LoRA weights stay fp32); the CPU always trains in fp32"
+    )
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints in the object store")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted")
     perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the LPIPS term; 0 turns it off")
@@ -198,7 +203,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         path, value = parse_override(text)
         node = data
         for part in path[:-1]:
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an empty section (`train:` loads as None)
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {text}: {part!r} is a value, not a section")
             node = child

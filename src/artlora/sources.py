@@ -61,7 +61,7 @@ def _local_readers(source: str) -> dict[str, Callable[[], bytes]]:
     return {
         path.relative_to(root).as_posix(): path.read_bytes
         for path in root.rglob("*")
-        if path.is_file() and not path.name.startswith(".")
+        if path.is_file() and not _hidden(path.relative_to(root).as_posix())
     }
 
 
@@ -71,8 +71,13 @@ def _s3_readers(source: str) -> dict[str, Callable[[], bytes]]:
     readers: dict[str, Callable[[], bytes]] = {}
     for uri in store.list(source):
         name = storage.parse_uri(uri)[1][len(base) :].lstrip("/")
-        if not PurePosixPath(name).name.startswith("."):
+        if not _hidden(name):
             readers[name] = lambda uri=uri: store.get_bytes(uri)
     if not readers:
         raise FileNotFoundError(f"nothing under ingest.source {source!r}")
     return readers
+
+
+def _hidden(name: str) -> bool:
+    """Dot-files and anything in a dot-folder (.git/, .ipynb_checkpoints/) are tool droppings, not inputs."""
+    return any(part.startswith(".") for part in PurePosixPath(name).parts)

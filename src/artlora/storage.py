@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from functools import cache
@@ -23,6 +24,7 @@ from minio.error import S3Error
 from artlora import settings
 
 COMPLETE_MARKER = "_COMPLETE"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Files above this size go up in parts of this size, several in parallel.
 PART_SIZE = 16 * 1024 * 1024
 
@@ -36,8 +38,8 @@ def parse_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise StorageError(f"not an s3:// URI: {uri!r} (expected s3://bucket/key)")
     bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise StorageError(f"no bucket in {uri!r} (expected s3://bucket/key)")
+    if not _BUCKET.fullmatch(bucket):
+        raise StorageError(f"bad bucket name in {uri!r}: 3-63 lower-case letters, digits, dots or hyphens")
     return bucket, key
 
 

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors.torch import save
 from torchvision.transforms import v2
 from tqdm import tqdm
@@ -90,7 +90,13 @@ def run(config: AugmentConfig) -> AugmentResult:
     store = storage.get_storage()
     items = load_manifest(config.dataset_uri)
     pipe = models.load_pipeline(config.base_model)
-    vae_id, text_id = models.module_fingerprint(pipe.vae), models.module_fingerprint(pipe.text_encoder)
+    vae_id = models.module_fingerprint(pipe.vae)
+    # A caption's states depend on how it is tokenized as well as on the encoder's weights.
+    text_id = digest(
+        models.module_fingerprint(pipe.text_encoder),
+        sorted(pipe.tokenizer.get_vocab().items()),
+        pipe.tokenizer.model_max_length,
+    )
     settings = augmentation_settings(config)
     cache = storage.join(config.storage_root, "cache")
     dataset_fp = config.dataset_uri.rstrip("/").rsplit("/", 1)[-1]
@@ -169,4 +175,5 @@ def index_entry(item: Item, latents_uri: str, checksum: str, texts: dict[str, di
 
 def _open_rgb(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+        # Phone photos and scans store their rotation in EXIF: train on the image as people see it.
+        return ImageOps.exif_transpose(image).convert("RGB")

@@ -1,9 +1,10 @@
 """Ingest and curate: raw images in, a versioned dataset out, with every input file accounted for.
 
 The dataset version lives under `<storage_root>/datasets/<fingerprint>/`: `manifest.json` (every accepted
-image with its caption, style and split), `report.json` (every input, accepted or rejected with a reason) and
-the completion marker, written last. Accepted images are stored once, by content hash, under
-`<storage_root>/datasets/blobs/`, so versions share unchanged images and a re-ingest uploads only new ones.
+image with its caption, style and split) and the completion marker, written last; beside them
+`reports/<hash>.json`, one per distinct ingest (every input file, accepted or rejected with a reason).
+Accepted images are stored once, by content hash, under `<storage_root>/datasets/blobs/`, so versions share
+unchanged images and a re-ingest uploads only new ones.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import hashlib
 import io
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from artlora import storage, tracking
@@ -48,6 +50,7 @@ class IngestResult:
     accepted: int
     rejected: int
     reused: bool
+    report_uri: str
 
 
 def inspect(file: SourceFile, data: bytes, min_size: int) -> tuple[int, int] | str:
@@ -59,7 +62,9 @@ def inspect(file: SourceFile, data: bytes, min_size: int) -> tuple[int, int] | s
             probe.verify()  # catches truncated and corrupt files that open() alone accepts
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            width, height = image.size
+            width, height = ImageOps.exif_transpose(image).size
+    except UnidentifiedImageError:  # its message holds a memory address; the report must be reproducible
+        return "unreadable image: not in a format Pillow can decode"
     except Exception as err:  # noqa: BLE001 - any decoder failure is a rejection, never a crash
         return f"unreadable image: {type(err).__name__}: {err}"
     if min(width, height) < min_size:
@@ -102,17 +107,22 @@ def split(items: list[Item], val_fraction: float, seed: int) -> list[Item]:
     for style in sorted({item.style for item in items}):
         group = [item for item in items if item.style == style]
         group.sort(key=lambda item: hashlib.sha256(f"{seed}:{item.sha256}".encode()).hexdigest())
-        n_val = round(len(group) * val_fraction) if len(group) > 1 else 0
+        # Round half up, and keep at least one image of every style for training.
+        n_val = min(math.floor(len(group) * val_fraction + 0.5), len(group) - 1)
         out += [Item(**{**asdict(item), "split": "val" if i < n_val else "train"}) for i, item in enumerate(group)]
     return sorted(out, key=lambda item: item.source)
 
 
 def fingerprint(items: list[Item], config: IngestConfig) -> str:
-    """Hash of the accepted content, captions, styles, split and curation settings."""
+    """Hash of the accepted content, file names, captions, styles, split and curation settings.
+
+    Rejected files are not part of it: adding a broken file to the source does not make a new dataset. The
+    report of each ingest is stored beside the version under its own hash, so every input is accounted for.
+    """
     settings = {"curation_version": CURATION_VERSION, **config.model_dump(exclude={"source", "experiment"})}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for item in sorted(items, key=lambda item: item.sha256):
-        digest.update(f"{item.sha256}\0{item.caption}\0{item.style}\0{item.split}\n".encode())
+        digest.update(f"{item.sha256}\0{item.source}\0{item.caption}\0{item.style}\0{item.split}\n".encode())
     return digest.hexdigest()[:24]
 
 
@@ -143,10 +153,14 @@ def run(config: IngestConfig) -> IngestResult:
     fp = fingerprint(items, config)
     dataset_uri = storage.join(config.storage_root, "datasets", fp)
     summary = report(files, items, rejected)
+    report_bytes = json.dumps(summary, indent=2, sort_keys=True).encode()
+    report_uri = storage.join(dataset_uri, "reports", f"{hashlib.sha256(report_bytes).hexdigest()[:16]}.json")
     with tracking.stage_run("ingest", config, tags={"artlora.dataset_fingerprint": fp}):
-        reused = _write_dataset(store, dataset_uri, items, summary)
+        if not store.exists(report_uri):  # named by its content: an existing one is this very report
+            store.put_bytes(report_uri, report_bytes, content_type="application/json")
+        reused = _write_dataset(store, dataset_uri, items)
         tracking.log_metrics({"inputs": len(files), "accepted": len(items), "rejected": len(rejected)})
-        tracking.log_bytes(json.dumps(summary, indent=2).encode(), "curation/report.json")
+        tracking.log_bytes(report_bytes, "curation/report.json")
     log.info(
         "dataset %s: %d accepted, %d rejected%s",
         dataset_uri,
@@ -154,15 +168,14 @@ def run(config: IngestConfig) -> IngestResult:
         len(rejected),
         " (already stored)" if reused else "",
     )
-    return IngestResult(dataset_uri, fp, len(items), len(rejected), reused)
+    return IngestResult(dataset_uri, fp, len(items), len(rejected), reused, report_uri)
 
 
-def _write_dataset(store: storage.Storage, dataset_uri: str, items: list[Item], summary: dict) -> bool:
+def _write_dataset(store: storage.Storage, dataset_uri: str, items: list[Item]) -> bool:
     """Write the dataset version unless a complete one with this fingerprint exists. Returns reused."""
     if store.is_complete(dataset_uri):
         return True
     store.put_json(storage.join(dataset_uri, "manifest.json"), {"items": [asdict(item) for item in items]})
-    store.put_json(storage.join(dataset_uri, "report.json"), summary)
     store.mark_complete(dataset_uri, {"items": len(items)})
     return False
 

@@ -41,6 +41,9 @@ def run_uri(config: TrainConfig) -> str:
     return storage.join(config.storage_root, "runs", digest(config.model_dump(exclude={"experiment"}))[:16])
 
 
+PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -65,59 +68,82 @@ def seed_for_dropout(seed: int, step: int) -> int:
 class Trainer:
     """The model, optimizer and objective of one run; `step` takes one optimizer step."""
 
-    def __init__(self, config: TrainConfig, data: LatentSet):
-        self.config, self.data, self.device = config, data, device()
-        pipe = models.load_pipeline(config.base_model)
-        self.unet, self.vae = pipe.unet.to(self.device), pipe.vae.to(self.device)
-        self.vae.requires_grad_(False)
+    def __init__(self, config: TrainConfig, data: LatentSet, pipe=None):
+        """`pipe` is the loaded base pipeline; by default it is loaded from `config.base_model`."""
+        self.config, self.device = config, device()
+        pipe = pipe or models.load_pipeline(config.base_model)
+        # Autocast on GPU only: frozen weights in the low-precision dtype, LoRA weights and optimizer in fp32.
+        self.dtype = PRECISIONS[config.mixed_precision] if self.device.type == "cuda" else None
+        frozen_dtype = self.dtype or torch.float32
+        self.unet = pipe.unet.to(self.device, frozen_dtype)
+        self.vae = pipe.vae.to(self.device, frozen_dtype).requires_grad_(False)
+        # The whole latent set lives on the device: no per-step host-to-device copies.
+        self.data = LatentSet(
+            *(t.to(self.device) for t in (data.latents, data.text, data.empty_text)), data.dataset_fingerprint
+        )
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         torch.manual_seed(config.seed)  # the adapter's random init, the same in every process
         self.params = lora.add_lora(self.unet, config)
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=1e-2)
+        for param in self.params:
+            param.data = param.data.float()
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.learning_rate, weight_decay=1e-2, fused=self.device.type == "cuda"
+        )
         self.schedule = get_scheduler(
             "linear", self.optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
         )
+        # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.perceptual = None
         if config.perceptual_weight > 0:
             self.perceptual = PerceptualLoss(self.vae, config.perceptual_net, config.perceptual_backbone)
             self.perceptual.to(self.device)
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step. Metrics stay on the device (reading them would stall the GPU every step)."""
         config, gen = self.config, step_generator(self.config.seed, step)
-        index = batch_indices(len(self.data), config.batch_size, config.seed, step)
-        latents = self.data.latents[index].to(self.device)
-        text = self.data.text[index].to(self.device)
+        index = batch_indices(len(self.data), config.batch_size, config.seed, step).to(self.device)
+        latents, text = self.data.latents[index], self.data.text[index]
         noise = torch.randn(latents.shape, generator=gen).to(self.device)
         steps_total = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps_total, (len(index),), generator=gen).to(self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         torch.manual_seed(seed_for_dropout(config.seed, step))
 
-        output = self.unet(noisy, timesteps, text).sample
-        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
-        mse = torch.nn.functional.mse_loss(output.float(), target.float())
-        loss, metrics = mse, {"loss_mse": mse.item()}
-        if self.perceptual is not None:
-            x0 = predicted_x0(self.noise_scheduler, noisy, output, timesteps)
-            perceptual = self.perceptual(x0, latents)
-            loss = loss + config.perceptual_weight * perceptual
-            metrics["loss_perceptual"] = perceptual.item()
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            output = self.unet(noisy, timesteps, text).sample
+            target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+            mse = torch.nn.functional.mse_loss(output.float(), target.float())
+            loss, metrics = mse, {"loss_mse": mse.detach()}
+            if self.perceptual is not None:
+                x0 = predicted_x0(self.noise_scheduler, noisy, output, timesteps)
+                perceptual = self.perceptual(x0, latents)
+                loss = loss + config.perceptual_weight * perceptual
+                metrics["loss_perceptual"] = perceptual.detach()
 
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.schedule.step()
-        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": self.schedule.get_last_lr()[0], **metrics}
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **metrics}
 
     def checkpoint(self, step: int, run_id: str) -> Checkpoint:
-        state = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "run_id": run_id}
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "run_id": run_id,
+        }
         return Checkpoint(step, lora.adapter_state(self.unet), state)
 
     def restore(self, checkpoint: Checkpoint) -> None:
         lora.load_adapter_state(self.unet, checkpoint.adapter)
         self.optimizer.load_state_dict(checkpoint.state["optimizer"])
         self.schedule.load_state_dict(checkpoint.state["schedule"])
+        self.scaler.load_state_dict(checkpoint.state["scaler"])
 
 
 def run(config: TrainConfig) -> TrainResult:
@@ -155,13 +181,17 @@ def train_loop(trainer: Trainer, store: storage.Storage, root: str, start: int, 
     config = trainer.config
     metrics: dict[str, float] = {}
     progress = tqdm(range(start, config.max_steps), desc="train", unit="step", initial=start, total=config.max_steps)
+    began, logged_at = time.perf_counter(), start
     for step in progress:
-        began = time.perf_counter()
-        metrics = trainer.step(step)
-        metrics["images_per_s"] = config.batch_size / (time.perf_counter() - began)
-        progress.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.1f}")
+        on_device = trainer.step(step)
         done = step + 1
-        if done % config.log_every == 0:
+        if done % config.log_every == 0 or done == config.max_steps:
+            now = time.perf_counter()
+            metrics = {name: value.item() for name, value in on_device.items()}
+            metrics["lr"] = trainer.schedule.get_last_lr()[0]
+            metrics["images_per_s"] = (done - logged_at) * config.batch_size / (now - began)
+            began, logged_at = now, done
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.1f}")
             tracking.log_metrics(metrics, step=done, wait=False)
         if done % config.checkpoint_every == 0 and done < config.max_steps:
             save_checkpoint(store, root, trainer.checkpoint(done, run_id), config.keep_checkpoints)
