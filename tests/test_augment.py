@@ -110,18 +110,19 @@ def test_shards_load_through_load_split(store, bucket, raw, model_dir):
     for split, images in counts.items():
         loaded = latent_cache.load_split(cache_uri, split)
         assert len(loaded) == images * VIEWS
-        assert loaded.latents.shape == (images * VIEWS, 4, LATENT_SIDE, LATENT_SIDE)
-        assert loaded.text.shape == (images * VIEWS, 77, 32)
+        (group,) = loaded.groups  # square views only: one bucket
+        assert group.latents.shape == (images * VIEWS, 4, LATENT_SIDE, LATENT_SIDE)
+        assert group.text.shape == (images * VIEWS, 77, 32)
         assert loaded.empty_text.shape == (77, 32)
         assert loaded.dataset_fingerprint == dataset.fingerprint
         # Each view carries its own image's caption states: views of one image share them.
-        assert torch.equal(loaded.text[0], loaded.text[1])
+        assert torch.equal(group.text[0], group.text[1])
         assert len(latent_cache.load_split(cache_uri, split, views=1)) == images
     # The split's latents are exactly the shards of its entries, in index order.
     index = store.get_json(cache_uri)
     shards = shard_latents(store, index)
     train = [shards[entry["id"]] for entry in index["entries"] if entry["split"] == "train"]
-    assert torch.equal(latent_cache.load_split(cache_uri, "train").latents, torch.cat(train))
+    assert torch.equal(latent_cache.load_split(cache_uri, "train").groups[0].latents, torch.cat(train))
 
 
 def test_rerun_on_unchanged_data_encodes_nothing(store, bucket, raw, model_dir, encoded):

@@ -22,12 +22,17 @@ from artlora.losses import PerceptualLoss, diffusion_target, predicted_x0
 from artlora.stages import train
 
 
-def test_batches_visit_every_latent_once_per_epoch():
-    seen = torch.cat([train.batch_indices(12, 4, seed=3, step=step) for step in range(3)])
-    assert sorted(seen.tolist()) == list(range(12))
-    assert torch.equal(train.batch_indices(12, 4, 3, 5), train.batch_indices(12, 4, 3, 5))
-    assert not torch.equal(train.batch_indices(12, 4, 3, 0), train.batch_indices(12, 4, 4, 0))
-    assert len(train.batch_indices(3, 8, seed=0, step=0)) == 8  # a set smaller than a batch repeats
+def test_batches_visit_every_view_once_per_epoch_one_bucket_at_a_time():
+    sizes = [12, 5, 3]  # three buckets; batches of 4 -> 3 + 2 + 1 batches per epoch
+    batches = [train.batch_for_step(sizes, 4, seed=3, step=step) for step in range(6)]
+    seen = {(group, int(i)) for group, index in batches for i in index}
+    assert seen == {(group, i) for group, size in enumerate(sizes) for i in range(size)}
+    assert all(len(index) <= 4 for _, index in batches)
+    assert [len(index) for _, index in batches] != [4, 4, 4, 4, 1, 3], "batch order is shuffled across buckets"
+    first, again = train.batch_for_step(sizes, 4, 3, 7), train.batch_for_step(sizes, 4, 3, 7)
+    assert first[0] == again[0] and torch.equal(first[1], again[1])
+    next_epoch = [train.batch_for_step(sizes, 4, seed=3, step=step) for step in range(6, 12)]
+    assert [(g, i.tolist()) for g, i in next_epoch] != [(g, i.tolist()) for g, i in batches]
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])

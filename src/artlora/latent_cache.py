@@ -17,16 +17,30 @@ class CorruptShardError(ValueError):
 
 
 @dataclass(frozen=True)
-class LatentSet:
-    """Every cached view of one split, ready for training or evaluation."""
+class LatentGroup:
+    """Cached views that share one latent size (one aspect-ratio bucket), so they can share a batch."""
 
     latents: torch.Tensor  # [views, 4, h, w], already multiplied by the VAE scaling factor
     text: torch.Tensor  # [views, tokens, dim]: each view's caption states
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+
+@dataclass(frozen=True)
+class LatentSet:
+    """Every cached view of one split, grouped by latent size, ready for training or evaluation."""
+
+    groups: tuple[LatentGroup, ...]  # ordered by latent size
     empty_text: torch.Tensor  # [tokens, dim]: the empty caption, for caption dropout
     dataset_fingerprint: str
 
     def __len__(self) -> int:
-        return len(self.latents)
+        return sum(len(group) for group in self.groups)
+
+    def to(self, device: torch.device) -> LatentSet:
+        groups = tuple(LatentGroup(g.latents.to(device), g.text.to(device)) for g in self.groups)
+        return LatentSet(groups, self.empty_text.to(device), self.dataset_fingerprint)
 
 
 def read_shard(store: storage.Storage, shard: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -50,10 +64,13 @@ def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSe
         for entry in entries:
             texts.setdefault(entry["text"]["uri"], entry["text"])
         hidden = dict(zip(texts, pool.map(lambda t: read_shard(store, t)["hidden"], texts.values()), strict=True))
-    text = [hidden[entry["text"]["uri"]] for entry, lat in zip(entries, latents, strict=True) for _ in range(len(lat))]
+    by_size: dict[tuple[int, ...], tuple[list, list]] = {}
+    for entry, views in zip(entries, latents, strict=True):
+        group_latents, group_text = by_size.setdefault(tuple(views.shape[1:]), ([], []))
+        group_latents.append(views)
+        group_text.extend([hidden[entry["text"]["uri"]]] * len(views))
     return LatentSet(
-        latents=torch.cat(latents),
-        text=torch.stack(text),
+        groups=tuple(LatentGroup(torch.cat(lat), torch.stack(txt)) for _, (lat, txt) in sorted(by_size.items())),
         empty_text=read_shard(store, index["empty_text"])["hidden"],
         dataset_fingerprint=index["dataset_fingerprint"],
     )

@@ -38,16 +38,18 @@ class EvaluateResult:
 def heldout_loss(unet, scheduler: DDPMScheduler, data: LatentSet, timesteps: tuple[int, ...], seed: int) -> float:
     """Mean MSE over every validation view at each fixed timestep, with noise fixed by the seed."""
     gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(data.latents.shape, generator=gen)
-    total = 0.0
-    for t in timesteps:
-        steps = torch.full((len(data),), t, dtype=torch.long)
-        for chunk in torch.arange(len(data)).split(32):
-            noisy = scheduler.add_noise(data.latents[chunk], noise[chunk], steps[chunk])
-            output = unet(noisy, steps[chunk], data.text[chunk]).sample
-            target = diffusion_target(scheduler, data.latents[chunk], noise[chunk], steps[chunk])
-            total += torch.nn.functional.mse_loss(output, target, reduction="sum").item()
-    return total / (len(timesteps) * data.latents.numel())
+    total, count = 0.0, 0
+    for group in data.groups:
+        noise = torch.randn(group.latents.shape, generator=gen)
+        for t in timesteps:
+            for chunk in torch.arange(len(group)).split(32):
+                latents, steps = group.latents[chunk], torch.full((len(chunk),), t, dtype=torch.long)
+                noisy = scheduler.add_noise(latents, noise[chunk], steps)
+                output = unet(noisy, steps, group.text[chunk]).sample
+                target = diffusion_target(scheduler, latents, noise[chunk], steps)
+                total += torch.nn.functional.mse_loss(output, target, reduction="sum").item()
+                count += target.numel()
+    return total / count
 
 
 @torch.no_grad()

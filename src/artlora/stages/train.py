@@ -48,13 +48,25 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
-    """The step's batch: epoch-wise shuffles seeded by (seed, epoch), so any step's batch is known alone."""
-    per_epoch = max(1, n // batch_size)
+def epoch_batches(sizes: list[int], batch_size: int, seed: int, epoch: int) -> list[tuple[int, torch.Tensor]]:
+    """One epoch's batches as (group, indices): every view once, each batch from a single group (bucket).
+
+    Views are shuffled within each group and the batches across groups, seeded by (seed, epoch), so the batch
+    of any step is known without replaying the steps before it. A group's last batch may be smaller.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    batches = [
+        (group, chunk)
+        for group, size in enumerate(sizes)
+        for chunk in torch.randperm(size, generator=gen).split(batch_size)
+    ]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
+def batch_for_step(sizes: list[int], batch_size: int, seed: int, step: int) -> tuple[int, torch.Tensor]:
+    per_epoch = sum(-(-size // batch_size) for size in sizes)
     epoch, position = divmod(step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    order = order.repeat(-(-batch_size // n))  # a set smaller than one batch repeats itself
-    return order[position * batch_size : (position + 1) * batch_size]
+    return epoch_batches(sizes, batch_size, seed, epoch)[position]
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -78,9 +90,7 @@ class Trainer:
         self.unet = pipe.unet.to(self.device, frozen_dtype)
         self.vae = pipe.vae.to(self.device, frozen_dtype).requires_grad_(False)
         # The whole latent set lives on the device: no per-step host-to-device copies.
-        self.data = LatentSet(
-            *(t.to(self.device) for t in (data.latents, data.text, data.empty_text)), data.dataset_fingerprint
-        )
+        self.data = data.to(self.device)
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         torch.manual_seed(config.seed)  # the adapter's random init, the same in every process
         self.params = lora.add_lora(self.unet, config)
@@ -102,8 +112,10 @@ class Trainer:
     def step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step. Metrics stay on the device (reading them would stall the GPU every step)."""
         config, gen = self.config, step_generator(self.config.seed, step)
-        index = batch_indices(len(self.data), config.batch_size, config.seed, step).to(self.device)
-        latents, text = self.data.latents[index], self.data.text[index]
+        sizes = [len(group) for group in self.data.groups]
+        group, index = batch_for_step(sizes, config.batch_size, config.seed, step)
+        index = index.to(self.device)
+        latents, text = self.data.groups[group].latents[index], self.data.groups[group].text[index]
         noise = torch.randn(latents.shape, generator=gen).to(self.device)
         steps_total = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps_total, (len(index),), generator=gen).to(self.device)
