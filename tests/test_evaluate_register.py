@@ -69,3 +69,13 @@ def test_choose_alias():
     assert register.choose_alias(1.0, None) == "champion"
     assert register.choose_alias(0.9, 1.0) == "champion"
     assert register.choose_alias(1.0, 1.0) == "challenger"
+
+
+def test_evaluating_again_with_other_settings_keeps_the_run_usable(small_config, latent_cache, trained):
+    config = with_inputs(
+        small_config.evaluate, adapter_uri=trained.adapter_uri, cache_uri=latent_cache, run_id=trained.run_id
+    )
+    evaluate.run(config)
+    evaluate.run(with_inputs(config, prompts=("another prompt",)))  # params are immutable in MLflow
+    run = mlflow.tracking.MlflowClient().get_run(trained.run_id)
+    assert run.data.params["evaluate.prompts"] == '["a woodcut of a tree"]'

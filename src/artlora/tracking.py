@@ -79,7 +79,10 @@ def stage_run(
         mlflow.set_experiment(experiment_id=_experiment_id(experiment, getattr(config, "storage_root", None)))
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, log_system_metrics=False) as run:
         resolved = config.model_dump(mode="json")
-        mlflow.log_params(flatten(stage, resolved))
+        # MLflow params cannot change once logged: a stage run again on the same run with other settings (an
+        # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
+        logged = run.data.params
+        mlflow.log_params({k: v for k, v in flatten(stage, resolved).items() if k not in logged})
         mlflow.log_dict(resolved, f"config/{stage}.json")
         mlflow.set_tags({STAGE_TAG if run_id is None else f"{STAGE_TAG}.{stage}": stage, **(tags or {})})
         yield run
