@@ -25,7 +25,7 @@ DUPLICATE_OF = "geometric/geometric_0001.png"
 BAD = {
     "empty.png": "empty",
     "truncated.jpg": "unreadable",
-    "fake.jpg": "unreadable",
+    "fake.jpg": "not an image",
     "geometric/zz_copy.png": "duplicate",
     "small.png": "too small",
     "notes.pdf": "not an image",
@@ -72,7 +72,8 @@ def raw(tmp_path) -> Path:
 
 
 def config_for(bucket: str, source: str | Path, **kwargs) -> IngestConfig:
-    return IngestConfig(source=str(source), storage_root=bucket, **{"val_fraction": 0.2, **kwargs})
+    # One worker decodes in this process: the corpora here are tiny, and a process pool would only add its start-up.
+    return IngestConfig(source=str(source), storage_root=bucket, **{"val_fraction": 0.2, "workers": 1, **kwargs})
 
 
 def read_dataset(store: storage.Storage, result: ingest.IngestResult) -> tuple[list[dict], dict]:
@@ -114,6 +115,7 @@ def test_manifest_has_sidecar_captions_folder_styles_and_stored_blobs(store, buc
         assert item["caption"]  # every generated image has one
         assert item["style"] == item["source"].split("/")[0]
         assert (item["width"], item["height"]) == (SIZE, SIZE)
+        assert item["bucket"] == [SIZE, SIZE]
         assert item["file"].startswith(storage.join(bucket, "datasets", "blobs") + "/")
         assert store.get_bytes(item["file"]) == path.read_bytes()
         assert item["sha256"] in item["file"]
@@ -121,15 +123,25 @@ def test_manifest_has_sidecar_captions_folder_styles_and_stored_blobs(store, buc
     assert report["by_style"] == {style: {"train": 4, "val": 1} for style in STYLES}
     assert store.is_complete(result.dataset_uri)
     assert store.get_json(storage.join(result.dataset_uri, storage.COMPLETE_MARKER)) == {"items": COUNT}
-    assert ingest.load_manifest(result.dataset_uri) == [ingest.Item(**item) for item in manifest]
+    items = [ingest.Item(**{**item, "bucket": tuple(item["bucket"])}) for item in manifest]
+    assert ingest.load_manifest(result.dataset_uri) == items
+    assert ingest.load_background(result.dataset_uri) == (255, 255, 255)
 
 
-def test_top_level_images_get_the_default_style_and_no_caption(store, bucket, tmp_path):
+def test_top_level_images_get_the_default_style_and_the_trigger_word_for_a_caption(store, bucket, tmp_path):
     raw = make_raw(tmp_path / "raw", bad=False)
     (raw / "loose.png").write_bytes(png_bytes(sample_data.render("op_art", 50, size=SIZE)[0]))
-    manifest, _ = read_dataset(store, ingest.run(config_for(bucket, raw)))
+    manifest, _ = read_dataset(store, ingest.run(config_for(bucket, raw, trigger_word="zq style")))
     loose = next(item for item in manifest if item["source"] == "loose.png")
-    assert (loose["style"], loose["caption"], loose["split"]) == ("default", "", "train")
+    assert (loose["style"], loose["caption"], loose["split"]) == ("default", "zq style", "train")
+
+
+def test_a_top_level_image_without_caption_or_trigger_word_is_rejected(store, bucket, tmp_path):
+    raw = make_raw(tmp_path / "raw", bad=False)
+    (raw / "loose.png").write_bytes(png_bytes(sample_data.render("op_art", 50, size=SIZE)[0]))
+    _, report = read_dataset(store, ingest.run(config_for(bucket, raw)))
+    assert [(r["file"], r["code"]) for r in report["rejections"]] == [("loose.png", "caption_missing")]
+    assert "ingest.trigger_word" in report["rejections"][0]["reason"]
 
 
 def test_s3_source_gives_the_same_dataset_as_the_local_folder(store, bucket, raw):
@@ -180,7 +192,7 @@ def test_val_fraction_is_respected_per_style(store, bucket, raw, val_fraction, p
 
 
 def test_split_keeps_a_lone_image_in_train():
-    item = ingest.Item("a" * 64, "solo/x.png", "s3://b/x.png", "", "solo", 64, 64)
+    item = ingest.Item("a" * 64, "solo/x.png", "s3://b/x.png", "", "solo", 64, 64, (64, 64))
     assert [i.split for i in ingest.split([item], 0.9, seed=0)] == ["train"]
 
 
@@ -247,9 +259,9 @@ def test_each_change_is_distinct_and_blobs_are_shared(store, bucket, raw):
         change(raw)
         fingerprints.append(ingest.run(config_for(bucket, raw)).fingerprint)
     assert len(set(fingerprints)) == len(fingerprints)
-    # Unchanged images are stored once: the blobs are the 15 originals, the edited one and the added one.
+    # Every decodable image is stored once: the 15 originals, the small one, the edited one and the added one.
     blobs = list(store.list(storage.join(bucket, "datasets", "blobs")))
-    assert len(blobs) == COUNT + 2
+    assert len(blobs) == COUNT + 3
 
 
 @pytest.mark.parametrize("override", [{"val_fraction": 0.4}, {"seed": 1}, {"min_size": 16}])
@@ -258,10 +270,17 @@ def test_curation_settings_are_part_of_the_fingerprint(store, bucket, raw, overr
     assert ingest.run(config_for(bucket, raw, **override)).fingerprint != base.fingerprint
 
 
-def test_lower_min_size_accepts_the_small_image(store, bucket, raw):
-    manifest, report = read_dataset(store, ingest.run(config_for(bucket, raw, min_size=16)))
+def test_lower_min_size_accepts_the_small_image_when_it_may_be_enlarged_to_a_bucket(store, bucket, raw):
+    # small.png sits at the top level with no caption: the trigger word is its caption.
+    config = config_for(bucket, raw, min_size=16, bucket_max_upscale=2, trigger_word="zq")
+    manifest, report = read_dataset(store, ingest.run(config))
     assert "small.png" in report["accepted_files"]
     assert "small.png" not in {r["file"] for r in report["rejections"]}
+    assert next(item["bucket"] for item in manifest if item["source"] == "small.png") == [64, 64]
+
+    _, report = read_dataset(store, ingest.run(config_for(bucket, raw, min_size=16, trigger_word="zq")))
+    reason = next(r for r in report["rejections"] if r["file"] == "small.png")
+    assert reason["code"] == "no_bucket" and "ingest.bucket_max_upscale" in reason["reason"]
 
 
 # -- nothing usable -----------------------------------------------------------------------------------
@@ -275,7 +294,9 @@ def test_all_bad_folder_raises(store, bucket, tmp_path):
     (raw / "small.png").write_bytes(png_bytes(sample_data.render("woodcut", 1, size=32)[0]))
     with pytest.raises(ValueError, match="rejected"):
         ingest.run(config_for(bucket, raw))
-    assert list(store.list(storage.join(bucket, "datasets"))) == []
+    # No dataset version; only the scan's caches (the decodable image's bytes and the index) are kept.
+    caches = tuple(storage.join(bucket, "datasets", name) + "/" for name in ("blobs", "index"))
+    assert [uri for uri in store.list(storage.join(bucket, "datasets")) if not uri.startswith(caches)] == []
 
 
 def test_folder_without_images_raises(store, bucket, tmp_path):
@@ -306,7 +327,7 @@ def test_reused_dataset_report_accounts_for_the_current_inputs(store, bucket, ra
 
 @pytest.mark.parametrize(("count", "val_fraction"), [(2, 0.75), (4, 0.9)])
 def test_split_keeps_at_least_one_training_image_per_style(count, val_fraction):
-    items = [ingest.Item(f"{i:064x}", f"s/{i}.png", f"s3://b/{i}.png", "", "s", 64, 64) for i in range(count)]
+    items = [ingest.Item(f"{i:064x}", f"s/{i}.png", f"s3://b/{i}.png", "", "s", 64, 64, (64, 64)) for i in range(count)]
     assert "train" in {item.split for item in ingest.split(items, val_fraction, seed=0)}
 
 

@@ -55,6 +55,65 @@ class IngestConfig(StageConfig):
     seed: int = Seed
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of each style held out for validation")
     min_size: int = Field(64, ge=8, description="smallest accepted image side, in pixels")
+    # Pillow refuses images over twice its MAX_IMAGE_PIXELS (178,956,970) whatever we say; the limit stays below.
+    max_pixels: int = Field(
+        80_000_000, ge=4096, le=178_956_970, description="largest accepted width x height (decompression-bomb guard)"
+    )
+    max_aspect_ratio: float = Field(3.0, ge=1.0, le=10.0, description="largest accepted long side / short side")
+    blur_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        description="reject images whose variance of the Laplacian (grey, 0-255, scaled to at most 512x512 px of "
+        "area) is below this; 0 turns the check off",
+    )
+    near_duplicates: Literal["reject", "keep_together"] = Field(
+        "reject",
+        description="images within near_duplicate_distance form a cluster: 'reject' keeps its largest image, "
+        "'keep_together' keeps all of them in the same split",
+    )
+    near_duplicate_distance: int = Field(
+        6, ge=0, le=32, description="largest Hamming distance between 64-bit perceptual hashes of near duplicates"
+    )
+    background: tuple[int, int, int] = Field(
+        (255, 255, 255), description="RGB colour (0-255 each) on which transparent images are composited"
+    )
+    trigger_word: str = Field(
+        "", max_length=100, description="put first in every caption that lacks it (e.g. 'sks style'); '' for none"
+    )
+    empty_caption: Literal["style", "trigger", "reject"] = Field(
+        "style",
+        description="image without a caption: use its style label (folder name; the trigger word for top-level "
+        "images), use the trigger word, or reject it",
+    )
+    caption_token_limit: int = Field(
+        77, ge=8, le=1024, description="text encoder's token limit, start and end tokens included (CLIP: 77)"
+    )
+    long_caption: Literal["truncate", "keep"] = Field(
+        "truncate", description="caption over caption_token_limit (estimated): cut at a word boundary, or keep it"
+    )
+    max_per_style: int | None = Field(
+        None, ge=1, description="keep at most this many images per style (drawn by seed); null for no cap"
+    )
+    bucket_resolution: int = Field(
+        512, ge=64, le=4096, multiple_of=64, description="side of the square whose area the training buckets have"
+    )
+    bucket_max_upscale: float = Field(
+        1.0, ge=1.0, le=8.0, description="largest factor an image may be enlarged by to fill its bucket"
+    )
+    workers: int = Field(0, ge=0, le=256, description="decoding processes; 0 = one per available core")
+
+    @field_validator("background")
+    @classmethod
+    def _rgb(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if not all(0 <= channel <= 255 for channel in value):
+            raise ValueError("each channel must be 0-255")
+        return value
+
+    @model_validator(mode="after")
+    def _trigger_for_empty_captions(self) -> IngestConfig:
+        if self.empty_caption == "trigger" and not self.trigger_word.strip():
+            raise ValueError("empty_caption='trigger' needs a trigger_word: set ingest.trigger_word")
+        return self
 
 
 class AugmentConfig(StageConfig):
@@ -63,14 +122,44 @@ class AugmentConfig(StageConfig):
     base_model: str = BaseModelRef
     experiment: str = Experiment
     seed: int = Seed
-    resolution: int = Field(512, ge=32, le=2048, multiple_of=8, description="training image side, in pixels")
-    views_per_image: int = Field(2, ge=1, le=64, description="augmented views encoded per image")
-    hflip: bool = Field(True, description="flip views horizontally at random")
-    rotation_degrees: float = Field(3.0, ge=0.0, le=20.0, description="largest random rotation, in degrees")
-    color_jitter: float = Field(
-        0.05, ge=0.0, le=0.5, description="brightness/contrast/saturation jitter strength; hue gets a fifth"
+    resolution: int = Field(
+        512,
+        ge=32,
+        le=2048,
+        multiple_of=8,
+        description="view side, in pixels, for images without a bucket from ingest (square views)",
     )
-    batch_size: int = Field(16, ge=1, le=512, description="views per VAE encode batch")
+    views_per_image: int = Field(2, ge=1, le=64, description="augmented views encoded per image")
+    crop_scale: tuple[float, float] = Field(
+        (0.8, 1.0),
+        description="random crop of the bucket's aspect ratio: (min, max) share of the area of the largest such "
+        "crop, each in (0, 1]; [1.0, 1.0] turns random cropping off (the largest centred crop)",
+    )
+    hflip: bool = Field(True, description="flip views horizontally at random")
+    rotation_degrees: float = Field(
+        3.0, ge=0.0, le=20.0, description="largest random rotation, in degrees (no empty corners); 0 turns it off"
+    )
+    brightness: float = Field(
+        0.05, ge=0.0, le=1.0, description="brightness jitter: factor drawn from [1 - x, 1 + x]; 0 turns it off"
+    )
+    contrast: float = Field(
+        0.05, ge=0.0, le=1.0, description="contrast jitter: factor drawn from [1 - x, 1 + x]; 0 turns it off"
+    )
+    saturation: float = Field(
+        0.05, ge=0.0, le=1.0, description="saturation jitter: factor drawn from [1 - x, 1 + x]; 0 turns it off"
+    )
+    hue: float = Field(
+        0.01, ge=0.0, le=0.5, description="hue jitter: shift drawn from [-x, x] of the colour wheel; 0 turns it off"
+    )
+    batch_size: int = Field(16, ge=1, le=512, description="views per VAE encode batch (views of one bucket size)")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"needs 0 < min <= max <= 1, got [{low}, {high}]")
+        return value
 
 
 class TrainConfig(StageConfig):
@@ -79,28 +168,116 @@ class TrainConfig(StageConfig):
     base_model: str = BaseModelRef
     experiment: str = Experiment
     seed: int = Seed
+    # -- the adapter
     rank: int = Field(8, ge=1, le=256, description="LoRA rank")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input, in [0, 1)")
     target_modules: tuple[str, ...] = Field(
-        ("to_q", "to_k", "to_v", "to_out.0"), min_length=1, description="UNet module names that get LoRA"
+        ("attention",),
+        min_length=1,
+        description="UNet layers that get LoRA: the groups 'attention' (to_q, to_k, to_v, to_out.0), "
+        "'feed_forward' (ff.net.0.proj, ff.net.2) and 'convolutions' (ResNet conv1, conv2, conv_shortcut and the "
+        "down/up-sampler convs), and/or module names matched by suffix as peft does (e.g. proj_in)",
     )
-    learning_rate: float = Field(1e-4, gt=0, le=1.0, description="peak learning rate")
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps before the linear decay")
-    max_steps: int = Field(500, ge=1, description="optimizer steps")
-    batch_size: int = Field(4, ge=1, le=1024, description="latents per step")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold (L2 norm)")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "bf16", description="autocast dtype on GPU (LoRA weights stay fp32); the CPU always trains in fp32"
+    use_dora: bool = Field(False, description="DoRA: a trained magnitude per output channel besides the LoRA update")
+    # -- the objective
+    min_snr_gamma: float | None = Field(
+        None,
+        gt=0,
+        description="min-SNR-gamma loss weighting (5 is usual; per-sample weight min(SNR, gamma)/SNR); "
+        "null turns it off",
     )
-    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints in the object store")
-    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted")
+    noise_offset: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="scale of a per-channel constant added to the noise (0.05-0.1 is usual); "
+        "lets the model learn very dark and very bright images; 0 turns it off",
+    )
+    caption_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="probability, in [0, 1), that a view trains with the empty caption "
+        "(keeps classifier-free guidance working); 0 turns it off",
+    )
     perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the LPIPS term; 0 turns it off")
     perceptual_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone")
     perceptual_backbone: Literal["imagenet", "random"] = Field(
         "imagenet", description="'imagenet' downloads torchvision weights; 'random' is for offline tests"
     )
-    log_every: int = Field(1, ge=1, description="steps between metric logs")
+    perceptual_every: int = Field(1, ge=1, description="apply the LPIPS term every k-th step (cost / k)")
+    perceptual_max_timestep: int = Field(
+        1000,
+        ge=1,
+        description="LPIPS only on samples whose timestep is below this (x0 predicted from heavy noise "
+        "is a blur); 1000 = every timestep of SD's schedule",
+    )
+    perceptual_batch: int | None = Field(
+        None, ge=1, description="at most this many samples of a step get the LPIPS term; null = all that qualify"
+    )
+    perceptual_scale: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="side of the compared images as a share of the training resolution, in "
+        "(0, 1]: latents are resized before the VAE decode, so 0.5 makes decode and LPIPS about 4x cheaper",
+    )
+    # -- optimisation
+    learning_rate: float = Field(1e-4, gt=0, le=1.0, description="peak learning rate")
+    lr_schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="after the warm-up: linear decay to 0, cosine decay to 0, or constant"
+    )
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0 to the peak rate")
+    max_steps: int = Field(500, ge=1, description="optimizer steps")
+    batch_size: int = Field(4, ge=1, le=1024, description="latents per micro-batch (all of one latent size)")
+    gradient_accumulation: int = Field(
+        1, ge=1, le=1024, description="micro-batches per optimizer step; the effective batch is batch_size x this"
+    )
+    weight_decay: float = Field(1e-2, ge=0.0, description="AdamW decoupled weight decay on the LoRA weights")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold (L2 norm)")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "bf16", description="autocast dtype on GPU (LoRA weights stay fp32); the CPU always trains in fp32"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute UNet activations in the backward pass: less GPU memory, about 30% slower"
+    )
+    channels_last: bool = Field(False, description="UNet in channels-last memory layout (faster convolutions on GPU)")
+    torch_compile: bool = Field(
+        False, description="torch.compile the UNet (GPU; the first steps of each latent size compile, then faster)"
+    )
+    # -- checkpoints, validation, early stopping
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints in the object store")
+    keep_checkpoints: int = Field(
+        2, ge=1, description="newest checkpoints kept, besides the one with the best validation loss"
+    )
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="steps between validation losses (held-out denoising loss on the validation split, "
+        "fixed timesteps and noise); also run at the last step; 0 turns validation and early stopping off",
+    )
+    eval_timesteps: tuple[int, ...] = Field(
+        (100, 300, 500, 700, 900), min_length=1, description="fixed timesteps of the validation loss"
+    )
+    early_stopping_patience: int = Field(
+        0, ge=0, description="validations in a row without improvement before training stops; 0 never stops early"
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0.0, description="smallest decrease of the validation loss that counts as an improvement"
+    )
+    log_every: int = Field(
+        10,
+        ge=1,
+        description="steps between reads of the metrics from the GPU (each read waits for it); every "
+        "step's metrics are logged",
+    )
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_validation(self) -> TrainConfig:
+        if self.early_stopping_patience and not self.eval_every:
+            raise ValueError("early_stopping_patience needs validation: set eval_every > 0")
+        return self
 
 
 class EvaluateConfig(StageConfig):

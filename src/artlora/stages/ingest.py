@@ -1,32 +1,40 @@
 """Ingest and curate: raw images in, a versioned dataset out, with every input file accounted for.
 
-The dataset version lives under `<storage_root>/datasets/<fingerprint>/`: `manifest.json` (every accepted
-image with its caption, style and split) and the completion marker, written last; beside them
-`reports/<hash>.json`, one per distinct ingest (every input file, accepted or rejected with a reason).
-Accepted images are stored once, by content hash, under `<storage_root>/datasets/blobs/`, so versions share
-unchanged images and a re-ingest uploads only new ones.
+Under `<storage_root>/datasets/`:
+- `<fingerprint>/manifest.json`: every accepted image with its caption, style, split and training bucket, and
+  the background colour transparent images were composited on; then the completion marker, written last.
+- `<fingerprint>/reports/<hash>.json` and `.html`: one report per distinct ingest, every input file accepted or
+  rejected with a reason (the HTML page with thumbnails of the rejected ones); also logged to MLflow.
+- `blobs/<sha256>.<ext>`: the original bytes of every decodable image, stored once by content, so versions
+  share unchanged images and a re-ingest uploads only new ones.
+- `index/<key>.json`: the scan index (content hash -> measurements), so a re-ingest decodes only new or
+  changed files; `thumbs/`: report thumbnails, by content hash.
+
+The fingerprint hashes the accepted images' content, names, captions, styles, splits and buckets and the
+curation settings: the same inputs give the same version, any change a new one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
 import json
 import logging
-import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
-
-from artlora import storage, tracking
+from artlora import curation, images, ingest_html, ingest_report, inspection, scan_index, scanning, storage, tracking
 from artlora.config import IngestConfig
+from artlora.dataset_split import split
+from artlora.scanning import Scanned
 from artlora.sources import SourceFile, list_source
+
+__all__ = ["IngestResult", "Item", "fingerprint", "load_background", "load_manifest", "run", "split"]
 
 log = logging.getLogger(__name__)
 
 # Bumped when curation logic changes, so datasets curated by older code get new fingerprints.
-CURATION_VERSION = 1
+CURATION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -34,12 +42,13 @@ class Item:
     """One accepted image."""
 
     sha256: str
-    source: str
-    file: str
+    source: str  # path relative to ingest.source
+    file: str  # s3:// URI of the original bytes in the blob store
     caption: str
     style: str
-    width: int
+    width: int  # upright (EXIF-transposed) size in pixels
     height: int
+    bucket: tuple[int, int]  # (width, height) of its training bucket in pixels, multiples of 64
     split: str = "train"
 
 
@@ -49,139 +58,173 @@ class IngestResult:
     fingerprint: str
     accepted: int
     rejected: int
-    reused: bool
+    reused: bool  # the dataset version existed already
     report_uri: str
+    report_html_uri: str
+    decoded: int  # image files decoded in this run (new or changed bytes)
+    from_index: int  # image files whose measurements the scan index already held
 
 
-def inspect(file: SourceFile, data: bytes, min_size: int) -> tuple[int, int] | str:
-    """Decode and verify one image: its size, or the reason it is rejected."""
-    if not data:
-        return "empty file (0 bytes)"
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            probe.verify()  # catches truncated and corrupt files that open() alone accepts
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            width, height = ImageOps.exif_transpose(image).size
-    except UnidentifiedImageError:  # its message holds a memory address; the report must be reproducible
-        return "unreadable image: not in a format Pillow can decode"
-    except Exception as err:  # noqa: BLE001 - any decoder failure is a rejection, never a crash
-        return f"unreadable image: {type(err).__name__}: {err}"
-    if min(width, height) < min_size:
-        return f"too small: {width}x{height} px, the minimum side is {min_size} px (ingest.min_size)"
-    return width, height
+def run(config: IngestConfig) -> IngestResult:
+    listing = list_source(config.source)
+    image_files = [file for file in listing.files if file.is_image]
+    if not image_files:
+        raise ValueError(f"no image files under ingest.source={config.source!r}")
+    store = storage.get_storage()
+    scans, decoded = scan(image_files, config, store)
+    curated = curation.curate(listing.files, scans, config, _blobs(config))
+    if not curated.kept:
+        counts = ", ".join(f"{code}: {n}" for code, n in sorted(Counter(r.code for r in curated.rejections).items()))
+        first = "; ".join(f"{r.file}: {r.reason}" for r in curated.rejections[:5])
+        raise ValueError(f"every image under {config.source} was rejected ({counts}); first: {first}")
+    items = split([_item(c) for c in curated.kept], config.val_fraction, config.seed, curated.groups)
+    fp = fingerprint(items, config)
+    dataset_uri = storage.join(config.storage_root, "datasets", fp)
+    summary = ingest_report.build(listing, curated, items, config)
+    with tracking.stage_run("ingest", config, tags={"artlora.dataset_fingerprint": fp}):
+        report_uri, html_uri = _store_report(store, dataset_uri, summary, curated, config)
+        reused = _write_dataset(store, dataset_uri, items, config)
+        result = IngestResult(
+            dataset_uri=dataset_uri,
+            fingerprint=fp,
+            accepted=len(items),
+            rejected=len(curated.rejections),
+            reused=reused,
+            report_uri=report_uri,
+            report_html_uri=html_uri,
+            decoded=decoded,
+            from_index=len(image_files) - decoded,
+        )
+        _log(store, result, summary)
+    return result
 
 
-def curate(
-    files: list[SourceFile], config: IngestConfig, store: storage.Storage
-) -> tuple[list[Item], list[dict[str, str]]]:
-    """Accepted items (first of each exact duplicate kept, its bytes stored) and rejections with reasons."""
-    blobs = storage.join(config.storage_root, "datasets", "blobs")
-    accepted: list[Item] = []
-    rejected: list[dict[str, str]] = []
-    seen: dict[str, str] = {}
-    for file in tqdm(files, desc="ingest", unit="img", mininterval=1.0):
-        if not file.is_image:
-            rejected.append({"file": file.name, "reason": f"not an image file ({file.suffix or 'no extension'})"})
-            continue
-        data = file.read()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest in seen:
-            rejected.append({"file": file.name, "reason": f"exact duplicate of {seen[digest]}"})
-            continue
-        outcome = inspect(file, data, config.min_size)
-        if isinstance(outcome, str):
-            rejected.append({"file": file.name, "reason": outcome})
-            continue
-        seen[digest] = file.name
-        blob = storage.join(blobs, f"{digest}{file.suffix.lower()}")
-        if not store.exists(blob):
-            store.put_bytes(blob, data)
-        accepted.append(Item(digest, file.name, blob, file.caption, file.style, *outcome))
-    return accepted, rejected
+def _log(store: storage.Storage, result: IngestResult, summary: dict) -> None:
+    """The run's counts and reports to MLflow, and one line saying what happened."""
+    tracking.log_metrics(
+        {
+            "inputs": summary["inputs"],
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "decoded": result.decoded,
+            "from_index": result.from_index,
+            **{f"rejected_{code}": n for code, n in summary["by_reason"].items()},
+        }
+    )
+    tracking.log_bytes(store.get_bytes(result.report_uri), "curation/report.json")
+    tracking.log_bytes(store.get_bytes(result.report_html_uri), "curation/report.html")
+    log.info(
+        "dataset %s: %d accepted, %d rejected; decoded %d new or changed image files, %d known from the index%s",
+        result.dataset_uri,
+        result.accepted,
+        result.rejected,
+        result.decoded,
+        result.from_index,
+        " (version already stored)" if result.reused else "",
+    )
 
 
-def split(items: list[Item], val_fraction: float, seed: int) -> list[Item]:
-    """Stratified by style and decided by content hash, so it is the same on every run and machine."""
-    out: list[Item] = []
-    for style in sorted({item.style for item in items}):
-        group = [item for item in items if item.style == style]
-        group.sort(key=lambda item: hashlib.sha256(f"{seed}:{item.sha256}".encode()).hexdigest())
-        # Round half up, and keep at least one image of every style for training.
-        n_val = min(math.floor(len(group) * val_fraction + 0.5), len(group) - 1)
-        out += [Item(**{**asdict(item), "split": "val" if i < n_val else "train"}) for i, item in enumerate(group)]
-    return sorted(out, key=lambda item: item.source)
+def scan(files: list[SourceFile], config: IngestConfig, store: storage.Storage) -> tuple[dict[str, Scanned], int]:
+    """Every image file's scan with its outcome (from the index or decoded now); and how many were decoded."""
+    uri = scan_index.index_uri(config.storage_root, config.background)
+    index = scan_index.load(store, uri)
+    settings = scanning.ScanSettings(
+        config.background, config.max_pixels, _blobs(config), scan_index.reusable(index, config.max_pixels)
+    )
+    workers = min(config.workers or scanning.available_cores(), len(files))
+    scans: dict[str, Scanned] = {}
+    new: scan_index.Index = {}
+    decoded = 0
+    for result in scanning.scan(files, settings, workers):
+        if result.outcome is None:
+            result = dataclasses.replace(result, outcome=index[result.sha256])
+        else:
+            decoded += 1
+            if result.sha256:  # a file that could not be read has no hash and nothing to remember
+                new[result.sha256] = result.outcome
+        scans[result.name] = result
+    scan_index.save(store, uri, new)
+    return scans, decoded
 
 
 def fingerprint(items: list[Item], config: IngestConfig) -> str:
-    """Hash of the accepted content, file names, captions, styles, split and curation settings.
+    """Hash of the accepted content, file names, captions, styles, splits, buckets and curation settings.
 
     Rejected files are not part of it: adding a broken file to the source does not make a new dataset. The
     report of each ingest is stored beside the version under its own hash, so every input is accounted for.
     """
-    settings = {"curation_version": CURATION_VERSION, **config.model_dump(exclude={"source", "experiment"})}
+    settings = {
+        "curation_version": CURATION_VERSION,
+        "measure_version": inspection.MEASURE_VERSION,
+        **ingest_report.curation_settings(config),
+    }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for item in sorted(items, key=lambda item: item.sha256):
-        digest.update(f"{item.sha256}\0{item.source}\0{item.caption}\0{item.style}\0{item.split}\n".encode())
+    for item in sorted(items, key=lambda item: (item.sha256, item.source)):
+        fields = (item.sha256, item.source, item.caption, item.style, item.split, *item.bucket)
+        digest.update(("\0".join(map(str, fields)) + "\n").encode())
     return digest.hexdigest()[:24]
 
 
-def report(files: list[SourceFile], items: list[Item], rejected: list[dict[str, str]]) -> dict:
-    by_style: dict[str, dict[str, int]] = {}
-    for item in items:
-        counts = by_style.setdefault(item.style, {"train": 0, "val": 0})
-        counts[item.split] += 1
-    return {
-        "inputs": len(files),
-        "accepted": len(items),
-        "rejected": len(rejected),
-        "by_style": by_style,
-        "accepted_files": sorted(item.source for item in items),
-        "rejections": sorted(rejected, key=lambda r: r["file"]),
-    }
-
-
-def run(config: IngestConfig) -> IngestResult:
-    files = list_source(config.source)
-    if not any(file.is_image for file in files):
-        raise ValueError(f"no image files under ingest.source={config.source!r}")
-    store = storage.get_storage()
-    items, rejected = curate(files, config, store)
-    if not items:
-        raise ValueError(f"every image under {config.source} was rejected; see the reasons above: {rejected[:5]}")
-    items = split(items, config.val_fraction, config.seed)
-    fp = fingerprint(items, config)
-    dataset_uri = storage.join(config.storage_root, "datasets", fp)
-    summary = report(files, items, rejected)
-    report_bytes = json.dumps(summary, indent=2, sort_keys=True).encode()
-    report_uri = storage.join(dataset_uri, "reports", f"{hashlib.sha256(report_bytes).hexdigest()[:16]}.json")
-    with tracking.stage_run("ingest", config, tags={"artlora.dataset_fingerprint": fp}):
-        if not store.exists(report_uri):  # named by its content: an existing one is this very report
-            store.put_bytes(report_uri, report_bytes, content_type="application/json")
-        reused = _write_dataset(store, dataset_uri, items)
-        tracking.log_metrics({"inputs": len(files), "accepted": len(items), "rejected": len(rejected)})
-        tracking.log_bytes(report_bytes, "curation/report.json")
-    log.info(
-        "dataset %s: %d accepted, %d rejected%s",
-        dataset_uri,
-        len(items),
-        len(rejected),
-        " (already stored)" if reused else "",
-    )
-    return IngestResult(dataset_uri, fp, len(items), len(rejected), reused, report_uri)
-
-
-def _write_dataset(store: storage.Storage, dataset_uri: str, items: list[Item]) -> bool:
-    """Write the dataset version unless a complete one with this fingerprint exists. Returns reused."""
-    if store.is_complete(dataset_uri):
-        return True
-    store.put_json(storage.join(dataset_uri, "manifest.json"), {"items": [asdict(item) for item in items]})
-    store.mark_complete(dataset_uri, {"items": len(items)})
-    return False
-
-
 def load_manifest(dataset_uri: str) -> list[Item]:
+    manifest = _manifest(dataset_uri)
+    return [Item(**{**entry, "bucket": tuple(entry["bucket"])}) for entry in manifest["items"]]
+
+
+def load_background(dataset_uri: str) -> images.RGB:
+    """The colour the dataset's transparent images were measured on; decode them on it too (`images.open_rgb`)."""
+    return tuple(_manifest(dataset_uri)["background"])
+
+
+def _manifest(dataset_uri: str) -> dict:
     store = storage.get_storage()
     if not store.is_complete(dataset_uri):
         raise ValueError(f"{dataset_uri} is not a complete dataset version; run the ingest stage first")
-    return [Item(**entry) for entry in store.get_json(storage.join(dataset_uri, "manifest.json"))["items"]]
+    manifest = store.get_json(storage.join(dataset_uri, "manifest.json"))
+    if "background" not in manifest:
+        raise ValueError(f"{dataset_uri} was curated by an older artlora (no buckets); run the ingest stage again")
+    return manifest
+
+
+def _blobs(config: IngestConfig) -> str:
+    return storage.join(config.storage_root, "datasets", "blobs")
+
+
+def _item(candidate: curation.Candidate) -> Item:
+    outcome = candidate.outcome
+    return Item(
+        sha256=candidate.sha256,
+        source=candidate.file.name,
+        file=candidate.blob,
+        caption=candidate.caption.text,
+        style=candidate.file.style,
+        width=outcome["width"],
+        height=outcome["height"],
+        bucket=candidate.bucket,
+    )
+
+
+def _store_report(
+    store: storage.Storage, dataset_uri: str, summary: dict, curated: curation.Curated, config: IngestConfig
+) -> tuple[str, str]:
+    """Store the JSON and HTML reports, named by the JSON's content (an existing pair is this very report)."""
+    report_bytes = json.dumps(summary, indent=2, sort_keys=True).encode()
+    report_uri = storage.join(dataset_uri, "reports", f"{hashlib.sha256(report_bytes).hexdigest()[:16]}.json")
+    html_uri = report_uri.removesuffix(".json") + ".html"
+    if store.exists(html_uri):  # written after the JSON: its presence means both are whole
+        return report_uri, html_uri
+    thumbs = storage.join(config.storage_root, "datasets", "thumbs")
+    pictures = ingest_html.thumbnails(store, curated.rejections, thumbs, config.background)
+    title = f"artlora curation report: dataset {dataset_uri.rsplit('/', 1)[-1]}"
+    store.put_bytes(report_uri, report_bytes, content_type="application/json")
+    store.put_bytes(html_uri, ingest_html.render(summary, pictures, title).encode(), content_type="text/html")
+    return report_uri, html_uri
+
+
+def _write_dataset(store: storage.Storage, dataset_uri: str, items: list[Item], config: IngestConfig) -> bool:
+    """Write the dataset version unless a complete one with this fingerprint exists. Returns reused."""
+    if store.is_complete(dataset_uri):
+        return True
+    manifest = {"background": list(config.background), "items": [asdict(item) for item in items]}
+    store.put_json(storage.join(dataset_uri, "manifest.json"), manifest)
+    store.mark_complete(dataset_uri, {"items": len(items)})
+    return False
