@@ -1,4 +1,10 @@
-"""Reading the latent cache that the augment stage writes: an index plus checksummed safetensors shards."""
+"""Reading the latent cache that the augment stage writes: an index plus checksummed safetensors shards.
+
+The index (JSON, at the cache URI) lists one entry per image: its split, style, caption, bucket ([width, height]
+in pixels), number of views, and two shards as {"uri", "sha256"}: its views' latents ([views, 4, h, w], already
+multiplied by the VAE's scaling factor) and its caption's text-encoder states ([tokens, dim]). Every shard's bytes
+are checked against the index's sha256 before they are used.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,9 @@ import torch
 from safetensors.torch import load
 
 from artlora import storage
+from artlora.shards import PARALLEL, CorruptShardError
 
-
-class CorruptShardError(ValueError):
-    """A shard whose bytes do not match the checksum in the index."""
+__all__ = ["CorruptShardError", "LatentGroup", "LatentSet", "load_split", "read_shard"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,7 @@ class LatentGroup:
 
     latents: torch.Tensor  # [views, 4, h, w], already multiplied by the VAE scaling factor
     text: torch.Tensor  # [views, tokens, dim]: each view's caption states
+    bucket: tuple[int, int] | None = None  # (width, height) of the views in pixels; None in older indexes
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -39,7 +45,7 @@ class LatentSet:
         return sum(len(group) for group in self.groups)
 
     def to(self, device: torch.device) -> LatentSet:
-        groups = tuple(LatentGroup(g.latents.to(device), g.text.to(device)) for g in self.groups)
+        groups = tuple(LatentGroup(g.latents.to(device), g.text.to(device), g.bucket) for g in self.groups)
         return LatentSet(groups, self.empty_text.to(device), self.dataset_fingerprint)
 
 
@@ -58,19 +64,26 @@ def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSe
     entries = [entry for entry in index["entries"] if entry["split"] == split]
     if not entries:
         raise ValueError(f"the latent cache {cache_uri} has no {split!r} images")
-    with ThreadPoolExecutor(max_workers=16) as pool:  # many small GETs: latency-bound, so fetch in parallel
+    texts = {entry["text"]["uri"]: entry["text"] for entry in entries}
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:  # many small GETs: latency-bound, so fetch in parallel
         latents = list(pool.map(lambda e: read_shard(store, e["latents"])["latents"][:views], entries))
-        texts = {}
-        for entry in entries:
-            texts.setdefault(entry["text"]["uri"], entry["text"])
         hidden = dict(zip(texts, pool.map(lambda t: read_shard(store, t)["hidden"], texts.values()), strict=True))
-    by_size: dict[tuple[int, ...], tuple[list, list]] = {}
-    for entry, views in zip(entries, latents, strict=True):
-        group_latents, group_text = by_size.setdefault(tuple(views.shape[1:]), ([], []))
-        group_latents.append(views)
-        group_text.extend([hidden[entry["text"]["uri"]]] * len(views))
     return LatentSet(
-        groups=tuple(LatentGroup(torch.cat(lat), torch.stack(txt)) for _, (lat, txt) in sorted(by_size.items())),
+        groups=_groups(entries, latents, hidden),
         empty_text=read_shard(store, index["empty_text"])["hidden"],
         dataset_fingerprint=index["dataset_fingerprint"],
+    )
+
+
+def _groups(entries: list[dict], latents: list[torch.Tensor], hidden: dict[str, torch.Tensor]) -> tuple:
+    """One LatentGroup per latent size, ordered by size; each view paired with its image's caption states."""
+    by_size: dict[tuple[int, ...], tuple[list, list, set]] = {}
+    for entry, image_views in zip(entries, latents, strict=True):
+        group_latents, group_text, buckets = by_size.setdefault(tuple(image_views.shape[1:]), ([], [], set()))
+        group_latents.append(image_views)
+        group_text.extend([hidden[entry["text"]["uri"]]] * len(image_views))
+        buckets.add(tuple(entry["bucket"]) if "bucket" in entry else None)
+    return tuple(
+        LatentGroup(torch.cat(lat), torch.stack(txt), buckets.pop() if len(buckets) == 1 else None)
+        for _, (lat, txt, buckets) in sorted(by_size.items())
     )

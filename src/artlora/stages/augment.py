@@ -1,34 +1,38 @@
 """Augment and cache: augmented views of every curated image, encoded once to VAE latents.
 
-The cache is content-addressed in the object store under `<storage_root>/cache/`:
-- `latents/<key>.safetensors`: the views of one image; the key hashes the image's content, the VAE's identity
-  and the augmentation settings, so an edited image, another VAE or other settings never hit a stale entry;
-- `text/<key>.safetensors`: one caption's text-encoder states; the key hashes the caption and the encoder;
-- `index/<key>.json`: the dataset's entries (split, style, shard URIs and checksums); its URI is the stage's
-  output and the train stage's input.
-A shard is one PUT, so it is whole or absent; a rerun on unchanged inputs finds every shard and encodes nothing.
+The cache is content-addressed in the object store under `<storage_root>/cache/` (keys: `artlora.cache_keys`):
+- `latents/<key>.safetensors`: the views of one image at its bucket's size, [views, 4, h, w]; the key follows
+  from its views' keys (image content, VAE identity, augmentation settings, view index, bucket);
+- `text/<key>.safetensors`: one caption's text-encoder states, [tokens, dim]; the key hashes the caption and the
+  text encoder with its tokenizer; the empty caption is always there, for caption dropout;
+- `index/<hash>.json`: the dataset's entries (split, style, caption, bucket, shard URIs and checksums), named by
+  the hash of its content; its URI is the stage's output and the train stage's input (`artlora.latent_cache`).
+Every stored shard is downloaded and checked (`artlora.shards`) before it is reused; a damaged or partial one is
+encoded again. A rerun on unchanged inputs therefore encodes nothing and reads each shard once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
-import math
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
-from PIL import Image, ImageOps
-from safetensors.torch import save
-from torchvision.transforms import v2
 from tqdm import tqdm
 
-from artlora import models, storage, tracking
+from artlora import cache_keys, models, shards, storage, tracking
 from artlora.config import AugmentConfig
-from artlora.stages.ingest import Item, load_manifest
+from artlora.images import open_rgb
+from artlora.stages.ingest import Item, load_background, load_manifest
+from artlora.views import Bucket, item_bucket, make_views
 
 log = logging.getLogger(__name__)
+
+INDEX_FORMAT = 2
+# Images decoded and augmented at once, ahead of the VAE.
+LOADERS = 4
 
 
 @dataclass(frozen=True)
@@ -37,143 +41,239 @@ class AugmentResult:
     images: int
     encoded_views: int
     reused_views: int
+    rebuilt_shards: int = 0  # stored shards that failed their check and were made again
+    encoded_captions: int = 0
 
 
-def digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+@dataclass(frozen=True)
+class Planned:
+    """One image's place in the cache."""
+
+    item: Item
+    bucket: Bucket
+    background: tuple[int, int, int]  # what transparent pixels are composited on, as ingest measured them
+    key: str
+    uri: str
 
 
-def augmentation_settings(config: AugmentConfig) -> dict:
-    """The settings that shape a view: part of every latent key."""
-    return config.model_dump(
-        include={"resolution", "views_per_image", "hflip", "rotation_degrees", "color_jitter", "seed"}
-    )
+@dataclass(frozen=True)
+class Built:
+    """Shards of one kind after a run: checksums by key, and how many were encoded and rebuilt."""
+
+    checksums: dict[str, str]
+    encoded: int
+    rebuilt: int
 
 
-def view_transform(config: AugmentConfig) -> v2.Compose:
-    """Resize, rotate a little, crop away the rotated corners, flip, jitter colours; output in [-1, 1]."""
-    # A square rotated by a degrees needs cos(a) + sin(a) times the side to keep its corners filled.
-    angle = math.radians(config.rotation_degrees)
-    side = math.ceil(config.resolution * (math.cos(angle) + math.sin(angle)))
-    steps = [v2.ToImage(), v2.Resize(side, antialias=True)]
-    if config.rotation_degrees:
-        steps.append(v2.RandomRotation(config.rotation_degrees))
-    steps.append(v2.CenterCrop(config.resolution) if config.rotation_degrees else v2.RandomCrop(config.resolution))
-    if config.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if config.color_jitter:
-        j = config.color_jitter
-        steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=j / 5))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5], [0.5])]
-    return v2.Compose(steps)
-
-
-def make_views(image: Image.Image, item: Item, config: AugmentConfig, transform: v2.Compose) -> torch.Tensor:
-    """K views of one image, each seeded by (seed, content, index) so any view can be made again alone."""
-    views = []
-    for index in range(config.views_per_image):
-        torch.manual_seed(int(digest(config.seed, item.sha256, index)[:15], 16))
-        views.append(transform(image))
-    return torch.stack(views)
-
-
-@torch.no_grad()
-def encode_text(pipe, captions: list[str]) -> torch.Tensor:
-    tokens = pipe.tokenizer(
-        captions, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    return pipe.text_encoder(tokens.input_ids)[0]
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run(config: AugmentConfig) -> AugmentResult:
     config.require("dataset_uri")
     store = storage.get_storage()
-    items = load_manifest(config.dataset_uri)
+    items, background = load_manifest(config.dataset_uri), load_background(config.dataset_uri)
     pipe = models.load_pipeline(config.base_model)
-    vae_id = models.module_fingerprint(pipe.vae)
-    # A caption's states depend on how it is tokenized as well as on the encoder's weights.
-    text_id = digest(
-        models.module_fingerprint(pipe.text_encoder),
-        sorted(pipe.tokenizer.get_vocab().items()),
-        pipe.tokenizer.model_max_length,
-    )
-    settings = augmentation_settings(config)
+    vae_id = cache_keys.vae_identity(pipe.vae)
+    text_id = cache_keys.text_identity(pipe.text_encoder, pipe.tokenizer)
     cache = storage.join(config.storage_root, "cache")
     dataset_fp = config.dataset_uri.rstrip("/").rsplit("/", 1)[-1]
     with tracking.stage_run("augment", config, tags={"artlora.dataset_fingerprint": dataset_fp}):
-        latents = {
-            item.sha256: storage.join(cache, "latents", f"{digest(item.sha256, vae_id, settings)}.safetensors")
-            for item in items
-        }
-        checksums = {sha: (store.head(uri) or {}).get("sha256") for sha, uri in latents.items()}
-        todo = [item for item in items if not checksums[item.sha256]]
-        checksums.update(encode_images(pipe, todo, config, store, latents))
-        texts = encode_captions(pipe, store, cache, text_id, [item.caption for item in items])
-        index = {
-            "dataset_fingerprint": dataset_fp,
-            "augmentation": settings,
-            "entries": [index_entry(item, latents[item.sha256], checksums[item.sha256], texts) for item in items],
-            "empty_text": texts[""],
-        }
-        cache_uri = storage.join(cache, "index", f"{digest(dataset_fp, vae_id, text_id, settings)}.json")
+        planned = plan(items, background, config, vae_id, cache)
+        latents = build_latents(pipe, planned, config, store)
+        texts, text_built = build_texts(pipe, store, cache, text_id, [item.caption for item in items], config)
+        index = make_index(config, dataset_fp, {"vae": vae_id, "text": text_id}, planned, latents, texts)
+        cache_uri = storage.join(cache, "index", f"{cache_keys.index_key(index)}.json")
         store.put_json(cache_uri, index)
-        encoded = len(todo) * config.views_per_image
-        reused = (len(items) - len(todo)) * config.views_per_image
-        tracking.log_metrics({"encoded_views": encoded, "reused_views": reused, "images": len(items)})
-    log.info("latent cache %s: %d views encoded, %d reused", cache_uri, encoded, reused)
-    return AugmentResult(cache_uri, len(items), encoded, reused)
+        views = config.views_per_image
+        result = AugmentResult(
+            cache_uri,
+            images=len(items),
+            encoded_views=latents.encoded * views,
+            reused_views=(len(planned) - latents.encoded) * views,
+            rebuilt_shards=latents.rebuilt + text_built.rebuilt,
+            encoded_captions=text_built.encoded,
+        )
+        tracking.log_metrics({name: value for name, value in vars(result).items() if isinstance(value, int)})
+    log.info(
+        "latent cache %s: %d views encoded, %d reused, %d captions encoded, %d corrupt shards rebuilt",
+        cache_uri,
+        result.encoded_views,
+        result.reused_views,
+        result.encoded_captions,
+        result.rebuilt_shards,
+    )
+    return result
 
 
-def put_shard(store: storage.Storage, uri: str, tensors: dict[str, torch.Tensor]) -> str:
-    """Store a safetensors shard with its checksum as object metadata (read back by HEAD); returns it."""
-    data = save({k: v.contiguous() for k, v in tensors.items()})
-    checksum = hashlib.sha256(data).hexdigest()
-    store.put_bytes(uri, data, metadata={"sha256": checksum})
-    return checksum
+def plan(items: list[Item], background: tuple, config: AugmentConfig, vae_id: str, cache: str) -> list[Planned]:
+    # The background changes the pixels of transparent images, so it shapes their views like a setting does.
+    settings = {**cache_keys.view_settings(config), "background": list(background)}
+    out = []
+    for item in items:
+        bucket = item_bucket(item, config.resolution)
+        key = cache_keys.image_shard_key(item.sha256, vae_id, settings, config.views_per_image, bucket)
+        uri = storage.join(cache, "latents", f"{key}.safetensors")
+        out.append(Planned(item, bucket, tuple(background), key, uri))
+    return out
 
 
-@torch.no_grad()
-def encode_images(pipe, items: list[Item], config: AugmentConfig, store, latents: dict[str, str]) -> dict[str, str]:
-    """Encode the views of `items` in batches and store one shard per image; returns shard checksums."""
-    transform = view_transform(config)
-    per_batch = max(1, config.batch_size // config.views_per_image)
-    checksums: dict[str, str] = {}
-    progress = tqdm(total=len(items) * config.views_per_image, desc="encode", unit="view", mininterval=1.0)
-    for start in range(0, len(items), per_batch):
-        batch = items[start : start + per_batch]
-        views = [make_views(_open_rgb(store.get_bytes(item.file)), item, config, transform) for item in batch]
-        encoded = pipe.vae.encode(torch.cat(views)).latent_dist.mean * pipe.vae.config.scaling_factor
-        for item, item_latents in zip(batch, encoded.split(config.views_per_image), strict=True):
-            checksums[item.sha256] = put_shard(store, latents[item.sha256], {"latents": item_latents})
-        progress.update(len(batch) * config.views_per_image)
+# -- latents --------------------------------------------------------------------------------------------
+
+
+def build_latents(pipe, planned: list[Planned], config: AugmentConfig, store: storage.Storage) -> Built:
+    """Reuse every stored shard that passes its check; encode the rest."""
+    verified = shards.verify(store, {p.key: p.uri for p in planned}, ("latents",))
+    todo = list({p.key: p for p in planned if p.key not in verified.whole}.values())
+    checksums = {**verified.whole, **encode_images(pipe, todo, config, store)}
+    return Built(checksums, encoded=len(todo), rebuilt=len(verified.corrupt))
+
+
+def encode_images(pipe, todo: list[Planned], config: AugmentConfig, store: storage.Storage) -> dict[str, str]:
+    """Encode the views of `todo`, one bucket at a time, and store one shard per image; returns checksums."""
+    vae = pipe.vae.to(device())
+    views = config.views_per_image
+    ahead = 2 * -(-config.batch_size // views) + LOADERS
+    stored: list[tuple[str, Future[str]]] = []
+    progress = tqdm(total=len(todo) * views, desc="encode", unit="view", mininterval=1.0)
+    with ThreadPoolExecutor(LOADERS) as loaders, ThreadPoolExecutor(shards.PARALLEL) as uploads:
+        for group in by_bucket(todo).values():
+            made = prefetch(loaders, lambda p: load_views(store, p, config), group, ahead)
+            for planned, latents in encode_bucket(vae, group, made, config.batch_size, views):
+                stored.append((planned.key, uploads.submit(shards.put, store, planned.uri, planned.key, latents)))
+                progress.update(views)
+        checksums = {key: future.result() for key, future in stored}
     progress.close()
     return checksums
 
 
-def encode_captions(pipe, store, cache: str, text_id: str, captions: list[str]) -> dict[str, dict[str, str]]:
-    """Text-encoder states per distinct caption, plus the empty caption (for caption dropout)."""
-    out = {}
-    for caption in sorted(set(captions) | {""}):
-        uri = storage.join(cache, "text", f"{digest(caption, text_id)}.safetensors")
-        checksum = (store.head(uri) or {}).get("sha256")
-        if not checksum:
-            checksum = put_shard(store, uri, {"hidden": encode_text(pipe, [caption])[0]})
-        out[caption] = {"uri": uri, "sha256": checksum}
-    return out
+def by_bucket(planned: list[Planned]) -> dict[Bucket, list[Planned]]:
+    groups: dict[Bucket, list[Planned]] = {}
+    for p in planned:
+        groups.setdefault(p.bucket, []).append(p)
+    return dict(sorted(groups.items()))
 
 
-def index_entry(item: Item, latents_uri: str, checksum: str, texts: dict[str, dict[str, str]]) -> dict:
+def load_views(store: storage.Storage, planned: Planned, config: AugmentConfig) -> torch.Tensor:
+    # Decoded exactly as ingest measured it (first frame, EXIF orientation, colour mode, transparency).
+    image = open_rgb(store.get_bytes(planned.item.file), planned.background)
+    return make_views(image, planned.item.sha256, config, planned.bucket)
+
+
+def prefetch(pool: Executor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+    """`fn` over `items` in order, run in `pool` with at most `ahead` calls in flight (bounded memory)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def encode_bucket(
+    vae, planned: list[Planned], made: Iterable[torch.Tensor], batch_size: int, views: int
+) -> Iterator[tuple[Planned, dict[str, torch.Tensor]]]:
+    """Encode the views of images sharing one bucket, `batch_size` views per VAE call; yields each image's
+    shard tensors as soon as all its views are encoded."""
+    waiting: deque[Planned] = deque()  # images with views in `buffer` or `done`, in order
+    buffer: list[torch.Tensor] = []  # views not encoded yet
+    done: list[torch.Tensor] = []  # latents not handed out yet
+    for p, image_views in zip(planned, made, strict=True):
+        waiting.append(p)
+        buffer.extend(image_views)
+        while len(buffer) >= batch_size:
+            done += encode(vae, buffer[:batch_size])
+            del buffer[:batch_size]
+            while len(done) >= views:
+                yield waiting.popleft(), {"latents": torch.stack(done[:views])}
+                del done[:views]
+    if buffer:
+        done += encode(vae, buffer)
+    while waiting:
+        yield waiting.popleft(), {"latents": torch.stack(done[:views])}
+        del done[:views]
+
+
+@torch.no_grad()
+def encode(vae, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Latents (the posterior mean, times the scaling factor) of one batch of views."""
+    batch = torch.stack(views).to(vae.device, vae.dtype)
+    latents = vae.encode(batch).latent_dist.mean * vae.config.scaling_factor
+    return list(latents.float().cpu().unbind())
+
+
+# -- captions -------------------------------------------------------------------------------------------
+
+
+def build_texts(
+    pipe, store: storage.Storage, cache: str, text_id: str, captions: list[str], config: AugmentConfig
+) -> tuple[dict[str, dict[str, str]], Built]:
+    """Text-encoder states per distinct caption, plus the empty caption: {caption: {"uri", "sha256"}}."""
+    wanted = sorted(set(captions) | {""})
+    keys = {caption: cache_keys.text_key(caption, text_id) for caption in wanted}
+    uris = {key: storage.join(cache, "text", f"{key}.safetensors") for key in keys.values()}
+    verified = shards.verify(store, uris, ("hidden",))
+    todo = [caption for caption in wanted if keys[caption] not in verified.whole]
+    checksums = dict(verified.whole)
+    for start in range(0, len(todo), config.batch_size):
+        chunk = todo[start : start + config.batch_size]
+        for caption, hidden in zip(chunk, encode_text(pipe, chunk), strict=True):
+            checksums[keys[caption]] = shards.put(store, uris[keys[caption]], keys[caption], {"hidden": hidden})
+    texts = {caption: {"uri": uris[keys[caption]], "sha256": checksums[keys[caption]]} for caption in wanted}
+    return texts, Built(checksums, encoded=len(todo), rebuilt=len(verified.corrupt))
+
+
+@torch.no_grad()
+def encode_text(pipe, captions: list[str]) -> list[torch.Tensor]:
+    """The text encoder's last hidden states per caption, [tokens, dim] each (padded to the model's length)."""
+    encoder = pipe.text_encoder.to(device())
+    tokens = pipe.tokenizer(
+        captions, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    return list(encoder(tokens.input_ids.to(encoder.device))[0].float().cpu().unbind())
+
+
+# -- the index ------------------------------------------------------------------------------------------
+
+
+def make_index(
+    config: AugmentConfig,
+    dataset_fp: str,
+    identities: dict[str, str],
+    planned: list[Planned],
+    latents: Built,
+    texts: dict[str, dict[str, str]],
+) -> dict:
+    """The index: what the cache was made from, and one entry per image (layout: artlora.latent_cache)."""
+    buckets = Counter(f"{w}x{h}" for w, h in (p.bucket for p in planned))
+    return {
+        "format": INDEX_FORMAT,
+        "dataset_fingerprint": dataset_fp,
+        "dataset_uri": config.dataset_uri,
+        "base_model": config.base_model,
+        "identities": identities,
+        "augmentation": {
+            **cache_keys.view_settings(config),
+            "views_per_image": config.views_per_image,
+            "resolution": config.resolution,
+            "background": list(planned[0].background),
+        },
+        "buckets": dict(sorted(buckets.items())),
+        "entries": [index_entry(p, latents.checksums[p.key], texts[p.item.caption], config) for p in planned],
+        "empty_text": texts[""],
+    }
+
+
+def index_entry(planned: Planned, checksum: str, text: dict[str, str], config: AugmentConfig) -> dict:
+    item = planned.item
     return {
         "id": item.sha256,
         "split": item.split,
         "style": item.style,
         "caption": item.caption,
-        "latents": {"uri": latents_uri, "sha256": checksum},
-        "text": texts[item.caption],
+        "bucket": list(planned.bucket),
+        "views": config.views_per_image,
+        "latents": {"uri": planned.uri, "sha256": checksum},
+        "text": text,
     }
-
-
-def _open_rgb(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        # Phone photos and scans store their rotation in EXIF: train on the image as people see it.
-        return ImageOps.exif_transpose(image).convert("RGB")
