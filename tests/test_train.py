@@ -17,9 +17,11 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load
 
 from artlora import checkpoints, models, storage, tracking
-from artlora.config import with_inputs
+from artlora.config import TrainConfig, with_inputs
 from artlora.losses import PerceptualLoss, diffusion_target, predicted_x0
 from artlora.stages import train
+
+pytestmark = pytest.mark.usefixtures("mlflow_db")
 
 
 def test_batches_visit_every_view_once_per_epoch_one_bucket_at_a_time():
@@ -33,6 +35,19 @@ def test_batches_visit_every_view_once_per_epoch_one_bucket_at_a_time():
     assert first[0] == again[0] and torch.equal(first[1], again[1])
     next_epoch = [train.batch_for_step(sizes, 4, seed=3, step=step) for step in range(6, 12)]
     assert [(g, i.tolist()) for g, i in next_epoch] != [(g, i.tolist()) for g, i in batches]
+    assert train.sampler_position(sizes, 4, 7) == (1, 1)
+
+
+def test_the_trainer_draws_the_same_batches_as_batch_for_step():
+    from artlora.latent_cache import LatentGroup, LatentSet
+
+    groups = tuple(LatentGroup(torch.zeros(n, 4, 8, 8), torch.zeros(n, 77, 32)) for n in (12, 5, 3))
+    config = TrainConfig(storage_root="s3://tests", base_model="tiny", batch_size=4, seed=3)
+    trainer = train.Trainer(config, LatentSet(groups, torch.zeros(77, 32), "fp"), models.build_tiny_sd())
+    for step in [*range(14), 3, 0]:  # across epochs, and back
+        group, index = trainer.batch(step)
+        expected = train.batch_for_step([12, 5, 3], 4, 3, step)
+        assert group == expected[0] and torch.equal(index, expected[1])
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -64,6 +79,9 @@ def test_train_writes_adapter_checkpoints_and_metrics(small_config, latent_cache
     assert store.is_complete(result.adapter_uri)
     adapter = load(store.get_bytes(storage.join(result.adapter_uri, "pytorch_lora_weights.safetensors")))
     assert any("lora" in key for key in adapter) and all(key.startswith("unet.") for key in adapter)
+    assert result.kohya_file == train.kohya_file_name(config) and result.adapter_step == config.max_steps
+    kohya = load(store.get_bytes(storage.join(result.adapter_uri, result.kohya_file)))
+    assert kohya and all(key.startswith("lora_unet_") for key in kohya)
     steps = [int(uri.rsplit("step-", 1)[1][:8]) for uri in store.list(train.run_uri(config)) if "step-" in uri]
     assert set(steps) == {2}  # checkpoints at every 2 steps before the end; the final adapter is the last
 
@@ -74,6 +92,14 @@ def test_train_writes_adapter_checkpoints_and_metrics(small_config, latent_cache
     run = client.get_run(result.run_id)
     assert run.data.params["train.rank"] == str(config.rank)
     assert run.data.tags["artlora.dataset_fingerprint"]
+    assert [m.step for m in client.get_metric_history(result.run_id, "lr")] == [1, 2, 3, 4]
+    assert client.get_metric_history(result.run_id, "grad_norm") and client.get_metric_history(
+        result.run_id, "images_per_s"
+    )
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "adapter")}
+    assert artifacts == {"adapter/pytorch_lora_weights.safetensors", f"adapter/{result.kohya_file}"}
+    checkpoint_artifacts = {a.path for a in client.list_artifacts(result.run_id, "checkpoints/step-00000002")}
+    assert checkpoint_artifacts == {"checkpoints/step-00000002/pytorch_lora_weights.safetensors"}
 
     again = train.run(config)  # a finished run is not trained twice
     assert again.run_id == result.run_id and again.resumed_from is None
@@ -128,7 +154,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
 
 def test_an_unfinished_checkpoint_is_never_resumed_from(store, bucket):
     root = storage.join(bucket, "runs", "partial")
-    state = {"optimizer": {}, "schedule": {}, "run_id": "x"}
+    state = {"run_id": "x"}
     checkpoints.save_checkpoint(store, root, checkpoints.Checkpoint(2, {"w": torch.ones(1)}, state), keep=2)
     # A crash half-way through step 4's checkpoint: the adapter is there, the marker is not.
     store.put_bytes(storage.join(checkpoints.checkpoint_uri(root, 4), "adapter.safetensors"), b"partial")

@@ -125,6 +125,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     with tempfile.TemporaryDirectory() as adapter_dir:
         store.download_dir(config.adapter_uri, adapter_dir)
         pipe.load_lora_weights(adapter_dir)
+    pipe.unet.eval()  # the injected LoRA layers start in training mode: their dropout would blur the measure
     lora_loss = heldout_loss(pipe.unet, scheduler, data, config.loss_timesteps, config.seed)
     lora_images = sample_images(pipe, config)
 

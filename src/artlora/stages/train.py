@@ -1,29 +1,49 @@
 """Train: a LoRA adapter on the UNet from cached latents, resumable from the object store.
 
 A run lives under `<storage_root>/runs/<key>/`, the key hashing the resolved config (cache included), so the
-same command started again finds the run's checkpoints and continues. Every step's randomness (batch, noise,
-timesteps, dropout) is derived from (seed, step) alone, which makes a resumed run take the same steps as an
-uninterrupted one.
+same command started again finds the run's checkpoints and continues. Every step's randomness is derived from
+(seed, step) alone (see `artlora.trainer`), which makes a resumed run take the same steps as an uninterrupted one.
+
+With `eval_every`, the held-out denoising loss on the validation split (the evaluate stage's measure: fixed
+timesteps, fixed noise) is logged every `eval_every` steps and at the end; early stopping watches it, and the
+adapter written is the one with the lowest validation loss. The adapter folder `<run>/adapter/` holds it twice:
+`pytorch_lora_weights.safetensors` (diffusers/PEFT layout, `load_lora_weights`) and `artlora-<key>.safetensors`
+(kohya layout, for AUTOMATIC1111, Forge, ComfyUI), both with the base model, dataset fingerprint, config and step
+in their metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler
-from diffusers.optimization import get_scheduler
 from tqdm import tqdm
 
 from artlora import lora, models, storage, tracking
 from artlora.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from artlora.config import TrainConfig
+from artlora.early_stopping import EarlyStopping
+from artlora.export_kohya import UnsupportedAdapterError, save_kohya
 from artlora.latent_cache import LatentSet, load_split
-from artlora.losses import PerceptualLoss, diffusion_target, predicted_x0
-from artlora.stages.augment import digest
+from artlora.stages.evaluate import heldout_loss, validation_data
+
+# The step's building blocks live in artlora.trainer (importable without storage or MLflow); these names are
+# re-exported because they are part of how a run is defined.
+from artlora.trainer import (  # noqa: F401
+    DeviceUNet,
+    Trainer,
+    batch_for_step,
+    epoch_batches,
+    sampler_position,
+    seed_for_dropout,
+    step_generator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,130 +52,43 @@ log = logging.getLogger(__name__)
 class TrainResult:
     adapter_uri: str
     run_id: str
-    steps: int
+    steps: int  # optimizer steps taken: max_steps, or fewer when early stopping fired
     final_loss: float
     resumed_from: int | None
+    adapter_step: int | None = None  # the step whose adapter was written (the best validated one, or the last)
+    best_val_loss: float | None = None
+    stopped_early: bool = False
+    kohya_file: str | None = None  # file name of the kohya-layout copy inside the adapter folder
+
+
+@dataclass(frozen=True)
+class Progress:
+    steps: int
+    metrics: dict[str, float]
+    stopped_early: bool
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def run_uri(config: TrainConfig) -> str:
-    return storage.join(config.storage_root, "runs", digest(config.model_dump(exclude={"experiment"}))[:16])
+    return storage.join(config.storage_root, "runs", _digest([config.model_dump(exclude={"experiment"})])[:16])
 
 
-PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+def kohya_file_name(config: TrainConfig) -> str:
+    """`artlora-<run key>.safetensors`: unique per run, so adapters dropped into one UI folder never collide."""
+    return f"artlora-{run_uri(config).rsplit('/', 1)[-1]}.safetensors"
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def epoch_batches(sizes: list[int], batch_size: int, seed: int, epoch: int) -> list[tuple[int, torch.Tensor]]:
-    """One epoch's batches as (group, indices): every view once, each batch from a single group (bucket).
-
-    Views are shuffled within each group and the batches across groups, seeded by (seed, epoch), so the batch
-    of any step is known without replaying the steps before it. A group's last batch may be smaller.
-    """
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    batches = [
-        (group, chunk)
-        for group, size in enumerate(sizes)
-        for chunk in torch.randperm(size, generator=gen).split(batch_size)
-    ]
-    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-
-
-def batch_for_step(sizes: list[int], batch_size: int, seed: int, step: int) -> tuple[int, torch.Tensor]:
-    per_epoch = sum(-(-size // batch_size) for size in sizes)
-    epoch, position = divmod(step, per_epoch)
-    return epoch_batches(sizes, batch_size, seed, epoch)[position]
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
-
-
-def seed_for_dropout(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step) % (2**63)
-
-
-class Trainer:
-    """The model, optimizer and objective of one run; `step` takes one optimizer step."""
-
-    def __init__(self, config: TrainConfig, data: LatentSet, pipe=None):
-        """`pipe` is the loaded base pipeline; by default it is loaded from `config.base_model`."""
-        self.config, self.device = config, device()
-        pipe = pipe or models.load_pipeline(config.base_model)
-        # Autocast on GPU only: frozen weights in the low-precision dtype, LoRA weights and optimizer in fp32.
-        self.dtype = PRECISIONS[config.mixed_precision] if self.device.type == "cuda" else None
-        frozen_dtype = self.dtype or torch.float32
-        self.unet = pipe.unet.to(self.device, frozen_dtype)
-        self.vae = pipe.vae.to(self.device, frozen_dtype).requires_grad_(False)
-        # The whole latent set lives on the device: no per-step host-to-device copies.
-        self.data = data.to(self.device)
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        torch.manual_seed(config.seed)  # the adapter's random init, the same in every process
-        self.params = lora.add_lora(self.unet, config)
-        for param in self.params:
-            param.data = param.data.float()
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.learning_rate, weight_decay=1e-2, fused=self.device.type == "cuda"
-        )
-        self.schedule = get_scheduler(
-            "linear", self.optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
-        )
-        # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.perceptual = None
-        if config.perceptual_weight > 0:
-            self.perceptual = PerceptualLoss(self.vae, config.perceptual_net, config.perceptual_backbone)
-            self.perceptual.to(self.device)
-
-    def step(self, step: int) -> dict[str, torch.Tensor]:
-        """One optimizer step. Metrics stay on the device (reading them would stall the GPU every step)."""
-        config, gen = self.config, step_generator(self.config.seed, step)
-        sizes = [len(group) for group in self.data.groups]
-        group, index = batch_for_step(sizes, config.batch_size, config.seed, step)
-        index = index.to(self.device)
-        latents, text = self.data.groups[group].latents[index], self.data.groups[group].text[index]
-        noise = torch.randn(latents.shape, generator=gen).to(self.device)
-        steps_total = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps_total, (len(index),), generator=gen).to(self.device)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        torch.manual_seed(seed_for_dropout(config.seed, step))
-
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            output = self.unet(noisy, timesteps, text).sample
-            target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
-            mse = torch.nn.functional.mse_loss(output.float(), target.float())
-            loss, metrics = mse, {"loss_mse": mse.detach()}
-            if self.perceptual is not None:
-                x0 = predicted_x0(self.noise_scheduler, noisy, output, timesteps)
-                perceptual = self.perceptual(x0, latents)
-                loss = loss + config.perceptual_weight * perceptual
-                metrics["loss_perceptual"] = perceptual.detach()
-
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.schedule.step()
-        return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **metrics}
-
-    def checkpoint(self, step: int, run_id: str) -> Checkpoint:
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "run_id": run_id,
-        }
-        return Checkpoint(step, lora.adapter_state(self.unet), state)
-
-    def restore(self, checkpoint: Checkpoint) -> None:
-        lora.load_adapter_state(self.unet, checkpoint.adapter)
-        self.optimizer.load_state_dict(checkpoint.state["optimizer"])
-        self.schedule.load_state_dict(checkpoint.state["schedule"])
-        self.scaler.load_state_dict(checkpoint.state["scaler"])
+def validate(trainer: Trainer, data: LatentSet) -> float:
+    """The held-out denoising loss of the current adapter (LoRA dropout off while measuring)."""
+    trainer.unet.eval()
+    try:
+        config = trainer.config
+        return heldout_loss(DeviceUNet(trainer), trainer.noise_scheduler, data, config.eval_timesteps, config.seed)
+    finally:
+        trainer.unet.train()
 
 
 def run(config: TrainConfig) -> TrainResult:
@@ -166,45 +99,173 @@ def run(config: TrainConfig) -> TrainResult:
     if store.is_complete(adapter_uri):
         done = store.get_json(storage.join(adapter_uri, storage.COMPLETE_MARKER))
         log.info("run %s already finished; reusing its adapter", root)
-        return TrainResult(adapter_uri, done["run_id"], done["steps"], done["final_loss"], None)
+        return TrainResult(adapter_uri=adapter_uri, resumed_from=None, **done)
 
     data = load_split(config.cache_uri, "train")
-    trainer = Trainer(config, data)
+    val_data = validation_data(config.cache_uri) if config.eval_every else None
+    trainer = Trainer(config, data, models.load_pipeline(config.base_model))
+    stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
     resume = latest_checkpoint(store, root)
-    start, run_id = (resume.step, resume.state["run_id"]) if resume else (0, None)
+    start, run_id = 0, None
     if resume:
-        trainer.restore(resume)
+        stopper, run_id = restore(trainer, resume), resume.state["run_id"]
+        start = resume.step
         log.info("resuming %s from its checkpoint at step %d", root, resume.step)
     tags = {"artlora.dataset_fingerprint": data.dataset_fingerprint, "artlora.base_model": config.base_model}
     with tracking.stage_run("train", config, run_id=run_id, tags=tags) as active:
         run_id = active.info.run_id
-        metrics = train_loop(trainer, store, root, start, run_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            lora.save_adapter(trainer.unet, tmp)
-            store.upload_dir(tmp, adapter_uri)
-            tracking.log_artifact(tmp, "adapter")
-        summary = {"run_id": run_id, "steps": config.max_steps, "final_loss": metrics.get("loss", float("nan"))}
-        tracking.set_tags({"artlora.adapter_uri": adapter_uri})
-        store.mark_complete(adapter_uri, summary)
-    return TrainResult(adapter_uri, run_id, config.max_steps, summary["final_loss"], resume.step if resume else None)
+        progress = train_loop(trainer, store, root, start, run_id, val_data, stopper)
+        summary = publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
+    return TrainResult(adapter_uri=adapter_uri, resumed_from=resume.step if resume else None, **summary)
 
 
-def train_loop(trainer: Trainer, store: storage.Storage, root: str, start: int, run_id: str) -> dict[str, float]:
+class Meter:
+    """Per-step metrics, kept on the device and read back every `log_every` steps in one transfer: reading a
+    GPU value waits for the GPU, so reading every step would stop the host from running ahead. Every step is
+    still logged, with its own step number."""
+
+    def __init__(self, images_per_step: int, step: int):
+        self.images_per_step, self.since, self.began = images_per_step, step, time.perf_counter()
+        self.pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
+        self.last: dict[str, float] = {}
+
+    def add(self, step: int, metrics: dict[str, torch.Tensor], lr: float) -> None:
+        self.pending.append((step, metrics, lr))
+
+    def flush(self) -> dict[str, float]:
+        if not self.pending:
+            return self.last
+        values = iter(torch.stack([v.float() for _, m, _ in self.pending for v in m.values()]).tolist())
+        for step, metrics, lr in self.pending:
+            self.last = {name: next(values) for name in metrics} | {"lr": lr}
+            tracking.log_metrics(self.last, step=step, wait=False)
+        step, now = self.pending[-1][0], time.perf_counter()
+        self.last["images_per_s"] = (step - self.since) * self.images_per_step / (now - self.began)
+        tracking.log_metrics({"images_per_s": self.last["images_per_s"]}, step=step, wait=False)
+        self.pending, self.since, self.began = [], step, now
+        return self.last
+
+
+def train_loop(
+    trainer: Trainer,
+    store: storage.Storage,
+    root: str,
+    start: int,
+    run_id: str,
+    val_data: LatentSet | None = None,
+    stopper: EarlyStopping | None = None,
+) -> Progress:
     config = trainer.config
-    metrics: dict[str, float] = {}
+    stopper = stopper or EarlyStopping(0, 0.0)
+    meter = Meter(config.batch_size * config.gradient_accumulation, start)
     progress = tqdm(range(start, config.max_steps), desc="train", unit="step", initial=start, total=config.max_steps)
-    began, logged_at = time.perf_counter(), start
+    done, stop = start, False
     for step in progress:
-        on_device = trainer.step(step)
-        done = step + 1
-        if done % config.log_every == 0 or done == config.max_steps:
-            now = time.perf_counter()
-            metrics = {name: value.item() for name, value in on_device.items()}
-            metrics["lr"] = trainer.schedule.get_last_lr()[0]
-            metrics["images_per_s"] = (done - logged_at) * config.batch_size / (now - began)
-            began, logged_at = now, done
+        lr = trainer.schedule.get_last_lr()[0]  # the rate this step uses
+        meter.add(step + 1, trainer.step(step), lr)
+        done, val_loss = step + 1, None
+        if val_data is not None and (done % config.eval_every == 0 or done == config.max_steps):
+            val_loss = validate(trainer, val_data)
+            stopper.update(done, val_loss, lora.adapter_state(trainer.unet))
+            tracking.log_metrics({"val_loss": val_loss, "val_loss_best": stopper.best_loss}, step=done, wait=False)
+            stop = stopper.should_stop
+        if done % config.log_every == 0 or done == config.max_steps or stop:
+            metrics = meter.flush()
             progress.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.1f}")
-            tracking.log_metrics(metrics, step=done, wait=False)
+        if stop:
+            log.info("early stopping at step %d: best validation loss %.5f at step %s", done, *_best(stopper))
+            break
         if done % config.checkpoint_every == 0 and done < config.max_steps:
-            save_checkpoint(store, root, trainer.checkpoint(done, run_id), config.keep_checkpoints)
-    return metrics
+            checkpoint(trainer, store, root, done, run_id, stopper, val_loss)
+    return Progress(done, meter.flush(), stop)
+
+
+def _best(stopper: EarlyStopping) -> tuple[float, int | None]:
+    return stopper.best_loss, stopper.best_step
+
+
+def checkpoint(
+    trainer: Trainer,
+    store: storage.Storage,
+    root: str,
+    step: int,
+    run_id: str,
+    stopper: EarlyStopping,
+    val_loss: float | None,
+) -> None:
+    """Save everything a resumed run needs; log the checkpoint's adapter (diffusers layout) to MLflow."""
+    config = trainer.config
+    epoch, batch = sampler_position(trainer.sizes, config.batch_size, step * config.gradient_accumulation)
+    state = {
+        **trainer.state_dict(),
+        "step": step,
+        "run_id": run_id,
+        "config": config.model_dump(mode="json"),
+        "sampler": {"epoch": epoch, "batch": batch},
+        "early_stopping": stopper.state_dict(),
+    }
+    save_checkpoint(
+        store, root, Checkpoint(step, lora.adapter_state(trainer.unet), state, val_loss), config.keep_checkpoints
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        lora.save_adapter(trainer.unet, tmp)
+        tracking.log_artifact(tmp, f"checkpoints/step-{step:08d}")
+
+
+def restore(trainer: Trainer, resume: Checkpoint) -> EarlyStopping:
+    """Load a checkpoint into the trainer; the early-stopping state (best adapter included) is returned."""
+    config = trainer.config
+    saved = resume.state.get("config")
+    if saved is not None and {**saved, "experiment": config.experiment} != config.model_dump(mode="json"):
+        raise ValueError(f"the checkpoint at step {resume.step} was written by another config; not resuming it")
+    lora.load_adapter_state(trainer.unet, resume.adapter)
+    trainer.load_state_dict(resume.state)
+    if "early_stopping" in resume.state:
+        return EarlyStopping.from_state(resume.state["early_stopping"])
+    return EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
+
+
+def publish(
+    trainer: Trainer,
+    store: storage.Storage,
+    adapter_uri: str,
+    run_id: str,
+    dataset_fingerprint: str,
+    progress: Progress,
+    stopper: EarlyStopping,
+) -> dict:
+    """Write the final adapter (the best validated one, else the last) in both layouts; mark the run complete."""
+    config = trainer.config
+    adapter_step = progress.steps
+    if stopper.best_adapter is not None:
+        lora.load_adapter_state(trainer.unet, stopper.best_adapter)
+        adapter_step = stopper.best_step
+    best_val = None if stopper.best_step is None else stopper.best_loss
+    extra = {"run_id": run_id, "val_loss": "" if best_val is None else repr(best_val)}
+    metadata = lora.provenance(config, adapter_step, dataset_fingerprint, extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        lora.save_adapter(trainer.unet, tmp, metadata)
+        kohya = _save_kohya(trainer, Path(tmp) / kohya_file_name(config), metadata)
+        store.upload_dir(tmp, adapter_uri)
+        tracking.log_artifact(tmp, "adapter")
+    summary = {
+        "run_id": run_id,
+        "steps": progress.steps,
+        "final_loss": progress.metrics.get("loss", float("nan")),
+        "adapter_step": adapter_step,
+        "best_val_loss": best_val,
+        "stopped_early": progress.stopped_early,
+        "kohya_file": kohya,
+    }
+    tracking.set_tags({"artlora.adapter_uri": adapter_uri, "artlora.adapter_step": str(adapter_step)})
+    store.mark_complete(adapter_uri, summary)
+    return summary
+
+
+def _save_kohya(trainer: Trainer, path: Path, metadata: dict[str, str]) -> str | None:
+    try:
+        save_kohya(trainer.unet, path, trainer.noise_scheduler.config.prediction_type, metadata)
+    except UnsupportedAdapterError as err:
+        log.warning("no kohya-layout file: %s", err)
+        return None
+    return path.name

@@ -1,0 +1,307 @@
+"""Time artlora's training step against a reference loop written the way diffusers' LoRA example does it.
+
+Same model (random weights: step time does not depend on weight values), same batch, same LoRA, same card, in
+one process:
+- `reference`: the diffusers `train_text_to_image_lora.py` step: VAE-encode the pixels and run the text encoder
+  every step, UNet forward/backward under autocast, clip, AdamW (foreach), LR schedule. Its data loader's image
+  decoding and augmentation are left out (pixels are ready on the device), which flatters the reference.
+- `artlora`: `artlora.trainer.Trainer.step` itself (cached latents and caption states on the device, fused AdamW
+  on CUDA, LoRA weights in fp32), with the default config, then with channels-last and with torch.compile.
+- `perceptual*`: the artlora step with the LPIPS term (VGG, random backbone weights: same cost), at full cost
+  and with the cost controls (decode at half resolution, a sub-batch of 2).
+
+    PYTHONPATH=src python bench/train_step.py --arch tiny                       # CPU, tiny model
+    PYTHONPATH=src python bench/train_step.py --arch sd15 --resolution 512 --batch-sizes 1 8 --compile
+
+Needs torch, diffusers, transformers, peft, lpips, pydantic and pyyaml only: the Trainer module imports neither
+the object store nor MLflow. Writes `train-step-<arch>-<card>.json` to --out and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.optimization import get_scheduler
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from artlora import lora
+from artlora.config import TrainConfig
+from artlora.trainer import PRECISIONS, Trainer, device
+
+# Stable Diffusion 1.5's architecture (diffusers' UNet defaults are SD 1.x's, with 1280 cross-attention).
+SD15_UNET = {"sample_size": 64, "cross_attention_dim": 768}
+SD15_VAE = {
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 512,
+}
+SD15_TEXT = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+}
+TOKENS = 77
+
+
+@dataclass(frozen=True)
+class Group:
+    latents: torch.Tensor
+    text: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+
+@dataclass(frozen=True)
+class Latents:
+    """What the Trainer reads from a latent_cache.LatentSet (which imports the object store)."""
+
+    groups: tuple[Group, ...]
+    empty_text: torch.Tensor
+    dataset_fingerprint: str = "bench"
+
+    def to(self, target: torch.device) -> Latents:
+        groups = tuple(Group(g.latents.to(target), g.text.to(target)) for g in self.groups)
+        return Latents(groups, self.empty_text.to(target))
+
+
+# -- models ---------------------------------------------------------------------------------------------
+
+
+class Models:
+    """Builds fresh random-weight parts of one architecture on the device (every variant gets its own UNet)."""
+
+    def __init__(self, arch: str, resolution: int, dev: torch.device):
+        self.arch, self.resolution, self.dev = arch, resolution, dev
+        self._tiny = None
+        self.vae, self.text_encoder = self.frozen_parts()
+        self.factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+        )
+
+    def tiny(self):
+        from artlora import models  # the tiny model's builder lives beside the object-store code
+
+        return models.build_tiny_sd(seed=0)
+
+    def frozen_parts(self) -> tuple[AutoencoderKL, CLIPTextModel]:
+        torch.manual_seed(0)
+        if self.arch == "tiny":
+            pipe = self.tiny()
+            return pipe.vae.to(self.dev), pipe.text_encoder.to(self.dev)
+        with self.dev:
+            return AutoencoderKL(**SD15_VAE), CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
+
+    def unet(self) -> UNet2DConditionModel:
+        torch.manual_seed(0)
+        if self.arch == "tiny":
+            return self.tiny().unet.to(self.dev)
+        with self.dev:
+            return UNet2DConditionModel(**SD15_UNET)
+
+    def pipe(self) -> SimpleNamespace:
+        return SimpleNamespace(unet=self.unet(), vae=self.vae, scheduler=self.scheduler)
+
+
+# -- the two loops --------------------------------------------------------------------------------------
+
+
+def reference_step(models: Models, config: TrainConfig, batch: int):
+    """One step of the diffusers LoRA example, as a closure over fixed pixels and token ids."""
+    dev, dtype = models.dev, PRECISIONS[config.mixed_precision] if models.dev.type == "cuda" else None
+    unet = models.unet()
+    torch.manual_seed(config.seed)
+    params = lora.add_lora(unet, config)
+    frozen = dtype or torch.float32
+    vae, text_encoder = models.vae.to(frozen), models.text_encoder.to(frozen)
+    for param in unet.parameters():
+        if not param.requires_grad:
+            param.data = param.data.to(frozen)
+    unet.train()
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = get_scheduler("constant", optimizer)
+    side = models.resolution
+    pixels = torch.rand(batch, 3, side, side, device=dev, dtype=frozen) * 2 - 1
+    ids = torch.randint(0, text_encoder.config.vocab_size, (batch, TOKENS), device=dev)
+
+    def step() -> None:
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+            text = text_encoder(ids, return_dict=False)[0]
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, 1000, (batch,), device=dev)
+        noisy = models.scheduler.add_noise(latents, noise, timesteps)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            output = unet(noisy, timesteps, text, return_dict=False)[0]
+        loss = torch.nn.functional.mse_loss(output.float(), noise.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def artlora_step(models: Models, config: TrainConfig, batch: int):
+    """`Trainer.step` on cached latents: four batches' worth of views in one bucket."""
+    views, side = 4 * batch, models.resolution // models.factor
+    width = models.text_encoder.config.hidden_size
+    group = Group(torch.randn(views, 4, side, side), torch.randn(views, TOKENS, width))
+    data = Latents((group,), torch.zeros(TOKENS, width))
+    trainer = Trainer(config.model_copy(update={"batch_size": batch}), data, models.pipe())
+    counter = iter(range(10**9))
+    return lambda: trainer.step(next(counter))
+
+
+# -- timing ---------------------------------------------------------------------------------------------
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(name: str, make_step, dev: torch.device, batch: int, warmup: int, steps: int) -> dict:
+    gc.collect()  # the previous variant's UNet and optimizer
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        step = make_step()
+        began = time.perf_counter()
+        step()  # the first step holds one-off work (torch.compile, cuDNN autotuning): reported apart
+        sync(dev)
+        first = time.perf_counter() - began
+        for _ in range(warmup):
+            step()
+        sync(dev)
+        began = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(dev)
+        seconds = (time.perf_counter() - began) / steps
+    except Exception as err:  # out of memory, a compile failure: recorded, and the other variants still run
+        row = {"variant": name, "batch": batch, "error": f"{type(err).__name__}: {str(err)[:300]}"}
+        print(json.dumps(row), flush=True)
+        return row
+    peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
+    row = {"variant": name, "batch": batch, "step_s": seconds, "images_per_s": batch / seconds}
+    row.update({"first_step_s": first, "peak_gib": peak})
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def variants(args, models: Models, base: TrainConfig) -> list[tuple[str, int, object]]:
+    """(name, batch, step factory) of every measurement, in the order they run."""
+    channels_last = base.model_copy(update={"channels_last": True})
+    perceptual = base.model_copy(
+        update={"perceptual_weight": 0.1, "perceptual_net": "vgg", "perceptual_backbone": "random"}
+    )
+    cheap = perceptual.model_copy(update={"perceptual_scale": 0.5, "perceptual_batch": 2})
+    out = []
+    for batch in args.batch_sizes:
+        out.append(("reference", batch, lambda b=batch: reference_step(models, base, b)))
+        out.append(("artlora", batch, lambda b=batch: artlora_step(models, base, b)))
+    largest = max(args.batch_sizes)
+    out.append(("artlora+channels_last", largest, lambda: artlora_step(models, channels_last, largest)))
+    batch = args.perceptual_batch
+    out.append(("artlora@perceptual", batch, lambda: artlora_step(models, base, batch)))
+    out.append(("perceptual_full", batch, lambda: artlora_step(models, perceptual, batch)))
+    out.append(("perceptual_half_res_sub2", batch, lambda: artlora_step(models, cheap, batch)))
+    if args.compile:  # last: compiling takes the longest, and everything before it is already written
+        compiled = channels_last.model_copy(update={"torch_compile": True})
+        out.append(("artlora+channels_last+compile", largest, lambda: artlora_step(models, compiled, largest)))
+    return out
+
+
+def summarise(rows: list[dict]) -> dict[str, float]:
+    """Ratios: artlora over the reference (images/s) per batch size, and the perceptual term's cost."""
+    speed = {(r["variant"], r["batch"]): r["images_per_s"] for r in rows if "images_per_s" in r}
+    ratios = {}
+    for (name, batch), value in speed.items():
+        if name.startswith("artlora") and ("reference", batch) in speed:
+            ratios[f"{name}_vs_reference_b{batch}"] = value / speed[("reference", batch)]
+        if name.startswith("perceptual") and ("artlora@perceptual", batch) in speed:
+            ratios[f"{name}_step_cost_vs_plain_b{batch}"] = speed[("artlora@perceptual", batch)] / value
+    return ratios
+
+
+def card_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=["tiny", "sd15"], default="tiny")
+    parser.add_argument("--resolution", type=int, default=None, help="pixels (default: 64 tiny, 512 sd15)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--perceptual-batch", type=int, default=4)
+    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+    args.resolution = args.resolution or (64 if args.arch == "tiny" else 512)
+    return args
+
+
+def print_table(result: dict, out: Path) -> None:
+    print(f"\n{result['card']}, {result['arch']} at {result['resolution']} px, torch {result['torch']}")
+    for row in result["rows"]:
+        label = f"{row['variant']:30} b{row['batch']:<3}"
+        if "error" in row:
+            print(label, row["error"])
+        else:
+            print(label, f"{row['step_s'] * 1e3:9.1f} ms {row['images_per_s']:8.2f} img/s")
+    for name, value in result["ratios"].items():
+        print(f"{name:52} {value:6.2f}")
+    print(f"written to {out}")
+
+
+def main() -> None:
+    args, dev = arguments(), device()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    models = Models(args.arch, args.resolution, dev)
+    base = TrainConfig(storage_root="s3://bench", base_model="random-" + args.arch, rank=args.rank, alpha=args.rank)
+    result = {
+        "card": card_name(dev),
+        "arch": args.arch,
+        "resolution": args.resolution,
+        "torch": torch.__version__,
+        "precision": base.mixed_precision if dev.type == "cuda" else "fp32",
+        "lora": {"rank": args.rank, "targets": list(lora.expand_targets(base.target_modules))},
+        "warmup_steps": args.warmup,
+        "steps_timed": args.steps,
+        "rows": [],
+    }
+    slug = re.sub(r"[^a-z0-9]+", "-", result["card"].lower()).strip("-")
+    out = Path(args.out) / f"train-step-{args.arch}-{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name, batch, make in variants(args, models, base):
+        result["rows"].append(measure(name, make, dev, batch, args.warmup, args.steps))
+        result["ratios"] = summarise(result["rows"])
+        out.write_text(json.dumps(result, indent=2) + "\n")  # after every row: a timeout keeps what was done
+    print_table(result, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""One run's model, optimizer, LR schedule and objective; `Trainer.step` takes one optimizer step.
+
+No storage and no tracking here (the stage in `stages/train.py` adds those), so the benchmark can time exactly
+this step on a machine with only torch, diffusers, peft and lpips.
+
+Every step's randomness (batch, noise, timesteps, caption dropout, noise offset, LoRA dropout) is derived from
+(seed, micro-batch index) alone, so a resumed run takes the same steps as an uninterrupted one without replaying
+anything; the RNG states are saved with the rest of the state all the same.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+
+from artlora import lora
+from artlora.config import TrainConfig
+from artlora.losses import (
+    PerceptualLoss,
+    diffusion_target,
+    min_snr_weights,
+    offset_noise,
+    perceptual_subset,
+    predicted_x0,
+    weighted_mse,
+)
+
+PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# -- deterministic batches and randomness -----------------------------------------------------------------
+
+
+def epoch_batches(sizes: list[int], batch_size: int, seed: int, epoch: int) -> list[tuple[int, torch.Tensor]]:
+    """One epoch's batches as (group, indices): every view once, each batch from a single group (bucket).
+
+    Views are shuffled within each group and the batches across groups, seeded by (seed, epoch), so the batch
+    of any step is known without replaying the steps before it. A group's last batch may be smaller.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    batches = [
+        (group, chunk)
+        for group, size in enumerate(sizes)
+        for chunk in torch.randperm(size, generator=gen).split(batch_size)
+    ]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
+def sampler_position(sizes: list[int], batch_size: int, index: int) -> tuple[int, int]:
+    """(epoch, batch within the epoch) of micro-batch `index`."""
+    return divmod(index, sum(-(-size // batch_size) for size in sizes))
+
+
+def batch_for_step(sizes: list[int], batch_size: int, seed: int, step: int) -> tuple[int, torch.Tensor]:
+    epoch, position = sampler_position(sizes, batch_size, step)
+    return epoch_batches(sizes, batch_size, seed, epoch)[position]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
+
+
+def seed_for_dropout(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) % (2**63)
+
+
+# -- optimisation ---------------------------------------------------------------------------------------
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 to the peak rate, then linear decay to 0, cosine decay to 0, or constant."""
+    return get_scheduler(
+        SCHEDULES[config.lr_schedule],
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        num_training_steps=config.max_steps,
+    )
+
+
+class Trainer:
+    """The model, optimizer and objective of one run on cached latents."""
+
+    def __init__(self, config: TrainConfig, data: Any, pipe: Any):
+        """`data` is a LatentSet (latent_cache); `pipe` has the base model's `unet`, `vae` and `scheduler`."""
+        self.config, self.device = config, device()
+        # Autocast on GPU only: frozen weights in the low-precision dtype, LoRA weights and optimizer in fp32.
+        self.dtype = PRECISIONS[config.mixed_precision] if self.device.type == "cuda" else None
+        # The whole latent set lives on the device: no per-step host-to-device copies.
+        self.data = data.to(self.device)
+        self.sizes = [len(group) for group in self.data.groups]
+        self._epoch: tuple[int, list] = (-1, [])
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.unet, self.params = self._adapted_unet(pipe.unet)
+        self.forward = torch.compile(self.unet) if config.torch_compile else self.unet
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        self.schedule = make_schedule(self.optimizer, config)
+        # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.perceptual = None
+        if config.perceptual_weight > 0:
+            vae = pipe.vae.to(self.device).requires_grad_(False).eval()
+            if self.dtype is not None:
+                vae.to(self.dtype)
+            self.perceptual = PerceptualLoss(
+                vae, config.perceptual_net, config.perceptual_backbone, config.perceptual_scale
+            ).to(self.device)
+
+    def _adapted_unet(self, unet: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+        """Attach LoRA in fp32 on the CPU (the same init everywhere), then move; frozen weights get the dtype."""
+        if self.config.channels_last:
+            # Before LoRA is attached: peft's DoRA reshapes its conv weights with .view(), which needs them
+            # contiguous, so only the base weights change layout.
+            unet.to(memory_format=torch.channels_last)
+        torch.manual_seed(self.config.seed)
+        lora.add_lora(unet.float(), self.config)
+        unet.to(self.device)
+        if self.dtype is not None:
+            for param in unet.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(self.dtype)
+        if self.config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        # Training mode turns LoRA dropout on; the SD UNet has no other dropout or batch norm.
+        unet.train()
+        return unet, [param for param in unet.parameters() if param.requires_grad]
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    # -- one step -------------------------------------------------------------------------------------
+
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step over `gradient_accumulation` micro-batches. Metrics stay on the device (reading
+        them would stall the GPU every step)."""
+        config, micro_batches = self.config, self.config.gradient_accumulation
+        with_perceptual = self.perceptual is not None and step % config.perceptual_every == 0
+        totals: dict[str, list[torch.Tensor]] = {}
+        for micro in range(micro_batches):
+            loss, metrics = self.loss(step * micro_batches + micro, with_perceptual)
+            self.scaler.scale(loss / micro_batches).backward()
+            for name, value in metrics.items():
+                totals.setdefault(name, []).append(value)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**{name: torch.stack(values).mean() for name, values in totals.items()}, "grad_norm": grad_norm}
+
+    def micro_batch(self, index: int) -> SimpleNamespace:
+        """The latents, captions, noise and timesteps of micro-batch `index`, all fixed by (seed, index)."""
+        config, gen = self.config, step_generator(self.config.seed, index)
+        group, rows = self.batch(index)
+        data, rows = self.data.groups[group], self.to_device(rows)
+        latents, text = data.latents[rows], data.text[rows]
+        noise_gen = self._noise_generator(index, gen)
+        noise = torch.randn(latents.shape, generator=noise_gen, device=noise_gen.device)
+        steps_total = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps_total, (len(rows),), generator=gen)
+        if config.caption_dropout:
+            dropped = self.to_device(torch.rand(len(rows), generator=gen) < config.caption_dropout)
+            text = torch.where(dropped.view(-1, 1, 1), self.data.empty_text.to(text.dtype), text)
+        if config.noise_offset:
+            noise = offset_noise(noise, config.noise_offset, gen)
+        # The timesteps stay on the CPU too: choosing the perceptual sub-batch from them needs no GPU sync.
+        return SimpleNamespace(
+            latents=latents, text=text, noise=noise, timesteps=self.to_device(timesteps), cpu_timesteps=timesteps
+        )
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A small host tensor on the device without stalling: a plain `.to("cuda")` from pageable memory
+        synchronises the stream, so the host would wait for the GPU every step instead of running ahead."""
+        if self.device.type == "cpu":
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def batch(self, index: int) -> tuple[int, torch.Tensor]:
+        """`batch_for_step` for micro-batch `index`, with the current epoch's shuffle computed once."""
+        epoch, position = sampler_position(self.sizes, self.config.batch_size, index)
+        if self._epoch[0] != epoch:
+            self._epoch = (epoch, epoch_batches(self.sizes, self.config.batch_size, self.config.seed, epoch))
+        return self._epoch[1][position]
+
+    def _noise_generator(self, index: int, gen: torch.Generator) -> torch.Generator:
+        """On a GPU the noise is drawn there, from its own generator seeded by (seed, index): a host-side draw
+        would be copied from pageable memory every step, which blocks the host until the GPU catches up."""
+        if self.device.type == "cpu":
+            return gen
+        return torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + index + 1)
+
+    def loss(self, index: int, with_perceptual: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective on micro-batch `index`: (weighted) MSE on the model's target, plus LPIPS if asked."""
+        config, scheduler, batch = self.config, self.noise_scheduler, self.micro_batch(index)
+        noisy = scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
+        if config.dropout:
+            torch.manual_seed(seed_for_dropout(config.seed, index))  # LoRA dropout's masks
+        with self.autocast():
+            output = self.forward(noisy, batch.timesteps, batch.text).sample
+        target = diffusion_target(scheduler, batch.latents, batch.noise, batch.timesteps)
+        weights = min_snr_weights(scheduler, batch.timesteps, config.min_snr_gamma) if config.min_snr_gamma else None
+        mse = weighted_mse(output, target, weights)
+        loss, metrics = mse, {"loss_mse": mse.detach()}
+        if with_perceptual:
+            loss = self._add_perceptual(loss, metrics, batch, noisy, output)
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    def _add_perceptual(self, loss, metrics, batch, noisy, output) -> torch.Tensor:
+        config = self.config
+        chosen = perceptual_subset(batch.cpu_timesteps, config.perceptual_max_timestep, config.perceptual_batch)
+        if len(chosen):
+            chosen, timesteps = self.to_device(chosen), batch.timesteps
+            x0 = predicted_x0(self.noise_scheduler, noisy[chosen], output[chosen], timesteps[chosen])
+            with self.autocast():
+                perceptual = self.perceptual(x0, batch.latents[chosen])
+            loss = loss + config.perceptual_weight * perceptual
+            metrics["loss_perceptual"] = perceptual.detach()
+        return loss
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the adapter that a resumed run needs, plus the RNG states for good measure."""
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"cpu": torch.get_rng_state()},
+        }
+        if self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        rng = state.get("rng", {})
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class DeviceUNet:
+    """The trainer's UNet behind the call that `evaluate.heldout_loss` makes with CPU tensors: inputs go to the
+    device, the forward runs under the training autocast, the output comes back to the CPU in fp32."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> SimpleNamespace:
+        device = self.trainer.device
+        with self.trainer.autocast():
+            output = self.trainer.unet(sample.to(device), timestep.to(device), text.to(device)).sample
+        return SimpleNamespace(sample=output.float().cpu())
