@@ -16,7 +16,7 @@ def train(config_json: str, cache_uri: str) -> NamedTuple("TrainOutputs", adapte
         cache_uri: the latent cache index from the augment component.
 
     Returns:
-        adapter_uri: s3:// prefix of the trained adapter (diffusers layout).
+        adapter_uri: s3:// prefix of the trained adapter (diffusers layout plus one kohya/A1111/ComfyUI file).
         run_id: the MLflow run holding the training's params, metrics and adapter.
     """
     from collections import namedtuple
