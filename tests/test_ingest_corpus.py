@@ -7,12 +7,11 @@ import base64
 import io
 import re
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from image_files import png_rgb16
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageFilter
 
@@ -84,18 +83,6 @@ def with_transparency(image: Image.Image) -> Image.Image:
     return rgba
 
 
-def png_rgb16(image: Image.Image) -> bytes:
-    values = np.asarray(image).astype(np.uint16) * 257
-    height, width, _ = values.shape
-    raw = b"".join(b"\0" + values[y].astype(">u2").tobytes() for y in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-
-
 def good_files() -> dict[str, bytes]:
     t = texture
     rotated = Image.Exif()
@@ -113,7 +100,7 @@ def good_files() -> dict[str, bytes]:
         "art/cmyk.tif": encode(t(64, 64, 18).convert("CMYK"), "TIFF"),
         "art/grey16.png": encode(grey16, "PNG"),
         "art/grey16.tif": encode(Image.fromarray(np.asarray(grey16)[:, ::-1].copy()), "TIFF"),
-        "art/rgb48.png": png_rgb16(t(64, 64, 10)),
+        "art/rgb48.png": png_rgb16(np.asarray(t(64, 64, 10)).astype(np.uint16) * 257),
         "art/rgb.webp": encode(t(64, 64, 11), "WEBP", quality=95),
         "art/rgb.bmp": encode(t(64, 64, 12), "BMP"),
         "art/rgb.tiff": encode(t(64, 64, 13), "TIFF"),

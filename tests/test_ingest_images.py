@@ -4,11 +4,10 @@ accepts, written by Pillow (or by hand where Pillow cannot write it), decoded to
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from image_files import png_rgb16
 from PIL import Image, ImageFilter
 
 from artlora import images, inspection
@@ -20,18 +19,6 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     out = io.BytesIO()
     image.save(out, format=fmt, **kwargs)
     return out.getvalue()
-
-
-def png_rgb16(values: np.ndarray) -> bytes:
-    """A 48-bit RGB PNG, which Pillow reads but cannot write: IHDR, one IDAT, IEND."""
-    height, width, _ = values.shape
-    raw = b"".join(b"\0" + values[y].astype(">u2").tobytes() for y in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def half_transparent(mode: str) -> Image.Image:
