@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -29,7 +30,8 @@ def store(s3_endpoint) -> storage.Storage:
 def bucket(store, request) -> str:
     """A fresh s3:// prefix per test, so tests never see each other's objects."""
     name = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
-    return f"s3://test-{name}"
+    # Bucket names are short: the hash keeps parametrized tests with a long common name apart.
+    return f"s3://test-{name}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"
 
 
 @pytest.fixture(autouse=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -23,8 +27,41 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL cluster on loopback (the server binaries are on every dev and CI machine)."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert binaries, "PostgreSQL server binaries not found: apt-get install postgresql (see .ci/run)"
+    bin_dir = os.path.dirname(binaries[-1])
+    # initdb refuses to run as root, so the cluster belongs to the postgres user when tests run as root; it
+    # lives outside pytest's temporary folders, which only their owner may enter.
+    root = Path(tempfile.mkdtemp(prefix="artlora-pg-"))
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_owner:
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    data = root / "data"
+    run = lambda *args: subprocess.run([*as_owner, *args], check=True, capture_output=True)  # noqa: E731
+    run(f"{bin_dir}/initdb", "-D", str(data), "-A", "trust", "-U", "artlora")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    run(f"{bin_dir}/pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+    try:
+        run(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "artlora", "mlflow")
+        yield f"postgresql://artlora@127.0.0.1:{port}/mlflow"
+    finally:
+        run(f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "fast", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'server.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def mlflow_server(tmp_path, store, monkeypatch):
+def mlflow_server(tmp_path, store, backend_store, monkeypatch):
     if not store.client.bucket_exists("mlflow-server"):  # as an operator would create it before the server
         store.client.make_bucket("mlflow-server")
     port = _free_port()
@@ -35,7 +72,7 @@ def mlflow_server(tmp_path, store, monkeypatch):
         "--host", "127.0.0.1",
         "--port", str(port),
         "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--backend-store-uri", backend_store,
         "--artifacts-destination", "s3://mlflow-server/artifacts",
         "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}",
     ]  # fmt: skip
