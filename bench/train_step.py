@@ -12,6 +12,11 @@ one process:
 
     PYTHONPATH=src python bench/train_step.py --arch tiny                       # CPU, tiny model
     PYTHONPATH=src python bench/train_step.py --arch sd15 --resolution 512 --batch-sizes 1 8 --compile
+    PYTHONPATH=src python bench/train_step.py --arch sdxl --batch-sizes 1 4 --no-extras   # 1024 px, bf16
+
+SDXL (`sdxl`, `tiny-sdxl`): the reference encodes with the VAE and both text encoders every step (penultimate
+states concatenated, the second encoder's pooled output) and builds the size/crop time ids, as diffusers'
+`train_text_to_image_lora_sdxl.py` does; artlora reads cached states, pooled embeds and time ids.
 
 Needs torch, diffusers, transformers, peft, lpips, pydantic and pyyaml only: the Trainer module imports neither
 the object store nor MLflow. Writes `train-step-<arch>-<card>.json` to --out and prints a table.
@@ -31,7 +36,7 @@ from types import SimpleNamespace
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from artlora import lora
 from artlora.config import TrainConfig
@@ -57,15 +62,46 @@ SD15_TEXT = {
     "hidden_act": "quick_gelu",
 }
 TOKENS = 77
+# SDXL base 1.0's architecture: its UNet, the same VAE layout, CLIP ViT-L and OpenCLIP ViT-bigG text encoders.
+SDXL_UNET = {
+    "sample_size": 128,
+    "block_out_channels": (320, 640, 1280),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "transformer_layers_per_block": (1, 2, 10),
+    "attention_head_dim": (5, 10, 20),
+    "cross_attention_dim": 2048,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+}
+SDXL_VAE = {**SD15_VAE, "sample_size": 1024, "scaling_factor": 0.13025}
+SDXL_TEXT_2 = {
+    "vocab_size": 49408,
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "projection_dim": 1280,
+}
 
 
 @dataclass(frozen=True)
 class Group:
     latents: torch.Tensor
     text: torch.Tensor
+    pooled: torch.Tensor | None = None  # SDXL
+    time_ids: torch.Tensor | None = None  # SDXL
 
     def __len__(self) -> int:
         return len(self.latents)
+
+
+def _to(tensor: torch.Tensor | None, target: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(target)
 
 
 @dataclass(frozen=True)
@@ -75,10 +111,14 @@ class Latents:
     groups: tuple[Group, ...]
     empty_text: torch.Tensor
     dataset_fingerprint: str = "bench"
+    empty_pooled: torch.Tensor | None = None
 
     def to(self, target: torch.device) -> Latents:
-        groups = tuple(Group(g.latents.to(target), g.text.to(target)) for g in self.groups)
-        return Latents(groups, self.empty_text.to(target))
+        groups = tuple(
+            Group(g.latents.to(target), g.text.to(target), _to(g.pooled, target), _to(g.time_ids, target))
+            for g in self.groups
+        )
+        return Latents(groups, self.empty_text.to(target), self.dataset_fingerprint, _to(self.empty_pooled, target))
 
 
 # -- models ---------------------------------------------------------------------------------------------
@@ -90,7 +130,8 @@ class Models:
     def __init__(self, arch: str, resolution: int, dev: torch.device):
         self.arch, self.resolution, self.dev = arch, resolution, dev
         self._tiny = None
-        self.vae, self.text_encoder = self.frozen_parts()
+        self.sdxl = arch in ("sdxl", "tiny-sdxl")
+        self.vae, self.text_encoder, self.text_encoder_2 = self.frozen_parts()
         self.factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.scheduler = DDPMScheduler(
             num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
@@ -99,22 +140,34 @@ class Models:
     def tiny(self):
         from artlora import models  # the tiny model's builder lives beside the object-store code
 
-        return models.build_tiny_sd(seed=0)
+        return models.build_tiny_sdxl(seed=0) if self.sdxl else models.build_tiny_sd(seed=0)
 
-    def frozen_parts(self) -> tuple[AutoencoderKL, CLIPTextModel]:
+    def frozen_parts(self) -> tuple[AutoencoderKL, CLIPTextModel, CLIPTextModelWithProjection | None]:
         torch.manual_seed(0)
-        if self.arch == "tiny":
+        if self.arch.startswith("tiny"):
             pipe = self.tiny()
-            return pipe.vae.to(self.dev), pipe.text_encoder.to(self.dev)
+            second = pipe.text_encoder_2.to(self.dev) if self.sdxl else None
+            return pipe.vae.to(self.dev), pipe.text_encoder.to(self.dev), second
         with self.dev:
-            return AutoencoderKL(**SD15_VAE), CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
+            if self.sdxl:
+                text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2))
+                return AutoencoderKL(**SDXL_VAE), CLIPTextModel(CLIPTextConfig(**SD15_TEXT)), text_2
+            return AutoencoderKL(**SD15_VAE), CLIPTextModel(CLIPTextConfig(**SD15_TEXT)), None
 
     def unet(self) -> UNet2DConditionModel:
         torch.manual_seed(0)
-        if self.arch == "tiny":
+        if self.arch.startswith("tiny"):
             return self.tiny().unet.to(self.dev)
         with self.dev:
-            return UNet2DConditionModel(**SD15_UNET)
+            return UNet2DConditionModel(**(SDXL_UNET if self.sdxl else SD15_UNET))
+
+    def text_width(self) -> int:
+        """The UNet's cross-attention width: one encoder's hidden size, or SDXL's two concatenated."""
+        second = self.text_encoder_2.config.hidden_size if self.text_encoder_2 is not None else 0
+        return self.text_encoder.config.hidden_size + second
+
+    def pooled_width(self) -> int:
+        return self.text_encoder_2.config.projection_dim
 
     def pipe(self) -> SimpleNamespace:
         return SimpleNamespace(unet=self.unet(), vae=self.vae, scheduler=self.scheduler)
@@ -131,6 +184,7 @@ def reference_step(models: Models, config: TrainConfig, batch: int):
     params = lora.add_lora(unet, config)
     frozen = dtype or torch.float32
     vae, text_encoder = models.vae.to(frozen), models.text_encoder.to(frozen)
+    text_encoder_2 = models.text_encoder_2.to(frozen) if models.sdxl else None
     for param in unet.parameters():
         if not param.requires_grad:
             param.data = param.data.to(frozen)
@@ -141,15 +195,26 @@ def reference_step(models: Models, config: TrainConfig, batch: int):
     pixels = torch.rand(batch, 3, side, side, device=dev, dtype=frozen) * 2 - 1
     ids = torch.randint(0, text_encoder.config.vocab_size, (batch, TOKENS), device=dev)
 
+    def encode_text() -> tuple[torch.Tensor, dict | None]:
+        if text_encoder_2 is None:
+            return text_encoder(ids, return_dict=False)[0], None
+        # As train_text_to_image_lora_sdxl.py's encode_prompt: both penultimate states, the second's pooled output.
+        first = text_encoder(ids, output_hidden_states=True)
+        second = text_encoder_2(ids, output_hidden_states=True)
+        text = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+        # original size, crop top-left, target size per image, built every step as the example does
+        time_ids = torch.tensor([[side, side, 0, 0, side, side]] * batch, device=dev, dtype=frozen)
+        return text, {"text_embeds": second.text_embeds, "time_ids": time_ids}
+
     def step() -> None:
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-            text = text_encoder(ids, return_dict=False)[0]
+            text, added = encode_text()
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, 1000, (batch,), device=dev)
         noisy = models.scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            output = unet(noisy, timesteps, text, return_dict=False)[0]
+            output = unet(noisy, timesteps, text, added_cond_kwargs=added, return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(output.float(), noise.float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -163,9 +228,13 @@ def reference_step(models: Models, config: TrainConfig, batch: int):
 def artlora_step(models: Models, config: TrainConfig, batch: int):
     """`Trainer.step` on cached latents: four batches' worth of views in one bucket."""
     views, side = 4 * batch, models.resolution // models.factor
-    width = models.text_encoder.config.hidden_size
+    width = models.text_width()
     group = Group(torch.randn(views, 4, side, side), torch.randn(views, TOKENS, width))
     data = Latents((group,), torch.zeros(TOKENS, width))
+    if models.sdxl:
+        pooled, ids = torch.randn(views, models.pooled_width()), torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]])
+        group = Group(group.latents, group.text, pooled, ids.expand(views, 6).clone())
+        data = Latents((group,), data.empty_text, empty_pooled=torch.zeros(models.pooled_width()))
     trainer = Trainer(config.model_copy(update={"batch_size": batch}), data, models.pipe())
     counter = iter(range(10**9))
     return lambda: trainer.step(next(counter))
@@ -221,6 +290,8 @@ def variants(args, models: Models, base: TrainConfig) -> list[tuple[str, int, ob
         out.append(("reference", batch, lambda b=batch: reference_step(models, base, b)))
         out.append(("artlora", batch, lambda b=batch: artlora_step(models, base, b)))
     largest = max(args.batch_sizes)
+    if args.no_extras:
+        return out
     out.append(("artlora+channels_last", largest, lambda: artlora_step(models, channels_last, largest)))
     batch = args.perceptual_batch
     out.append(("artlora@perceptual", batch, lambda: artlora_step(models, base, batch)))
@@ -250,17 +321,21 @@ def card_name(dev: torch.device) -> str:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=["tiny", "sd15"], default="tiny")
-    parser.add_argument("--resolution", type=int, default=None, help="pixels (default: 64 tiny, 512 sd15)")
+    parser.add_argument("--arch", choices=["tiny", "sd15", "tiny-sdxl", "sdxl"], default="tiny")
+    parser.add_argument("--resolution", type=int, default=None, help="pixels (default: 64 tiny, 512 sd15, 1024 sdxl)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--perceptual-batch", type=int, default=4)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
+    parser.add_argument(
+        "--no-extras", action="store_true", help="only reference vs artlora (no channels-last or perceptual rows)"
+    )
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
-    args.resolution = args.resolution or (64 if args.arch == "tiny" else 512)
+    default = {"tiny": 64, "tiny-sdxl": 64, "sd15": 512, "sdxl": 1024}[args.arch]
+    args.resolution = args.resolution or default
     return args
 
 

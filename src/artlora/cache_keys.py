@@ -2,7 +2,8 @@
 
 - a view's key: the image's content hash, the VAE's identity, the augmentation settings, the view index and the
   bucket; an image's latent shard is named by the keys of its views;
-- a caption's key: the caption and the text encoder's identity (its weights and its tokenizer);
+- a caption's key: the caption and the text encoder's identity (its weights and its tokenizer; both encoders and
+  tokenizers for SDXL);
 - the index's key: its whole content (the dataset version, the settings, every shard's name and checksum).
 Change any input and the key changes, so a stale entry is never found; an unchanged input finds its entry again.
 """
@@ -48,6 +49,19 @@ def text_identity(text_encoder: torch.nn.Module, tokenizer) -> str:
     spec.pop("padding", None)
     spec.pop("truncation", None)
     return digest("text", models.module_fingerprint(text_encoder), spec, tokenizer.model_max_length)
+
+
+def pipeline_text_identity(pipe) -> str:
+    """The text identity of a pipeline: its one text encoder, or for SDXL both encoders with their tokenizers
+    (and what is cached from them: both penultimate states concatenated, the second one's pooled output)."""
+    if not models.is_sdxl(pipe):
+        return text_identity(pipe.text_encoder, pipe.tokenizer)
+    return digest(
+        "sdxl-text",
+        text_identity(pipe.text_encoder, pipe.tokenizer),
+        text_identity(pipe.text_encoder_2, pipe.tokenizer_2),
+        "penultimate(1)+penultimate(2), pooled(2)",
+    )
 
 
 def view_key(image_sha256: str, vae_id: str, settings: dict, index: int, bucket: Sequence[int]) -> str:

@@ -10,6 +10,10 @@ diffusers' own `convert_state_dict_to_kohya` writes alpha = rank (wrong whenever
 DoRA adapters are refused: peft's DoRA normalises each output channel, while the `dora_scale` of kohya-layout
 files is read by AUTOMATIC1111 as a per-input-channel magnitude (LyCORIS's default) and dropped by diffusers, so
 no file in this layout would give the trained model's images. They ship in the diffusers layout only.
+
+SDXL adapters are refused too: kohya names SDXL LoRA modules by the original (SGM) UNet's paths
+(`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`), not diffusers' paths, and that mapping is not
+implemented here. They ship in the diffusers layout, which diffusers, ComfyUI and Forge also read.
 """
 
 from __future__ import annotations
@@ -93,6 +97,11 @@ def save_kohya(
 ) -> Path:
     """Write the UNet's LoRA adapter to `path` in the kohya layout, with kohya's and our metadata."""
     path = Path(path)
+    if getattr(unet.config, "addition_embed_type", None) == "text_time":
+        raise UnsupportedAdapterError(
+            "SDXL adapters have no kohya-layout export yet (kohya names SDXL modules by the original UNet's "
+            "input_blocks/middle_block/output_blocks paths); use the diffusers-layout adapter"
+        )
     alpha = unet.peft_config["default"].lora_alpha
     tensors = kohya_state_dict(get_peft_model_state_dict(unet), alpha)
     entries = {"format": "pt", **kohya_metadata(unet, prediction_type, path.stem), **(metadata or {})}

@@ -4,6 +4,9 @@ The index (JSON, at the cache URI) lists one entry per image: its split, style, 
 in pixels), number of views, and two shards as {"uri", "sha256"}: its views' latents ([views, 4, h, w], already
 multiplied by the VAE's scaling factor) and its caption's text-encoder states ([tokens, dim]). Every shard's bytes
 are checked against the index's sha256 before they are used.
+
+SDXL caches (`"architecture": "sdxl"`) add, per caption shard, the pooled embedding `pooled` [dim], and per entry
+`time_ids`: each view's [original h, original w, crop top, crop left, target h, target w].
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class LatentGroup:
     latents: torch.Tensor  # [views, 4, h, w], already multiplied by the VAE scaling factor
     text: torch.Tensor  # [views, tokens, dim]: each view's caption states
     bucket: tuple[int, int] | None = None  # (width, height) of the views in pixels; None in older indexes
+    pooled: torch.Tensor | None = None  # SDXL: [views, dim], each view's caption's pooled embedding
+    time_ids: torch.Tensor | None = None  # SDXL: [views, 6], each view's size and crop conditioning
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -40,13 +45,27 @@ class LatentSet:
     groups: tuple[LatentGroup, ...]  # ordered by latent size
     empty_text: torch.Tensor  # [tokens, dim]: the empty caption, for caption dropout
     dataset_fingerprint: str
+    empty_pooled: torch.Tensor | None = None  # SDXL: [dim], the empty caption's pooled embedding
+
+    @property
+    def sdxl(self) -> bool:
+        return self.empty_pooled is not None
 
     def __len__(self) -> int:
         return sum(len(group) for group in self.groups)
 
     def to(self, device: torch.device) -> LatentSet:
-        groups = tuple(LatentGroup(g.latents.to(device), g.text.to(device), g.bucket) for g in self.groups)
-        return LatentSet(groups, self.empty_text.to(device), self.dataset_fingerprint)
+        groups = tuple(
+            LatentGroup(
+                g.latents.to(device), g.text.to(device), g.bucket, _to(g.pooled, device), _to(g.time_ids, device)
+            )
+            for g in self.groups
+        )
+        return LatentSet(groups, self.empty_text.to(device), self.dataset_fingerprint, _to(self.empty_pooled, device))
+
+
+def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def read_shard(store: storage.Storage, shard: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -67,23 +86,38 @@ def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSe
     texts = {entry["text"]["uri"]: entry["text"] for entry in entries}
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:  # many small GETs: latency-bound, so fetch in parallel
         latents = list(pool.map(lambda e: read_shard(store, e["latents"])["latents"][:views], entries))
-        hidden = dict(zip(texts, pool.map(lambda t: read_shard(store, t)["hidden"], texts.values()), strict=True))
+        text = dict(zip(texts, pool.map(lambda t: read_shard(store, t), texts.values()), strict=True))
+    empty = read_shard(store, index["empty_text"])
     return LatentSet(
-        groups=_groups(entries, latents, hidden),
-        empty_text=read_shard(store, index["empty_text"])["hidden"],
+        groups=_groups(entries, latents, text, sdxl=index.get("architecture") == "sdxl"),
+        empty_text=empty["hidden"],
         dataset_fingerprint=index["dataset_fingerprint"],
+        empty_pooled=empty["pooled"] if index.get("architecture") == "sdxl" else None,
     )
 
 
-def _groups(entries: list[dict], latents: list[torch.Tensor], hidden: dict[str, torch.Tensor]) -> tuple:
-    """One LatentGroup per latent size, ordered by size; each view paired with its image's caption states."""
-    by_size: dict[tuple[int, ...], tuple[list, list, set]] = {}
+def _groups(
+    entries: list[dict], latents: list[torch.Tensor], text: dict[str, dict[str, torch.Tensor]], sdxl: bool = False
+) -> tuple:
+    """One LatentGroup per latent size, ordered by size; each view paired with its image's caption states (and
+    for SDXL its caption's pooled embedding and its own time ids)."""
+    by_size: dict[tuple[int, ...], tuple[list, list, list, list, set]] = {}
     for entry, image_views in zip(entries, latents, strict=True):
-        group_latents, group_text, buckets = by_size.setdefault(tuple(image_views.shape[1:]), ([], [], set()))
-        group_latents.append(image_views)
-        group_text.extend([hidden[entry["text"]["uri"]]] * len(image_views))
+        lat, txt, pooled, ids, buckets = by_size.setdefault(tuple(image_views.shape[1:]), ([], [], [], [], set()))
+        lat.append(image_views)
+        shard = text[entry["text"]["uri"]]
+        txt.extend([shard["hidden"]] * len(image_views))
+        if sdxl:
+            pooled.extend([shard["pooled"]] * len(image_views))
+            ids.extend(entry["time_ids"][: len(image_views)])
         buckets.add(tuple(entry["bucket"]) if "bucket" in entry else None)
     return tuple(
-        LatentGroup(torch.cat(lat), torch.stack(txt), buckets.pop() if len(buckets) == 1 else None)
-        for _, (lat, txt, buckets) in sorted(by_size.items())
+        LatentGroup(
+            torch.cat(lat),
+            torch.stack(txt),
+            buckets.pop() if len(buckets) == 1 else None,
+            torch.stack(pooled) if sdxl else None,
+            torch.tensor(ids, dtype=torch.float32) if sdxl else None,
+        )
+        for _, (lat, txt, pooled, ids, buckets) in sorted(by_size.items())
     )

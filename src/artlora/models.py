@@ -2,8 +2,9 @@
 
 A reference is a local diffusers folder, a local single-file checkpoint (.safetensors/.ckpt), an
 `s3://bucket/prefix` holding a diffusers folder (downloaded once into the work folder), or a Hugging Face hub
-id (`org/name`). `build_tiny_sd` makes a tiny SD 1.x-architecture pipeline with random weights in code, so
-tests and local runs need no downloads.
+id (`org/name`). `build_tiny_sd` makes a tiny SD 1.x-architecture pipeline and `build_tiny_sdxl` a tiny SDXL one
+(two text encoders, pooled embeddings, size/crop time ids), both with random weights in code, so tests and local
+runs need no downloads.
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from tokenizers import pre_tokenizers
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from artlora import settings, storage
 
@@ -47,8 +56,8 @@ def _tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    config = CLIPTextConfig(
+def _tiny_text_config(tokenizer: CLIPTokenizer, **extra) -> CLIPTextConfig:
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=37,
@@ -58,8 +67,12 @@ def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **extra,
     )
-    return CLIPTextModel(config)
+
+
+def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    return CLIPTextModel(_tiny_text_config(tokenizer))
 
 
 def _tiny_unet() -> UNet2DConditionModel:
@@ -123,6 +136,80 @@ def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon") -> StableDiff
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+# SDXL's own time-id embedding width is 256; the tiny one uses 8 of them per id (6 ids: size, crop, target).
+TINY_SDXL_TIME_DIM = 8
+TINY_SDXL_POOLED_DIM = 32
+
+
+def _tiny_sdxl_unet(cross_attention_dim: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=TINY_IMAGE_SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TINY_SDXL_TIME_DIM,
+        projection_class_embeddings_input_dim=6 * TINY_SDXL_TIME_DIM + TINY_SDXL_POOLED_DIM,
+        norm_num_groups=32,
+    )
+
+
+def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon") -> StableDiffusionXLPipeline:
+    """A tiny SDXL-architecture pipeline with random weights, identical for equal seeds: two byte-level CLIP
+    text encoders (the second with a projection, whose pooled output feeds the UNet's added embedding), a UNet
+    with SDXL's "text_time" added conditioning and the tiny VAE."""
+    tokenizer, tokenizer_2 = _tiny_tokenizer(), _tiny_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_tiny_text_config(tokenizer))
+    torch.manual_seed(seed + 1)  # a different second encoder, as in SDXL
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_text_config(tokenizer_2, projection_dim=TINY_SDXL_POOLED_DIM))
+    torch.manual_seed(seed)
+    cross = text_encoder.config.hidden_size + text_encoder_2.config.hidden_size
+    unet = _tiny_sdxl_unet(cross)
+    torch.manual_seed(seed)
+    vae = _tiny_vae()
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type=prediction_type,
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+def save_tiny_sdxl(path: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Build the tiny SDXL pipeline and save it as a diffusers folder (safetensors weights)."""
+    path = Path(path)
+    build_tiny_sdxl(seed, prediction_type).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def is_sdxl(pipe) -> bool:
+    """Whether a pipeline (or its UNet) is SDXL-architecture: two text encoders and size/crop time ids."""
+    unet = getattr(pipe, "unet", pipe)
+    return getattr(unet.config, "addition_embed_type", None) == "text_time"
 
 
 def save_tiny_sd(path: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
@@ -222,22 +309,39 @@ def local_model_path(ref: str) -> str:
     )
 
 
+def _pipeline_class(source: str, revision: str | None) -> type[DiffusionPipeline]:
+    """SDXL for a folder or hub id whose model_index.json names an SDXL pipeline; Stable Diffusion 1.x/2.x
+    otherwise (a model_index.json that cannot be read is left for from_pretrained to report)."""
+    index = Path(source) / "model_index.json"
+    try:
+        if index.is_file():
+            name = json.loads(index.read_text()).get("_class_name", "")
+        else:
+            name = DiffusionPipeline.load_config(source, revision=revision).get("_class_name", "")
+    except Exception:  # noqa: BLE001 - unreadable or unreachable: from_pretrained gives the real error below
+        name = ""
+    return StableDiffusionXLPipeline if str(name).startswith("StableDiffusionXL") else StableDiffusionPipeline
+
+
 def load_pipeline(
     ref: str, revision: str | None = None, torch_dtype: torch.dtype = torch.float32
-) -> StableDiffusionPipeline:
-    """Load a Stable Diffusion 1.x pipeline, without safety checker, from any reference described above."""
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline, without safety checker, from any reference above."""
     source = local_model_path(ref)
     # diffusers deprecated `torch_dtype` for `dtype`; the parameter keeps the name the ecosystem knows.
     options = dict(revision=revision, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
     try:
         if _is_single_file(source):
             return StableDiffusionPipeline.from_single_file(source, **options)
-        return StableDiffusionPipeline.from_pretrained(source, **options)
+        cls = _pipeline_class(source, revision)
+        if cls is StableDiffusionXLPipeline:
+            options = dict(revision=revision, dtype=torch_dtype)
+        return cls.from_pretrained(source, **options)
     except Exception as err:
         raise ModelLoadError(
             f"could not load base model {ref!r} (from {source}): {type(err).__name__}: {err}. Check that it "
-            "is a Stable Diffusion 1.x pipeline, and for a hub id that the hub is reachable and the revision "
-            "exists"
+            "is a Stable Diffusion 1.x/2.x or SDXL pipeline, and for a hub id that the hub is reachable and the "
+            "revision exists"
         ) from err
 
 

@@ -6,6 +6,9 @@ this step on a machine with only torch, diffusers, peft and lpips.
 Every step's randomness (batch, noise, timesteps, caption dropout, noise offset, LoRA dropout) is derived from
 (seed, micro-batch index) alone, so a resumed run takes the same steps as an uninterrupted one without replaying
 anything; the RNG states are saved with the rest of the state all the same.
+
+SDXL bases also get, per view, the caption's pooled embedding and the size/crop time ids as the UNet's
+`added_cond_kwargs`; caption dropout drops the pooled embedding with the caption states.
 """
 
 from __future__ import annotations
@@ -73,6 +76,27 @@ def seed_for_dropout(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63)
 
 
+def added_cond(group: Any, rows: torch.Tensor | slice, pooled: torch.Tensor | None = None) -> dict | None:
+    """The SDXL UNet's `added_cond_kwargs` for some views of a group (`pooled` overrides the group's, e.g. after
+    caption dropout); None for SD 1.x/2.x groups."""
+    if getattr(group, "pooled", None) is None:
+        return None
+    return {"text_embeds": group.pooled[rows] if pooled is None else pooled, "time_ids": group.time_ids[rows]}
+
+
+def check_architecture(data: Any, unet: torch.nn.Module) -> None:
+    """Refuse a cache made for the other architecture: SDXL caches carry pooled embeds and time ids, and their
+    caption states are twice as wide, so an SD 1.x/2.x UNet cannot train on them (nor SDXL on SD 1.x/2.x's)."""
+    names = {True: "SDXL", False: "Stable Diffusion 1.x/2.x"}
+    cache_sdxl = getattr(data, "empty_pooled", None) is not None
+    base_sdxl = getattr(unet.config, "addition_embed_type", None) == "text_time"
+    if cache_sdxl != base_sdxl:
+        raise ValueError(
+            f"the latent cache was made for {names[cache_sdxl]} but the base model is {names[base_sdxl]}: run "
+            "augment with this base model"
+        )
+
+
 # -- optimisation ---------------------------------------------------------------------------------------
 
 
@@ -95,6 +119,7 @@ class Trainer:
         # Autocast on GPU only: frozen weights in the low-precision dtype, LoRA weights and optimizer in fp32.
         self.dtype = PRECISIONS[config.mixed_precision] if self.device.type == "cuda" else None
         # The whole latent set lives on the device: no per-step host-to-device copies.
+        check_architecture(data, pipe.unet)
         self.data = data.to(self.device)
         self.sizes = [len(group) for group in self.data.groups]
         self._epoch: tuple[int, list] = (-1, [])
@@ -168,6 +193,7 @@ class Trainer:
         group, rows = self.batch(index)
         data, rows = self.data.groups[group], self.to_device(rows)
         latents, text = data.latents[rows], data.text[rows]
+        pooled = None if getattr(data, "pooled", None) is None else data.pooled[rows]
         noise_gen = self._noise_generator(index, gen)
         noise = torch.randn(latents.shape, generator=noise_gen, device=noise_gen.device)
         steps_total = self.noise_scheduler.config.num_train_timesteps
@@ -175,11 +201,18 @@ class Trainer:
         if config.caption_dropout:
             dropped = self.to_device(torch.rand(len(rows), generator=gen) < config.caption_dropout)
             text = torch.where(dropped.view(-1, 1, 1), self.data.empty_text.to(text.dtype), text)
+            if pooled is not None:  # SDXL: the pooled embedding is dropped with the caption
+                pooled = torch.where(dropped.view(-1, 1), self.data.empty_pooled.to(pooled.dtype), pooled)
         if config.noise_offset:
             noise = offset_noise(noise, config.noise_offset, gen)
         # The timesteps stay on the CPU too: choosing the perceptual sub-batch from them needs no GPU sync.
         return SimpleNamespace(
-            latents=latents, text=text, noise=noise, timesteps=self.to_device(timesteps), cpu_timesteps=timesteps
+            latents=latents,
+            text=text,
+            added=added_cond(data, rows, pooled),  # SDXL's pooled embeds and size/crop time ids; None otherwise
+            noise=noise,
+            timesteps=self.to_device(timesteps),
+            cpu_timesteps=timesteps,
         )
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -210,7 +243,7 @@ class Trainer:
         if config.dropout:
             torch.manual_seed(seed_for_dropout(config.seed, index))  # LoRA dropout's masks
         with self.autocast():
-            output = self.forward(noisy, batch.timesteps, batch.text).sample
+            output = self.forward(noisy, batch.timesteps, batch.text, added_cond_kwargs=batch.added).sample
         target = diffusion_target(scheduler, batch.latents, batch.noise, batch.timesteps)
         weights = min_snr_weights(scheduler, batch.timesteps, config.min_snr_gamma) if config.min_snr_gamma else None
         mse = weighted_mse(output, target, weights)
@@ -264,8 +297,13 @@ class DeviceUNet:
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> SimpleNamespace:
+    def __call__(
+        self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, added_cond_kwargs: dict | None = None
+    ) -> SimpleNamespace:
         device = self.trainer.device
+        added = None if added_cond_kwargs is None else {k: v.to(device) for k, v in added_cond_kwargs.items()}
         with self.trainer.autocast():
-            output = self.trainer.unet(sample.to(device), timestep.to(device), text.to(device)).sample
+            output = self.trainer.unet(
+                sample.to(device), timestep.to(device), text.to(device), added_cond_kwargs=added
+            ).sample
         return SimpleNamespace(sample=output.float().cpu())

@@ -130,6 +130,19 @@ _ADJUST = {
 }
 
 
+def time_ids(size: tuple[int, int], image_sha256: str, config: AugmentConfig, bucket: Bucket) -> list[list[int]]:
+    """SDXL's size and crop conditioning per view, [original h, original w, crop top, crop left, target h,
+    target w]: the source image's size, the crop's top-left corner in the coordinates of the image resized as
+    the crop was (so the crop is bucket-sized), and the bucket. Drawn as `make_views` draws, without pixels."""
+    width, height = bucket
+    out = []
+    for index in range(config.views_per_image):
+        params = draw_params(view_generator(config.seed, image_sha256, index), config, size, bucket)
+        top, left, crop_h, crop_w = params.crop
+        out.append([size[1], size[0], round(top * height / crop_h), round(left * width / crop_w), height, width])
+    return out
+
+
 def make_views(image: Image.Image, image_sha256: str, config: AugmentConfig, bucket: Bucket) -> torch.Tensor:
     """The `views_per_image` views of one image, [views, 3, height, width], view i seeded by (seed, image, i)."""
     pixels = F.pil_to_tensor(image)

@@ -3,10 +3,13 @@
 The cache is content-addressed in the object store under `<storage_root>/cache/` (keys: `artlora.cache_keys`):
 - `latents/<key>.safetensors`: the views of one image at its bucket's size, [views, 4, h, w]; the key follows
   from its views' keys (image content, VAE identity, augmentation settings, view index, bucket);
-- `text/<key>.safetensors`: one caption's text-encoder states, [tokens, dim]; the key hashes the caption and the
-  text encoder with its tokenizer; the empty caption is always there, for caption dropout;
+- `text/<key>.safetensors`: one caption's text-encoder states, `hidden` [tokens, dim]; the key hashes the caption
+  and the text encoder with its tokenizer; the empty caption is always there, for caption dropout. For SDXL the
+  key covers both encoders and tokenizers, `hidden` is both encoders' penultimate states concatenated and
+  `pooled` [dim] the second encoder's pooled embedding;
 - `index/<hash>.json`: the dataset's entries (split, style, caption, bucket, shard URIs and checksums), named by
-  the hash of its content; its URI is the stage's output and the train stage's input (`artlora.latent_cache`).
+  the hash of its content (for SDXL, `"architecture": "sdxl"` and per entry each view's size/crop time ids); its
+  URI is the stage's output and the train stage's input (`artlora.latent_cache`).
 Every stored shard is downloaded and checked (`artlora.shards`) before it is reused; a damaged or partial one is
 encoded again. A rerun on unchanged inputs therefore encodes nothing and reads each shard once.
 """
@@ -26,7 +29,7 @@ from artlora import cache_keys, models, shards, storage, tracking
 from artlora.config import AugmentConfig
 from artlora.images import open_rgb
 from artlora.stages.ingest import Item, load_background, load_manifest
-from artlora.views import Bucket, item_bucket, make_views
+from artlora.views import Bucket, item_bucket, make_views, time_ids
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +78,15 @@ def run(config: AugmentConfig) -> AugmentResult:
     items, background = load_manifest(config.dataset_uri), load_background(config.dataset_uri)
     pipe = models.load_pipeline(config.base_model)
     vae_id = cache_keys.vae_identity(pipe.vae)
-    text_id = cache_keys.text_identity(pipe.text_encoder, pipe.tokenizer)
+    text_id = cache_keys.pipeline_text_identity(pipe)
     cache = storage.join(config.storage_root, "cache")
     dataset_fp = config.dataset_uri.rstrip("/").rsplit("/", 1)[-1]
     with tracking.stage_run("augment", config, tags={"artlora.dataset_fingerprint": dataset_fp}):
         planned = plan(items, background, config, vae_id, cache)
         latents = build_latents(pipe, planned, config, store)
         texts, text_built = build_texts(pipe, store, cache, text_id, [item.caption for item in items], config)
-        index = make_index(config, dataset_fp, {"vae": vae_id, "text": text_id}, planned, latents, texts)
+        identities = {"vae": vae_id, "text": text_id}
+        index = make_index(config, dataset_fp, identities, planned, latents, texts, sdxl=models.is_sdxl(pipe))
         cache_uri = storage.join(cache, "index", f"{cache_keys.index_key(index)}.json")
         store.put_json(cache_uri, index)
         views = config.views_per_image
@@ -213,25 +217,38 @@ def build_texts(
     wanted = sorted(set(captions) | {""})
     keys = {caption: cache_keys.text_key(caption, text_id) for caption in wanted}
     uris = {key: storage.join(cache, "text", f"{key}.safetensors") for key in keys.values()}
-    verified = shards.verify(store, uris, ("hidden",))
+    names = ("hidden", "pooled") if models.is_sdxl(pipe) else ("hidden",)
+    verified = shards.verify(store, uris, names)
     todo = [caption for caption in wanted if keys[caption] not in verified.whole]
     checksums = dict(verified.whole)
     for start in range(0, len(todo), config.batch_size):
         chunk = todo[start : start + config.batch_size]
-        for caption, hidden in zip(chunk, encode_text(pipe, chunk), strict=True):
-            checksums[keys[caption]] = shards.put(store, uris[keys[caption]], keys[caption], {"hidden": hidden})
+        for caption, tensors in zip(chunk, encode_text(pipe, chunk), strict=True):
+            checksums[keys[caption]] = shards.put(store, uris[keys[caption]], keys[caption], tensors)
     texts = {caption: {"uri": uris[keys[caption]], "sha256": checksums[keys[caption]]} for caption in wanted}
     return texts, Built(checksums, encoded=len(todo), rebuilt=len(verified.corrupt))
 
 
 @torch.no_grad()
-def encode_text(pipe, captions: list[str]) -> list[torch.Tensor]:
-    """The text encoder's last hidden states per caption, [tokens, dim] each (padded to the model's length)."""
+def encode_text(pipe, captions: list[str]) -> list[dict[str, torch.Tensor]]:
+    """Per caption, the text encoder's last hidden states `hidden` [tokens, dim] (padded to the model's length).
+
+    SDXL: as its pipeline encodes a prompt, both encoders' penultimate states concatenated (`hidden`) and the
+    second encoder's pooled, projected output (`pooled` [dim]).
+    """
+    if models.is_sdxl(pipe):
+        pipe.text_encoder.to(device())
+        pipe.text_encoder_2.to(device())
+        hidden, _, pooled, _ = pipe.encode_prompt(captions, device=device(), do_classifier_free_guidance=False)
+        return [
+            {"hidden": h, "pooled": p}
+            for h, p in zip(hidden.float().cpu().unbind(), pooled.float().cpu().unbind(), strict=True)
+        ]
     encoder = pipe.text_encoder.to(device())
     tokens = pipe.tokenizer(
         captions, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
     )
-    return list(encoder(tokens.input_ids.to(encoder.device))[0].float().cpu().unbind())
+    return [{"hidden": h} for h in encoder(tokens.input_ids.to(encoder.device))[0].float().cpu().unbind()]
 
 
 # -- the index ------------------------------------------------------------------------------------------
@@ -244,10 +261,15 @@ def make_index(
     planned: list[Planned],
     latents: Built,
     texts: dict[str, dict[str, str]],
+    sdxl: bool = False,
 ) -> dict:
     """The index: what the cache was made from, and one entry per image (layout: artlora.latent_cache)."""
     buckets = Counter(f"{w}x{h}" for w, h in (p.bucket for p in planned))
-    return {
+    entries = [index_entry(p, latents.checksums[p.key], texts[p.item.caption], config) for p in planned]
+    if sdxl:
+        for p, entry in zip(planned, entries, strict=True):
+            entry["time_ids"] = time_ids((p.item.width, p.item.height), p.item.sha256, config, p.bucket)
+    index = {
         "format": INDEX_FORMAT,
         "dataset_fingerprint": dataset_fp,
         "dataset_uri": config.dataset_uri,
@@ -260,9 +282,11 @@ def make_index(
             "background": list(planned[0].background),
         },
         "buckets": dict(sorted(buckets.items())),
-        "entries": [index_entry(p, latents.checksums[p.key], texts[p.item.caption], config) for p in planned],
+        "entries": entries,
         "empty_text": texts[""],
     }
+    # Only SDXL indexes carry it, so SD 1.x/2.x indexes (and their names) are what they were.
+    return {"architecture": "sdxl", **index} if sdxl else index
 
 
 def index_entry(planned: Planned, checksum: str, text: dict[str, str], config: AugmentConfig) -> dict:

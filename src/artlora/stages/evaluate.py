@@ -23,6 +23,7 @@ from artlora import models, storage, tracking
 from artlora.config import EvaluateConfig
 from artlora.latent_cache import LatentSet, load_split
 from artlora.losses import diffusion_target
+from artlora.trainer import added_cond
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ def heldout_loss(unet, scheduler: DDPMScheduler, data: LatentSet, timesteps: tup
             for chunk in torch.arange(len(group)).split(32):
                 latents, steps = group.latents[chunk], torch.full((len(chunk),), t, dtype=torch.long)
                 noisy = scheduler.add_noise(latents, noise[chunk], steps)
-                output = unet(noisy, steps, group.text[chunk]).sample
+                added = added_cond(group, chunk)  # SDXL's pooled embeds and time ids
+                extra = {} if added is None else {"added_cond_kwargs": added}
+                output = unet(noisy, steps, group.text[chunk], **extra).sample
                 target = diffusion_target(scheduler, latents, noise[chunk], steps)
                 total += torch.nn.functional.mse_loss(output, target, reduction="sum").item()
                 count += target.numel()

@@ -1,0 +1,193 @@
+"""SDXL end to end on the tiny in-code SDXL: build/save/load, the augment stage's pooled embeds and time ids,
+and a few training steps followed by evaluation, with the adapter loaded back into the SDXL pipeline."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionXLPipeline
+
+from artlora import cache_keys, lora, models
+from artlora.config import TrainConfig, load_config, with_inputs
+from artlora.export_kohya import UnsupportedAdapterError, save_kohya
+from artlora.latent_cache import LatentGroup, LatentSet, load_split, read_shard
+from artlora.stages import augment, evaluate, ingest, train
+from artlora.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("mlflow_db")
+
+
+def generate(pipe) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        "a woodcut of a tree",
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+    ).images
+
+
+@pytest.fixture(scope="module")
+def sdxl_dir(tmp_path_factory) -> Path:
+    return models.save_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model", seed=0)
+
+
+@pytest.fixture
+def sdxl_config(bucket, sdxl_dir, sample_folder):
+    """The small test config (as conftest's small_config) on the tiny SDXL."""
+    overrides = [
+        f"storage_root={bucket}",
+        f"base_model={sdxl_dir}",
+        f"ingest.source={sample_folder}",
+        "ingest.val_fraction=0.2",
+        "augment.resolution=32",
+        "augment.batch_size=16",
+        "train.max_steps=3",
+        "train.batch_size=4",
+        "train.checkpoint_every=2",
+        "train.perceptual_weight=0",
+        "train.caption_dropout=0.5",
+        "evaluate.resolution=32",
+        "evaluate.inference_steps=2",
+        "evaluate.prompts=[a woodcut of a tree]",
+        "evaluate.image_seeds=[0]",
+    ]
+    return load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", overrides)
+
+
+@pytest.fixture
+def sdxl_cache(sdxl_config) -> str:
+    dataset = ingest.run(sdxl_config.ingest)
+    return augment.run(with_inputs(sdxl_config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
+
+
+def test_tiny_sdxl_is_deterministic_and_saves_and_loads(sdxl_dir):
+    built = models.build_tiny_sdxl(seed=0)
+    assert isinstance(built, StableDiffusionXLPipeline) and models.is_sdxl(built)
+    assert not models.is_sdxl(models.build_tiny_sd())
+    unet = built.unet.config
+    assert unet.cross_attention_dim == built.text_encoder.config.hidden_size + built.text_encoder_2.config.hidden_size
+    assert unet.projection_class_embeddings_input_dim == (
+        6 * unet.addition_time_embed_dim + built.text_encoder_2.config.projection_dim
+    )
+    again, other = models.build_tiny_sdxl(seed=0), models.build_tiny_sdxl(seed=1)
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        assert models.module_fingerprint(getattr(built, part)) == models.module_fingerprint(getattr(again, part))
+    assert models.module_fingerprint(built.unet) != models.module_fingerprint(other.unet)
+
+    loaded = models.load_pipeline(str(sdxl_dir))
+    assert isinstance(loaded, StableDiffusionXLPipeline)
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        assert models.module_fingerprint(getattr(built, part)) == models.module_fingerprint(getattr(loaded, part))
+    np.testing.assert_allclose(generate(built), generate(loaded), atol=1e-5)
+
+
+def test_sdxl_text_identity_covers_both_encoders():
+    base, other = models.build_tiny_sdxl(seed=0), models.build_tiny_sdxl(seed=1)
+    identity = cache_keys.pipeline_text_identity(base)
+    assert identity != cache_keys.text_identity(base.text_encoder, base.tokenizer)
+    base.text_encoder_2 = other.text_encoder_2  # only the second encoder differs
+    assert cache_keys.pipeline_text_identity(base) != identity
+
+
+def test_augment_caches_pooled_embeds_and_time_ids_for_sdxl(sdxl_config, sdxl_cache, store):
+    index = store.get_json(sdxl_cache)
+    assert index["architecture"] == "sdxl"
+    views = sdxl_config.augment.views_per_image
+    for entry in index["entries"]:
+        ids = entry["time_ids"]
+        assert len(ids) == views and all(len(row) == 6 for row in ids)
+        width, height = entry["bucket"]
+        assert all(row[4:] == [height, width] for row in ids)  # the target size is the bucket
+        assert all(min(row[2:4]) >= 0 for row in ids)
+
+    pipe = models.load_pipeline(sdxl_config.base_model)
+    data = load_split(sdxl_cache, "train")
+    assert data.sdxl and data.empty_pooled.shape == (pipe.text_encoder_2.config.projection_dim,)
+    group = data.groups[0]
+    assert group.pooled.shape == (len(group), 32) and group.time_ids.shape == (len(group), 6)
+    assert group.text.shape[1:] == (77, 64)  # both encoders' states, concatenated
+
+    caption = index["entries"][0]["caption"]
+    hidden, _, pooled, _ = pipe.encode_prompt(caption, device="cpu", do_classifier_free_guidance=False)
+    cached = read_shard(store, index["entries"][0]["text"])
+    torch.testing.assert_close(cached["hidden"], hidden[0])
+    torch.testing.assert_close(cached["pooled"], pooled[0])
+
+    again = augment.run(with_inputs(sdxl_config.augment, dataset_uri=index["dataset_uri"]))
+    assert again.cache_uri == sdxl_cache and again.encoded_views == 0 and again.encoded_captions == 0
+
+
+def test_sdxl_tiny_training_runs_a_few_steps_end_to_end(sdxl_config, sdxl_cache, store, caplog):
+    config = with_inputs(sdxl_config.train, cache_uri=sdxl_cache)
+    result = train.run(config)
+    assert store.is_complete(result.adapter_uri) and result.adapter_step == config.max_steps
+    assert result.kohya_file is None  # SDXL ships in the diffusers layout only
+    assert "no kohya-layout file" in caplog.text
+
+    evaluated = evaluate.run(
+        with_inputs(sdxl_config.evaluate, adapter_uri=result.adapter_uri, cache_uri=sdxl_cache, run_id=result.run_id)
+    )
+    assert evaluated.val_loss_base > 0 and evaluated.val_loss_lora > 0
+    assert evaluated.val_loss_base != evaluated.val_loss_lora
+
+    pipe = models.load_pipeline(sdxl_config.base_model)
+    before = generate(pipe)
+    with tempfile.TemporaryDirectory() as adapter_dir:
+        store.download_dir(result.adapter_uri, adapter_dir)
+        pipe.load_lora_weights(adapter_dir)
+    assert not np.allclose(before, generate(pipe), atol=1e-6)
+
+
+def test_kohya_export_refuses_sdxl_clearly(sdxl_config, tmp_path):
+    unet = models.build_tiny_sdxl().unet
+    lora.add_lora(unet, sdxl_config.train)
+    with pytest.raises(UnsupportedAdapterError, match="SDXL"):
+        save_kohya(unet, tmp_path / "x.safetensors", "epsilon")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def sdxl_latent_set() -> LatentSet:
+    """Random SDXL-shaped cache contents: 64-wide caption states, 32-wide pooled embeds, time ids."""
+    gen = torch.Generator().manual_seed(0)
+    n = 8
+    ids = torch.tensor([[64.0, 48, 3, 0, 32, 32]]).expand(n, 6).clone()
+    group = LatentGroup(
+        torch.randn(n, 4, 8, 8, generator=gen),
+        torch.randn(n, 77, 64, generator=gen),
+        (32, 32),
+        torch.randn(n, 32, generator=gen),
+        ids,
+    )
+    return LatentSet((group,), torch.zeros(77, 64), "fp", empty_pooled=torch.zeros(32))
+
+
+def test_sdxl_caption_dropout_drops_the_pooled_embeds_with_the_caption():
+    config = TrainConfig(storage_root="s3://tests", base_model="tiny-sdxl", batch_size=4, caption_dropout=0.5)
+    trainer = Trainer(config, sdxl_latent_set(), models.build_tiny_sdxl())
+    seen = []
+    for index in range(6):
+        batch = trainer.micro_batch(index)
+        assert set(batch.added) == {"text_embeds", "time_ids"} and batch.added["time_ids"].shape == (4, 6)
+        for text, pooled in zip(batch.text, batch.added["text_embeds"], strict=True):
+            empty_text, empty_pooled = not text.any(), not pooled.any()
+            assert empty_text == empty_pooled
+            seen.append(empty_text)
+    assert any(seen) and not all(seen)
+    loss, _ = trainer.loss(0, with_perceptual=False)
+    assert torch.isfinite(loss)
+
+
+def test_a_cache_of_the_other_architecture_is_refused_clearly():
+    config = TrainConfig(storage_root="s3://tests", base_model="tiny", batch_size=4)
+    with pytest.raises(ValueError, match="made for SDXL but the base model is Stable Diffusion"):
+        Trainer(config, sdxl_latent_set(), models.build_tiny_sd())
+    sd1 = LatentSet((LatentGroup(torch.zeros(4, 4, 8, 8), torch.zeros(4, 77, 64)),), torch.zeros(77, 64), "fp")
+    with pytest.raises(ValueError, match="base model is SDXL"):
+        Trainer(config, sd1, models.build_tiny_sdxl())
