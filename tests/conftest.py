@@ -64,25 +64,9 @@ def sample_folder(tmp_path_factory) -> Path:
 @pytest.fixture
 def small_config(bucket, tiny_model_dir, sample_folder):
     """The demo config shrunk to test size, pointed at this test's bucket, the tiny model and the samples."""
-    from artlora.config import load_config
+    from small_configs import small_config_for
 
-    overrides = [
-        f"storage_root={bucket}",
-        f"base_model={tiny_model_dir}",
-        f"ingest.source={sample_folder}",
-        "ingest.val_fraction=0.2",
-        "augment.resolution=32",
-        "augment.batch_size=16",
-        "train.max_steps=4",
-        "train.batch_size=4",
-        "train.checkpoint_every=2",
-        "train.perceptual_weight=0",
-        "evaluate.resolution=32",
-        "evaluate.inference_steps=2",
-        "evaluate.prompts=[a woodcut of a tree]",
-        "evaluate.image_seeds=[0]",
-    ]
-    return load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", overrides)
+    return small_config_for(bucket, tiny_model_dir, sample_folder)
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionXLPipeline
+from small_configs import small_config_for
 
 from artlora import cache_keys, lora, models
-from artlora.config import TrainConfig, load_config, with_inputs
+from artlora.config import TrainConfig, with_inputs
 from artlora.export_kohya import UnsupportedAdapterError, save_kohya
 from artlora.latent_cache import LatentGroup, LatentSet, load_split, read_shard
 from artlora.stages import augment, evaluate, ingest, train
@@ -41,24 +42,7 @@ def sdxl_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def sdxl_config(bucket, sdxl_dir, sample_folder):
     """The small test config (as conftest's small_config) on the tiny SDXL."""
-    overrides = [
-        f"storage_root={bucket}",
-        f"base_model={sdxl_dir}",
-        f"ingest.source={sample_folder}",
-        "ingest.val_fraction=0.2",
-        "augment.resolution=32",
-        "augment.batch_size=16",
-        "train.max_steps=3",
-        "train.batch_size=4",
-        "train.checkpoint_every=2",
-        "train.perceptual_weight=0",
-        "train.caption_dropout=0.5",
-        "evaluate.resolution=32",
-        "evaluate.inference_steps=2",
-        "evaluate.prompts=[a woodcut of a tree]",
-        "evaluate.image_seeds=[0]",
-    ]
-    return load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", overrides)
+    return small_config_for(bucket, sdxl_dir, sample_folder, "train.max_steps=3", "train.caption_dropout=0.5")
 
 
 @pytest.fixture
