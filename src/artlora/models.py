@@ -75,20 +75,23 @@ def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return CLIPTextModel(_tiny_text_config(tokenizer))
 
 
+# The UNet shape both tiny architectures share. The VAE downsamples by 4, so 16x16 latents are the 64 px images
+# the pipelines make by default.
+_TINY_UNET = {
+    "sample_size": TINY_IMAGE_SIZE // 4,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": (2, 4),
+    "norm_num_groups": 32,
+}
+
+
 def _tiny_unet() -> UNet2DConditionModel:
-    # The VAE downsamples by 4, so 16x16 latents are the 64 px images the pipeline makes by default.
-    return UNet2DConditionModel(
-        sample_size=TINY_IMAGE_SIZE // 4,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        norm_num_groups=32,
-    )
+    return UNet2DConditionModel(**_TINY_UNET, cross_attention_dim=32)
 
 
 def _tiny_vae() -> AutoencoderKL:
@@ -145,21 +148,13 @@ TINY_SDXL_POOLED_DIM = 32
 
 def _tiny_sdxl_unet(cross_attention_dim: int) -> UNet2DConditionModel:
     return UNet2DConditionModel(
-        sample_size=TINY_IMAGE_SIZE // 4,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_TINY_UNET,
         transformer_layers_per_block=(1, 2),
         cross_attention_dim=cross_attention_dim,
-        attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=TINY_SDXL_TIME_DIM,
         projection_class_embeddings_input_dim=6 * TINY_SDXL_TIME_DIM + TINY_SDXL_POOLED_DIM,
-        norm_num_groups=32,
     )
 
 
