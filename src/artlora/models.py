@@ -90,6 +90,15 @@ _TINY_UNET = {
 }
 
 
+# Stable Diffusion's training noise schedule (SD 1.x, 2.x and SDXL alike).
+_SD_NOISE_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
+
+
 def _tiny_unet() -> UNet2DConditionModel:
     return UNet2DConditionModel(**_TINY_UNET, cross_attention_dim=32)
 
@@ -119,10 +128,7 @@ def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon") -> StableDiff
     torch.manual_seed(seed)
     text_encoder = _tiny_text_encoder(tokenizer)
     scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **_SD_NOISE_SCHEDULE,
         prediction_type=prediction_type,
         clip_sample=False,
         set_alpha_to_one=False,
@@ -173,10 +179,7 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon") -> StableDi
     torch.manual_seed(seed)
     vae = _tiny_vae()
     scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **_SD_NOISE_SCHEDULE,
         prediction_type=prediction_type,
         timestep_spacing="leading",
         steps_offset=1,
