@@ -67,17 +67,29 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 
 @contextlib.contextmanager
 def stage_run(
-    stage: str, config: StageConfig, run_id: str | None = None, tags: Mapping[str, str] | None = None
+    stage: str,
+    config: StageConfig,
+    run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage, with the resolved config as params and as `config/<stage>.json`.
 
     With `run_id`, the stage continues that run (evaluate and a resumed train add to the training run).
+
+    With `system_metrics`, MLflow samples CPU, memory, disk, network and, where an NVIDIA driver answers, GPU
+    usage in a background thread and logs them as `system/...` metrics; a continued run carries on from the
+    last logged step. The thread stops when the run ends, normally or by an exception. MLflow's own variables
+    set the pace: MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL (seconds, default 10) and
+    MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING (samples averaged per logged point, default 1).
     """
     configure()
     if run_id is None:
         experiment = getattr(config, "experiment", "artlora")
         mlflow.set_experiment(experiment_id=_experiment_id(experiment, getattr(config, "storage_root", None)))
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, log_system_metrics=False) as run:
+    # Explicit either way, so that MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING in the environment cannot switch the
+    # monitor on for the stages that did not ask for it.
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, log_system_metrics=system_metrics) as run:
         resolved = config.model_dump(mode="json")
         # MLflow params cannot change once logged: a stage run again on the same run with other settings (an
         # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
