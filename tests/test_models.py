@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from artlora import models, storage
+from artlora import export_kohya, models, storage
 
 PARTS = ("unet", "vae", "text_encoder")
 
@@ -208,3 +212,168 @@ def test_fingerprint_is_identical_in_another_process():
     script = "from artlora.models import *\nprint(module_fingerprint(build_tiny_sd().text_encoder))"
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == models.module_fingerprint(models.build_tiny_sd().text_encoder)
+
+
+# -- single-file checkpoints ------------------------------------------------------------------------------
+# diffusers reads the original (ldm/SGM) single-file layout but cannot write it, so the tests write it here: the
+# UNet by export_kohya's SGM paths, the VAE and CLIP by the ldm names that diffusers' single-file reader undoes.
+
+_VAE_TO_LDM = (
+    (r"\.conv_norm_out\.", ".norm_out."),
+    (r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block."),
+    (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample."),
+    (r"\.mid_block\.resnets\.(\d+)\.", lambda match: f".mid.block_{int(match[1]) + 1}."),
+    (r"\.mid_block\.attentions\.0\.", ".mid.attn_1."),
+    (r"\.group_norm\.", ".norm."),
+    (r"\.to_([qkv])\.", r".\1."),
+    (r"\.to_out\.0\.", ".proj_out."),
+    (r"\.conv_shortcut\.", ".nin_shortcut."),
+)
+_OPEN_CLIP_NAMES = {
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+_OPEN_CLIP_PARTS = (
+    ("text_model.encoder.layers.", "transformer.resblocks."),
+    ("self_attn.", "attn."),
+    ("layer_norm1", "ln_1"),
+    ("layer_norm2", "ln_2"),
+    ("mlp.fc1", "mlp.c_fc"),
+    ("mlp.fc2", "mlp.c_proj"),
+)
+
+
+def ldm_vae(vae) -> dict[str, torch.Tensor]:
+    levels = len(vae.config.up_block_types)
+    state = {}
+    for key, value in vae.state_dict().items():
+        # the decoder's levels count from the top in diffusers, from the bottom in ldm
+        key = re.sub(r"^decoder\.up_blocks\.(\d+)\.", lambda m: f"decoder.up.{levels - 1 - int(m[1])}.", key)
+        key = re.sub(r"^(decoder\.up\.\d+)\.resnets\.", r"\1.block.", key)
+        key = re.sub(r"^(decoder\.up\.\d+)\.upsamplers\.0\.", r"\1.upsample.", key)
+        for pattern, replacement in _VAE_TO_LDM:
+            key = re.sub(pattern, replacement, key)
+        if ".mid.attn_1." in key and key.endswith("weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # ldm's attention projections are 1x1 convolutions
+        state["first_stage_model." + key] = value
+    return state
+
+
+def ldm_open_clip(encoder) -> dict[str, torch.Tensor]:
+    """SDXL's second encoder as OpenCLIP names it: q, k and v fused into in_proj, the projection transposed."""
+    state, fused = {}, {}
+    for key, value in encoder.state_dict().items():
+        if key == "text_projection.weight":
+            state["text_projection"] = value.T.contiguous()
+        elif key in _OPEN_CLIP_NAMES:
+            state[_OPEN_CLIP_NAMES[key]] = value
+        else:
+            match = re.match(r"(.*)\.self_attn\.([qkv])_proj\.(weight|bias)$", key)
+            if match:
+                fused.setdefault((match[1], match[3]), {})[match[2]] = value
+                continue
+            for diffusers_part, original in _OPEN_CLIP_PARTS:
+                key = key.replace(diffusers_part, original)
+            state[key] = value
+    for (layer, kind), parts in fused.items():
+        name = layer.replace("text_model.encoder.layers.", "transformer.resblocks.")
+        state[f"{name}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return {"conditioner.embedders.1.model." + key: value for key, value in state.items()}
+
+
+def ldm_checkpoint(pipe) -> dict[str, torch.Tensor]:
+    """A pipeline in the original single-file layout that AUTOMATIC1111 and ComfyUI save."""
+    unet = pipe.unet
+    state = {
+        "model.diffusion_model." + export_kohya.sgm_path(key, unet.config): value
+        for key, value in unet.state_dict().items()
+    }
+    state.update(ldm_vae(pipe.vae))
+    clip_prefix = "conditioner.embedders.0.transformer." if models.is_sdxl(pipe) else "cond_stage_model.transformer."
+    for key, value in pipe.text_encoder.state_dict().items():
+        state[clip_prefix + ("" if key.startswith("text_model.") else "text_model.") + key] = value
+    if models.is_sdxl(pipe):
+        state.update(ldm_open_clip(pipe.text_encoder_2))
+    return {key: value.contiguous() for key, value in state.items()}
+
+
+def sdxl_with_wider_second_encoder():
+    """The tiny SDXL with a 48-wide second encoder. diffusers tells SDXL's two encoders apart in a single file by
+    their widths (768 and 1280 in SDXL); the tiny SDXL's are both 32 wide, so it would load the first encoder's
+    weights into the second."""
+    pipe = models.build_tiny_sdxl()
+    config = pipe.text_encoder_2.config.to_dict()
+    config.update(hidden_size=48)
+    torch.manual_seed(1)
+    pipe.text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config)).eval()
+    torch.manual_seed(0)
+    pipe.unet = UNet2DConditionModel.from_config({**pipe.unet.config, "cross_attention_dim": 80}).eval()
+    pipe.register_modules(text_encoder_2=pipe.text_encoder_2, unet=pipe.unet)
+    return pipe
+
+
+def write_single_file(pipe, folder: Path, with_configs: bool) -> Path:
+    """The pipeline as one original-layout file in `folder`; with its diffusers configs beside it (the weights
+    deleted, so that every weight loaded comes from the file) or alone."""
+    if with_configs:
+        pipe.save_pretrained(folder, safe_serialization=True)
+        for weights in folder.glob("*/*.safetensors"):
+            weights.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.safetensors"
+    save_file(ldm_checkpoint(pipe), path)
+    return path
+
+
+def generate_small(pipe) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(7)
+    return pipe("a woodcut", height=32, width=32, num_inference_steps=2, generator=generator, output_type="np").images
+
+
+@pytest.mark.parametrize("build", [models.build_tiny_sd, sdxl_with_wider_second_encoder], ids=["sd", "sdxl"])
+def test_single_file_checkpoint_loads_with_the_configs_beside_it(tmp_path, build):
+    pipe = build()
+    path = write_single_file(pipe, tmp_path / "model", with_configs=True)
+    assert not list((tmp_path / "model").glob("*/*.safetensors"))
+    loaded = models.load_pipeline(str(path))
+    assert type(loaded) is type(pipe) and models.single_file_class(path) is type(pipe)
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2")[: 4 if models.is_sdxl(pipe) else 3]:
+        assert models.module_fingerprint(getattr(loaded, part)) == models.module_fingerprint(getattr(pipe, part))
+    np.testing.assert_allclose(generate_small(loaded), generate_small(pipe), atol=1e-5)
+
+
+def test_single_file_kind_comes_from_the_tensor_names(tmp_path):
+    sd, sdxl = tmp_path / "sd.safetensors", tmp_path / "sdxl.ckpt"
+    save_file({"cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.ones(2)}, sd)
+    torch.save({"state_dict": {"conditioner.embedders.1.model.ln_final.weight": torch.ones(2)}}, sdxl)
+    assert models.single_file_class(sd) is StableDiffusionPipeline
+    assert models.single_file_class(sdxl) is StableDiffusionXLPipeline
+
+
+def test_single_file_without_configs_says_what_to_do(tmp_path):
+    path = write_single_file(models.build_tiny_sd(), tmp_path / "alone", with_configs=False)
+    with pytest.raises(models.ModelLoadError, match="model_index.json") as info:
+        models.load_pipeline(str(path))
+    assert "StableDiffusionPipeline" in str(info.value) and str(path) in str(info.value)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not safetensors")
+    with pytest.raises(models.ModelLoadError, match="cannot read the tensor names"):
+        models.load_pipeline(str(broken))
+
+
+def test_single_file_beside_another_models_configs_is_refused(tmp_path):
+    folder = models.save_tiny_sd(tmp_path / "sd")
+    write_single_file(sdxl_with_wider_second_encoder(), tmp_path / "xl", with_configs=False)
+    path = shutil.copy(tmp_path / "xl" / "model.safetensors", folder / "xl.safetensors")
+    with pytest.raises(models.ModelLoadError, match="StableDiffusionXLPipeline checkpoint, but the diffusers folder"):
+        models.load_pipeline(str(path))
+
+
+def test_single_file_that_diffusers_reads_only_in_part_is_refused(tmp_path):
+    """The tiny SDXL's two 32-wide text encoders: diffusers fills the second with nothing and says nothing."""
+    path = write_single_file(models.build_tiny_sdxl(), tmp_path / "model", with_configs=True)
+    with pytest.raises(models.ModelLoadError, match="no weights for part of text_encoder_2"):
+        models.load_pipeline(str(path))

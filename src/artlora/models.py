@@ -5,6 +5,12 @@ A reference is a local diffusers folder, a local single-file checkpoint (.safete
 id (`org/name`). `build_tiny_sd` makes a tiny SD 1.x-architecture pipeline and `build_tiny_sdxl` a tiny SDXL one
 (two text encoders, pooled embeddings, size/crop time ids), both with random weights in code, so tests and local
 runs need no downloads.
+
+A single file in the original (ldm/SGM) layout holds weights only. SDXL is told from SD 1.x/2.x by its second
+text encoder's tensor names (`conditioner.embedders.1.`, read from the header alone); diffusers then takes the
+configs and tokenizer(s) from the folder holding the file when that has a model_index.json (a copy of the base
+model's diffusers folder, weights optional), and otherwise fetches those of the matching public model from the
+Hugging Face hub, which fails where the hub is unreachable.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from safetensors import safe_open
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -39,6 +46,9 @@ TINY_IMAGE_SIZE = 64
 # The class name and the tensors' dtypes already cover `architectures` and `dtype`.
 _CONFIG_PROVENANCE = frozenset({"architectures", "dtype", "torch_dtype", "transformers_version"})
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# In an original-layout (SGM) checkpoint, the tensors of SDXL's second text encoder (OpenCLIP ViT-bigG); SD 1.x/2.x
+# keep their one encoder under cond_stage_model.
+SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
 
 
 class ModelLoadError(RuntimeError):
@@ -321,16 +331,86 @@ def _pipeline_class(source: str, revision: str | None) -> type[DiffusionPipeline
     return StableDiffusionXLPipeline if str(name).startswith("StableDiffusionXL") else StableDiffusionPipeline
 
 
+def checkpoint_keys(path: str | Path) -> list[str]:
+    """The tensor names of a single-file checkpoint, without reading its tensors: the safetensors header, or a
+    memory-mapped .ckpt (whose tensors stay on disk)."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    return list(checkpoint.get("state_dict", checkpoint))
+
+
+def single_file_class(path: str | Path) -> type[DiffusionPipeline]:
+    """SDXL for an original-layout checkpoint with SDXL's second text encoder, Stable Diffusion 1.x/2.x otherwise."""
+    sdxl = any(key.startswith(SDXL_SINGLE_FILE_PREFIX) for key in checkpoint_keys(path))
+    return StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
+
+
+def _single_file_config(ref: str, source: str, cls: type[DiffusionPipeline]) -> str | None:
+    """The diffusers folder holding the file, when it has a model_index.json of the file's architecture."""
+    folder = Path(source).parent
+    if not (folder / "model_index.json").is_file():
+        return None
+    if _pipeline_class(str(folder), None) is not cls:
+        raise ModelLoadError(
+            f"base model {ref!r} is a {cls.__name__} checkpoint, but the diffusers folder beside it "
+            f"({folder}/model_index.json) is not: put the file beside its own model's configs"
+        )
+    return str(folder)
+
+
+def _load_single_file(ref: str, source: str, revision: str | None, torch_dtype: torch.dtype):
+    try:
+        cls = single_file_class(source)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ModelLoadError(
+            f"base model {ref!r}: cannot read the tensor names of this checkpoint ({type(err).__name__}: {err}); "
+            "give an intact .safetensors/.ckpt file"
+        ) from err
+    config = _single_file_config(ref, source, cls)
+    options = dict(config=config, revision=revision, dtype=torch_dtype)
+    if cls is StableDiffusionPipeline:
+        options.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        pipe = cls.from_single_file(source, **options)
+    except Exception as err:
+        where = (
+            f"configs from {config}"
+            if config
+            else "no diffusers folder beside it, so diffusers looked for the configs on the Hugging Face hub. "
+            "Without the hub, put the file in a folder holding its model's diffusers configs and tokenizer(s): "
+            "model_index.json and the component folders as save_pretrained writes them, weights optional"
+        )
+        raise ModelLoadError(
+            f"could not load single-file base model {ref!r} as {cls.__name__} ({where}): {type(err).__name__}: {err}"
+        ) from err
+    # diffusers builds each component on the meta device and fills in the weights it finds; the rest stay empty
+    # without an error (e.g. SDXL's two text encoders, which it tells apart by width alone, at one width).
+    empty = [name for name, part in pipe.components.items() if isinstance(part, torch.nn.Module) and _has_meta(part)]
+    if empty:
+        raise ModelLoadError(
+            f"single-file base model {ref!r}: diffusers found no weights for part of {', '.join(empty)}; the "
+            f"checkpoint does not hold a complete {cls.__name__} in the original layout"
+        )
+    return pipe
+
+
+def _has_meta(module: torch.nn.Module) -> bool:
+    return any(tensor.is_meta for tensor in (*module.parameters(), *module.buffers()))
+
+
 def load_pipeline(
     ref: str, revision: str | None = None, torch_dtype: torch.dtype = torch.float32
 ) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
     """Load a Stable Diffusion 1.x/2.x or SDXL pipeline, without safety checker, from any reference above."""
     source = local_model_path(ref)
+    if _is_single_file(source):
+        return _load_single_file(ref, source, revision, torch_dtype)
     # diffusers deprecated `torch_dtype` for `dtype`; the parameter keeps the name the ecosystem knows.
     options = dict(revision=revision, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
     try:
-        if _is_single_file(source):
-            return StableDiffusionPipeline.from_single_file(source, **options)
         cls = _pipeline_class(source, revision)
         if cls is StableDiffusionXLPipeline:
             options = dict(revision=revision, dtype=torch_dtype)
