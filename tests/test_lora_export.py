@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from peft.utils import get_peft_model_state_dict
 
 from artlora import export_kohya, lora, models
 from artlora.config import TrainConfig
@@ -44,7 +45,7 @@ def test_both_layouts_load_in_diffusers_and_give_the_trained_images(tmp_path):
     pipe.unet.eval()
     trained = image(pipe)
     metadata = lora.provenance(config, step=7, dataset_fingerprint="fp123")
-    lora.save_adapter(pipe.unet, tmp_path, metadata)
+    lora.save_adapter({"unet": pipe.unet}, tmp_path, metadata)
     kohya = export_kohya.save_kohya(pipe.unet, tmp_path / "artlora-run.safetensors", "epsilon", metadata)
 
     base = image(models.build_tiny_sd())
@@ -60,7 +61,7 @@ def test_both_layouts_load_in_diffusers_and_give_the_trained_images(tmp_path):
 def test_files_carry_provenance_and_the_ui_metadata(tmp_path):
     pipe, config = adapted_pipe()
     metadata = lora.provenance(config, step=7, dataset_fingerprint="fp123", extra={"run_id": "r1"})
-    diffusers_file = lora.save_adapter(pipe.unet, tmp_path, metadata)
+    diffusers_file = lora.save_adapter({"unet": pipe.unet}, tmp_path, metadata)
     kohya_file = export_kohya.save_kohya(pipe.unet, tmp_path / "artlora-run.safetensors", "epsilon", metadata)
     for path in (diffusers_file, kohya_file):
         ours = lora.read_metadata(path)
@@ -76,7 +77,7 @@ def test_files_carry_provenance_and_the_ui_metadata(tmp_path):
 
 def test_kohya_keys_and_alpha():
     pipe, _ = adapted_pipe(target_modules=ALL_GROUPS)
-    tensors = export_kohya.kohya_state_dict(lora.adapter_state(pipe.unet), alpha=2.0)
+    tensors = export_kohya.kohya_state_dict(get_peft_model_state_dict(pipe.unet), alpha=2.0)
     name = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
     assert tensors[f"{name}.lora_down.weight"].shape == (4, 64) and tensors[f"{name}.lora_up.weight"].shape == (64, 4)
     assert tensors[f"{name}.alpha"].item() == 2.0
@@ -90,7 +91,7 @@ def test_dora_ships_in_the_diffusers_layout_only(tmp_path):
     pipe, _ = adapted_pipe(target_modules=("attention", "feed_forward"), use_dora=True)
     pipe.unet.eval()
     trained = image(pipe)
-    lora.save_adapter(pipe.unet, tmp_path)
+    lora.save_adapter({"unet": pipe.unet}, tmp_path)
     loaded = models.build_tiny_sd()
     loaded.load_lora_weights(str(tmp_path))
     np.testing.assert_allclose(image(loaded), trained, atol=1e-5)

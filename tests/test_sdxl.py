@@ -12,12 +12,11 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from small_configs import small_config_for
 
-from artlora import cache_keys, lora, models
+from artlora import cache_keys, models
 from artlora.config import TrainConfig, with_inputs
-from artlora.export_kohya import UnsupportedAdapterError, save_kohya
 from artlora.latent_cache import LatentGroup, LatentSet, load_split, read_shard
 from artlora.stages import augment, evaluate, ingest, train
-from artlora.trainer import Trainer
+from artlora.trainer import Trainer, added_cond
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
 
@@ -108,12 +107,11 @@ def test_augment_caches_pooled_embeds_and_time_ids_for_sdxl(sdxl_config, sdxl_ca
     assert again.cache_uri == sdxl_cache and again.encoded_views == 0 and again.encoded_captions == 0
 
 
-def test_sdxl_tiny_training_runs_a_few_steps_end_to_end(sdxl_config, sdxl_cache, store, caplog):
+def test_sdxl_tiny_training_runs_a_few_steps_end_to_end(sdxl_config, sdxl_cache, store):
     config = with_inputs(sdxl_config.train, cache_uri=sdxl_cache)
     result = train.run(config)
     assert store.is_complete(result.adapter_uri) and result.adapter_step == config.max_steps
-    assert result.kohya_file is None  # SDXL ships in the diffusers layout only
-    assert "no kohya-layout file" in caplog.text
+    assert result.kohya_file == train.kohya_file_name(config)
 
     evaluated = evaluate.run(
         with_inputs(sdxl_config.evaluate, adapter_uri=result.adapter_uri, cache_uri=sdxl_cache, run_id=result.run_id)
@@ -121,20 +119,14 @@ def test_sdxl_tiny_training_runs_a_few_steps_end_to_end(sdxl_config, sdxl_cache,
     assert evaluated.val_loss_base > 0 and evaluated.val_loss_lora > 0
     assert evaluated.val_loss_base != evaluated.val_loss_lora
 
-    pipe = models.load_pipeline(sdxl_config.base_model)
+    pipe, from_kohya = models.load_pipeline(sdxl_config.base_model), models.load_pipeline(sdxl_config.base_model)
     before = generate(pipe)
     with tempfile.TemporaryDirectory() as adapter_dir:
         store.download_dir(result.adapter_uri, adapter_dir)
         pipe.load_lora_weights(adapter_dir)
+        from_kohya.load_lora_weights(adapter_dir, weight_name=result.kohya_file)
     assert not np.allclose(before, generate(pipe), atol=1e-6)
-
-
-def test_kohya_export_refuses_sdxl_clearly(sdxl_config, tmp_path):
-    unet = models.build_tiny_sdxl().unet
-    lora.add_lora(unet, sdxl_config.train)
-    with pytest.raises(UnsupportedAdapterError, match="SDXL"):
-        save_kohya(unet, tmp_path / "x.safetensors", "epsilon")
-    assert not (tmp_path / "x.safetensors").exists()
+    np.testing.assert_allclose(generate(from_kohya), generate(pipe), atol=1e-5)  # both layouts, one adapter
 
 
 def sdxl_latent_set() -> LatentSet:
@@ -158,8 +150,9 @@ def test_sdxl_caption_dropout_drops_the_pooled_embeds_with_the_caption():
     seen = []
     for index in range(6):
         batch = trainer.micro_batch(index)
-        assert set(batch.added) == {"text_embeds", "time_ids"} and batch.added["time_ids"].shape == (4, 6)
-        for text, pooled in zip(batch.text, batch.added["text_embeds"], strict=True):
+        added = added_cond(batch.group, batch.rows, batch.pooled)
+        assert set(added) == {"text_embeds", "time_ids"} and added["time_ids"].shape == (4, 6)
+        for text, pooled in zip(batch.text, added["text_embeds"], strict=True):
             empty_text, empty_pooled = not text.any(), not pooled.any()
             assert empty_text == empty_pooled
             seen.append(empty_text)

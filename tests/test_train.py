@@ -70,7 +70,8 @@ def test_perceptual_term_is_zero_for_identical_images_and_positive_otherwise():
     assert loss(latents + torch.randn_like(latents), latents).item() > 0
 
 
-def test_train_writes_adapter_checkpoints_and_metrics(small_config, latent_cache, store):
+def test_train_writes_adapter_checkpoints_and_metrics(small_config, latent_cache, store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")  # MLflow's own setting (default 10 s)
     config = with_inputs(
         small_config.train, cache_uri=latent_cache, perceptual_weight=0.5, perceptual_net="squeeze", log_every=1
     )
@@ -91,6 +92,7 @@ def test_train_writes_adapter_checkpoints_and_metrics(small_config, latent_cache
     assert client.get_metric_history(result.run_id, "loss_perceptual")
     run = client.get_run(result.run_id)
     assert run.data.params["train.rank"] == str(config.rank)
+    assert "system/cpu_utilization_percentage" in run.data.metrics, "system metrics during training"
     assert run.data.tags["artlora.dataset_fingerprint"]
     assert [m.step for m in client.get_metric_history(result.run_id, "lr")] == [1, 2, 3, 4]
     assert client.get_metric_history(result.run_id, "grad_norm") and client.get_metric_history(

@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   artlora pipeline run --local --config configs/demo.yaml
   artlora train --config configs/sd15.yaml --set train.cache_uri=s3://artlora/cache/index/<key>.json
   artlora pipeline compile                              write pipelines/style_lora.yaml for Kubeflow
+  accelerate launch --multi_gpu --num_processes 4 -m artlora.cli train --config ...   one run on 4 GPUs (DDP)
 
 environment:
   ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else an embedded one)
@@ -112,6 +113,8 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _print(result: object) -> None:
+    if os.environ.get("RANK", "0") != "0":  # `accelerate launch`: every process has the result; one prints it
+        return
     data = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
     print(json.dumps(data, indent=2, default=str))
 

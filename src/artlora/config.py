@@ -180,6 +180,14 @@ class TrainConfig(StageConfig):
         "down/up-sampler convs), and/or module names matched by suffix as peft does (e.g. proj_in)",
     )
     use_dora: bool = Field(False, description="DoRA: a trained magnitude per output channel besides the LoRA update")
+    train_text_encoder: bool = Field(
+        False,
+        description="LoRA also on the text encoder(s)' attention (q/k/v/out projections, same rank and alpha); "
+        "caption states are then computed every step instead of read from the cache (slower, more memory)",
+    )
+    text_encoder_learning_rate: float | None = Field(
+        None, gt=0, le=1.0, description="peak learning rate of the text-encoder LoRA; null = learning_rate"
+    )
     # -- the objective
     min_snr_gamma: float | None = Field(
         None,
@@ -272,11 +280,16 @@ class TrainConfig(StageConfig):
         description="steps between reads of the metrics from the GPU (each read waits for it); every "
         "step's metrics are logged",
     )
+    system_metrics: bool = Field(
+        True, description="log CPU, memory, disk, network and (with NVIDIA GPUs) GPU use to MLflow during training"
+    )
 
     @model_validator(mode="after")
-    def _early_stopping_needs_validation(self) -> TrainConfig:
+    def _settings_that_need_another(self) -> TrainConfig:
         if self.early_stopping_patience and not self.eval_every:
             raise ValueError("early_stopping_patience needs validation: set eval_every > 0")
+        if self.text_encoder_learning_rate is not None and not self.train_text_encoder:
+            raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
         return self
 
 

@@ -12,8 +12,9 @@ SDXL caches (`"architecture": "sdxl"`) add, per caption shard, the pooled embedd
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from safetensors.torch import load
@@ -33,6 +34,7 @@ class LatentGroup:
     bucket: tuple[int, int] | None = None  # (width, height) of the views in pixels; None in older indexes
     pooled: torch.Tensor | None = None  # SDXL: [views, dim], each view's caption's pooled embedding
     time_ids: torch.Tensor | None = None  # SDXL: [views, 6], each view's size and crop conditioning
+    captions: tuple[str, ...] = ()  # each view's caption (what `text` encodes)
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -56,12 +58,33 @@ class LatentSet:
 
     def to(self, device: torch.device) -> LatentSet:
         groups = tuple(
-            LatentGroup(
-                g.latents.to(device), g.text.to(device), g.bucket, _to(g.pooled, device), _to(g.time_ids, device)
+            replace(
+                g,
+                latents=g.latents.to(device),
+                text=g.text.to(device),
+                pooled=_to(g.pooled, device),
+                time_ids=_to(g.time_ids, device),
             )
             for g in self.groups
         )
-        return LatentSet(groups, self.empty_text.to(device), self.dataset_fingerprint, _to(self.empty_pooled, device))
+        return replace(
+            self, groups=groups, empty_text=self.empty_text.to(device), empty_pooled=_to(self.empty_pooled, device)
+        )
+
+    def reencoded(self, encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor | None]]) -> LatentSet:
+        """The same views with their caption states (and SDXL pooled embeddings) computed again by `encode`
+        (captions -> (hidden, pooled)): how a text encoder with a trained adapter reads the captions."""
+        groups = []
+        for group in self.groups:
+            hidden, pooled = encode(list(group.captions))
+            groups.append(replace(group, text=hidden, pooled=pooled))
+        empty_hidden, empty_pooled = encode([""])
+        return replace(
+            self,
+            groups=tuple(groups),
+            empty_text=empty_hidden[0],
+            empty_pooled=None if empty_pooled is None else empty_pooled[0],
+        )
 
 
 def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -101,12 +124,14 @@ def _groups(
 ) -> tuple:
     """One LatentGroup per latent size, ordered by size; each view paired with its image's caption states (and
     for SDXL its caption's pooled embedding and its own time ids)."""
-    by_size: dict[tuple[int, ...], tuple[list, list, list, list, set]] = {}
+    by_size: dict[tuple[int, ...], tuple[list, list, list, list, set, list]] = {}
     for entry, image_views in zip(entries, latents, strict=True):
-        lat, txt, pooled, ids, buckets = by_size.setdefault(tuple(image_views.shape[1:]), ([], [], [], [], set()))
+        size = tuple(image_views.shape[1:])
+        lat, txt, pooled, ids, buckets, captions = by_size.setdefault(size, ([], [], [], [], set(), []))
         lat.append(image_views)
         shard = text[entry["text"]["uri"]]
         txt.extend([shard["hidden"]] * len(image_views))
+        captions.extend([entry["caption"]] * len(image_views))
         if sdxl:
             pooled.extend([shard["pooled"]] * len(image_views))
             ids.extend(entry["time_ids"][: len(image_views)])
@@ -118,6 +143,7 @@ def _groups(
             buckets.pop() if len(buckets) == 1 else None,
             torch.stack(pooled) if sdxl else None,
             torch.tensor(ids, dtype=torch.float32) if sdxl else None,
+            tuple(captions),
         )
-        for _, (lat, txt, pooled, ids, buckets) in sorted(by_size.items())
+        for _, (lat, txt, pooled, ids, buckets, captions) in sorted(by_size.items())
     )

@@ -9,19 +9,30 @@ anything; the RNG states are saved with the rest of the state all the same.
 
 SDXL bases also get, per view, the caption's pooled embedding and the size/crop time ids as the UNet's
 `added_cond_kwargs`; caption dropout drops the pooled embedding with the caption states.
+
+Several processes (`accelerate launch`, DDP): each takes its own micro-batches, `(step x accumulation + micro) x
+processes + rank`, and DDP averages the gradients, so N processes at batch B take the same optimizer steps as one
+process at batch B with N times the accumulation.
+
+With `train_text_encoder`, the text encoder(s) get LoRA too and the caption states are computed every step from
+the captions' token ids (caption dropout then swaps in the empty caption's ids) instead of read from the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 
 from artlora import lora
 from artlora.config import TrainConfig
+from artlora.latent_cache import LatentGroup
 from artlora.losses import (
     PerceptualLoss,
     diffusion_target,
@@ -31,6 +42,7 @@ from artlora.losses import (
     predicted_x0,
     weighted_mse,
 )
+from artlora.text_encoding import TextEncoders
 
 PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -38,6 +50,13 @@ SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def process_group() -> Accelerator:
+    """This process's place in the run: under `accelerate launch` (or torchrun) one of several, each on its own
+    GPU; otherwise the only one, on the GPU if there is one. Precision is the trainer's own (`mixed_precision`),
+    so accelerate is told not to add its autocast. Without a GPU the processes talk over gloo (tests, laptops)."""
+    return Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
 
 
 # -- deterministic batches and randomness -----------------------------------------------------------------
@@ -76,7 +95,7 @@ def seed_for_dropout(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63)
 
 
-def added_cond(group: Any, rows: torch.Tensor | slice, pooled: torch.Tensor | None = None) -> dict | None:
+def added_cond(group: LatentGroup, rows: torch.Tensor | slice, pooled: torch.Tensor | None = None) -> dict | None:
     """The SDXL UNet's `added_cond_kwargs` for some views of a group (`pooled` overrides the group's, e.g. after
     caption dropout); None for SD 1.x/2.x groups."""
     if getattr(group, "pooled", None) is None:
@@ -113,9 +132,12 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torc
 class Trainer:
     """The model, optimizer and objective of one run on cached latents."""
 
-    def __init__(self, config: TrainConfig, data: Any, pipe: Any):
-        """`data` is a LatentSet (latent_cache); `pipe` has the base model's `unet`, `vae` and `scheduler`."""
-        self.config, self.device = config, device()
+    def __init__(self, config: TrainConfig, data: Any, pipe: Any, accelerator: Accelerator | None = None):
+        """`data` is a LatentSet (latent_cache); `pipe` has the base model's `unet`, `vae` and `scheduler`;
+        `accelerator` knows the processes of a distributed run (one process when not launched by accelerate)."""
+        self.accelerator = accelerator or process_group()
+        self.config, self.device = config, self.accelerator.device
+        self.processes, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         # Autocast on GPU only: frozen weights in the low-precision dtype, LoRA weights and optimizer in fp32.
         self.dtype = PRECISIONS[config.mixed_precision] if self.device.type == "cuda" else None
         # The whole latent set lives on the device: no per-step host-to-device copies.
@@ -124,13 +146,15 @@ class Trainer:
         self.sizes = [len(group) for group in self.data.groups]
         self._epoch: tuple[int, list] = (-1, [])
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.unet, self.params = self._adapted_unet(pipe.unet)
-        self.forward = torch.compile(self.unet) if config.torch_compile else self.unet
+        self.unet, unet_params = self._adapted_unet(pipe.unet)
+        self.text_encoders, text_params = self._adapted_text_encoders(pipe) if config.train_text_encoder else (None, [])
+        self.forward, self.text_forward = self._distributed()
+        self.params = unet_params + text_params
+        groups = [{"params": unet_params}]
+        if text_params:
+            groups.append({"params": text_params, "lr": config.text_encoder_learning_rate or config.learning_rate})
         self.optimizer = torch.optim.AdamW(
-            self.params,
-            lr=config.learning_rate,
-            weight_decay=config.weight_decay,
-            fused=self.device.type == "cuda",
+            groups, lr=config.learning_rate, weight_decay=config.weight_decay, fused=self.device.type == "cuda"
         )
         self.schedule = make_schedule(self.optimizer, config)
         # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
@@ -152,16 +176,72 @@ class Trainer:
             unet.to(memory_format=torch.channels_last)
         torch.manual_seed(self.config.seed)
         lora.add_lora(unet.float(), self.config)
-        unet.to(self.device)
-        if self.dtype is not None:
-            for param in unet.parameters():
-                if not param.requires_grad:
-                    param.data = param.data.to(self.dtype)
+        self._place(unet)
         if self.config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         # Training mode turns LoRA dropout on; the SD UNet has no other dropout or batch norm.
         unet.train()
         return unet, [param for param in unet.parameters() if param.requires_grad]
+
+    def _adapted_text_encoders(self, pipe: Any) -> tuple[TextEncoders, list[torch.nn.Parameter]]:
+        """LoRA on the text encoder(s) as on the UNet (fp32 on the CPU, then moved), and every view's token ids
+        on the device, per latent group, beside the empty caption's."""
+        encoders, params = TextEncoders.of(pipe), []
+        for index, encoder in enumerate(encoders.encoders):
+            params += lora.add_text_encoder_lora(encoder.float(), self.config, encoders.layers_used(index))
+            self._place(encoder)
+            if self.config.gradient_checkpointing:
+                encoder.gradient_checkpointing_enable()
+            encoder.train()
+        if not all(group.captions for group in self.data.groups):
+            raise ValueError("this latent cache does not list each view's caption: run augment again")
+        self.token_ids = [tuple(map(self.to_device, encoders.tokenize(g.captions))) for g in self.data.groups]
+        self.empty_ids = tuple(map(self.to_device, encoders.tokenize([""])))
+        return encoders, params
+
+    def _place(self, module: torch.nn.Module) -> None:
+        """On the device, frozen weights in the low-precision dtype (LoRA weights stay fp32)."""
+        module.to(self.device)
+        if self.dtype is not None:
+            for param in module.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(self.dtype)
+
+    def _distributed(self) -> tuple[torch.nn.Module, TextEncoders | None]:
+        """The modules the step calls: with several processes, wrapped in DDP (which averages the gradients),
+        and compiled if asked. With one process accelerate would only add a wrapper that does nothing."""
+        wrap = self.accelerator.prepare_model if self.processes > 1 else (lambda module, **_: module)
+        unet = wrap(self.unet, device_placement=False)
+        self.synced = [unet] if self.processes > 1 else []
+        forward = torch.compile(unet) if self.config.torch_compile else unet
+        if self.text_encoders is None:
+            return forward, None
+        encoders = tuple(wrap(encoder, device_placement=False) for encoder in self.text_encoders.encoders)
+        self.synced += list(encoders) if self.processes > 1 else []
+        return forward, TextEncoders(self.text_encoders.tokenizers, encoders)
+
+    @property
+    def parts(self) -> dict[str, torch.nn.Module]:
+        """The components that carry the adapter, by their pipeline names (what `artlora.lora` saves)."""
+        names = ("text_encoder", "text_encoder_2")
+        encoders = self.text_encoders.encoders if self.text_encoders else ()
+        return {"unet": self.unet, **dict(zip(names, encoders, strict=False))}
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """LoRA dropout off while measuring, back on afterwards."""
+        for part in self.parts.values():
+            part.eval()
+        try:
+            yield
+        finally:
+            for part in self.parts.values():
+                part.train()
+
+    def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Caption states through the adapted text encoder(s), as validation reads them (CPU, fp32)."""
+        with self.autocast():
+            return self.text_encoders.encode_captions(captions)
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
@@ -175,8 +255,10 @@ class Trainer:
         with_perceptual = self.perceptual is not None and step % config.perceptual_every == 0
         totals: dict[str, list[torch.Tensor]] = {}
         for micro in range(micro_batches):
-            loss, metrics = self.loss(step * micro_batches + micro, with_perceptual)
-            self.scaler.scale(loss / micro_batches).backward()
+            # DDP averages the gradients across processes once, after the step's last micro-batch.
+            with self._without_sync(micro < micro_batches - 1):
+                loss, metrics = self.loss(self.micro_batch_index(step, micro), with_perceptual)
+                self.scaler.scale(loss / micro_batches).backward()
             for name, value in metrics.items():
                 totals.setdefault(name, []).append(value)
         self.scaler.unscale_(self.optimizer)
@@ -187,33 +269,58 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return {**{name: torch.stack(values).mean() for name, values in totals.items()}, "grad_norm": grad_norm}
 
+    def micro_batch_index(self, step: int, micro: int) -> int:
+        """The micro-batch this process takes as micro-batch `micro` of optimizer step `step`."""
+        return (step * self.config.gradient_accumulation + micro) * self.processes + self.rank
+
+    def _without_sync(self, skip: bool) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        for module in self.synced if skip else ():
+            stack.enter_context(self.accelerator.no_sync(module))
+        return stack
+
     def micro_batch(self, index: int) -> SimpleNamespace:
-        """The latents, captions, noise and timesteps of micro-batch `index`, all fixed by (seed, index)."""
+        """The latents, captions, noise and timesteps of micro-batch `index`, all fixed by (seed, index).
+
+        Captions are cached states (`text`, SDXL `pooled`) or, when the text encoders train, token ids (`ids`)."""
         config, gen = self.config, step_generator(self.config.seed, index)
         group, rows = self.batch(index)
         data, rows = self.data.groups[group], self.to_device(rows)
-        latents, text = data.latents[rows], data.text[rows]
-        pooled = None if getattr(data, "pooled", None) is None else data.pooled[rows]
+        latents = data.latents[rows]
         noise_gen = self._noise_generator(index, gen)
         noise = torch.randn(latents.shape, generator=noise_gen, device=noise_gen.device)
         steps_total = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps_total, (len(rows),), generator=gen)
+        dropped = None
         if config.caption_dropout:
             dropped = self.to_device(torch.rand(len(rows), generator=gen) < config.caption_dropout)
-            text = torch.where(dropped.view(-1, 1, 1), self.data.empty_text.to(text.dtype), text)
-            if pooled is not None:  # SDXL: the pooled embedding is dropped with the caption
-                pooled = torch.where(dropped.view(-1, 1), self.data.empty_pooled.to(pooled.dtype), pooled)
         if config.noise_offset:
             noise = offset_noise(noise, config.noise_offset, gen)
         # The timesteps stay on the CPU too: choosing the perceptual sub-batch from them needs no GPU sync.
         return SimpleNamespace(
+            group=data,
+            rows=rows,
             latents=latents,
-            text=text,
-            added=added_cond(data, rows, pooled),  # SDXL's pooled embeds and size/crop time ids; None otherwise
+            **self._captions(group, rows, dropped),
             noise=noise,
             timesteps=self.to_device(timesteps),
             cpu_timesteps=timesteps,
         )
+
+    def _captions(self, group: int, rows: torch.Tensor, dropped: torch.Tensor | None) -> dict[str, Any]:
+        """The micro-batch's caption inputs, with the dropped views' swapped for the empty caption's."""
+        if self.text_encoders is not None:
+            ids = tuple(tokens[rows] for tokens in self.token_ids[group])
+            if dropped is not None:
+                ids = tuple(torch.where(dropped.view(-1, 1), e, t) for e, t in zip(self.empty_ids, ids, strict=True))
+            return {"ids": ids, "text": None, "pooled": None}
+        data = self.data.groups[group]
+        text, pooled = data.text[rows], None if data.pooled is None else data.pooled[rows]
+        if dropped is not None:
+            text = torch.where(dropped.view(-1, 1, 1), self.data.empty_text.to(text.dtype), text)
+            if pooled is not None:  # SDXL: the pooled embedding is dropped with the caption
+                pooled = torch.where(dropped.view(-1, 1), self.data.empty_pooled.to(pooled.dtype), pooled)
+        return {"ids": None, "text": text, "pooled": pooled}
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A small host tensor on the device without stalling: a plain `.to("cuda")` from pageable memory
@@ -243,7 +350,11 @@ class Trainer:
         if config.dropout:
             torch.manual_seed(seed_for_dropout(config.seed, index))  # LoRA dropout's masks
         with self.autocast():
-            output = self.forward(noisy, batch.timesteps, batch.text, added_cond_kwargs=batch.added).sample
+            text, pooled = batch.text, batch.pooled
+            if batch.ids is not None:
+                text, pooled = self.text_forward.encode(batch.ids)
+            added = added_cond(batch.group, batch.rows, pooled)  # SDXL's pooled embeds and time ids; else None
+            output = self.forward(noisy, batch.timesteps, text, added_cond_kwargs=added).sample
         target = diffusion_target(scheduler, batch.latents, batch.noise, batch.timesteps)
         weights = min_snr_weights(scheduler, batch.timesteps, config.min_snr_gamma) if config.min_snr_gamma else None
         mse = weighted_mse(output, target, weights)

@@ -29,6 +29,7 @@ from artlora import cache_keys, models, shards, storage, tracking
 from artlora.config import AugmentConfig
 from artlora.images import open_rgb
 from artlora.stages.ingest import Item, load_background, load_manifest
+from artlora.text_encoding import TextEncoders
 from artlora.views import Bucket, item_bucket, make_views, time_ids
 
 log = logging.getLogger(__name__)
@@ -229,26 +230,12 @@ def build_texts(
     return texts, Built(checksums, encoded=len(todo), rebuilt=len(verified.corrupt))
 
 
-@torch.no_grad()
 def encode_text(pipe, captions: list[str]) -> list[dict[str, torch.Tensor]]:
-    """Per caption, the text encoder's last hidden states `hidden` [tokens, dim] (padded to the model's length).
-
-    SDXL: as its pipeline encodes a prompt, both encoders' penultimate states concatenated (`hidden`) and the
-    second encoder's pooled, projected output (`pooled` [dim]).
-    """
-    if models.is_sdxl(pipe):
-        pipe.text_encoder.to(device())
-        pipe.text_encoder_2.to(device())
-        hidden, _, pooled, _ = pipe.encode_prompt(captions, device=device(), do_classifier_free_guidance=False)
-        return [
-            {"hidden": h, "pooled": p}
-            for h, p in zip(hidden.float().cpu().unbind(), pooled.float().cpu().unbind(), strict=True)
-        ]
-    encoder = pipe.text_encoder.to(device())
-    tokens = pipe.tokenizer(
-        captions, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    return [{"hidden": h} for h in encoder(tokens.input_ids.to(encoder.device))[0].float().cpu().unbind()]
+    """Per caption, the text encoder states `hidden` [tokens, dim] (and SDXL's `pooled` [dim]) to cache."""
+    encoders = TextEncoders.of(pipe)
+    for encoder in encoders.encoders:
+        encoder.to(device())
+    return encoders.states(captions)
 
 
 # -- the index ------------------------------------------------------------------------------------------

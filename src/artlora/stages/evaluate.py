@@ -23,6 +23,7 @@ from artlora import models, storage, tracking
 from artlora.config import EvaluateConfig
 from artlora.latent_cache import LatentSet, load_split
 from artlora.losses import diffusion_target
+from artlora.text_encoding import TextEncoders
 from artlora.trainer import added_cond
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,11 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     with tempfile.TemporaryDirectory() as adapter_dir:
         store.download_dir(config.adapter_uri, adapter_dir)
         pipe.load_lora_weights(adapter_dir)
-    pipe.unet.eval()  # the injected LoRA layers start in training mode: their dropout would blur the measure
+    encoders = TextEncoders.of(pipe)
+    for part in (pipe.unet, *encoders.encoders):
+        part.eval()  # the injected LoRA layers start in training mode: their dropout would blur the measure
+    if any(getattr(encoder, "peft_config", None) for encoder in encoders.encoders):
+        data = data.reencoded(encoders.encode_captions)  # the adapter trained the text encoder(s) too
     lora_loss = heldout_loss(pipe.unet, scheduler, data, config.loss_timesteps, config.seed)
     lora_images = sample_images(pipe, config)
 

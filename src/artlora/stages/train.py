@@ -14,11 +14,13 @@ in their metadata.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from artlora.trainer import (  # noqa: F401
     Trainer,
     batch_for_step,
     epoch_batches,
+    process_group,
     sampler_position,
     seed_for_dropout,
     step_generator,
@@ -83,12 +86,11 @@ def kohya_file_name(config: TrainConfig) -> str:
 
 def validate(trainer: Trainer, data: LatentSet) -> float:
     """The held-out denoising loss of the current adapter (LoRA dropout off while measuring)."""
-    trainer.unet.eval()
-    try:
+    with trainer.evaluating():
+        if trainer.text_encoders is not None:  # the captions as the adapted text encoders now read them
+            data = data.reencoded(trainer.encode_captions)
         config = trainer.config
         return heldout_loss(DeviceUNet(trainer), trainer.noise_scheduler, data, config.eval_timesteps, config.seed)
-    finally:
-        trainer.unet.train()
 
 
 def run(config: TrainConfig) -> TrainResult:
@@ -101,9 +103,12 @@ def run(config: TrainConfig) -> TrainResult:
         log.info("run %s already finished; reusing its adapter", root)
         return TrainResult(adapter_uri=adapter_uri, resumed_from=None, **done)
 
+    processes = process_group()
     data = load_split(config.cache_uri, "train")
     val_data = validation_data(config.cache_uri) if config.eval_every else None
-    trainer = Trainer(config, data, models.load_pipeline(config.base_model))
+    with processes.main_process_first():  # the first process downloads an s3:// base model, the others reuse it
+        pipe = models.load_pipeline(config.base_model)
+    trainer = Trainer(config, data, pipe, processes)
     stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
     resume = latest_checkpoint(store, root)
     start, run_id = 0, None
@@ -112,11 +117,25 @@ def run(config: TrainConfig) -> TrainResult:
         start = resume.step
         log.info("resuming %s from its checkpoint at step %d", root, resume.step)
     tags = {"artlora.dataset_fingerprint": data.dataset_fingerprint, "artlora.base_model": config.base_model}
-    with tracking.stage_run("train", config, run_id=run_id, tags=tags) as active:
-        run_id = active.info.run_id
+    with tracked(trainer, run_id, tags) as run_id:
         progress = train_loop(trainer, store, root, start, run_id, val_data, stopper)
-        summary = publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
+        if processes.is_main_process:
+            publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
+    processes.wait_for_everyone()  # every process returns what the first one published
+    summary = store.get_json(storage.join(adapter_uri, storage.COMPLETE_MARKER))
     return TrainResult(adapter_uri=adapter_uri, resumed_from=resume.step if resume else None, **summary)
+
+
+@contextlib.contextmanager
+def tracked(trainer: Trainer, run_id: str | None, tags: dict[str, str]) -> Iterator[str | None]:
+    """The MLflow run of the training (with system metrics, if asked) around the loop; the run id inside.
+    In a run of several processes only the first one tracks, and logs what all of them measured."""
+    if not trainer.accelerator.is_main_process:
+        yield run_id
+        return
+    config = trainer.config
+    with tracking.stage_run("train", config, run_id=run_id, tags=tags, system_metrics=config.system_metrics) as run:
+        yield run.info.run_id
 
 
 class Meter:
@@ -124,8 +143,9 @@ class Meter:
     GPU value waits for the GPU, so reading every step would stop the host from running ahead. Every step is
     still logged, with its own step number."""
 
-    def __init__(self, images_per_step: int, step: int):
+    def __init__(self, images_per_step: int, step: int, trainer: Trainer):
         self.images_per_step, self.since, self.began = images_per_step, step, time.perf_counter()
+        self.accelerator = trainer.accelerator  # metrics are averaged over the processes; the first one logs
         self.pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
         self.last: dict[str, float] = {}
 
@@ -135,13 +155,17 @@ class Meter:
     def flush(self) -> dict[str, float]:
         if not self.pending:
             return self.last
-        values = iter(torch.stack([v.float() for _, m, _ in self.pending for v in m.values()]).tolist())
+        stacked = torch.stack([v.float() for _, m, _ in self.pending for v in m.values()])
+        values = iter(self.accelerator.reduce(stacked, reduction="mean").tolist())
+        logging_here = self.accelerator.is_main_process
         for step, metrics, lr in self.pending:
             self.last = {name: next(values) for name in metrics} | {"lr": lr}
-            tracking.log_metrics(self.last, step=step, wait=False)
+            if logging_here:
+                tracking.log_metrics(self.last, step=step, wait=False)
         step, now = self.pending[-1][0], time.perf_counter()
         self.last["images_per_s"] = (step - self.since) * self.images_per_step / (now - self.began)
-        tracking.log_metrics({"images_per_s": self.last["images_per_s"]}, step=step, wait=False)
+        if logging_here:
+            tracking.log_metrics({"images_per_s": self.last["images_per_s"]}, step=step, wait=False)
         self.pending, self.since, self.began = [], step, now
         return self.last
 
@@ -157,8 +181,16 @@ def train_loop(
 ) -> Progress:
     config = trainer.config
     stopper = stopper or EarlyStopping(0, 0.0)
-    meter = Meter(config.batch_size * config.gradient_accumulation, start)
-    progress = tqdm(range(start, config.max_steps), desc="train", unit="step", initial=start, total=config.max_steps)
+    main = trainer.accelerator.is_main_process
+    meter = Meter(config.batch_size * config.gradient_accumulation * trainer.processes, start, trainer)
+    progress = tqdm(
+        range(start, config.max_steps),
+        desc="train",
+        unit="step",
+        initial=start,
+        total=config.max_steps,
+        disable=not main,
+    )
     done, stop = start, False
     for step in progress:
         lr = trainer.schedule.get_last_lr()[0]  # the rate this step uses
@@ -166,8 +198,9 @@ def train_loop(
         done, val_loss = step + 1, None
         if val_data is not None and (done % config.eval_every == 0 or done == config.max_steps):
             val_loss = validate(trainer, val_data)
-            stopper.update(done, val_loss, lora.adapter_state(trainer.unet))
-            tracking.log_metrics({"val_loss": val_loss, "val_loss_best": stopper.best_loss}, step=done, wait=False)
+            stopper.update(done, val_loss, lora.adapter_state(trainer.parts))
+            if main:
+                tracking.log_metrics({"val_loss": val_loss, "val_loss_best": stopper.best_loss}, step=done, wait=False)
             stop = stopper.should_stop
         if done % config.log_every == 0 or done == config.max_steps or stop:
             metrics = meter.flush()
@@ -175,7 +208,7 @@ def train_loop(
         if stop:
             log.info("early stopping at step %d: best validation loss %.5f at step %s", done, *_best(stopper))
             break
-        if done % config.checkpoint_every == 0 and done < config.max_steps:
+        if main and done % config.checkpoint_every == 0 and done < config.max_steps:
             checkpoint(trainer, store, root, done, run_id, stopper, val_loss)
     return Progress(done, meter.flush(), stop)
 
@@ -195,20 +228,22 @@ def checkpoint(
 ) -> None:
     """Save everything a resumed run needs; log the checkpoint's adapter (diffusers layout) to MLflow."""
     config = trainer.config
-    epoch, batch = sampler_position(trainer.sizes, config.batch_size, step * config.gradient_accumulation)
+    micro_batches = step * config.gradient_accumulation * trainer.processes
+    epoch, batch = sampler_position(trainer.sizes, config.batch_size, micro_batches)
     state = {
         **trainer.state_dict(),
         "step": step,
         "run_id": run_id,
         "config": config.model_dump(mode="json"),
         "sampler": {"epoch": epoch, "batch": batch},
+        "processes": trainer.processes,
         "early_stopping": stopper.state_dict(),
     }
     save_checkpoint(
-        store, root, Checkpoint(step, lora.adapter_state(trainer.unet), state, val_loss), config.keep_checkpoints
+        store, root, Checkpoint(step, lora.adapter_state(trainer.parts), state, val_loss), config.keep_checkpoints
     )
     with tempfile.TemporaryDirectory() as tmp:
-        lora.save_adapter(trainer.unet, tmp)
+        lora.save_adapter(trainer.parts, tmp)
         tracking.log_artifact(tmp, f"checkpoints/step-{step:08d}")
 
 
@@ -218,7 +253,16 @@ def restore(trainer: Trainer, resume: Checkpoint) -> EarlyStopping:
     saved = resume.state.get("config")
     if saved is not None and {**saved, "experiment": config.experiment} != config.model_dump(mode="json"):
         raise ValueError(f"the checkpoint at step {resume.step} was written by another config; not resuming it")
-    lora.load_adapter_state(trainer.unet, resume.adapter)
+    lora.load_adapter_state(trainer.parts, resume.adapter)
+    before = resume.state.get("processes", 1)
+    if before != trainer.processes:
+        log.warning(
+            "resuming a run of %d processes with %d: the steps after %d draw other batches than an uninterrupted "
+            "run would",
+            before,
+            trainer.processes,
+            resume.step,
+        )
     trainer.load_state_dict(resume.state)
     if "early_stopping" in resume.state:
         return EarlyStopping.from_state(resume.state["early_stopping"])
@@ -238,13 +282,13 @@ def publish(
     config = trainer.config
     adapter_step = progress.steps
     if stopper.best_adapter is not None:
-        lora.load_adapter_state(trainer.unet, stopper.best_adapter)
+        lora.load_adapter_state(trainer.parts, stopper.best_adapter)
         adapter_step = stopper.best_step
     best_val = None if stopper.best_step is None else stopper.best_loss
     extra = {"run_id": run_id, "val_loss": "" if best_val is None else repr(best_val)}
     metadata = lora.provenance(config, adapter_step, dataset_fingerprint, extra)
     with tempfile.TemporaryDirectory() as tmp:
-        lora.save_adapter(trainer.unet, tmp, metadata)
+        lora.save_adapter(trainer.parts, tmp, metadata)
         kohya = _save_kohya(trainer, Path(tmp) / kohya_file_name(config), metadata)
         store.upload_dir(tmp, adapter_uri)
         tracking.log_artifact(tmp, "adapter")
@@ -264,7 +308,9 @@ def publish(
 
 def _save_kohya(trainer: Trainer, path: Path, metadata: dict[str, str]) -> str | None:
     try:
-        save_kohya(trainer.unet, path, trainer.noise_scheduler.config.prediction_type, metadata)
+        encoders = {name: part for name, part in trainer.parts.items() if name != "unet"}
+        prediction = trainer.noise_scheduler.config.prediction_type
+        save_kohya(trainer.unet, path, prediction, metadata, text_encoders=encoders or None)
     except UnsupportedAdapterError as err:
         log.warning("no kohya-layout file: %s", err)
         return None

@@ -1,0 +1,56 @@
+"""`accelerate launch` with two processes (DDP over gloo on the CPU): they train like one process that takes
+both their micro-batches as gradient accumulation, and only the first one checkpoints, tracks and publishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+import yaml
+from safetensors.torch import load
+
+from artlora import checkpoints, storage, tracking
+from artlora.config import with_inputs
+from artlora.stages import train
+
+pytestmark = pytest.mark.usefixtures("mlflow_db")
+
+
+def test_two_processes_train_like_one_with_twice_the_accumulation(small_config, latent_cache, store, tmp_path):
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(small_config.model_dump(mode="json")))
+    settings = {"cache_uri": latent_cache, "max_steps": 4, "checkpoint_every": 2, "learning_rate": 1e-2}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["-m", "artlora.cli", "train", "--config", str(config_path)]
+    for key, value in settings.items():
+        launch += ["--set", f"train.{key}={value}"]
+    done = subprocess.run(launch, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # one result printed, by the first process
+
+    config = with_inputs(small_config.train, **settings)
+    first = checkpoints.latest_checkpoint(store, train.run_uri(config))
+    assert first.step == 2 and first.state["processes"] == 2
+    tracking.configure()
+    losses = mlflow.tracking.MlflowClient().get_metric_history(result["run_id"], "loss")
+    assert [m.step for m in losses] == [1, 2, 3, 4], "one process logs each step once"
+
+    # One process taking both processes' micro-batches in turn, as accumulation, takes the same steps.
+    single = train.run(
+        with_inputs(config, gradient_accumulation=2, storage_root=storage.join(small_config.storage_root, "single"))
+    )
+    name = "pytorch_lora_weights.safetensors"
+    both = load(store.get_bytes(storage.join(result["adapter_uri"], name)))
+    one = load(store.get_bytes(storage.join(single.adapter_uri, name)))
+    assert both.keys() == one.keys()
+    changed = False
+    for key, value in one.items():
+        torch.testing.assert_close(both[key], value, atol=1e-6, rtol=1e-5)
+        changed |= "lora_B" in key and bool(value.abs().sum() > 0)
+    assert changed, "the adapters were trained"
