@@ -38,7 +38,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from artlora import lora
+from artlora import lora, tiny_models
 from artlora.config import TrainConfig
 from artlora.trainer import PRECISIONS, Trainer, device
 
@@ -138,9 +138,7 @@ class Models:
         )
 
     def tiny(self):
-        from artlora import models  # the tiny model's builder lives beside the object-store code
-
-        return models.build_tiny_sdxl(seed=0) if self.sdxl else models.build_tiny_sd(seed=0)
+        return tiny_models.build_tiny_sdxl(seed=0) if self.sdxl else tiny_models.build_tiny_sd(seed=0)
 
     def frozen_parts(self) -> tuple[AutoencoderKL, CLIPTextModel, CLIPTextModelWithProjection | None]:
         torch.manual_seed(0)

@@ -46,9 +46,9 @@ def work_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny Stable Diffusion saved once, in the diffusers layout, for every test that loads a base model."""
-    from artlora import models
+    from artlora import tiny_models
 
-    return models.save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
+    return tiny_models.save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 from safetensors.torch import load
 
-from artlora import cache_keys, latent_cache, models, sample_data, shards, storage
+from artlora import cache_keys, latent_cache, models, sample_data, shards, storage, tiny_models
 from artlora.config import AugmentConfig, ConfigError, IngestConfig
 from artlora.latent_cache import CorruptShardError
 from artlora.stages import augment, ingest
@@ -28,7 +28,7 @@ LATENT_SIDE = SIDE // 4  # the tiny VAE downsamples by 4
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return models.save_tiny_sd(tmp_path_factory.mktemp("augment-model") / "tiny-sd")
+    return tiny_models.save_tiny_sd(tmp_path_factory.mktemp("augment-model") / "tiny-sd")
 
 
 @pytest.fixture
@@ -285,7 +285,7 @@ def test_changing_any_augmentation_setting_reencodes_everything(store, bucket, r
 
 def test_another_vae_reencodes_every_view_and_keeps_the_text(store, bucket, raw, model_dir, encoded, tmp_path):
     pipe = models.load_pipeline(str(model_dir))
-    pipe.register_modules(vae=models.build_tiny_sd(seed=1).vae)
+    pipe.register_modules(vae=tiny_models.build_tiny_sd(seed=1).vae)
     other_vae = tmp_path / "other-vae"
     pipe.save_pretrained(other_vae, safe_serialization=True)
     dataset = ingest_raw(bucket, raw)

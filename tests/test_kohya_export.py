@@ -10,7 +10,7 @@ from diffusers import UNet2DConditionModel
 from peft import LoraConfig
 from safetensors.torch import load_file as load
 
-from artlora import export_kohya, lora, models
+from artlora import export_kohya, lora, tiny_models
 from artlora.config import TrainConfig
 
 ALL_GROUPS = ("attention", "feed_forward", "convolutions")
@@ -62,7 +62,7 @@ def assert_round_trip(tmp_path, build, targets=ALL_GROUPS, text_encoders: tuple[
 
 
 def test_sdxl_unet_adapter_loads_in_diffusers_with_the_same_image(tmp_path):
-    path = assert_round_trip(tmp_path, models.build_tiny_sdxl)
+    path = assert_round_trip(tmp_path, tiny_models.build_tiny_sdxl)
     keys = set(load(path))
     for name in (
         "lora_unet_input_blocks_3_1_transformer_blocks_1_attn2_to_out_0",  # 2nd transformer layer of down block 1
@@ -79,7 +79,7 @@ def test_sdxl_unet_adapter_loads_in_diffusers_with_the_same_image(tmp_path):
 
 def test_sdxl_projections_and_embeddings_round_trip(tmp_path):
     targets = ("proj_in", "proj_out", "time_emb_proj", "conv_in", "conv_out", "time_embedding.linear_1", "linear_2")
-    path = assert_round_trip(tmp_path, models.build_tiny_sdxl, targets)
+    path = assert_round_trip(tmp_path, tiny_models.build_tiny_sdxl, targets)
     keys = set(load(path))
     assert "lora_unet_input_blocks_0_0.alpha" in keys and "lora_unet_out_2.alpha" in keys
     assert "lora_unet_output_blocks_3_0_emb_layers_1.alpha" in keys and "lora_unet_time_embed_0.alpha" in keys
@@ -87,14 +87,14 @@ def test_sdxl_projections_and_embeddings_round_trip(tmp_path):
 
 
 def test_sd_text_encoder_adapter_loads_in_diffusers_with_the_same_image(tmp_path):
-    path = assert_round_trip(tmp_path, models.build_tiny_sd, ("attention",), ("text_encoder",))
+    path = assert_round_trip(tmp_path, tiny_models.build_tiny_sd, ("attention",), ("text_encoder",))
     keys = set(load(path))
     assert "lora_te_text_model_encoder_layers_1_self_attn_out_proj.lora_up.weight" in keys
     assert {key.split("_")[1] for key in keys} == {"unet", "te"}
 
 
 def test_sdxl_text_encoders_load_in_diffusers_with_the_same_image(tmp_path):
-    path = assert_round_trip(tmp_path, models.build_tiny_sdxl, ("attention",), ("text_encoder", "text_encoder_2"))
+    path = assert_round_trip(tmp_path, tiny_models.build_tiny_sdxl, ("attention",), ("text_encoder", "text_encoder_2"))
     keys = set(load(path))
     assert "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight" in keys
     assert "lora_te2_text_model_encoder_layers_1_self_attn_v_proj.alpha" in keys
@@ -102,7 +102,7 @@ def test_sdxl_text_encoders_load_in_diffusers_with_the_same_image(tmp_path):
 
 
 def test_every_module_has_its_alpha_and_the_metadata_names_sdxl(tmp_path):
-    pipe = models.build_tiny_sdxl()
+    pipe = tiny_models.build_tiny_sdxl()
     encoders = adapt(pipe, text_encoders=("text_encoder", "text_encoder_2"))
     path = export_kohya.save_kohya(pipe.unet, tmp_path / "style.safetensors", "epsilon", text_encoders=encoders)
     tensors = load(path)
@@ -115,7 +115,7 @@ def test_every_module_has_its_alpha_and_the_metadata_names_sdxl(tmp_path):
 
 
 def test_rslora_alpha_keeps_peft_scaling():
-    pipe = models.build_tiny_sd()
+    pipe = tiny_models.build_tiny_sd()
     pipe.text_encoder.add_adapter(LoraConfig(r=4, lora_alpha=2.0, target_modules=["q_proj"], use_rslora=True))
     alphas = export_kohya.module_alphas(pipe.text_encoder)
     assert alphas and all(alpha / 4 == pytest.approx(2.0 / 4**0.5) for alpha in alphas.values())
@@ -124,7 +124,7 @@ def test_rslora_alpha_keeps_peft_scaling():
 def test_upsampler_without_attention_is_refused_clearly(tmp_path):
     """An SDXL-type UNet whose upsampling block has no transformer: kohya names its upsampler
     output_blocks_N_1_conv, which diffusers' reader files as a transformer."""
-    config = {**models.build_tiny_sdxl().unet.config}
+    config = {**tiny_models.build_tiny_sdxl().unet.config}
     config.update(down_block_types=config["down_block_types"][::-1], up_block_types=config["up_block_types"][::-1])
     unet = UNet2DConditionModel.from_config(config)
     lora.add_lora(unet, TrainConfig(storage_root="s3://tests", base_model="tiny", target_modules=ALL_GROUPS))
@@ -135,12 +135,12 @@ def test_upsampler_without_attention_is_refused_clearly(tmp_path):
 
 
 def test_sdxl_dora_and_unknown_text_encoders_are_refused(tmp_path):
-    pipe = models.build_tiny_sdxl()
+    pipe = tiny_models.build_tiny_sdxl()
     config = TrainConfig(storage_root="s3://tests", base_model="tiny", use_dora=True)
     lora.add_lora(pipe.unet, config)
     with pytest.raises(export_kohya.UnsupportedAdapterError, match="DoRA"):
         export_kohya.save_kohya(pipe.unet, tmp_path / "x.safetensors", "epsilon")
-    sd = models.build_tiny_sd()
+    sd = tiny_models.build_tiny_sd()
     adapt(sd, ("attention",))
     for encoders, error in (
         ({"text_encoder_2": sd.text_encoder}, "names only"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 from peft.utils import get_peft_model_state_dict
 
-from artlora import export_kohya, lora, models
+from artlora import export_kohya, lora, tiny_models
 from artlora.config import TrainConfig
 
 ALL_GROUPS = ("attention", "feed_forward", "convolutions")
@@ -28,7 +28,7 @@ def adapted_pipe(**changes):
     """The tiny pipeline with an adapter whose update is not zero (B drawn at random), alpha != rank, and
     training-time dropout (which must not follow the adapter into inference)."""
     config = TrainConfig(storage_root="s3://tests", base_model="tiny", rank=4, alpha=2.0, dropout=0.5, **changes)
-    pipe = models.build_tiny_sd()
+    pipe = tiny_models.build_tiny_sd()
     torch.manual_seed(0)
     lora.add_lora(pipe.unet, config)
     with torch.no_grad():
@@ -48,10 +48,10 @@ def test_both_layouts_load_in_diffusers_and_give_the_trained_images(tmp_path):
     lora.save_adapter({"unet": pipe.unet}, tmp_path, metadata)
     kohya = export_kohya.save_kohya(pipe.unet, tmp_path / "artlora-run.safetensors", "epsilon", metadata)
 
-    base = image(models.build_tiny_sd())
-    from_folder = models.build_tiny_sd()
+    base = image(tiny_models.build_tiny_sd())
+    from_folder = tiny_models.build_tiny_sd()
     from_folder.load_lora_weights(str(tmp_path))  # two files there: diffusers picks its own layout's
-    from_kohya = models.build_tiny_sd()
+    from_kohya = tiny_models.build_tiny_sd()
     from_kohya.load_lora_weights(str(tmp_path), weight_name=kohya.name)
     assert np.abs(trained - base).max() > 1e-2, "the adapter changes the images"
     np.testing.assert_allclose(image(from_folder), trained, atol=1e-5)
@@ -92,7 +92,7 @@ def test_dora_ships_in_the_diffusers_layout_only(tmp_path):
     pipe.unet.eval()
     trained = image(pipe)
     lora.save_adapter({"unet": pipe.unet}, tmp_path)
-    loaded = models.build_tiny_sd()
+    loaded = tiny_models.build_tiny_sd()
     loaded.load_lora_weights(str(tmp_path))
     np.testing.assert_allclose(image(loaded), trained, atol=1e-5)
     with pytest.raises(export_kohya.UnsupportedAdapterError, match="DoRA"):

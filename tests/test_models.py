@@ -16,7 +16,7 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2D
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from artlora import export_kohya, models, storage
+from artlora import export_kohya, models, storage, tiny_models
 
 PARTS = ("unet", "vae", "text_encoder")
 
@@ -31,12 +31,12 @@ def generate(pipe, steps: int = 2) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
-    return models.save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
+    return tiny_models.save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
 
 
 @pytest.fixture(scope="module")
 def tiny_image() -> np.ndarray:
-    return generate(models.build_tiny_sd())
+    return generate(tiny_models.build_tiny_sd())
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def fetched(monkeypatch) -> list[str]:
 
 
 def test_same_seed_gives_identical_weights_and_other_seeds_differ():
-    first, second, other = models.build_tiny_sd(0), models.build_tiny_sd(0), models.build_tiny_sd(1)
+    first, second, other = tiny_models.build_tiny_sd(0), tiny_models.build_tiny_sd(0), tiny_models.build_tiny_sd(1)
     for part in PARTS:
         a, b, c = (getattr(pipe, part).state_dict() for pipe in (first, second, other))
         assert a.keys() == b.keys() == c.keys()
@@ -63,7 +63,7 @@ def test_same_seed_gives_identical_weights_and_other_seeds_differ():
 
 
 def test_tiny_model_shapes_and_scheduler():
-    pipe = models.build_tiny_sd(prediction_type="v_prediction")
+    pipe = tiny_models.build_tiny_sd(prediction_type="v_prediction")
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
     latents = pipe.vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
     assert latents.shape == (1, 4, 16, 16)
@@ -91,7 +91,7 @@ def test_tiny_model_shapes_and_scheduler():
     ],
 )
 def test_tokenizer_encodes_any_text_to_77_ids(text):
-    tokenizer = models.build_tiny_sd().tokenizer
+    tokenizer = tiny_models.build_tiny_sd().tokenizer
     ids = tokenizer(text, padding="max_length", truncation=True, max_length=77, return_tensors="pt").input_ids
     assert ids.shape == (1, 77)
     assert ids[0, 0] == tokenizer.bos_token_id
@@ -103,10 +103,10 @@ def test_tokenizer_encodes_any_text_to_77_ids(text):
 
 
 def test_generation_is_deterministic(tiny_image):
-    again = generate(models.build_tiny_sd())
+    again = generate(tiny_models.build_tiny_sd())
     assert tiny_image.shape == (1, 64, 64, 3)
     assert np.array_equal(tiny_image, again)
-    assert not np.array_equal(tiny_image, generate(models.build_tiny_sd(seed=1)))
+    assert not np.array_equal(tiny_image, generate(tiny_models.build_tiny_sd(seed=1)))
 
 
 def test_saved_folder_loads_to_the_same_pipeline(tiny_folder, tiny_image):
@@ -114,7 +114,7 @@ def test_saved_folder_loads_to_the_same_pipeline(tiny_folder, tiny_image):
     assert list(tiny_folder.glob("unet/*.safetensors"))
     loaded = models.load_pipeline(str(tiny_folder))
     assert np.array_equal(generate(loaded), tiny_image)
-    built = models.build_tiny_sd()
+    built = tiny_models.build_tiny_sd()
     fingerprint = models.module_fingerprint
     for part in PARTS:
         assert fingerprint(getattr(loaded, part)) == fingerprint(getattr(built, part)), part
@@ -139,13 +139,13 @@ def test_changed_model_at_same_prefix_is_downloaded_again(store, bucket, tmp_pat
     uri = f"{bucket}/models/tiny"
     store.upload_dir(tiny_folder, uri)
     first = models.local_model_path(uri)
-    store.upload_dir(models.save_tiny_sd(tmp_path / "seed1", seed=1), uri)
+    store.upload_dir(tiny_models.save_tiny_sd(tmp_path / "seed1", seed=1), uri)
     fetched.clear()
     second = models.local_model_path(uri)
     assert second != first
     assert fetched
     fingerprint = models.module_fingerprint
-    assert fingerprint(models.load_pipeline(uri).unet) == fingerprint(models.build_tiny_sd(seed=1).unet)
+    assert fingerprint(models.load_pipeline(uri).unet) == fingerprint(tiny_models.build_tiny_sd(seed=1).unet)
 
 
 def test_unfinished_download_is_not_reused(store, bucket, tiny_folder, fetched):
@@ -198,20 +198,21 @@ def test_loader_failure_names_the_reference(tmp_path, tiny_folder):
 
 
 def test_fingerprint_is_stable_and_tracks_every_weight():
-    vae = models.build_tiny_sd().vae
+    vae = tiny_models.build_tiny_sd().vae
     digest = models.module_fingerprint(vae)
     assert len(digest) == 64
-    assert models.module_fingerprint(models.build_tiny_sd().vae) == digest
+    assert models.module_fingerprint(tiny_models.build_tiny_sd().vae) == digest
     with torch.no_grad():
         vae.decoder.conv_out.bias[0] += 1e-3
     assert models.module_fingerprint(vae) != digest
-    assert models.module_fingerprint(models.build_tiny_sd().vae.to(torch.float16)) != digest
+    assert models.module_fingerprint(tiny_models.build_tiny_sd().vae.to(torch.float16)) != digest
 
 
 def test_fingerprint_is_identical_in_another_process():
-    script = "from artlora.models import *\nprint(module_fingerprint(build_tiny_sd().text_encoder))"
+    script = "from artlora import models, tiny_models\n"
+    script += "print(models.module_fingerprint(tiny_models.build_tiny_sd().text_encoder))"
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert other.stdout.strip() == models.module_fingerprint(models.build_tiny_sd().text_encoder)
+    assert other.stdout.strip() == models.module_fingerprint(tiny_models.build_tiny_sd().text_encoder)
 
 
 # -- single-file checkpoints ------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ def sdxl_with_wider_second_encoder():
     """The tiny SDXL with a 48-wide second encoder. diffusers tells SDXL's two encoders apart in a single file by
     their widths (768 and 1280 in SDXL); the tiny SDXL's are both 32 wide, so it would load the first encoder's
     weights into the second."""
-    pipe = models.build_tiny_sdxl()
+    pipe = tiny_models.build_tiny_sdxl()
     config = pipe.text_encoder_2.config.to_dict()
     config.update(hidden_size=48)
     torch.manual_seed(1)
@@ -333,7 +334,7 @@ def generate_small(pipe) -> np.ndarray:
     return pipe("a woodcut", height=32, width=32, num_inference_steps=2, generator=generator, output_type="np").images
 
 
-@pytest.mark.parametrize("build", [models.build_tiny_sd, sdxl_with_wider_second_encoder], ids=["sd", "sdxl"])
+@pytest.mark.parametrize("build", [tiny_models.build_tiny_sd, sdxl_with_wider_second_encoder], ids=["sd", "sdxl"])
 def test_single_file_checkpoint_loads_with_the_configs_beside_it(tmp_path, build):
     pipe = build()
     path = write_single_file(pipe, tmp_path / "model", with_configs=True)
@@ -354,7 +355,7 @@ def test_single_file_kind_comes_from_the_tensor_names(tmp_path):
 
 
 def test_single_file_without_configs_says_what_to_do(tmp_path):
-    path = write_single_file(models.build_tiny_sd(), tmp_path / "alone", with_configs=False)
+    path = write_single_file(tiny_models.build_tiny_sd(), tmp_path / "alone", with_configs=False)
     with pytest.raises(models.ModelLoadError, match="model_index.json") as info:
         models.load_pipeline(str(path))
     assert "StableDiffusionPipeline" in str(info.value) and str(path) in str(info.value)
@@ -365,7 +366,7 @@ def test_single_file_without_configs_says_what_to_do(tmp_path):
 
 
 def test_single_file_beside_another_models_configs_is_refused(tmp_path):
-    folder = models.save_tiny_sd(tmp_path / "sd")
+    folder = tiny_models.save_tiny_sd(tmp_path / "sd")
     write_single_file(sdxl_with_wider_second_encoder(), tmp_path / "xl", with_configs=False)
     path = shutil.copy(tmp_path / "xl" / "model.safetensors", folder / "xl.safetensors")
     with pytest.raises(models.ModelLoadError, match="StableDiffusionXLPipeline checkpoint, but the diffusers folder"):
@@ -374,6 +375,6 @@ def test_single_file_beside_another_models_configs_is_refused(tmp_path):
 
 def test_single_file_that_diffusers_reads_only_in_part_is_refused(tmp_path):
     """The tiny SDXL's two 32-wide text encoders: diffusers fills the second with nothing and says nothing."""
-    path = write_single_file(models.build_tiny_sdxl(), tmp_path / "model", with_configs=True)
+    path = write_single_file(tiny_models.build_tiny_sdxl(), tmp_path / "model", with_configs=True)
     with pytest.raises(models.ModelLoadError, match="no weights for part of text_encoder_2"):
         models.load_pipeline(str(path))

@@ -12,7 +12,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from small_configs import small_config_for
 
-from artlora import cache_keys, models
+from artlora import cache_keys, models, tiny_models
 from artlora.config import TrainConfig, with_inputs
 from artlora.latent_cache import LatentGroup, LatentSet, load_split, read_shard
 from artlora.stages import augment, evaluate, ingest, train
@@ -35,7 +35,7 @@ def generate(pipe) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sdxl_dir(tmp_path_factory) -> Path:
-    return models.save_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model", seed=0)
+    return tiny_models.save_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model", seed=0)
 
 
 @pytest.fixture
@@ -51,15 +51,15 @@ def sdxl_cache(sdxl_config) -> str:
 
 
 def test_tiny_sdxl_is_deterministic_and_saves_and_loads(sdxl_dir):
-    built = models.build_tiny_sdxl(seed=0)
+    built = tiny_models.build_tiny_sdxl(seed=0)
     assert isinstance(built, StableDiffusionXLPipeline) and models.is_sdxl(built)
-    assert not models.is_sdxl(models.build_tiny_sd())
+    assert not models.is_sdxl(tiny_models.build_tiny_sd())
     unet = built.unet.config
     assert unet.cross_attention_dim == built.text_encoder.config.hidden_size + built.text_encoder_2.config.hidden_size
     assert unet.projection_class_embeddings_input_dim == (
         6 * unet.addition_time_embed_dim + built.text_encoder_2.config.projection_dim
     )
-    again, other = models.build_tiny_sdxl(seed=0), models.build_tiny_sdxl(seed=1)
+    again, other = tiny_models.build_tiny_sdxl(seed=0), tiny_models.build_tiny_sdxl(seed=1)
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         assert models.module_fingerprint(getattr(built, part)) == models.module_fingerprint(getattr(again, part))
     assert models.module_fingerprint(built.unet) != models.module_fingerprint(other.unet)
@@ -72,7 +72,7 @@ def test_tiny_sdxl_is_deterministic_and_saves_and_loads(sdxl_dir):
 
 
 def test_sdxl_text_identity_covers_both_encoders():
-    base, other = models.build_tiny_sdxl(seed=0), models.build_tiny_sdxl(seed=1)
+    base, other = tiny_models.build_tiny_sdxl(seed=0), tiny_models.build_tiny_sdxl(seed=1)
     identity = cache_keys.pipeline_text_identity(base)
     assert identity != cache_keys.text_identity(base.text_encoder, base.tokenizer)
     base.text_encoder_2 = other.text_encoder_2  # only the second encoder differs
@@ -146,7 +146,7 @@ def sdxl_latent_set() -> LatentSet:
 
 def test_sdxl_caption_dropout_drops_the_pooled_embeds_with_the_caption():
     config = TrainConfig(storage_root="s3://tests", base_model="tiny-sdxl", batch_size=4, caption_dropout=0.5)
-    trainer = Trainer(config, sdxl_latent_set(), models.build_tiny_sdxl())
+    trainer = Trainer(config, sdxl_latent_set(), tiny_models.build_tiny_sdxl())
     seen = []
     for index in range(6):
         batch = trainer.micro_batch(index)
@@ -164,7 +164,7 @@ def test_sdxl_caption_dropout_drops_the_pooled_embeds_with_the_caption():
 def test_a_cache_of_the_other_architecture_is_refused_clearly():
     config = TrainConfig(storage_root="s3://tests", base_model="tiny", batch_size=4)
     with pytest.raises(ValueError, match="made for SDXL but the base model is Stable Diffusion"):
-        Trainer(config, sdxl_latent_set(), models.build_tiny_sd())
+        Trainer(config, sdxl_latent_set(), tiny_models.build_tiny_sd())
     sd1 = LatentSet((LatentGroup(torch.zeros(4, 4, 8, 8), torch.zeros(4, 77, 64)),), torch.zeros(77, 64), "fp")
     with pytest.raises(ValueError, match="base model is SDXL"):
-        Trainer(config, sd1, models.build_tiny_sdxl())
+        Trainer(config, sd1, tiny_models.build_tiny_sdxl())

@@ -16,7 +16,7 @@ import yaml
 from diffusers import DDPMScheduler
 from safetensors.torch import load
 
-from artlora import checkpoints, models, storage, tracking
+from artlora import checkpoints, storage, tiny_models, tracking
 from artlora.config import TrainConfig, with_inputs
 from artlora.losses import PerceptualLoss, diffusion_target, predicted_x0
 from artlora.stages import train
@@ -43,7 +43,7 @@ def test_the_trainer_draws_the_same_batches_as_batch_for_step():
 
     groups = tuple(LatentGroup(torch.zeros(n, 4, 8, 8), torch.zeros(n, 77, 32)) for n in (12, 5, 3))
     config = TrainConfig(storage_root="s3://tests", base_model="tiny", batch_size=4, seed=3)
-    trainer = train.Trainer(config, LatentSet(groups, torch.zeros(77, 32), "fp"), models.build_tiny_sd())
+    trainer = train.Trainer(config, LatentSet(groups, torch.zeros(77, 32), "fp"), tiny_models.build_tiny_sd())
     for step in [*range(14), 3, 0]:  # across epochs, and back
         group, index = trainer.batch(step)
         expected = train.batch_for_step([12, 5, 3], 4, 3, step)
@@ -63,7 +63,7 @@ def test_predicted_x0_inverts_the_noising(prediction_type):
 
 
 def test_perceptual_term_is_zero_for_identical_images_and_positive_otherwise():
-    vae = models.build_tiny_sd().vae
+    vae = tiny_models.build_tiny_sd().vae
     loss = PerceptualLoss(vae, net="squeeze", backbone="random")
     latents = torch.randn(2, 4, 8, 8)
     assert loss(latents, latents).item() == pytest.approx(0.0, abs=1e-6)

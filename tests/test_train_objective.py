@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from artlora import models
+from artlora import tiny_models
 from artlora.config import TrainConfig
 from artlora.latent_cache import LatentGroup, LatentSet
 from artlora.losses import (
@@ -38,7 +38,7 @@ def latent_set(text_dim: int = 32) -> LatentSet:
 
 
 def trainer(prediction_type: str = "epsilon", **changes) -> Trainer:
-    return Trainer(config(**changes), latent_set(), models.build_tiny_sd(prediction_type=prediction_type))
+    return Trainer(config(**changes), latent_set(), tiny_models.build_tiny_sd(prediction_type=prediction_type))
 
 
 # -- the target and its weights ---------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_perceptual_subset_takes_low_timesteps_up_to_the_limit():
 
 
 def test_perceptual_scale_decodes_smaller_images():
-    vae = models.build_tiny_sd().vae
+    vae = tiny_models.build_tiny_sd().vae
     latents = torch.randn(1, 4, 16, 16)
     full = PerceptualLoss(vae, net="squeeze", backbone="random")
     half = PerceptualLoss(vae, net="squeeze", backbone="random", scale=0.5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load
 
-from artlora import lora, models, storage
+from artlora import lora, storage, tiny_models
 from artlora.config import TrainConfig, with_inputs
 from artlora.latent_cache import LatentGroup, LatentSet
 from artlora.stages import evaluate, train
@@ -38,7 +38,7 @@ def text_config(**changes) -> TrainConfig:
 
 def test_text_encoder_lora_trains_through_the_caption_states():
     config = text_config(learning_rate=1e-2, text_encoder_learning_rate=5e-3)
-    trainer = Trainer(config, captioned_set(32), models.build_tiny_sd())
+    trainer = Trainer(config, captioned_set(32), tiny_models.build_tiny_sd())
     encoder = trainer.text_encoders.encoders[0]
     frozen = {n: p.detach().clone() for n, p in encoder.named_parameters() if not p.requires_grad}
     assert [group["lr"] for group in trainer.optimizer.param_groups] == [1e-2, 5e-3]
@@ -55,7 +55,7 @@ def test_text_encoder_lora_trains_through_the_caption_states():
 
 
 def test_caption_dropout_swaps_in_the_empty_captions_token_ids():
-    trainer = Trainer(text_config(caption_dropout=0.5), captioned_set(32), models.build_tiny_sd())
+    trainer = Trainer(text_config(caption_dropout=0.5), captioned_set(32), tiny_models.build_tiny_sd())
     empty, seen = trainer.empty_ids[0][0], []
     for index in range(6):
         batch = trainer.micro_batch(index)
@@ -70,12 +70,12 @@ def test_caption_dropout_swaps_in_the_empty_captions_token_ids():
 def test_a_cache_without_captions_is_refused_for_text_encoder_training():
     group = LatentGroup(torch.zeros(4, 4, 8, 8), torch.zeros(4, 77, 32))
     with pytest.raises(ValueError, match="run augment again"):
-        Trainer(text_config(), LatentSet((group,), torch.zeros(77, 32), "fp"), models.build_tiny_sd())
+        Trainer(text_config(), LatentSet((group,), torch.zeros(77, 32), "fp"), tiny_models.build_tiny_sd())
 
 
 def test_sdxl_text_encoder_adapters_save_and_load_in_diffusers(tmp_path):
     config = text_config(base_model="tiny-sdxl", learning_rate=1e-2)
-    trainer = Trainer(config, captioned_set(64, pooled_dim=32), models.build_tiny_sdxl())
+    trainer = Trainer(config, captioned_set(64, pooled_dim=32), tiny_models.build_tiny_sdxl())
     loss, _ = trainer.loss(0, with_perceptual=False)
     loss.backward()
     # Every adapter weight gets a gradient (DDP requires it): none on the first encoder's unread last layer.
@@ -88,7 +88,7 @@ def test_sdxl_text_encoder_adapters_save_and_load_in_diffusers(tmp_path):
         trained = trainer.encode_captions(list(CAPTIONS))
     lora.save_adapter(trainer.parts, tmp_path)
 
-    pipe = models.build_tiny_sdxl()
+    pipe = tiny_models.build_tiny_sdxl()
     base = TextEncoders.of(pipe).encode_captions(list(CAPTIONS))
     pipe.load_lora_weights(str(tmp_path))
     loaded = TextEncoders.of(pipe)

@@ -142,14 +142,14 @@ def sample_data(args: argparse.Namespace) -> int:
 
 
 def tiny_model(args: argparse.Namespace) -> int:
-    from artlora import models
+    from artlora import tiny_models
 
     if storage.is_s3(args.out):
         with tempfile.TemporaryDirectory() as tmp:
-            models.save_tiny_sd(tmp, seed=args.seed)
+            tiny_models.save_tiny_sd(tmp, seed=args.seed)
             storage.get_storage().upload_dir(tmp, args.out)
     else:
-        models.save_tiny_sd(args.out, seed=args.seed)
+        tiny_models.save_tiny_sd(args.out, seed=args.seed)
     print(f"wrote the tiny Stable Diffusion (seed {args.seed}) to {args.out}")
     return 0
 
@@ -212,7 +212,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Sample data and the tiny model into the object store, then the whole pipeline, locally."""
-    from artlora import models, sample_data, services
+    from artlora import sample_data, services, tiny_models
 
     config = load_config(args.config, args.overrides)
     with services.ensure_s3(), tempfile.TemporaryDirectory() as tmp:
@@ -221,7 +221,7 @@ def run_demo(args: argparse.Namespace) -> int:
         sample_data.generate(Path(tmp) / "raw", count=args.count, seed=config.seed)
         store.upload_dir(Path(tmp) / "raw", config.ingest.source)
         print(f"writing the tiny Stable Diffusion to {config.base_model}")
-        models.save_tiny_sd(Path(tmp) / "model", seed=config.seed)
+        tiny_models.save_tiny_sd(Path(tmp) / "model", seed=config.seed)
         store.upload_dir(Path(tmp) / "model", config.base_model)
         print("running the pipeline: ingest -> augment -> train -> evaluate -> register")
         outputs = _run_local(config)

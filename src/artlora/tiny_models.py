@@ -1,0 +1,188 @@
+"""Tiny Stable Diffusion pipelines built in code, with random weights: tests, the demo and CPU benchmarks run on
+them with no downloads.
+
+`build_tiny_sd` is SD 1.x-architecture (a 2-layer CLIP text encoder over a byte-level tokenizer, a small VAE
+that downsamples by 4, a UNet with (32, 64) channels); `build_tiny_sdxl` is SDXL-architecture (two text encoders,
+pooled embeddings, size/crop time ids). Both make 64 px images by default and are deterministic per seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from tokenizers import pre_tokenizers
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+TINY_IMAGE_SIZE = 64
+
+
+def _tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over single bytes: every text maps to known ids, and no vocab file is downloaded."""
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = byte_chars + [char + "</w>" for char in byte_chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _tiny_text_config(tokenizer: CLIPTokenizer, **extra) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    return CLIPTextModel(_tiny_text_config(tokenizer))
+
+
+# The UNet shape both tiny architectures share. The VAE downsamples by 4, so 16x16 latents are the 64 px images
+# the pipelines make by default.
+_TINY_UNET = {
+    "sample_size": TINY_IMAGE_SIZE // 4,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": (2, 4),
+    "norm_num_groups": 32,
+}
+
+
+# Stable Diffusion's training noise schedule (SD 1.x, 2.x and SDXL alike).
+_SD_NOISE_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
+
+
+def _tiny_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(**_TINY_UNET, cross_attention_dim=32)
+
+
+def _tiny_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=TINY_IMAGE_SIZE,
+    )
+
+
+def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon") -> StableDiffusionPipeline:
+    """A tiny SD 1.x-architecture pipeline with random weights, identical for equal seeds."""
+    tokenizer = _tiny_tokenizer()
+    # Seeding before each part keeps every part's weights independent of how the others are built.
+    torch.manual_seed(seed)
+    unet = _tiny_unet()
+    torch.manual_seed(seed)
+    vae = _tiny_vae()
+    torch.manual_seed(seed)
+    text_encoder = _tiny_text_encoder(tokenizer)
+    scheduler = DDIMScheduler(
+        **_SD_NOISE_SCHEDULE,
+        prediction_type=prediction_type,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    # eval() as from_pretrained does, so a built pipeline behaves exactly like a loaded one.
+    return StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+# SDXL's own time-id embedding width is 256; the tiny one uses 8 of them per id (6 ids: size, crop, target).
+TINY_SDXL_TIME_DIM = 8
+TINY_SDXL_POOLED_DIM = 32
+
+
+def _tiny_sdxl_unet(cross_attention_dim: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        **_TINY_UNET,
+        transformer_layers_per_block=(1, 2),
+        cross_attention_dim=cross_attention_dim,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TINY_SDXL_TIME_DIM,
+        projection_class_embeddings_input_dim=6 * TINY_SDXL_TIME_DIM + TINY_SDXL_POOLED_DIM,
+    )
+
+
+def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon") -> StableDiffusionXLPipeline:
+    """A tiny SDXL-architecture pipeline with random weights, identical for equal seeds: two byte-level CLIP
+    text encoders (the second with a projection, whose pooled output feeds the UNet's added embedding), a UNet
+    with SDXL's "text_time" added conditioning and the tiny VAE."""
+    tokenizer, tokenizer_2 = _tiny_tokenizer(), _tiny_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_tiny_text_config(tokenizer))
+    torch.manual_seed(seed + 1)  # a different second encoder, as in SDXL
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_text_config(tokenizer_2, projection_dim=TINY_SDXL_POOLED_DIM))
+    torch.manual_seed(seed)
+    cross = text_encoder.config.hidden_size + text_encoder_2.config.hidden_size
+    unet = _tiny_sdxl_unet(cross)
+    torch.manual_seed(seed)
+    vae = _tiny_vae()
+    scheduler = EulerDiscreteScheduler(
+        **_SD_NOISE_SCHEDULE,
+        prediction_type=prediction_type,
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+def save_tiny_sdxl(path: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Build the tiny SDXL pipeline and save it as a diffusers folder (safetensors weights)."""
+    path = Path(path)
+    build_tiny_sdxl(seed, prediction_type).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def save_tiny_sd(path: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Build the tiny pipeline and save it as a diffusers folder (safetensors weights)."""
+    path = Path(path)
+    build_tiny_sd(seed, prediction_type).save_pretrained(path, safe_serialization=True)
+    return path
