@@ -1,7 +1,8 @@
 """GPU-only paths of the train step, checked on the SD 1.5 architecture: a few steps each, finite metrics.
 
 fp16 with loss scaling, DoRA on every layer group, gradient checkpointing, gradient accumulation, min-SNR,
-noise offset and caption dropout: what the CPU tests cannot reach (the CPU always trains in fp32).
+noise offset, caption dropout and text-encoder LoRA: what the CPU tests cannot reach (the CPU always trains in
+fp32). Run under `accelerate launch` too, it checks that the trainer finds its GPU through accelerate.
 
     PYTHONPATH=src:bench python bench/gpu_smoke.py
 """
@@ -30,6 +31,12 @@ CASES = {
         "channels_last": True,
     },
     "bf16_objective_options": {"min_snr_gamma": 5.0, "noise_offset": 0.05, "caption_dropout": 0.2},
+    "bf16_text_encoder_lora_caption_dropout": {"train_text_encoder": True, "caption_dropout": 0.2},
+    "fp16_text_encoder_lora_checkpointing": {
+        "train_text_encoder": True,
+        "mixed_precision": "fp16",
+        "gradient_checkpointing": True,
+    },
 }
 
 
@@ -43,7 +50,9 @@ def main() -> None:
         metrics = [{k: v.item() for k, v in step().items()} for _ in range(3)]
         torch.cuda.synchronize()
         finite = all(math.isfinite(v) for m in metrics for v in m.values())
-        row = {"case": name, "finite": finite, "last": metrics[-1], "seconds": time.perf_counter() - began}
+        seconds = time.perf_counter() - began
+        row = {"case": name, "finite": finite, "last": metrics[-1], "seconds": seconds}
+        row.update(device=str(step.trainer.device), processes=step.trainer.processes)
         print(json.dumps(row), flush=True)
 
 

@@ -7,6 +7,8 @@ one process:
   decoding and augmentation are left out (pixels are ready on the device), which flatters the reference.
 - `artlora`: `artlora.trainer.Trainer.step` itself (cached latents and caption states on the device, fused AdamW
   on CUDA, LoRA weights in fp32), with the default config, then with channels-last and with torch.compile.
+- `artlora+text_encoder`: the artlora step with LoRA on the text encoder(s) too (`--text-encoder`), which runs
+  them forward and backward every step, as the reference runs them forward.
 - `perceptual*`: the artlora step with the LPIPS term (VGG, random backbone weights: same cost), at full cost
   and with the cost controls (decode at half resolution, a sub-batch of 2).
 
@@ -95,6 +97,7 @@ class Group:
     text: torch.Tensor
     pooled: torch.Tensor | None = None  # SDXL
     time_ids: torch.Tensor | None = None  # SDXL
+    captions: tuple[str, ...] = ()  # read when the text encoders train
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -115,7 +118,7 @@ class Latents:
 
     def to(self, target: torch.device) -> Latents:
         groups = tuple(
-            Group(g.latents.to(target), g.text.to(target), _to(g.pooled, target), _to(g.time_ids, target))
+            Group(g.latents.to(target), g.text.to(target), _to(g.pooled, target), _to(g.time_ids, target), g.captions)
             for g in self.groups
         )
         return Latents(groups, self.empty_text.to(target), self.dataset_fingerprint, _to(self.empty_pooled, target))
@@ -167,8 +170,16 @@ class Models:
     def pooled_width(self) -> int:
         return self.text_encoder_2.config.projection_dim
 
-    def pipe(self) -> SimpleNamespace:
-        return SimpleNamespace(unet=self.unet(), vae=self.vae, scheduler=self.scheduler)
+    def pipe(self, text_encoders: bool = False) -> SimpleNamespace:
+        """The parts a Trainer takes; with `text_encoders`, fresh ones (a trained adapter is attached to them) and
+        the byte-level tokenizer of the tiny model (token values do not change the step's cost)."""
+        pipe = SimpleNamespace(unet=self.unet(), vae=self.vae, scheduler=self.scheduler)
+        if text_encoders:
+            _, pipe.text_encoder, second = self.frozen_parts()
+            pipe.tokenizer = tiny_models.byte_tokenizer()
+            if second is not None:
+                pipe.text_encoder_2, pipe.tokenizer_2 = second, tiny_models.byte_tokenizer()
+        return pipe
 
 
 # -- the two loops --------------------------------------------------------------------------------------
@@ -227,15 +238,22 @@ def artlora_step(models: Models, config: TrainConfig, batch: int):
     """`Trainer.step` on cached latents: four batches' worth of views in one bucket."""
     views, side = 4 * batch, models.resolution // models.factor
     width = models.text_width()
-    group = Group(torch.randn(views, 4, side, side), torch.randn(views, TOKENS, width))
+    captions = tuple(f"a painting in the style of artlora, study {i}" for i in range(views))
+    group = Group(torch.randn(views, 4, side, side), torch.randn(views, TOKENS, width), captions=captions)
     data = Latents((group,), torch.zeros(TOKENS, width))
     if models.sdxl:
         pooled, ids = torch.randn(views, models.pooled_width()), torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]])
-        group = Group(group.latents, group.text, pooled, ids.expand(views, 6).clone())
+        group = Group(group.latents, group.text, pooled, ids.expand(views, 6).clone(), captions)
         data = Latents((group,), data.empty_text, empty_pooled=torch.zeros(models.pooled_width()))
-    trainer = Trainer(config.model_copy(update={"batch_size": batch}), data, models.pipe())
+    pipe = models.pipe(text_encoders=config.train_text_encoder)
+    trainer = Trainer(config.model_copy(update={"batch_size": batch}), data, pipe)
     counter = iter(range(10**9))
-    return lambda: trainer.step(next(counter))
+
+    def step() -> dict[str, torch.Tensor]:
+        return trainer.step(next(counter))
+
+    step.trainer = trainer  # for checks on where and how it trains
+    return step
 
 
 # -- timing ---------------------------------------------------------------------------------------------
@@ -288,6 +306,9 @@ def variants(args, models: Models, base: TrainConfig) -> list[tuple[str, int, ob
         out.append(("reference", batch, lambda b=batch: reference_step(models, base, b)))
         out.append(("artlora", batch, lambda b=batch: artlora_step(models, base, b)))
     largest = max(args.batch_sizes)
+    if args.text_encoder:
+        text = base.model_copy(update={"train_text_encoder": True})
+        out.append(("artlora+text_encoder", largest, lambda: artlora_step(models, text, largest)))
     if args.no_extras:
         return out
     out.append(("artlora+channels_last", largest, lambda: artlora_step(models, channels_last, largest)))
@@ -329,6 +350,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
     parser.add_argument(
         "--no-extras", action="store_true", help="only reference vs artlora (no channels-last or perceptual rows)"
+    )
+    parser.add_argument(
+        "--text-encoder", action="store_true", help="also time the step with LoRA on the text encoder(s)"
     )
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()

@@ -25,7 +25,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 TINY_IMAGE_SIZE = 64
 
 
-def _tiny_tokenizer() -> CLIPTokenizer:
+def byte_tokenizer() -> CLIPTokenizer:
     """A CLIP tokenizer over single bytes: every text maps to known ids, and no vocab file is downloaded."""
     byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
     tokens = byte_chars + [char + "</w>" for char in byte_chars] + ["<|startoftext|>", "<|endoftext|>"]
@@ -96,7 +96,7 @@ def _tiny_vae() -> AutoencoderKL:
 
 def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon") -> StableDiffusionPipeline:
     """A tiny SD 1.x-architecture pipeline with random weights, identical for equal seeds."""
-    tokenizer = _tiny_tokenizer()
+    tokenizer = byte_tokenizer()
     # Seeding before each part keeps every part's weights independent of how the others are built.
     torch.manual_seed(seed)
     unet = _tiny_unet()
@@ -145,7 +145,7 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon") -> StableDi
     """A tiny SDXL-architecture pipeline with random weights, identical for equal seeds: two byte-level CLIP
     text encoders (the second with a projection, whose pooled output feeds the UNet's added embedding), a UNet
     with SDXL's "text_time" added conditioning and the tiny VAE."""
-    tokenizer, tokenizer_2 = _tiny_tokenizer(), _tiny_tokenizer()
+    tokenizer, tokenizer_2 = byte_tokenizer(), byte_tokenizer()
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(_tiny_text_config(tokenizer))
     torch.manual_seed(seed + 1)  # a different second encoder, as in SDXL

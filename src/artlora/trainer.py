@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
@@ -32,7 +32,6 @@ from diffusers.optimization import get_scheduler
 
 from artlora import lora
 from artlora.config import TrainConfig
-from artlora.latent_cache import LatentGroup
 from artlora.losses import (
     PerceptualLoss,
     diffusion_target,
@@ -43,6 +42,9 @@ from artlora.losses import (
     weighted_mse,
 )
 from artlora.text_encoding import TextEncoders
+
+if TYPE_CHECKING:  # the benchmark imports this module where the object-store client is not installed
+    from artlora.latent_cache import LatentGroup
 
 PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
