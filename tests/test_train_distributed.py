@@ -1,5 +1,8 @@
 """`accelerate launch` with two processes (DDP over gloo on the CPU): they train like one process that takes
-both their micro-batches as gradient accumulation, and only the first one checkpoints, tracks and publishes."""
+both their micro-batches as gradient accumulation, and only the first one checkpoints, tracks and publishes.
+
+The run also trains the text encoder (a second DDP module), accumulates gradients (DDP must not average them
+before the step's last micro-batch) and checkpoints activations (which DDP refuses in its re-entrant form)."""
 
 from __future__ import annotations
 
@@ -24,7 +27,16 @@ pytestmark = pytest.mark.usefixtures("mlflow_db")
 def test_two_processes_train_like_one_with_twice_the_accumulation(small_config, latent_cache, store, tmp_path):
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(small_config.model_dump(mode="json")))
-    settings = {"cache_uri": latent_cache, "max_steps": 4, "checkpoint_every": 2, "learning_rate": 1e-2}
+    settings = {
+        "cache_uri": latent_cache,
+        "max_steps": 4,
+        "checkpoint_every": 2,
+        "learning_rate": 1e-2,
+        "batch_size": 2,
+        "gradient_accumulation": 2,
+        "train_text_encoder": True,
+        "gradient_checkpointing": True,
+    }
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     launch += ["-m", "artlora.cli", "train", "--config", str(config_path)]
@@ -43,12 +55,12 @@ def test_two_processes_train_like_one_with_twice_the_accumulation(small_config, 
 
     # One process taking both processes' micro-batches in turn, as accumulation, takes the same steps.
     single = train.run(
-        with_inputs(config, gradient_accumulation=2, storage_root=storage.join(small_config.storage_root, "single"))
+        with_inputs(config, gradient_accumulation=4, storage_root=storage.join(small_config.storage_root, "single"))
     )
     name = "pytorch_lora_weights.safetensors"
     both = load(store.get_bytes(storage.join(result["adapter_uri"], name)))
     one = load(store.get_bytes(storage.join(single.adapter_uri, name)))
-    assert both.keys() == one.keys()
+    assert both.keys() == one.keys() and any(key.startswith("text_encoder.") for key in one)
     changed = False
     for key, value in one.items():
         torch.testing.assert_close(both[key], value, atol=1e-6, rtol=1e-5)

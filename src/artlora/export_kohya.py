@@ -226,7 +226,8 @@ def architecture(unet: torch.nn.Module, prediction_type: str) -> tuple[str, str]
     """(kohya's ss_base_model_version, the model spec's architecture) of the base model."""
     if is_sdxl(unet):
         return "sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora"
-    if unet.config.cross_attention_dim == 1024:
+    # SD 2.x projects into and out of attention with linear layers, SD 1.x with 1x1 convolutions.
+    if unet.config.use_linear_projection:
         return "sd_v2", "stable-diffusion-v2-768-v/lora" if prediction_type == "v_prediction" else (
             "stable-diffusion-v2-512/lora"
         )

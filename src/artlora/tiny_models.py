@@ -2,8 +2,10 @@
 them with no downloads.
 
 `build_tiny_sd` is SD 1.x-architecture (a 2-layer CLIP text encoder over a byte-level tokenizer, a small VAE
-that downsamples by 4, a UNet with (32, 64) channels); `build_tiny_sdxl` is SDXL-architecture (two text encoders,
-pooled embeddings, size/crop time ids). Both make 64 px images by default and are deterministic per seed.
+that downsamples by 4, a UNet with (32, 64) channels); `build_tiny_sd2` is SD 2.x-architecture (a wider GELU
+text encoder as OpenCLIP's, linear attention projections, v-prediction); `build_tiny_sdxl` is SDXL-architecture
+(two text encoders, pooled embeddings, size/crop time ids). All make 64 px images by default and are
+deterministic per seed.
 """
 
 from __future__ import annotations
@@ -33,23 +35,23 @@ def byte_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _tiny_text_config(tokenizer: CLIPTokenizer, **extra) -> CLIPTextConfig:
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **extra,
-    )
+def _tiny_text_config(tokenizer: CLIPTokenizer, **changes) -> CLIPTextConfig:
+    values = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": tokenizer.model_max_length,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    return CLIPTextConfig(**{**values, **changes})
 
 
-def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    return CLIPTextModel(_tiny_text_config(tokenizer))
+def _tiny_text_encoder(tokenizer: CLIPTokenizer, **extra) -> CLIPTextModel:
+    return CLIPTextModel(_tiny_text_config(tokenizer, **extra))
 
 
 # The UNet shape both tiny architectures share. The VAE downsamples by 4, so 16x16 latents are the 64 px images
@@ -76,8 +78,8 @@ _SD_NOISE_SCHEDULE = {
 }
 
 
-def _tiny_unet() -> UNet2DConditionModel:
-    return UNet2DConditionModel(**_TINY_UNET, cross_attention_dim=32)
+def _tiny_unet(**extra) -> UNet2DConditionModel:
+    return UNet2DConditionModel(**{"cross_attention_dim": 32, **_TINY_UNET, **extra})
 
 
 def _tiny_vae() -> AutoencoderKL:
@@ -94,16 +96,22 @@ def _tiny_vae() -> AutoencoderKL:
     )
 
 
-def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon") -> StableDiffusionPipeline:
-    """A tiny SD 1.x-architecture pipeline with random weights, identical for equal seeds."""
+# What sets SD 2.x apart from 1.x, in miniature: OpenCLIP's wider text encoder with GELU (1024 wide against
+# CLIP ViT-L's 768) and linear instead of 1x1-convolution projections into and out of the attention blocks.
+_SD2_TEXT = {"hidden_size": 48, "hidden_act": "gelu"}
+_SD2_UNET = {"cross_attention_dim": 48, "use_linear_projection": True}
+
+
+def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon", *, sd2: bool = False) -> StableDiffusionPipeline:
+    """A tiny SD 1.x-architecture pipeline (SD 2.x with `sd2`) with random weights, identical for equal seeds."""
     tokenizer = byte_tokenizer()
     # Seeding before each part keeps every part's weights independent of how the others are built.
     torch.manual_seed(seed)
-    unet = _tiny_unet()
+    unet = _tiny_unet(**(_SD2_UNET if sd2 else {}))
     torch.manual_seed(seed)
     vae = _tiny_vae()
     torch.manual_seed(seed)
-    text_encoder = _tiny_text_encoder(tokenizer)
+    text_encoder = _tiny_text_encoder(tokenizer, **(_SD2_TEXT if sd2 else {}))
     scheduler = DDIMScheduler(
         **_SD_NOISE_SCHEDULE,
         prediction_type=prediction_type,
@@ -122,6 +130,11 @@ def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon") -> StableDiff
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def build_tiny_sd2(seed: int = 0, prediction_type: str = "v_prediction") -> StableDiffusionPipeline:
+    """A tiny SD 2.x-architecture pipeline; v-prediction by default, as SD 2.x's 768 px models."""
+    return build_tiny_sd(seed, prediction_type, sd2=True)
 
 
 # SDXL's own time-id embedding width is 256; the tiny one uses 8 of them per id (6 ids: size, crop, target).
@@ -181,8 +194,8 @@ def save_tiny_sdxl(path: str | Path, seed: int = 0, prediction_type: str = "epsi
     return path
 
 
-def save_tiny_sd(path: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
-    """Build the tiny pipeline and save it as a diffusers folder (safetensors weights)."""
+def save_tiny_sd(path: str | Path, seed: int = 0, prediction_type: str = "epsilon", *, sd2: bool = False) -> Path:
+    """Build the tiny pipeline (SD 2.x with `sd2`) and save it as a diffusers folder (safetensors weights)."""
     path = Path(path)
-    build_tiny_sd(seed, prediction_type).save_pretrained(path, safe_serialization=True)
+    build_tiny_sd(seed, prediction_type, sd2=sd2).save_pretrained(path, safe_serialization=True)
     return path
