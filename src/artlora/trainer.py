@@ -41,6 +41,7 @@ from artlora.losses import (
     predicted_x0,
     weighted_mse,
 )
+from artlora.sampling import epoch_batches, sampler_position, seed_for_dropout, step_generator
 from artlora.text_encoding import TextEncoders
 
 if TYPE_CHECKING:  # the benchmark imports this module where the object-store client is not installed
@@ -61,40 +62,7 @@ def process_group() -> Accelerator:
     return Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
 
 
-# -- deterministic batches and randomness -----------------------------------------------------------------
-
-
-def epoch_batches(sizes: list[int], batch_size: int, seed: int, epoch: int) -> list[tuple[int, torch.Tensor]]:
-    """One epoch's batches as (group, indices): every view once, each batch from a single group (bucket).
-
-    Views are shuffled within each group and the batches across groups, seeded by (seed, epoch), so the batch
-    of any step is known without replaying the steps before it. A group's last batch may be smaller.
-    """
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    batches = [
-        (group, chunk)
-        for group, size in enumerate(sizes)
-        for chunk in torch.randperm(size, generator=gen).split(batch_size)
-    ]
-    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-
-
-def sampler_position(sizes: list[int], batch_size: int, index: int) -> tuple[int, int]:
-    """(epoch, batch within the epoch) of micro-batch `index`."""
-    return divmod(index, sum(-(-size // batch_size) for size in sizes))
-
-
-def batch_for_step(sizes: list[int], batch_size: int, seed: int, step: int) -> tuple[int, torch.Tensor]:
-    epoch, position = sampler_position(sizes, batch_size, step)
-    return epoch_batches(sizes, batch_size, seed, epoch)[position]
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
-
-
-def seed_for_dropout(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step) % (2**63)
+# -- conditioning ----------------------------------------------------------------------------------------
 
 
 def added_cond(group: LatentGroup, rows: torch.Tensor | slice, pooled: torch.Tensor | None = None) -> dict | None:

@@ -33,20 +33,11 @@ from artlora.config import TrainConfig
 from artlora.early_stopping import EarlyStopping
 from artlora.export_kohya import UnsupportedAdapterError, save_kohya
 from artlora.latent_cache import LatentSet, load_split
-from artlora.stages.evaluate import heldout_loss, validation_data
 
-# The step's building blocks live in artlora.trainer (importable without storage or MLflow); these names are
-# re-exported because they are part of how a run is defined.
-from artlora.trainer import (  # noqa: F401
-    DeviceUNet,
-    Trainer,
-    batch_for_step,
-    epoch_batches,
-    process_group,
-    sampler_position,
-    seed_for_dropout,
-    step_generator,
-)
+# How a run draws its batches (artlora.sampling) is part of how a run is defined: re-exported here.
+from artlora.sampling import batch_for_step, epoch_batches, sampler_position, seed_for_dropout, step_generator  # noqa: F401
+from artlora.stages.evaluate import heldout_loss, validation_data
+from artlora.trainer import DeviceUNet, Trainer, process_group
 
 log = logging.getLogger(__name__)
 
