@@ -118,7 +118,7 @@ class Trainer:
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.unet, unet_params = self._adapted_unet(pipe.unet)
         self.text_encoders, text_params = self._adapted_text_encoders(pipe) if config.train_text_encoder else (None, [])
-        self.forward, self.text_forward = self._distributed()
+        self.forward, self.text_forward, self.synced = self._distributed()
         self.params = unet_params + text_params
         groups = [{"params": unet_params}]
         if text_params:
@@ -161,7 +161,9 @@ class Trainer:
             params += lora.add_text_encoder_lora(encoder.float(), self.config, encoders.layers_used(index))
             self._place(encoder)
             if self.config.gradient_checkpointing:
-                encoder.gradient_checkpointing_enable()
+                # transformers 5.23 renamed it; older releases (5.17 on the GPU machines) have only the old name.
+                old_name = encoder.gradient_checkpointing_enable
+                getattr(encoder, "activation_checkpointing_enable", old_name)()
             encoder.train()
         if not all(group.captions for group in self.data.groups):
             raise ValueError("this latent cache does not list each view's caption: run augment again")
@@ -177,18 +179,21 @@ class Trainer:
                 if not param.requires_grad:
                     param.data = param.data.to(self.dtype)
 
-    def _distributed(self) -> tuple[torch.nn.Module, TextEncoders | None]:
-        """The modules the step calls: with several processes, wrapped in DDP (which averages the gradients),
-        and compiled if asked. With one process accelerate would only add a wrapper that does nothing."""
-        wrap = self.accelerator.prepare_model if self.processes > 1 else (lambda module, **_: module)
-        unet = wrap(self.unet, device_placement=False)
-        self.synced = [unet] if self.processes > 1 else []
+    def _distributed(self) -> tuple[torch.nn.Module, TextEncoders | None, list[torch.nn.Module]]:
+        """What the step calls: the UNet (compiled if asked) and the text encoders, each in DDP when there are
+        several processes (DDP averages their gradients); and the DDP modules among them."""
+        unet = self._wrapped(self.unet)
         forward = torch.compile(unet) if self.config.torch_compile else unet
-        if self.text_encoders is None:
-            return forward, None
-        encoders = tuple(wrap(encoder, device_placement=False) for encoder in self.text_encoders.encoders)
-        self.synced += list(encoders) if self.processes > 1 else []
-        return forward, TextEncoders(self.text_encoders.tokenizers, encoders)
+        encoders = tuple(map(self._wrapped, self.text_encoders.encoders)) if self.text_encoders else ()
+        synced = [unet, *encoders] if self.processes > 1 else []
+        text_forward = TextEncoders(self.text_encoders.tokenizers, encoders) if self.text_encoders else None
+        return forward, text_forward, synced
+
+    def _wrapped(self, module: torch.nn.Module) -> torch.nn.Module:
+        """In DDP with several processes; as it is with one (accelerate's wrapper would do nothing)."""
+        if self.processes == 1:
+            return module
+        return self.accelerator.prepare_model(module, device_placement=False)
 
     @property
     def parts(self) -> dict[str, torch.nn.Module]:
