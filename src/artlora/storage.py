@@ -199,7 +199,9 @@ class Storage:
 def client_for(s3: settings.S3Settings) -> Minio:
     # Retries with back-off on connection errors and 5xx answers: object stores drop connections under load.
     retry = urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504))
-    http = urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=10, read=300), maxsize=16)
+    # Connections kept per host: augment runs 16 shard uploads beside 4 image loaders, and a smaller pool would
+    # open and drop a connection per request beyond it (warning "Connection pool is full" each time).
+    http = urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=10, read=300), maxsize=32)
     return Minio(
         s3.endpoint,
         access_key=s3.access_key,
