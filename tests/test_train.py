@@ -13,6 +13,7 @@ import mlflow
 import pytest
 import torch
 import yaml
+from adapter_files import adapter_weights
 from diffusers import DDPMScheduler
 from safetensors.torch import load
 
@@ -78,7 +79,7 @@ def test_train_writes_adapter_checkpoints_and_metrics(small_config, latent_cache
     result = train.run(config)
 
     assert store.is_complete(result.adapter_uri)
-    adapter = load(store.get_bytes(storage.join(result.adapter_uri, "pytorch_lora_weights.safetensors")))
+    adapter = adapter_weights(store, result.adapter_uri)
     assert any("lora" in key for key in adapter) and all(key.startswith("unet.") for key in adapter)
     assert result.kohya_file == train.kohya_file_name(config) and result.adapter_step == config.max_steps
     kohya = load(store.get_bytes(storage.join(result.adapter_uri, result.kohya_file)))
@@ -146,9 +147,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
     # The same training, never interrupted, under another storage root: the adapters must be equal.
     other_root = storage.join(small_config.storage_root, "uninterrupted")
     reference = train.run(with_inputs(killed_config, storage_root=other_root))
-    name = "pytorch_lora_weights.safetensors"
-    resumed_weights = load(store.get_bytes(storage.join(result["adapter_uri"], name)))
-    reference_weights = load(store.get_bytes(storage.join(reference.adapter_uri, name)))
+    resumed_weights = adapter_weights(store, result["adapter_uri"])
+    reference_weights = adapter_weights(store, reference.adapter_uri)
     assert resumed_weights.keys() == reference_weights.keys()
     for key, value in reference_weights.items():
         assert torch.equal(resumed_weights[key], value), key

@@ -15,7 +15,7 @@ import mlflow
 import pytest
 import torch
 import yaml
-from safetensors.torch import load
+from adapter_files import adapter_weights
 
 from artlora import checkpoints, storage, tracking
 from artlora.config import with_inputs
@@ -57,9 +57,7 @@ def test_two_processes_train_like_one_with_twice_the_accumulation(small_config, 
     single = train.run(
         with_inputs(config, gradient_accumulation=4, storage_root=storage.join(small_config.storage_root, "single"))
     )
-    name = "pytorch_lora_weights.safetensors"
-    both = load(store.get_bytes(storage.join(result["adapter_uri"], name)))
-    one = load(store.get_bytes(storage.join(single.adapter_uri, name)))
+    both, one = adapter_weights(store, result["adapter_uri"]), adapter_weights(store, single.adapter_uri)
     assert both.keys() == one.keys() and any(key.startswith("text_encoder.") for key in one)
     changed = False
     for key, value in one.items():

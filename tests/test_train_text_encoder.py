@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load
+from adapter_files import adapter_weights
 
-from artlora import lora, storage, tiny_models
+from artlora import lora, tiny_models
 from artlora.config import TrainConfig, with_inputs
 from artlora.latent_cache import LatentGroup, LatentSet
 from artlora.stages import evaluate, train
@@ -112,15 +112,14 @@ def test_text_encoder_run_validates_resumes_and_evaluates_consistently(small_con
         eval_every=4,
     )
     first = train.run(config)
-    name = "pytorch_lora_weights.safetensors"
-    weights = load(store.get_bytes(storage.join(first.adapter_uri, name)))
+    weights = adapter_weights(store, first.adapter_uri)
     assert any(key.startswith("text_encoder.") for key in weights)
 
     # Resume from the step-2 checkpoint (adapter, text encoder's included, and optimizer): the same adapter.
     store.delete_prefix(first.adapter_uri)
     second = train.run(config)
     assert second.resumed_from == 2
-    again = load(store.get_bytes(storage.join(second.adapter_uri, name)))
+    again = adapter_weights(store, second.adapter_uri)
     assert again.keys() == weights.keys() and all(torch.equal(again[k], v) for k, v in weights.items())
 
     # Evaluate reads the captions through the adapted text encoder too, so it measures what training measured.

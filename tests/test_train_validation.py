@@ -7,8 +7,8 @@ import math
 import mlflow
 import pytest
 import torch
+from adapter_files import adapter_weights
 from diffusers import DDPMScheduler
-from safetensors.torch import load
 
 from artlora import checkpoints, models, storage, tracking
 from artlora.config import ConfigError, TrainConfig, load_config, with_inputs
@@ -111,8 +111,7 @@ def test_a_resumed_run_restores_the_validation_state_and_ends_like_an_uninterrup
         log_every=8,
     )
     first = train.run(config)
-    name = "pytorch_lora_weights.safetensors"
-    first_weights = load(store.get_bytes(storage.join(first.adapter_uri, name)))
+    first_weights = adapter_weights(store, first.adapter_uri)
     root = train.run_uri(config)
     # As if the run had died just after its step-4 checkpoint: what came later is gone.
     for step in checkpoints.complete_steps(store, root):
@@ -123,6 +122,6 @@ def test_a_resumed_run_restores_the_validation_state_and_ends_like_an_uninterrup
     second = train.run(config)
     assert second.resumed_from == 4 and second.run_id == first.run_id
     assert (second.adapter_step, second.best_val_loss) == (first.adapter_step, first.best_val_loss)
-    second_weights = load(store.get_bytes(storage.join(second.adapter_uri, name)))
+    second_weights = adapter_weights(store, second.adapter_uri)
     assert second_weights.keys() == first_weights.keys()
     assert all(torch.equal(second_weights[key], value) for key, value in first_weights.items())

@@ -90,9 +90,8 @@ def run(config: TrainConfig) -> TrainResult:
     root = run_uri(config)
     adapter_uri = storage.join(root, "adapter")
     if store.is_complete(adapter_uri):
-        done = store.get_json(storage.join(adapter_uri, storage.COMPLETE_MARKER))
         log.info("run %s already finished; reusing its adapter", root)
-        return TrainResult(adapter_uri=adapter_uri, resumed_from=None, **done)
+        return TrainResult(adapter_uri=adapter_uri, resumed_from=None, **published(store, adapter_uri))
 
     processes = process_group()
     data = load_split(config.cache_uri, "train")
@@ -113,8 +112,8 @@ def run(config: TrainConfig) -> TrainResult:
         if processes.is_main_process:
             publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
     processes.wait_for_everyone()  # every process returns what the first one published
-    summary = store.get_json(storage.join(adapter_uri, storage.COMPLETE_MARKER))
-    return TrainResult(adapter_uri=adapter_uri, resumed_from=resume.step if resume else None, **summary)
+    resumed_from = resume.step if resume else None
+    return TrainResult(adapter_uri=adapter_uri, resumed_from=resumed_from, **published(store, adapter_uri))
 
 
 @contextlib.contextmanager
@@ -268,8 +267,9 @@ def publish(
     dataset_fingerprint: str,
     progress: Progress,
     stopper: EarlyStopping,
-) -> dict:
-    """Write the final adapter (the best validated one, else the last) in both layouts; mark the run complete."""
+) -> None:
+    """Write the final adapter (the best validated one, else the last) in both layouts; mark the run complete
+    with the run's summary (what `published` reads back)."""
     config = trainer.config
     adapter_step = progress.steps
     if stopper.best_adapter is not None:
@@ -294,7 +294,11 @@ def publish(
     }
     tracking.set_tags({"artlora.adapter_uri": adapter_uri, "artlora.adapter_step": str(adapter_step)})
     store.mark_complete(adapter_uri, summary)
-    return summary
+
+
+def published(store: storage.Storage, adapter_uri: str) -> dict:
+    """The summary a finished run's completion marker holds: TrainResult's fields besides the URI and resume."""
+    return store.get_json(storage.join(adapter_uri, storage.COMPLETE_MARKER))
 
 
 def _save_kohya(trainer: Trainer, path: Path, metadata: dict[str, str]) -> str | None:
