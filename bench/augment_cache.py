@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from artlora import sample_data, services, tiny_models
 from artlora.config import AugmentConfig, IngestConfig
+from artlora.data import sample_data
+from artlora.diffusion import tiny
+from artlora.io import services
 from artlora.stages import augment, ingest
 
 
@@ -84,7 +86,7 @@ def timed_run(config: AugmentConfig) -> dict:
 def bench(args: argparse.Namespace, tmp: Path) -> dict:
     raw = tmp / "raw"
     sample_data.generate(raw, count=args.images, size=args.resolution, seed=0)
-    model_dir = tiny_models.save_tiny_sd(tmp / "tiny-sd")
+    model_dir = tiny.save_tiny_sd(tmp / "tiny-sd")
     root = "s3://bench-augment"
     dataset = ingest.run(
         IngestConfig(source=str(raw), storage_root=root, val_fraction=0.1, bucket_resolution=args.resolution)
@@ -102,7 +104,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> dict:
     warm = timed_run(config)
     return {
         "benchmark": "augment latent cache: cold run vs rerun on unchanged inputs",
-        "model": "tiny Stable Diffusion (artlora.tiny_models.build_tiny_sd, VAE channels 32-32-64)",
+        "model": "tiny Stable Diffusion (artlora.diffusion.tiny.build_tiny_sd, VAE channels 32-32-64)",
         "object_store": "embedded S3 (moto server on loopback)",
         "images": dataset.accepted,
         "resolution": args.resolution,

@@ -17,7 +17,7 @@ import torch
 from train_step import Models, artlora_step
 
 from artlora.config import TrainConfig
-from artlora.trainer import device
+from artlora.diffusion.device import default_device
 
 CASES = {
     "fp16_scaler_all_targets": {
@@ -41,7 +41,7 @@ CASES = {
 
 
 def main() -> None:
-    dev = device()
+    dev = default_device()
     models = Models("sd15", 512, dev)
     for name, update in CASES.items():
         config = TrainConfig(storage_root="s3://bench", base_model="random", rank=4, alpha=4, **update)

@@ -76,7 +76,7 @@ def generate(count: int, cache: Path) -> Path:
 
 
 def machine() -> dict:
-    from artlora.scanning import available_cores
+    from artlora.stages.ingest.scanning import available_cores
 
     model = platform.processor() or "unknown"
     cpuinfo = Path("/proc/cpuinfo")
@@ -94,7 +94,8 @@ def machine() -> dict:
 
 
 def decode_one(path: str) -> bool:
-    from artlora import images, inspection
+    from artlora.data import images
+    from artlora.stages.ingest import inspection
 
     data = Path(path).read_bytes()
     hashlib.sha256(data).hexdigest()
@@ -159,8 +160,8 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "artlora-bench-ingest")
     args = parser.parse_args()
 
-    from artlora import services
-    from artlora.scanning import available_cores
+    from artlora.io import services
+    from artlora.stages.ingest.scanning import available_cores
 
     source = generate(args.images, args.cache)
     host = machine()

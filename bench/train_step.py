@@ -5,7 +5,7 @@ one process:
 - `reference`: the diffusers `train_text_to_image_lora.py` step: VAE-encode the pixels and run the text encoder
   every step, UNet forward/backward under autocast, clip, AdamW (foreach), LR schedule. Its data loader's image
   decoding and augmentation are left out (pixels are ready on the device), which flatters the reference.
-- `artlora`: `artlora.trainer.Trainer.step` itself (cached latents and caption states on the device, fused AdamW
+- `artlora`: `Trainer.step` itself (`artlora.stages.train.trainer`; cached latents and caption states on the device, fused AdamW
   on CUDA, LoRA weights in fp32), with the default config, then with channels-last and with torch.compile.
 - `artlora+text_encoder`: the artlora step with LoRA on the text encoder(s) too (`--text-encoder`), which runs
   them forward and backward every step, as the reference runs them forward.
@@ -40,9 +40,11 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from artlora import lora, tiny_models
 from artlora.config import TrainConfig
-from artlora.trainer import PRECISIONS, Trainer, device
+from artlora.diffusion import tiny
+from artlora.diffusion.device import default_device
+from artlora.stages.train import lora
+from artlora.stages.train.trainer import PRECISIONS, Trainer
 
 # Stable Diffusion 1.5's architecture (diffusers' UNet defaults are SD 1.x's, with 1280 cross-attention).
 SD15_UNET = {"sample_size": 64, "cross_attention_dim": 768}
@@ -141,7 +143,7 @@ class Models:
         )
 
     def tiny(self):
-        return tiny_models.build_tiny_sdxl(seed=0) if self.sdxl else tiny_models.build_tiny_sd(seed=0)
+        return tiny.build_tiny_sdxl(seed=0) if self.sdxl else tiny.build_tiny_sd(seed=0)
 
     def frozen_parts(self) -> tuple[AutoencoderKL, CLIPTextModel, CLIPTextModelWithProjection | None]:
         torch.manual_seed(0)
@@ -176,9 +178,9 @@ class Models:
         pipe = SimpleNamespace(unet=self.unet(), vae=self.vae, scheduler=self.scheduler)
         if text_encoders:
             _, pipe.text_encoder, second = self.frozen_parts()
-            pipe.tokenizer = tiny_models.byte_tokenizer()
+            pipe.tokenizer = tiny.byte_tokenizer()
             if second is not None:
-                pipe.text_encoder_2, pipe.tokenizer_2 = second, tiny_models.byte_tokenizer()
+                pipe.text_encoder_2, pipe.tokenizer_2 = second, tiny.byte_tokenizer()
         return pipe
 
 
@@ -375,7 +377,7 @@ def print_table(result: dict, out: Path) -> None:
 
 
 def main() -> None:
-    args, dev = arguments(), device()
+    args, dev = arguments(), default_device()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     models = Models(args.arch, args.resolution, dev)
     base = TrainConfig(storage_root="s3://bench", base_model="random-" + args.arch, rank=args.rank, alpha=args.rank)

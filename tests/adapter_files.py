@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load
 
-from artlora import lora, storage
+from artlora.io import storage
+from artlora.stages.train import lora
 
 
 def adapter_weights(store: storage.Storage, adapter_uri: str) -> dict[str, torch.Tensor]:

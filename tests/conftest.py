@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from artlora import services, storage
+from artlora.io import services, storage
 
 
 @pytest.fixture(scope="session")
@@ -46,15 +46,15 @@ def work_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny Stable Diffusion saved once, in the diffusers layout, for every test that loads a base model."""
-    from artlora import tiny_models
+    from artlora.diffusion import tiny
 
-    return tiny_models.save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
+    return tiny.save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
 
 
 @pytest.fixture(scope="session")
 def sample_folder(tmp_path_factory) -> Path:
     """A few generated artworks in every sample style, with captions (64 px: the tiny model's size)."""
-    from artlora import sample_data
+    from artlora.data import sample_data
 
     folder = tmp_path_factory.mktemp("raw") / "styles"
     sample_data.generate(folder, count=20, size=64, seed=0)

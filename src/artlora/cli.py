@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from artlora import log, settings, storage
+from artlora import log
 from artlora.config import STAGES, ConfigError, load_config
+from artlora.io import settings, storage
 
 EXAMPLES = """examples:
   artlora demo                                          the whole pipeline on generated art, CPU only
@@ -129,7 +130,7 @@ def run_stage(args: argparse.Namespace) -> int:
 
 
 def sample_data(args: argparse.Namespace) -> int:
-    from artlora import sample_data as generator
+    from artlora.data import sample_data as generator
 
     if storage.is_s3(args.out):
         with tempfile.TemporaryDirectory() as tmp:
@@ -142,14 +143,14 @@ def sample_data(args: argparse.Namespace) -> int:
 
 
 def tiny_model(args: argparse.Namespace) -> int:
-    from artlora import tiny_models
+    from artlora.diffusion import tiny
 
     if storage.is_s3(args.out):
         with tempfile.TemporaryDirectory() as tmp:
-            tiny_models.save_tiny_sd(tmp, seed=args.seed)
+            tiny.save_tiny_sd(tmp, seed=args.seed)
             storage.get_storage().upload_dir(tmp, args.out)
     else:
-        tiny_models.save_tiny_sd(args.out, seed=args.seed)
+        tiny.save_tiny_sd(args.out, seed=args.seed)
     print(f"wrote the tiny Stable Diffusion (seed {args.seed}) to {args.out}")
     return 0
 
@@ -162,7 +163,7 @@ def pipeline_compile(args: argparse.Namespace) -> int:
 
 
 def pipeline_run(args: argparse.Namespace) -> int:
-    from artlora import services
+    from artlora.io import services
 
     if not args.local:
         raise ValueError(
@@ -178,7 +179,7 @@ def pipeline_run(args: argparse.Namespace) -> int:
 
 def _run_local(config) -> dict[str, object]:
     """Run the compiled pipeline with kfp.local and fetch the report; needs S3 to be configured."""
-    from artlora import tracking
+    from artlora.io import tracking
     from artlora.pipelines import build
 
     work = settings.work_dir()
@@ -196,7 +197,7 @@ def _run_local(config) -> dict[str, object]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from artlora import services
+    from artlora.io import services
 
     with services.embedded_s3() as url:
         print("embedded S3 endpoint is up; in another shell:")
@@ -212,7 +213,9 @@ def serve(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Sample data and the tiny model into the object store, then the whole pipeline, locally."""
-    from artlora import sample_data, services, tiny_models
+    from artlora.data import sample_data
+    from artlora.diffusion import tiny
+    from artlora.io import services
 
     config = load_config(args.config, args.overrides)
     with services.ensure_s3(), tempfile.TemporaryDirectory() as tmp:
@@ -221,7 +224,7 @@ def run_demo(args: argparse.Namespace) -> int:
         sample_data.generate(Path(tmp) / "raw", count=args.count, seed=config.seed)
         store.upload_dir(Path(tmp) / "raw", config.ingest.source)
         print(f"writing the tiny Stable Diffusion to {config.base_model}")
-        tiny_models.save_tiny_sd(Path(tmp) / "model", seed=config.seed)
+        tiny.save_tiny_sd(Path(tmp) / "model", seed=config.seed)
         store.upload_dir(Path(tmp) / "model", config.base_model)
         print("running the pipeline: ingest -> augment -> train -> evaluate -> register")
         outputs = _run_local(config)

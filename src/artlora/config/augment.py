@@ -1,0 +1,53 @@
+"""The augment stage's settings: the views made of each image and how they are encoded."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from artlora.config.base import BaseModelRef, Experiment, Seed, StageConfig, StorageRoot
+
+
+class AugmentConfig(StageConfig):
+    dataset_uri: str | None = Field(None, description="curated dataset version (ingest's output)")
+    storage_root: str = StorageRoot
+    base_model: str = BaseModelRef
+    experiment: str = Experiment
+    seed: int = Seed
+    resolution: int = Field(
+        512,
+        ge=32,
+        le=2048,
+        multiple_of=8,
+        description="view side, in pixels, for images without a bucket from ingest (square views)",
+    )
+    views_per_image: int = Field(2, ge=1, le=64, description="augmented views encoded per image")
+    crop_scale: tuple[float, float] = Field(
+        (0.8, 1.0),
+        description="random crop of the bucket's aspect ratio: (min, max) share of the area of the largest such "
+        "crop, each in (0, 1]; [1.0, 1.0] turns random cropping off (the largest centred crop)",
+    )
+    hflip: bool = Field(True, description="flip views horizontally at random")
+    rotation_degrees: float = Field(
+        3.0, ge=0.0, le=20.0, description="largest random rotation, in degrees (no empty corners); 0 turns it off"
+    )
+    brightness: float = Field(
+        0.05, ge=0.0, le=1.0, description="brightness jitter: factor drawn from [1 - x, 1 + x]; 0 turns it off"
+    )
+    contrast: float = Field(
+        0.05, ge=0.0, le=1.0, description="contrast jitter: factor drawn from [1 - x, 1 + x]; 0 turns it off"
+    )
+    saturation: float = Field(
+        0.05, ge=0.0, le=1.0, description="saturation jitter: factor drawn from [1 - x, 1 + x]; 0 turns it off"
+    )
+    hue: float = Field(
+        0.01, ge=0.0, le=0.5, description="hue jitter: shift drawn from [-x, x] of the colour wheel; 0 turns it off"
+    )
+    batch_size: int = Field(16, ge=1, le=512, description="views per VAE encode batch (views of one bucket size)")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"needs 0 < min <= max <= 1, got [{low}, {high}]")
+        return value

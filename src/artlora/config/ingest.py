@@ -1,0 +1,79 @@
+"""The ingest stage's settings: what is accepted, how it is captioned, bucketed and split."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from artlora.config.base import Experiment, Seed, StageConfig, StorageRoot
+
+
+class IngestConfig(StageConfig):
+    source: str = Field(
+        min_length=1, description="raw images: a local folder or an s3:// prefix (sub-folders = styles)"
+    )
+    storage_root: str = StorageRoot
+    experiment: str = Experiment
+    seed: int = Seed
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of each style held out for validation")
+    min_size: int = Field(64, ge=8, description="smallest accepted image side, in pixels")
+    # Pillow refuses images over twice its MAX_IMAGE_PIXELS (178,956,970) whatever we say; the limit stays below.
+    max_pixels: int = Field(
+        80_000_000, ge=4096, le=178_956_970, description="largest accepted width x height (decompression-bomb guard)"
+    )
+    max_aspect_ratio: float = Field(3.0, ge=1.0, le=10.0, description="largest accepted long side / short side")
+    blur_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        description="reject images whose variance of the Laplacian (grey, 0-255, scaled to at most 512x512 px of "
+        "area) is below this; 0 turns the check off",
+    )
+    near_duplicates: Literal["reject", "keep_together"] = Field(
+        "reject",
+        description="images within near_duplicate_distance form a cluster: 'reject' keeps its largest image, "
+        "'keep_together' keeps all of them in the same split",
+    )
+    near_duplicate_distance: int = Field(
+        6, ge=0, le=32, description="largest Hamming distance between 64-bit perceptual hashes of near duplicates"
+    )
+    background: tuple[int, int, int] = Field(
+        (255, 255, 255), description="RGB colour (0-255 each) on which transparent images are composited"
+    )
+    trigger_word: str = Field(
+        "", max_length=100, description="put first in every caption that lacks it (e.g. 'sks style'); '' for none"
+    )
+    empty_caption: Literal["style", "trigger", "reject"] = Field(
+        "style",
+        description="image without a caption: use its style label (folder name; the trigger word for top-level "
+        "images), use the trigger word, or reject it",
+    )
+    caption_token_limit: int = Field(
+        77, ge=8, le=1024, description="text encoder's token limit, start and end tokens included (CLIP: 77)"
+    )
+    long_caption: Literal["truncate", "keep"] = Field(
+        "truncate", description="caption over caption_token_limit (estimated): cut at a word boundary, or keep it"
+    )
+    max_per_style: int | None = Field(
+        None, ge=1, description="keep at most this many images per style (drawn by seed); null for no cap"
+    )
+    bucket_resolution: int = Field(
+        512, ge=64, le=4096, multiple_of=64, description="side of the square whose area the training buckets have"
+    )
+    bucket_max_upscale: float = Field(
+        1.0, ge=1.0, le=8.0, description="largest factor an image may be enlarged by to fill its bucket"
+    )
+    workers: int = Field(0, ge=0, le=256, description="decoding processes; 0 = one per available core")
+
+    @field_validator("background")
+    @classmethod
+    def _rgb(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if not all(0 <= channel <= 255 for channel in value):
+            raise ValueError("each channel must be 0-255")
+        return value
+
+    @model_validator(mode="after")
+    def _trigger_for_empty_captions(self) -> IngestConfig:
+        if self.empty_caption == "trigger" and not self.trigger_word.strip():
+            raise ValueError("empty_caption='trigger' needs a trigger_word: set ingest.trigger_word")
+        return self

@@ -1,0 +1,69 @@
+"""The whole pipeline's config: shared keys at the top, one section per stage."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from artlora.config.augment import AugmentConfig
+from artlora.config.base import BaseModelRef, Experiment, Seed, StorageRoot
+from artlora.config.evaluate import EvaluateConfig
+from artlora.config.ingest import IngestConfig
+from artlora.config.register import RegisterConfig
+from artlora.config.train import TrainConfig
+
+SHARED_KEYS = ("storage_root", "base_model", "experiment", "seed", "model_name")
+STAGES = ("ingest", "augment", "train", "evaluate", "register")
+
+
+class _Pipeline(BaseModel):
+    """PipelineConfig without its last section (see below)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    storage_root: str = StorageRoot
+    base_model: str = BaseModelRef
+    experiment: str = Experiment
+    seed: int = Seed
+    model_name: str = Field(description="MLflow registered model name for the adapters of this pipeline")
+    ingest: IngestConfig
+    augment: AugmentConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for stage in STAGES:
+            section = data.get(stage)
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                continue  # an already-built stage model, or a wrong type pydantic will name
+            fields = PipelineConfig.model_fields[stage].annotation.model_fields
+            shared = {k: data[k] for k in SHARED_KEYS if k in data and k in fields}
+            data[stage] = {**shared, **section}
+        return data
+
+    @field_validator("base_model")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a base model")
+        return value
+
+
+# pydantic warns, when the class is made, that a field named "register" shadows BaseModel's inherited
+# ABCMeta.register; the field is what we want. The warning is silenced for this one class statement only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+    class PipelineConfig(_Pipeline):
+        """The resolved config of a whole pipeline run: what every task receives as `config_json`."""
+
+        register: RegisterConfig

@@ -1,0 +1,17 @@
+"""The register stage's settings: the registered model and its gate."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from artlora.config.base import BaseModelRef, StageConfig
+
+
+class RegisterConfig(StageConfig):
+    adapter_uri: str | None = Field(None, description="trained adapter folder (train's output)")
+    run_id: str | None = Field(None, description="MLflow run of the training, holding the metrics")
+    base_model: str = BaseModelRef
+    model_name: str = Field(
+        description="MLflow registered model name", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128
+    )
+    gate_metric: str = Field("val_loss_lora", description="lower is better; beats the champion's to take over")

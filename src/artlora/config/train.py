@@ -1,0 +1,140 @@
+"""The train stage's settings: the adapter, the objective, optimisation, checkpoints and validation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from artlora.config.base import BaseModelRef, Experiment, Seed, StageConfig, StorageRoot
+
+
+class TrainConfig(StageConfig):
+    cache_uri: str | None = Field(None, description="latent cache index (augment's output)")
+    storage_root: str = StorageRoot
+    base_model: str = BaseModelRef
+    experiment: str = Experiment
+    seed: int = Seed
+    # -- the adapter
+    rank: int = Field(8, ge=1, le=256, description="LoRA rank")
+    alpha: float = Field(8.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input, in [0, 1)")
+    target_modules: tuple[str, ...] = Field(
+        ("attention",),
+        min_length=1,
+        description="UNet layers that get LoRA: the groups 'attention' (to_q, to_k, to_v, to_out.0), "
+        "'feed_forward' (ff.net.0.proj, ff.net.2) and 'convolutions' (ResNet conv1, conv2, conv_shortcut and the "
+        "down/up-sampler convs), and/or module names matched by suffix as peft does (e.g. proj_in)",
+    )
+    use_dora: bool = Field(False, description="DoRA: a trained magnitude per output channel besides the LoRA update")
+    train_text_encoder: bool = Field(
+        False,
+        description="LoRA also on the text encoder(s)' attention (q/k/v/out projections, same rank and alpha); "
+        "caption states are then computed every step instead of read from the cache (slower, more memory)",
+    )
+    text_encoder_learning_rate: float | None = Field(
+        None, gt=0, le=1.0, description="peak learning rate of the text-encoder LoRA; null = learning_rate"
+    )
+    # -- the objective
+    min_snr_gamma: float | None = Field(
+        None,
+        gt=0,
+        description="min-SNR-gamma loss weighting (5 is usual; per-sample weight min(SNR, gamma)/SNR); "
+        "null turns it off",
+    )
+    noise_offset: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="scale of a per-channel constant added to the noise (0.05-0.1 is usual); "
+        "lets the model learn very dark and very bright images; 0 turns it off",
+    )
+    caption_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="probability, in [0, 1), that a view trains with the empty caption "
+        "(keeps classifier-free guidance working); 0 turns it off",
+    )
+    perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the LPIPS term; 0 turns it off")
+    perceptual_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone")
+    perceptual_backbone: Literal["imagenet", "random"] = Field(
+        "imagenet", description="'imagenet' downloads torchvision weights; 'random' is for offline tests"
+    )
+    perceptual_every: int = Field(1, ge=1, description="apply the LPIPS term every k-th step (cost / k)")
+    perceptual_max_timestep: int = Field(
+        1000,
+        ge=1,
+        description="LPIPS only on samples whose timestep is below this (x0 predicted from heavy noise "
+        "is a blur); 1000 = every timestep of SD's schedule",
+    )
+    perceptual_batch: int | None = Field(
+        None, ge=1, description="at most this many samples of a step get the LPIPS term; null = all that qualify"
+    )
+    perceptual_scale: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="side of the compared images as a share of the training resolution, in "
+        "(0, 1]: latents are resized before the VAE decode, so 0.5 makes decode and LPIPS about 4x cheaper",
+    )
+    # -- optimisation
+    learning_rate: float = Field(1e-4, gt=0, le=1.0, description="peak learning rate")
+    lr_schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="after the warm-up: linear decay to 0, cosine decay to 0, or constant"
+    )
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0 to the peak rate")
+    max_steps: int = Field(500, ge=1, description="optimizer steps")
+    batch_size: int = Field(4, ge=1, le=1024, description="latents per micro-batch (all of one latent size)")
+    gradient_accumulation: int = Field(
+        1, ge=1, le=1024, description="micro-batches per optimizer step; the effective batch is batch_size x this"
+    )
+    weight_decay: float = Field(1e-2, ge=0.0, description="AdamW decoupled weight decay on the LoRA weights")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold (L2 norm)")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "bf16", description="autocast dtype on GPU (LoRA weights stay fp32); the CPU always trains in fp32"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute UNet activations in the backward pass: less GPU memory, about 30% slower"
+    )
+    channels_last: bool = Field(False, description="UNet in channels-last memory layout (faster convolutions on GPU)")
+    torch_compile: bool = Field(
+        False, description="torch.compile the UNet (GPU; the first steps of each latent size compile, then faster)"
+    )
+    # -- checkpoints, validation, early stopping
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints in the object store")
+    keep_checkpoints: int = Field(
+        2, ge=1, description="newest checkpoints kept, besides the one with the best validation loss"
+    )
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="steps between validation losses (held-out denoising loss on the validation split, "
+        "fixed timesteps and noise); also run at the last step; 0 turns validation and early stopping off",
+    )
+    eval_timesteps: tuple[int, ...] = Field(
+        (100, 300, 500, 700, 900), min_length=1, description="fixed timesteps of the validation loss"
+    )
+    early_stopping_patience: int = Field(
+        0, ge=0, description="validations in a row without improvement before training stops; 0 never stops early"
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0.0, description="smallest decrease of the validation loss that counts as an improvement"
+    )
+    log_every: int = Field(
+        10,
+        ge=1,
+        description="steps between reads of the metrics from the GPU (each read waits for it); every "
+        "step's metrics are logged",
+    )
+    system_metrics: bool = Field(
+        True, description="log CPU, memory, disk, network and (with NVIDIA GPUs) GPU use to MLflow during training"
+    )
+
+    @model_validator(mode="after")
+    def _settings_that_need_another(self) -> TrainConfig:
+        if self.early_stopping_patience and not self.eval_every:
+            raise ValueError("early_stopping_patience needs validation: set eval_every > 0")
+        if self.text_encoder_learning_rate is not None and not self.train_text_encoder:
+            raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
+        return self

@@ -1,0 +1,80 @@
+"""Reading the latent cache that the augment stage writes: an index plus checksummed safetensors shards.
+
+The index (JSON, at the cache URI) lists one entry per image: its split, style, caption, bucket ([width, height]
+in pixels), number of views, and two shards as {"uri", "sha256"}: its views' latents ([views, 4, h, w], already
+multiplied by the VAE's scaling factor) and its caption's text-encoder states ([tokens, dim]). Every shard's bytes
+are checked against the index's sha256 before they are used.
+
+SDXL caches (`"architecture": "sdxl"`) add, per caption shard, the pooled embedding `pooled` [dim], and per entry
+`time_ids`: each view's [original h, original w, crop top, crop left, target h, target w].
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from safetensors.torch import load
+
+from artlora.data.latents import LatentGroup, LatentSet
+from artlora.data.shards import PARALLEL, CorruptShardError
+from artlora.io import storage
+
+
+def read_shard(store: storage.Storage, shard: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Load a shard (an index's {"uri", "sha256"}), refusing one whose bytes do not match."""
+    data = store.get_bytes(shard["uri"])
+    if hashlib.sha256(data).hexdigest() != shard["sha256"]:
+        raise CorruptShardError(f"cache shard {shard['uri']} is corrupt (checksum mismatch); run augment again")
+    return load(data)
+
+
+def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSet:
+    """The cached views of one split ("train" or "val"); `views` keeps only the first views of each image."""
+    store = storage.get_storage()
+    index = store.get_json(cache_uri)
+    entries = [entry for entry in index["entries"] if entry["split"] == split]
+    if not entries:
+        raise ValueError(f"the latent cache {cache_uri} has no {split!r} images")
+    texts = {entry["text"]["uri"]: entry["text"] for entry in entries}
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:  # many small GETs: latency-bound, so fetch in parallel
+        latents = list(pool.map(lambda e: read_shard(store, e["latents"])["latents"][:views], entries))
+        text = dict(zip(texts, pool.map(lambda t: read_shard(store, t), texts.values()), strict=True))
+    empty = read_shard(store, index["empty_text"])
+    return LatentSet(
+        groups=_groups(entries, latents, text, sdxl=index.get("architecture") == "sdxl"),
+        empty_text=empty["hidden"],
+        dataset_fingerprint=index["dataset_fingerprint"],
+        empty_pooled=empty["pooled"] if index.get("architecture") == "sdxl" else None,
+    )
+
+
+def _groups(
+    entries: list[dict], latents: list[torch.Tensor], text: dict[str, dict[str, torch.Tensor]], sdxl: bool = False
+) -> tuple:
+    """One LatentGroup per latent size, ordered by size; each view paired with its image's caption states (and
+    for SDXL its caption's pooled embedding and its own time ids)."""
+    by_size: dict[tuple[int, ...], tuple[list, list, list, list, set, list]] = {}
+    for entry, image_views in zip(entries, latents, strict=True):
+        size = tuple(image_views.shape[1:])
+        lat, txt, pooled, ids, buckets, captions = by_size.setdefault(size, ([], [], [], [], set(), []))
+        lat.append(image_views)
+        shard = text[entry["text"]["uri"]]
+        txt.extend([shard["hidden"]] * len(image_views))
+        captions.extend([entry["caption"]] * len(image_views))
+        if sdxl:
+            pooled.extend([shard["pooled"]] * len(image_views))
+            ids.extend(entry["time_ids"][: len(image_views)])
+        buckets.add(tuple(entry["bucket"]) if "bucket" in entry else None)
+    return tuple(
+        LatentGroup(
+            torch.cat(lat),
+            torch.stack(txt),
+            buckets.pop() if len(buckets) == 1 else None,
+            torch.stack(pooled) if sdxl else None,
+            torch.tensor(ids, dtype=torch.float32) if sdxl else None,
+            tuple(captions),
+        )
+        for _, (lat, txt, pooled, ids, buckets, captions) in sorted(by_size.items())
+    )

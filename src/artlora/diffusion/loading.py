@@ -1,0 +1,265 @@
+"""Base-model loading: the one place that turns a model reference into a Stable Diffusion pipeline.
+
+A reference is a local diffusers folder, a local single-file checkpoint (.safetensors/.ckpt), an
+`s3://bucket/prefix` holding a diffusers folder (downloaded once into the work folder), or a Hugging Face hub
+id (`org/name`). Tests and the demo load the tiny pipelines of `artlora.diffusion.tiny` through the same paths.
+
+A single file in the original (ldm/SGM) layout holds weights only. SDXL is told from SD 1.x/2.x by its second
+text encoder's tensor names (`conditioner.embedders.1.`, read from the header alone); diffusers then takes the
+configs and tokenizer(s) from the folder holding the file when that has a model_index.json (a copy of the base
+model's diffusers folder, weights optional), and otherwise fetches those of the matching public model from the
+Hugging Face hub, which fails where the hub is unreachable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
+from safetensors import safe_open
+
+from artlora.io import settings, storage
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# Written into a downloaded model folder last; a folder without it is a broken download and is fetched again.
+DOWNLOAD_MARKER = ".artlora-download-complete"
+# The class name and the tensors' dtypes already cover `architectures` and `dtype`.
+_CONFIG_PROVENANCE = frozenset({"architectures", "dtype", "torch_dtype", "transformers_version"})
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# In an original-layout (SGM) checkpoint, the tensors of SDXL's second text encoder (OpenCLIP ViT-bigG); SD 1.x/2.x
+# keep their one encoder under cond_stage_model.
+SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
+
+
+class ModelLoadError(RuntimeError):
+    """A base model that cannot be found or loaded; the message names the reference and what to do."""
+
+
+# -- resolving references -------------------------------------------------------------------------------
+
+
+def _is_single_file(ref: str) -> bool:
+    return ref.lower().endswith(SINGLE_FILE_SUFFIXES)
+
+
+def _check_local(ref: str, path: Path) -> str:
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"base model {ref!r} is a folder without model_index.json: give a diffusers pipeline folder "
+                "(as written by save_pretrained) or a single .safetensors/.ckpt checkpoint"
+            )
+        return str(path)
+    if not _is_single_file(path.name):
+        raise ModelLoadError(
+            f"base model {ref!r} is a file but not a .safetensors/.ckpt checkpoint: give a single-file "
+            "checkpoint or a diffusers pipeline folder"
+        )
+    return str(path)
+
+
+def _listing(store: storage.Storage, uri: str) -> list[tuple[str, int, str]]:
+    """(uri, size, etag) of every object under a prefix, so a changed model at the same prefix differs."""
+    return sorted((info.uri, info.size, info.etag) for info in store.objects(uri))
+
+
+def _download_s3(uri: str) -> str:
+    """Download a diffusers folder from S3 once per content; later calls reuse the finished download."""
+    try:
+        store = storage.get_storage()
+        listing = _listing(store, uri)
+        if not listing:
+            raise ModelLoadError(
+                f"base model {uri!r}: no objects under that prefix; upload a diffusers pipeline folder there "
+                "(e.g. with Storage.upload_dir) or fix the URI"
+            )
+        identity = json.dumps([uri.rstrip("/"), listing]).encode()
+        target = settings.work_dir() / "models" / hashlib.sha256(identity).hexdigest()[:16]
+        if not (target / DOWNLOAD_MARKER).is_file():
+            _fetch(store, uri, target)
+    except storage.StorageError as err:
+        raise ModelLoadError(f"cannot read base model {uri!r}: {err}") from err
+    return str(target)
+
+
+def _fetch(store: storage.Storage, uri: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Download beside the target and rename it into place, so neither a crash nor a concurrent run ever
+    # leaves a half-written folder at the path that is reused.
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        store.download_dir(uri, staging)
+        if not (staging / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"base model {uri!r} has no model_index.json at its top level: upload a diffusers pipeline "
+                "folder to that prefix (single-file checkpoints must be local files)"
+            )
+        (staging / DOWNLOAD_MARKER).write_text(uri + "\n")
+        if not (target / DOWNLOAD_MARKER).is_file():  # a concurrent run may have finished first
+            shutil.rmtree(target, ignore_errors=True)  # what is left of an interrupted older download
+            os.replace(staging, target)
+    except OSError:
+        if not (target / DOWNLOAD_MARKER).is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def local_model_path(ref: str) -> str:
+    """What diffusers should load for a reference: a local path, a downloaded S3 folder, or a hub id."""
+    if storage.is_s3(ref):
+        return _download_s3(ref)
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _check_local(ref, path)
+    if _HUB_ID.match(ref) and not _is_single_file(ref):
+        return ref
+    raise ModelLoadError(
+        f"base model {ref!r} not found: no such local file or folder, and it is not an s3:// URI or a hub id "
+        "(org/name); check the path"
+    )
+
+
+def _pipeline_class(source: str, revision: str | None) -> type[DiffusionPipeline]:
+    """SDXL for a folder or hub id whose model_index.json names an SDXL pipeline; Stable Diffusion 1.x/2.x
+    otherwise (a model_index.json that cannot be read is left for from_pretrained to report)."""
+    index = Path(source) / "model_index.json"
+    try:
+        if index.is_file():
+            name = json.loads(index.read_text()).get("_class_name", "")
+        else:
+            name = DiffusionPipeline.load_config(source, revision=revision).get("_class_name", "")
+    except Exception:  # noqa: BLE001 - unreadable or unreachable: from_pretrained gives the real error below
+        name = ""
+    return StableDiffusionXLPipeline if str(name).startswith("StableDiffusionXL") else StableDiffusionPipeline
+
+
+def checkpoint_keys(path: str | Path) -> list[str]:
+    """The tensor names of a single-file checkpoint, without reading its tensors: the safetensors header, or a
+    memory-mapped .ckpt (whose tensors stay on disk)."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    return list(checkpoint.get("state_dict", checkpoint))
+
+
+def single_file_class(path: str | Path) -> type[DiffusionPipeline]:
+    """SDXL for an original-layout checkpoint with SDXL's second text encoder, Stable Diffusion 1.x/2.x otherwise."""
+    sdxl = any(key.startswith(SDXL_SINGLE_FILE_PREFIX) for key in checkpoint_keys(path))
+    return StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
+
+
+def _single_file_config(ref: str, source: str, cls: type[DiffusionPipeline]) -> str | None:
+    """The diffusers folder holding the file, when it has a model_index.json of the file's architecture."""
+    folder = Path(source).parent
+    if not (folder / "model_index.json").is_file():
+        return None
+    if _pipeline_class(str(folder), None) is not cls:
+        raise ModelLoadError(
+            f"base model {ref!r} is a {cls.__name__} checkpoint, but the diffusers folder beside it "
+            f"({folder}/model_index.json) is not: put the file beside its own model's configs"
+        )
+    return str(folder)
+
+
+def _load_single_file(ref: str, source: str, revision: str | None, torch_dtype: torch.dtype):
+    try:
+        cls = single_file_class(source)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ModelLoadError(
+            f"base model {ref!r}: cannot read the tensor names of this checkpoint ({type(err).__name__}: {err}); "
+            "give an intact .safetensors/.ckpt file"
+        ) from err
+    config = _single_file_config(ref, source, cls)
+    options = dict(config=config, revision=revision, dtype=torch_dtype)
+    if cls is StableDiffusionPipeline:
+        options.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        pipe = cls.from_single_file(source, **options)
+    except Exception as err:
+        where = (
+            f"configs from {config}"
+            if config
+            else "no diffusers folder beside it, so diffusers looked for the configs on the Hugging Face hub. "
+            "Without the hub, put the file in a folder holding its model's diffusers configs and tokenizer(s): "
+            "model_index.json and the component folders as save_pretrained writes them, weights optional"
+        )
+        raise ModelLoadError(
+            f"could not load single-file base model {ref!r} as {cls.__name__} ({where}): {type(err).__name__}: {err}"
+        ) from err
+    # diffusers builds each component on the meta device and fills in the weights it finds; the rest stay empty
+    # without an error (e.g. SDXL's two text encoders, which it tells apart by width alone, at one width).
+    empty = [name for name, part in pipe.components.items() if isinstance(part, torch.nn.Module) and _has_meta(part)]
+    if empty:
+        raise ModelLoadError(
+            f"single-file base model {ref!r}: diffusers found no weights for part of {', '.join(empty)}; the "
+            f"checkpoint does not hold a complete {cls.__name__} in the original layout"
+        )
+    return pipe
+
+
+def _has_meta(module: torch.nn.Module) -> bool:
+    return any(tensor.is_meta for tensor in (*module.parameters(), *module.buffers()))
+
+
+def load_pipeline(
+    ref: str, revision: str | None = None, torch_dtype: torch.dtype = torch.float32
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline, without safety checker, from any reference above."""
+    source = local_model_path(ref)
+    if _is_single_file(source):
+        return _load_single_file(ref, source, revision, torch_dtype)
+    # diffusers deprecated `torch_dtype` for `dtype`; the parameter keeps the name the ecosystem knows.
+    options = dict(revision=revision, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
+    try:
+        cls = _pipeline_class(source, revision)
+        if cls is StableDiffusionXLPipeline:
+            options = dict(revision=revision, dtype=torch_dtype)
+        return cls.from_pretrained(source, **options)
+    except Exception as err:
+        raise ModelLoadError(
+            f"could not load base model {ref!r} (from {source}): {type(err).__name__}: {err}. Check that it "
+            "is a Stable Diffusion 1.x/2.x or SDXL pipeline, and for a hub id that the hub is reachable and the "
+            "revision exists"
+        ) from err
+
+
+# -- identity -------------------------------------------------------------------------------------------
+
+
+def _config_json(module: torch.nn.Module) -> str:
+    config = getattr(module, "config", None)
+    if config is None:
+        return "null"
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    # These keys record provenance (where it was loaded from, which library wrote it, `architectures` and
+    # `dtype` which save_pretrained fills in): they differ between a built and a loaded copy of one model.
+    values = {k: v for k, v in values.items() if not k.startswith("_") and k not in _CONFIG_PROVENANCE}
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A sha256 hex digest of a module's class, config and weights; equal modules give equal digests."""
+    digest = hashlib.sha256()
+    digest.update(type(module).__name__.encode())
+    digest.update(_config_json(module).encode())
+    state = module.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"\n{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        # A uint8 view hashes the raw bytes of any dtype (bfloat16 included) without copying them.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()

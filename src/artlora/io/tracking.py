@@ -1,0 +1,174 @@
+"""The one place that imports mlflow: stage runs, params, metrics, artifacts and the model registry.
+
+Locally (no MLFLOW_TRACKING_URI) the store is SQLite in the work folder and artifacts go to the object store
+under `<storage_root>/mlflow/`; with a tracking server, the server decides where artifacts go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from artlora.config import StageConfig
+from artlora.io import settings, storage
+
+STAGE_TAG = "artlora.stage"
+
+
+def configure() -> str:
+    """Point MLflow (and its S3 artifact client) at this run's services; returns the tracking URI."""
+    s3 = settings.s3_settings()
+    if s3 is not None:
+        # MLflow's artifact store speaks S3 through boto3, which reads its own variables.
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", s3.url)
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", s3.access_key)
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    uri = settings.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def _experiment_id(name: str, storage_root: str | None) -> str:
+    client = MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if storage_root and not mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        # A tracking server decides where artifacts go; a bare database store (SQLite, PostgreSQL) would put them
+        # in the current folder, so they go to the object store instead.
+        location = storage.join(storage_root, "mlflow", name)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another stage created it meanwhile
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """Nested config -> MLflow params with dotted names (`train.rank`)."""
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(flatten(f"{prefix}.{key}", item))
+        return out
+    return {prefix: json.dumps(value) if isinstance(value, list | tuple) else str(value)}
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    config: StageConfig,
+    run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    system_metrics: bool = False,
+) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for one stage, with the resolved config as params and as `config/<stage>.json`.
+
+    With `run_id`, the stage continues that run (evaluate and a resumed train add to the training run).
+
+    With `system_metrics`, MLflow samples CPU, memory, disk, network and, where an NVIDIA driver answers, GPU
+    usage in a background thread and logs them as `system/...` metrics; a continued run carries on from the
+    last logged step. The thread stops when the run ends, normally or by an exception. MLflow's own variables
+    set the pace: MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL (seconds, default 10) and
+    MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING (samples averaged per logged point, default 1).
+    """
+    configure()
+    if run_id is None:
+        experiment = getattr(config, "experiment", "artlora")
+        mlflow.set_experiment(experiment_id=_experiment_id(experiment, getattr(config, "storage_root", None)))
+    # Explicit either way, so that MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING in the environment cannot switch the
+    # monitor on for the stages that did not ask for it.
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, log_system_metrics=system_metrics) as run:
+        resolved = config.model_dump(mode="json")
+        # MLflow params cannot change once logged: a stage run again on the same run with other settings (an
+        # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
+        logged = run.data.params
+        mlflow.log_params({k: v for k, v in flatten(stage, resolved).items() if k not in logged})
+        mlflow.log_dict(resolved, f"config/{stage}.json")
+        mlflow.set_tags({STAGE_TAG if run_id is None else f"{STAGE_TAG}.{stage}": stage, **(tags or {})})
+        yield run
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None, wait: bool = True) -> None:
+    """Log metrics; with wait=False the call returns at once and MLflow sends them in the background (the
+    training loop must not stall on the tracking store). The run's end waits for everything queued."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=wait)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    mlflow.set_tags(dict(tags))
+
+
+def log_artifact(path: str | Path, folder: str | None = None) -> None:
+    path = Path(path)
+    if path.is_dir():
+        mlflow.log_artifacts(str(path), folder)
+    else:
+        mlflow.log_artifact(str(path), folder)
+
+
+def log_bytes(data: bytes, name: str) -> None:
+    """Log in-memory content as an artifact file called `name` (may include folders)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(data)
+        parent = str(Path(name).parent)
+        mlflow.log_artifact(str(path), None if parent == "." else parent)
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    configure()
+    return dict(MlflowClient().get_run(run_id).data.metrics)
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    configure()
+    return dict(MlflowClient().get_run(run_id).data.tags)
+
+
+def artifact_uri(run_id: str, path: str) -> str:
+    configure()
+    return f"{MlflowClient().get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+
+
+# -- registry ------------------------------------------------------------------------------------------
+
+
+def create_version(name: str, source: str, run_id: str, tags: Mapping[str, str]) -> ModelVersion:
+    """Register `source` (an artifact folder) as a new version of `name`, creating the model if needed.
+
+    MLflow 3's `register_model("runs:/...")` expects a logged MLflow Model; an adapter is a plain artifact
+    folder, so the version is created from its URI directly.
+    """
+    configure()
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name, description="artlora style LoRA adapters")
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+
+
+def version_by_alias(name: str, alias: str) -> ModelVersion | None:
+    configure()
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    configure()
+    MlflowClient().set_registered_model_alias(name, alias, version)

@@ -1,0 +1,77 @@
+"""The curation report as JSON: every input accounted for, with counts by reason, by style and by bucket.
+
+The report depends only on the inputs and the settings (not on timing, nor on which files the scan index
+already knew), so an identical ingest gives identical bytes and is stored once. What a run decoded is in the
+stage's result, its log line and its MLflow metrics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from artlora.config import IngestConfig
+from artlora.stages.ingest import buckets, captions, curation
+from artlora.stages.ingest.sources import Listing
+
+# Settings that are not about curation: where the inputs are read from, where the run is logged, how fast.
+NOT_CURATION = frozenset({"source", "experiment", "workers"})
+
+
+def curation_settings(config: IngestConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude=set(NOT_CURATION))
+
+
+def build(listing: Listing, curated: curation.Curated, items: list[Any], config: IngestConfig) -> dict[str, Any]:
+    """The report of one ingest; `items` are the accepted items with their split and bucket."""
+    rejections = [{"file": r.file, "code": r.code, "reason": r.reason} for r in curated.rejections]
+    by_reason = Counter(r.code for r in curated.rejections)
+    return {
+        "inputs": len(listing.files),
+        "accepted": len(items),
+        "rejected": len(rejections),
+        "by_reason": {code: by_reason[code] for code in curation.REASONS if by_reason[code]},
+        "reasons": {code: title for code, title in curation.REASONS.items() if by_reason[code]},
+        "by_style": _by_style(items),
+        "rejected_by_style": _rejected_by_style(curated),
+        "by_bucket": dict(sorted(Counter(buckets.label(item.bucket) for item in items).items())),
+        "captions": _captions(curated, config),
+        "near_duplicate_clusters": curated.clusters,
+        "notes": listing.notes,
+        "settings": curation_settings(config),
+        "accepted_files": sorted(item.source for item in items),
+        "rejections": rejections,
+    }
+
+
+def _by_style(items: list[Any]) -> dict[str, dict[str, int]]:
+    by_style: dict[str, dict[str, int]] = {}
+    for item in sorted(items, key=lambda i: i.style):
+        by_style.setdefault(item.style, {"train": 0, "val": 0})[item.split] += 1
+    return by_style
+
+
+def _rejected_by_style(curated: curation.Curated) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for r in sorted(curated.rejections, key=lambda r: (r.style, r.code)):
+        counts = out.setdefault(r.style, {})
+        counts[r.code] = counts.get(r.code, 0) + 1
+    return out
+
+
+def _captions(curated: curation.Curated, config: IngestConfig) -> dict[str, Any]:
+    kept = curated.kept
+    over = [c for c in kept if c.caption.original_tokens > config.caption_token_limit]
+    return {
+        "token_limit": config.caption_token_limit,
+        "token_count": captions.TOKEN_COUNT_METHOD,
+        "by_source": dict(sorted(Counter(c.caption.source for c in kept).items())),
+        "over_limit": [
+            {
+                "file": c.file.name,
+                "tokens": c.caption.original_tokens,
+                "action": f"truncated to {c.caption.tokens} tokens" if c.caption.truncated else "kept whole",
+            }
+            for c in over
+        ],
+    }

@@ -1,0 +1,162 @@
+"""Raw inputs for ingest: every file under a local folder or an s3:// prefix, with its caption and style label.
+
+Layouts:
+- style: images in sub-folders take the first folder's name as their style label (one sub-folder per style);
+  images at the top level get the style "default".
+- captions, most specific first: a sidecar with the image's stem and the suffix `.txt` or `.caption`
+  (`cat.png` + `cat.txt`), then a line of a `metadata.jsonl` in the image's folder or any folder above it
+  (the Hugging Face imagefolder convention: `{"file_name": "cat.png", "text": "..."}`, file_name relative to
+  the metadata file's folder; a "caption" key is read when there is no "text").
+Sidecars and metadata files are not inputs themselves. Hidden files and folders are skipped. What cannot be
+used (a caption with no image, a bad metadata line) is listed in `Listing.notes`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from artlora.io import storage
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+CAPTION_SUFFIXES = (".txt", ".caption")  # in order of precedence when an image has both
+METADATA_NAME = "metadata.jsonl"
+DEFAULT_STYLE = "default"
+# Caption files are small; reading them from S3 is latency-bound, so many at once.
+_CAPTION_READERS = 16
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    name: str  # path relative to the source root, with forward slashes
+    uri: str  # where to read it: an absolute local path or an s3:// URI
+    caption: str = ""
+    caption_source: str = ""  # "sidecar .txt", "sidecar .caption", "metadata.jsonl", or "" for none
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix.lower()
+
+    @property
+    def is_image(self) -> bool:
+        return self.suffix in IMAGE_SUFFIXES
+
+    @property
+    def style(self) -> str:
+        parts = PurePosixPath(self.name).parts
+        return parts[0] if len(parts) > 1 else DEFAULT_STYLE
+
+    def read(self) -> bytes:
+        return read_uri(self.uri)
+
+
+@dataclass(frozen=True)
+class Listing:
+    files: list[SourceFile]  # every input (image or not), sorted by name
+    notes: list[str] = field(default_factory=list)  # caption files and metadata lines that could not be used
+
+
+def read_uri(uri: str) -> bytes:
+    return storage.get_storage().get_bytes(uri) if storage.is_s3(uri) else Path(uri).read_bytes()
+
+
+def list_source(source: str) -> Listing:
+    """Every input under the source, with captions from sidecars or metadata.jsonl."""
+    entries = _s3_entries(source) if storage.is_s3(source) else _local_entries(source)
+    sidecars = {name: uri for name, uri in entries.items() if PurePosixPath(name).suffix.lower() in CAPTION_SUFFIXES}
+    metadata = {name: uri for name, uri in entries.items() if PurePosixPath(name).name == METADATA_NAME}
+    inputs = sorted(name for name in entries if name not in sidecars and name not in metadata)
+    notes: list[str] = []
+    captions = _metadata_captions(metadata, set(inputs), notes)
+    chosen = _sidecar_choice(inputs, sidecars)
+    used = set(chosen.values())
+    notes += [f"{name}: caption file with no input file of the same name" for name in sorted(set(sidecars) - used)]
+    texts = _read_texts([sidecars[name] for name in chosen.values()])
+    for (image, sidecar), text in zip(chosen.items(), texts, strict=True):
+        captions[image] = (text, f"sidecar {PurePosixPath(sidecar).suffix.lower()}")
+    files = [SourceFile(name, entries[name], *captions.get(name, ("", ""))) for name in inputs]
+    return Listing(files, notes)
+
+
+def _sidecar_choice(inputs: list[str], sidecars: dict[str, str]) -> dict[str, str]:
+    """input name -> the sidecar caption file that belongs to it (`.txt` before `.caption`)."""
+    by_stem: dict[str, str] = {}
+    for name in sorted(sidecars, key=lambda n: CAPTION_SUFFIXES.index(PurePosixPath(n).suffix.lower())):
+        by_stem.setdefault(str(PurePosixPath(name).with_suffix("")), name)
+    return {name: by_stem[stem] for name in inputs if (stem := str(PurePosixPath(name).with_suffix(""))) in by_stem}
+
+
+def _metadata_captions(metadata: dict[str, str], inputs: set[str], notes: list[str]) -> dict[str, tuple[str, str]]:
+    """input name -> (caption, "metadata.jsonl") from every metadata file; a deeper folder's file wins."""
+    captions: dict[str, tuple[str, str]] = {}
+    names = sorted(metadata, key=lambda n: len(PurePosixPath(n).parts))  # shallow first, deeper overrides
+    for name, raw in zip(names, _read_texts([metadata[n] for n in names]), strict=True):
+        folder = PurePosixPath(name).parent
+        for number, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            entry = _metadata_entry(line)
+            where = f"{name} line {number}"
+            if isinstance(entry, str):
+                notes.append(f"{where}: {entry}")
+                continue
+            target = (folder / entry[0]).as_posix().removeprefix("./")
+            if target not in inputs:
+                notes.append(f"{where}: names {target}, which is not in the source")
+                continue
+            captions[target] = (entry[1], METADATA_NAME)
+    return captions
+
+
+def _metadata_entry(line: str) -> tuple[str, str] | str:
+    """(file_name, caption) from one metadata.jsonl line, or what is wrong with it."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return "not valid JSON"
+    if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
+        return 'no "file_name" string'
+    text = entry.get("text", entry.get("caption", ""))
+    if not isinstance(text, str):
+        return 'its "text" is not a string'
+    return entry["file_name"], text
+
+
+def _read_texts(uris: list[str]) -> list[str]:
+    """UTF-8 text files (a byte-order mark dropped, undecodable bytes replaced), read concurrently."""
+    if not uris:
+        return []
+    with ThreadPoolExecutor(min(_CAPTION_READERS, len(uris))) as pool:
+        return [data.decode("utf-8-sig", errors="replace") for data in pool.map(read_uri, uris)]
+
+
+def _local_entries(source: str) -> dict[str, str]:
+    root = Path(source)
+    if not root.is_dir():
+        raise FileNotFoundError(f"ingest.source {source!r} is not a folder (nor an s3:// prefix)")
+    root = root.resolve()
+    return {
+        path.relative_to(root).as_posix(): str(path)
+        for path in root.rglob("*")
+        if path.is_file() and not _hidden(path.relative_to(root).as_posix())
+    }
+
+
+def _s3_entries(source: str) -> dict[str, str]:
+    store = storage.get_storage()
+    base = storage.parse_uri(source)[1].rstrip("/")
+    entries: dict[str, str] = {}
+    for uri in store.list(source):
+        name = storage.parse_uri(uri)[1][len(base) :].lstrip("/")
+        if not _hidden(name):
+            entries[name] = uri
+    if not entries:
+        raise FileNotFoundError(f"nothing under ingest.source {source!r}")
+    return entries
+
+
+def _hidden(name: str) -> bool:
+    """Dot-files and anything in a dot-folder (.git/, .ipynb_checkpoints/) are tool droppings, not inputs."""
+    return any(part.startswith(".") for part in PurePosixPath(name).parts)

@@ -1,0 +1,382 @@
+"""One run's model, optimizer, LR schedule and objective; `Trainer.step` takes one optimizer step.
+
+No storage and no tracking here (the stage in `stages/train.py` adds those), so the benchmark can time exactly
+this step on a machine with only torch, diffusers, peft and lpips.
+
+Every step's randomness (batch, noise, timesteps, caption dropout, noise offset, LoRA dropout) is derived from
+(seed, micro-batch index) alone, so a resumed run takes the same steps as an uninterrupted one without replaying
+anything; the RNG states are saved with the rest of the state all the same.
+
+SDXL bases also get, per view, the caption's pooled embedding and the size/crop time ids as the UNet's
+`added_cond_kwargs`; caption dropout drops the pooled embedding with the caption states.
+
+Several processes (`accelerate launch`, DDP): each takes its own micro-batches, `(step x accumulation + micro) x
+processes + rank`, and DDP averages the gradients, so N processes at batch B take the same optimizer steps as one
+process at batch B with N times the accumulation.
+
+With `train_text_encoder`, the text encoder(s) get LoRA too and the caption states are computed every step from
+the captions' token ids (caption dropout then swaps in the empty caption's ids) instead of read from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+
+from artlora.config import TrainConfig
+from artlora.data.latents import LatentSet
+from artlora.diffusion.architecture import is_sdxl
+from artlora.diffusion.device import default_device
+from artlora.diffusion.losses import (
+    PerceptualLoss,
+    diffusion_target,
+    min_snr_weights,
+    offset_noise,
+    perceptual_subset,
+    predicted_x0,
+    weighted_mse,
+)
+from artlora.diffusion.text_encoding import TextEncoders
+from artlora.stages.train import lora
+from artlora.stages.train.sampling import epoch_batches, sampler_position, seed_for_dropout, step_generator
+
+PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+def process_group() -> Accelerator:
+    """This process's place in the run: under `accelerate launch` (or torchrun) one of several, each on its own
+    GPU; otherwise the only one, on the GPU if there is one. Precision is the trainer's own (`mixed_precision`),
+    so accelerate is told not to add its autocast. Without a GPU the processes talk over gloo (tests, laptops)."""
+    return Accelerator(mixed_precision="no", cpu=default_device().type == "cpu")
+
+
+# -- architecture ----------------------------------------------------------------------------------------
+
+
+def check_architecture(data: LatentSet, unet: torch.nn.Module) -> None:
+    """Refuse a cache made for the other architecture: SDXL caches carry pooled embeds and time ids, and their
+    caption states are twice as wide, so an SD 1.x/2.x UNet cannot train on them (nor SDXL on SD 1.x/2.x's)."""
+    names = {True: "SDXL", False: "Stable Diffusion 1.x/2.x"}
+    cache_sdxl, base_sdxl = data.sdxl, is_sdxl(unet)
+    if cache_sdxl != base_sdxl:
+        raise ValueError(
+            f"the latent cache was made for {names[cache_sdxl]} but the base model is {names[base_sdxl]}: run "
+            "augment with this base model"
+        )
+
+
+# -- optimisation ---------------------------------------------------------------------------------------
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 to the peak rate, then linear decay to 0, cosine decay to 0, or constant."""
+    return get_scheduler(
+        SCHEDULES[config.lr_schedule],
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        num_training_steps=config.max_steps,
+    )
+
+
+class Trainer:
+    """The model, optimizer and objective of one run on cached latents."""
+
+    def __init__(self, config: TrainConfig, data: LatentSet, pipe: Any, accelerator: Accelerator | None = None):
+        """`data` is a LatentSet (latent_cache); `pipe` has the base model's `unet`, `vae` and `scheduler`;
+        `accelerator` knows the processes of a distributed run (one process when not launched by accelerate)."""
+        self.accelerator = accelerator or process_group()
+        self.config, self.device = config, self.accelerator.device
+        self.processes, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        # Autocast on GPU only: frozen weights in the low-precision dtype, LoRA weights and optimizer in fp32.
+        self.dtype = PRECISIONS[config.mixed_precision] if self.device.type == "cuda" else None
+        # The whole latent set lives on the device: no per-step host-to-device copies.
+        check_architecture(data, pipe.unet)
+        self.data = data.to(self.device)
+        self.sizes = [len(group) for group in self.data.groups]
+        self._epoch: tuple[int, list] = (-1, [])
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.unet, unet_params = self._adapted_unet(pipe.unet)
+        self.text_encoders, text_params = self._adapted_text_encoders(pipe) if config.train_text_encoder else (None, [])
+        self.forward, self.text_forward, self.synced = self._distributed()
+        self.params = unet_params + text_params
+        groups = [{"params": unet_params}]
+        if text_params:
+            groups.append({"params": text_params, "lr": config.text_encoder_learning_rate or config.learning_rate})
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=config.learning_rate, weight_decay=config.weight_decay, fused=self.device.type == "cuda"
+        )
+        self.schedule = make_schedule(self.optimizer, config)
+        # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.perceptual = None
+        if config.perceptual_weight > 0:
+            vae = pipe.vae.to(self.device).requires_grad_(False).eval()
+            if self.dtype is not None:
+                vae.to(self.dtype)
+            self.perceptual = PerceptualLoss(
+                vae, config.perceptual_net, config.perceptual_backbone, config.perceptual_scale
+            ).to(self.device)
+
+    def _adapted_unet(self, unet: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+        """Attach LoRA in fp32 on the CPU (the same init everywhere), then move; frozen weights get the dtype."""
+        if self.config.channels_last:
+            # Before LoRA is attached: peft's DoRA reshapes its conv weights with .view(), which needs them
+            # contiguous, so only the base weights change layout.
+            unet.to(memory_format=torch.channels_last)
+        torch.manual_seed(self.config.seed)
+        lora.add_lora(unet.float(), self.config)
+        self._place(unet)
+        if self.config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        # Training mode turns LoRA dropout on; the SD UNet has no other dropout or batch norm.
+        unet.train()
+        return unet, [param for param in unet.parameters() if param.requires_grad]
+
+    def _adapted_text_encoders(self, pipe: Any) -> tuple[TextEncoders, list[torch.nn.Parameter]]:
+        """LoRA on the text encoder(s) as on the UNet (fp32 on the CPU, then moved), and every view's token ids
+        on the device, per latent group, beside the empty caption's."""
+        encoders, params = TextEncoders.of(pipe), []
+        for index, encoder in enumerate(encoders.encoders):
+            params += lora.add_text_encoder_lora(encoder.float(), self.config, encoders.layers_used(index))
+            self._place(encoder)
+            if self.config.gradient_checkpointing:
+                # transformers 5.23 renamed it; older releases (5.17 on the GPU machines) have only the old name.
+                old_name = encoder.gradient_checkpointing_enable
+                getattr(encoder, "activation_checkpointing_enable", old_name)()
+            encoder.train()
+        if not all(group.captions for group in self.data.groups):
+            raise ValueError("this latent cache does not list each view's caption: run augment again")
+        self.token_ids = [tuple(map(self.to_device, encoders.tokenize(g.captions))) for g in self.data.groups]
+        self.empty_ids = tuple(map(self.to_device, encoders.tokenize([""])))
+        return encoders, params
+
+    def _place(self, module: torch.nn.Module) -> None:
+        """On the device, frozen weights in the low-precision dtype (LoRA weights stay fp32)."""
+        module.to(self.device)
+        if self.dtype is not None:
+            for param in module.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(self.dtype)
+
+    def _distributed(self) -> tuple[torch.nn.Module, TextEncoders | None, list[torch.nn.Module]]:
+        """What the step calls: the UNet (compiled if asked) and the text encoders, each in DDP when there are
+        several processes (DDP averages their gradients); and the DDP modules among them."""
+        unet = self._wrapped(self.unet)
+        forward = torch.compile(unet) if self.config.torch_compile else unet
+        encoders = tuple(map(self._wrapped, self.text_encoders.encoders)) if self.text_encoders else ()
+        synced = [unet, *encoders] if self.processes > 1 else []
+        text_forward = TextEncoders(self.text_encoders.tokenizers, encoders) if self.text_encoders else None
+        return forward, text_forward, synced
+
+    def _wrapped(self, module: torch.nn.Module) -> torch.nn.Module:
+        """In DDP with several processes; as it is with one (accelerate's wrapper would do nothing)."""
+        if self.processes == 1:
+            return module
+        return self.accelerator.prepare_model(module, device_placement=False)
+
+    @property
+    def parts(self) -> dict[str, torch.nn.Module]:
+        """The components that carry the adapter, by their pipeline names (what `lora.py` saves)."""
+        names = ("text_encoder", "text_encoder_2")
+        encoders = self.text_encoders.encoders if self.text_encoders else ()
+        return {"unet": self.unet, **dict(zip(names, encoders, strict=False))}
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """LoRA dropout off while measuring, back on afterwards."""
+        for part in self.parts.values():
+            part.eval()
+        try:
+            yield
+        finally:
+            for part in self.parts.values():
+                part.train()
+
+    def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Caption states through the adapted text encoder(s), as validation reads them (CPU, fp32)."""
+        with self.autocast():
+            return self.text_encoders.encode_captions(captions)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    # -- one step -------------------------------------------------------------------------------------
+
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step over `gradient_accumulation` micro-batches. Metrics stay on the device (reading
+        them would stall the GPU every step)."""
+        config, micro_batches = self.config, self.config.gradient_accumulation
+        with_perceptual = self.perceptual is not None and step % config.perceptual_every == 0
+        totals: dict[str, list[torch.Tensor]] = {}
+        for micro in range(micro_batches):
+            # DDP averages the gradients across processes once, after the step's last micro-batch.
+            with self._without_sync(micro < micro_batches - 1):
+                loss, metrics = self.loss(self.micro_batch_index(step, micro), with_perceptual)
+                self.scaler.scale(loss / micro_batches).backward()
+            for name, value in metrics.items():
+                totals.setdefault(name, []).append(value)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**{name: torch.stack(values).mean() for name, values in totals.items()}, "grad_norm": grad_norm}
+
+    def micro_batch_index(self, step: int, micro: int) -> int:
+        """The micro-batch this process takes as micro-batch `micro` of optimizer step `step`."""
+        return (step * self.config.gradient_accumulation + micro) * self.processes + self.rank
+
+    def _without_sync(self, skip: bool) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        for module in self.synced if skip else ():
+            stack.enter_context(self.accelerator.no_sync(module))
+        return stack
+
+    def micro_batch(self, index: int) -> SimpleNamespace:
+        """The latents, captions, noise and timesteps of micro-batch `index`, all fixed by (seed, index).
+
+        Captions are cached states (`text`, SDXL `pooled`) or, when the text encoders train, token ids (`ids`)."""
+        config, gen = self.config, step_generator(self.config.seed, index)
+        group, rows = self.batch(index)
+        data, rows = self.data.groups[group], self.to_device(rows)
+        latents = data.latents[rows]
+        noise_gen = self._noise_generator(index, gen)
+        noise = torch.randn(latents.shape, generator=noise_gen, device=noise_gen.device)
+        steps_total = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps_total, (len(rows),), generator=gen)
+        dropped = None
+        if config.caption_dropout:
+            dropped = self.to_device(torch.rand(len(rows), generator=gen) < config.caption_dropout)
+        if config.noise_offset:
+            noise = offset_noise(noise, config.noise_offset, gen)
+        # The timesteps stay on the CPU too: choosing the perceptual sub-batch from them needs no GPU sync.
+        return SimpleNamespace(
+            group=data,
+            rows=rows,
+            latents=latents,
+            **self._captions(group, rows, dropped),
+            noise=noise,
+            timesteps=self.to_device(timesteps),
+            cpu_timesteps=timesteps,
+        )
+
+    def _captions(self, group: int, rows: torch.Tensor, dropped: torch.Tensor | None) -> dict[str, Any]:
+        """The micro-batch's caption inputs, with the dropped views' swapped for the empty caption's."""
+        if self.text_encoders is not None:
+            ids = tuple(tokens[rows] for tokens in self.token_ids[group])
+            if dropped is not None:
+                ids = tuple(torch.where(dropped.view(-1, 1), e, t) for e, t in zip(self.empty_ids, ids, strict=True))
+            return {"ids": ids, "text": None, "pooled": None}
+        data = self.data.groups[group]
+        text, pooled = data.text[rows], None if data.pooled is None else data.pooled[rows]
+        if dropped is not None:
+            text = torch.where(dropped.view(-1, 1, 1), self.data.empty_text.to(text.dtype), text)
+            if pooled is not None:  # SDXL: the pooled embedding is dropped with the caption
+                pooled = torch.where(dropped.view(-1, 1), self.data.empty_pooled.to(pooled.dtype), pooled)
+        return {"ids": None, "text": text, "pooled": pooled}
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A small host tensor on the device without stalling: a plain `.to("cuda")` from pageable memory
+        synchronises the stream, so the host would wait for the GPU every step instead of running ahead."""
+        if self.device.type == "cpu":
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def batch(self, index: int) -> tuple[int, torch.Tensor]:
+        """`batch_for_step` for micro-batch `index`, with the current epoch's shuffle computed once."""
+        epoch, position = sampler_position(self.sizes, self.config.batch_size, index)
+        if self._epoch[0] != epoch:
+            self._epoch = (epoch, epoch_batches(self.sizes, self.config.batch_size, self.config.seed, epoch))
+        return self._epoch[1][position]
+
+    def _noise_generator(self, index: int, gen: torch.Generator) -> torch.Generator:
+        """On a GPU the noise is drawn there, from its own generator seeded by (seed, index): a host-side draw
+        would be copied from pageable memory every step, which blocks the host until the GPU catches up."""
+        if self.device.type == "cpu":
+            return gen
+        return torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + index + 1)
+
+    def loss(self, index: int, with_perceptual: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective on micro-batch `index`: (weighted) MSE on the model's target, plus LPIPS if asked."""
+        config, scheduler, batch = self.config, self.noise_scheduler, self.micro_batch(index)
+        noisy = scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
+        if config.dropout:
+            torch.manual_seed(seed_for_dropout(config.seed, index))  # LoRA dropout's masks
+        with self.autocast():
+            text, pooled = batch.text, batch.pooled
+            if batch.ids is not None:
+                text, pooled = self.text_forward.encode(batch.ids)
+            added = batch.group.added_cond(batch.rows, pooled)  # SDXL's pooled embeds and time ids; else None
+            output = self.forward(noisy, batch.timesteps, text, added_cond_kwargs=added).sample
+        target = diffusion_target(scheduler, batch.latents, batch.noise, batch.timesteps)
+        weights = min_snr_weights(scheduler, batch.timesteps, config.min_snr_gamma) if config.min_snr_gamma else None
+        mse = weighted_mse(output, target, weights)
+        loss, metrics = mse, {"loss_mse": mse.detach()}
+        if with_perceptual:
+            loss = self._add_perceptual(loss, metrics, batch, noisy, output)
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    def _add_perceptual(self, loss, metrics, batch, noisy, output) -> torch.Tensor:
+        config = self.config
+        chosen = perceptual_subset(batch.cpu_timesteps, config.perceptual_max_timestep, config.perceptual_batch)
+        if len(chosen):
+            chosen, timesteps = self.to_device(chosen), batch.timesteps
+            x0 = predicted_x0(self.noise_scheduler, noisy[chosen], output[chosen], timesteps[chosen])
+            with self.autocast():
+                perceptual = self.perceptual(x0, batch.latents[chosen])
+            loss = loss + config.perceptual_weight * perceptual
+            metrics["loss_perceptual"] = perceptual.detach()
+        return loss
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the adapter that a resumed run needs, plus the RNG states for good measure."""
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"cpu": torch.get_rng_state()},
+        }
+        if self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        rng = state.get("rng", {})
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class DeviceUNet:
+    """The trainer's UNet behind the call that `heldout.heldout_loss` makes with CPU tensors: inputs go to the
+    device, the forward runs under the training autocast, the output comes back to the CPU in fp32."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def __call__(
+        self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, added_cond_kwargs: dict | None = None
+    ) -> SimpleNamespace:
+        device = self.trainer.device
+        added = None if added_cond_kwargs is None else {k: v.to(device) for k, v in added_cond_kwargs.items()}
+        with self.trainer.autocast():
+            output = self.trainer.unet(
+                sample.to(device), timestep.to(device), text.to(device), added_cond_kwargs=added
+            ).sample
+        return SimpleNamespace(sample=output.float().cpu())

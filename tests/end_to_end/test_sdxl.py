@@ -1,0 +1,173 @@
+"""SDXL end to end on the tiny in-code SDXL: build/save/load, the augment stage's pooled embeds and time ids,
+and a few training steps followed by evaluation, with the adapter loaded back into the SDXL pipeline."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionXLPipeline
+from small_configs import small_config_for
+
+from artlora.config import TrainConfig, with_inputs
+from artlora.data.latent_cache import load_split, read_shard
+from artlora.data.latents import LatentGroup, LatentSet
+from artlora.diffusion import loading, tiny
+from artlora.diffusion.architecture import is_sdxl
+from artlora.stages import augment, evaluate, ingest, train
+from artlora.stages.augment import cache_keys
+from artlora.stages.train.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("mlflow_db")
+
+
+def generate(pipe) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        "a woodcut of a tree",
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+    ).images
+
+
+@pytest.fixture(scope="module")
+def sdxl_dir(tmp_path_factory) -> Path:
+    return tiny.save_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model", seed=0)
+
+
+@pytest.fixture
+def sdxl_config(bucket, sdxl_dir, sample_folder):
+    """The small test config (as conftest's small_config) on the tiny SDXL."""
+    return small_config_for(bucket, sdxl_dir, sample_folder, "train.max_steps=3", "train.caption_dropout=0.5")
+
+
+@pytest.fixture
+def sdxl_cache(sdxl_config) -> str:
+    dataset = ingest.run(sdxl_config.ingest)
+    return augment.run(with_inputs(sdxl_config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
+
+
+def test_tiny_sdxl_is_deterministic_and_saves_and_loads(sdxl_dir):
+    built = tiny.build_tiny_sdxl(seed=0)
+    assert isinstance(built, StableDiffusionXLPipeline) and is_sdxl(built)
+    assert not is_sdxl(tiny.build_tiny_sd())
+    unet = built.unet.config
+    assert unet.cross_attention_dim == built.text_encoder.config.hidden_size + built.text_encoder_2.config.hidden_size
+    assert unet.projection_class_embeddings_input_dim == (
+        6 * unet.addition_time_embed_dim + built.text_encoder_2.config.projection_dim
+    )
+    again, other = tiny.build_tiny_sdxl(seed=0), tiny.build_tiny_sdxl(seed=1)
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        assert loading.module_fingerprint(getattr(built, part)) == loading.module_fingerprint(getattr(again, part))
+    assert loading.module_fingerprint(built.unet) != loading.module_fingerprint(other.unet)
+
+    loaded = loading.load_pipeline(str(sdxl_dir))
+    assert isinstance(loaded, StableDiffusionXLPipeline)
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        assert loading.module_fingerprint(getattr(built, part)) == loading.module_fingerprint(getattr(loaded, part))
+    np.testing.assert_allclose(generate(built), generate(loaded), atol=1e-5)
+
+
+def test_sdxl_text_identity_covers_both_encoders():
+    base, other = tiny.build_tiny_sdxl(seed=0), tiny.build_tiny_sdxl(seed=1)
+    identity = cache_keys.pipeline_text_identity(base)
+    assert identity != cache_keys.text_identity(base.text_encoder, base.tokenizer)
+    base.text_encoder_2 = other.text_encoder_2  # only the second encoder differs
+    assert cache_keys.pipeline_text_identity(base) != identity
+
+
+def test_augment_caches_pooled_embeds_and_time_ids_for_sdxl(sdxl_config, sdxl_cache, store):
+    index = store.get_json(sdxl_cache)
+    assert index["architecture"] == "sdxl"
+    views = sdxl_config.augment.views_per_image
+    for entry in index["entries"]:
+        ids = entry["time_ids"]
+        assert len(ids) == views and all(len(row) == 6 for row in ids)
+        width, height = entry["bucket"]
+        assert all(row[4:] == [height, width] for row in ids)  # the target size is the bucket
+        assert all(min(row[2:4]) >= 0 for row in ids)
+
+    pipe = loading.load_pipeline(sdxl_config.base_model)
+    data = load_split(sdxl_cache, "train")
+    assert data.sdxl and data.empty_pooled.shape == (pipe.text_encoder_2.config.projection_dim,)
+    group = data.groups[0]
+    assert group.pooled.shape == (len(group), 32) and group.time_ids.shape == (len(group), 6)
+    assert group.text.shape[1:] == (77, 64)  # both encoders' states, concatenated
+
+    caption = index["entries"][0]["caption"]
+    hidden, _, pooled, _ = pipe.encode_prompt(caption, device="cpu", do_classifier_free_guidance=False)
+    cached = read_shard(store, index["entries"][0]["text"])
+    torch.testing.assert_close(cached["hidden"], hidden[0])
+    torch.testing.assert_close(cached["pooled"], pooled[0])
+
+    again = augment.run(with_inputs(sdxl_config.augment, dataset_uri=index["dataset_uri"]))
+    assert again.cache_uri == sdxl_cache and again.encoded_views == 0 and again.encoded_captions == 0
+
+
+def test_sdxl_tiny_training_runs_a_few_steps_end_to_end(sdxl_config, sdxl_cache, store):
+    config = with_inputs(sdxl_config.train, cache_uri=sdxl_cache)
+    result = train.run(config)
+    assert store.is_complete(result.adapter_uri) and result.adapter_step == config.max_steps
+    assert result.kohya_file == train.kohya_file_name(config)
+
+    evaluated = evaluate.run(
+        with_inputs(sdxl_config.evaluate, adapter_uri=result.adapter_uri, cache_uri=sdxl_cache, run_id=result.run_id)
+    )
+    assert evaluated.val_loss_base > 0 and evaluated.val_loss_lora > 0
+    assert evaluated.val_loss_base != evaluated.val_loss_lora
+
+    pipe, from_kohya = loading.load_pipeline(sdxl_config.base_model), loading.load_pipeline(sdxl_config.base_model)
+    before = generate(pipe)
+    with tempfile.TemporaryDirectory() as adapter_dir:
+        store.download_dir(result.adapter_uri, adapter_dir)
+        pipe.load_lora_weights(adapter_dir)
+        from_kohya.load_lora_weights(adapter_dir, weight_name=result.kohya_file)
+    assert not np.allclose(before, generate(pipe), atol=1e-6)
+    np.testing.assert_allclose(generate(from_kohya), generate(pipe), atol=1e-5)  # both layouts, one adapter
+
+
+def sdxl_latent_set() -> LatentSet:
+    """Random SDXL-shaped cache contents: 64-wide caption states, 32-wide pooled embeds, time ids."""
+    gen = torch.Generator().manual_seed(0)
+    n = 8
+    ids = torch.tensor([[64.0, 48, 3, 0, 32, 32]]).expand(n, 6).clone()
+    group = LatentGroup(
+        torch.randn(n, 4, 8, 8, generator=gen),
+        torch.randn(n, 77, 64, generator=gen),
+        (32, 32),
+        torch.randn(n, 32, generator=gen),
+        ids,
+    )
+    return LatentSet((group,), torch.zeros(77, 64), "fp", empty_pooled=torch.zeros(32))
+
+
+def test_sdxl_caption_dropout_drops_the_pooled_embeds_with_the_caption():
+    config = TrainConfig(storage_root="s3://tests", base_model="tiny-sdxl", batch_size=4, caption_dropout=0.5)
+    trainer = Trainer(config, sdxl_latent_set(), tiny.build_tiny_sdxl())
+    seen = []
+    for index in range(6):
+        batch = trainer.micro_batch(index)
+        added = batch.group.added_cond(batch.rows, batch.pooled)
+        assert set(added) == {"text_embeds", "time_ids"} and added["time_ids"].shape == (4, 6)
+        for text, pooled in zip(batch.text, added["text_embeds"], strict=True):
+            empty_text, empty_pooled = not text.any(), not pooled.any()
+            assert empty_text == empty_pooled
+            seen.append(empty_text)
+    assert any(seen) and not all(seen)
+    loss, _ = trainer.loss(0, with_perceptual=False)
+    assert torch.isfinite(loss)
+
+
+def test_a_cache_of_the_other_architecture_is_refused_clearly():
+    config = TrainConfig(storage_root="s3://tests", base_model="tiny", batch_size=4)
+    with pytest.raises(ValueError, match="made for SDXL but the base model is Stable Diffusion"):
+        Trainer(config, sdxl_latent_set(), tiny.build_tiny_sd())
+    sd1 = LatentSet((LatentGroup(torch.zeros(4, 4, 8, 8), torch.zeros(4, 77, 64)),), torch.zeros(77, 64), "fp")
+    with pytest.raises(ValueError, match="base model is SDXL"):
+        Trainer(config, sd1, tiny.build_tiny_sdxl())
