@@ -5,8 +5,9 @@ one process:
 - `reference`: the diffusers `train_text_to_image_lora.py` step: VAE-encode the pixels and run the text encoder
   every step, UNet forward/backward under autocast, clip, AdamW (foreach), LR schedule. Its data loader's image
   decoding and augmentation are left out (pixels are ready on the device), which flatters the reference.
-- `artlora`: `Trainer.step` itself (`artlora.stages.train.trainer`; cached latents and caption states on the device, fused AdamW
-  on CUDA, LoRA weights in fp32), with the default config, then with channels-last and with torch.compile.
+- `artlora`: `Trainer.step` itself (`artlora.stages.train.trainer`: cached latents and caption states on the
+  device, fused AdamW on CUDA, LoRA weights in fp32), with the default config, then with channels-last and with
+  torch.compile.
 - `artlora+text_encoder`: the artlora step with LoRA on the text encoder(s) too (`--text-encoder`), which runs
   them forward and backward every step, as the reference runs them forward.
 - `perceptual*`: the artlora step with the LPIPS term (VGG, random backbone weights: same cost), at full cost

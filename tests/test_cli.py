@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 
 import yaml
+
+from artlora.cli import build_parser
 
 
 def artlora(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -21,7 +24,30 @@ def test_help_teaches_the_commands():
     for command in ("ingest", "augment", "train", "evaluate", "register", "pipeline", "demo", "sample-data"):
         assert command in out
     assert "ARTLORA_S3_ENDPOINT" in out and "MLFLOW_TRACKING_URI" in out
-    assert "--set" in artlora("train", "--help").stdout
+    train = artlora("train", "--help").stdout
+    assert "--set" in train
+    # Every config key of the stage, with its type, default and description, read from the config model.
+    assert "train.rank  (integer; default 8)" in train and "LoRA rank" in train
+    assert "train.cache_uri  (text or null; from the stage before)" in train
+    assert 'train.lr_schedule  ("linear" | "cosine" | "constant"; default "linear")' in train
+
+
+def test_every_command_and_option_has_a_description():
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {choice.dest: choice.help for choice in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if not helps.get(name) or not sub.description:
+                        missing.append(f"{path} {name}")
+                    walk(sub, f"{path} {name}")
+            elif not action.help:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "artlora")
+    assert missing == []
 
 
 def test_ingest_runs_as_the_container_runs_it(small_config, tmp_path, store):

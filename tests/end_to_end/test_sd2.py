@@ -16,7 +16,8 @@ from artlora.diffusion import loading, tiny
 from artlora.stages import augment, evaluate, ingest, train
 from artlora.stages.train import lora
 
-pytestmark = pytest.mark.usefixtures("mlflow_db")
+# End to end: `pytest -m "not slow"` leaves these out for a quick loop; `make test` runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 
 
 def generate(pipe) -> np.ndarray:

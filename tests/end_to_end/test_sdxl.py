@@ -21,7 +21,8 @@ from artlora.stages import augment, evaluate, ingest, train
 from artlora.stages.augment import cache_keys
 from artlora.stages.train.trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("mlflow_db")
+# End to end: `pytest -m "not slow"` leaves these out for a quick loop; `make test` runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 
 
 def generate(pipe) -> np.ndarray:

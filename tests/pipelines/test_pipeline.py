@@ -6,6 +6,7 @@ import tempfile
 
 import mlflow
 import numpy as np
+import pytest
 import torch
 
 from artlora.diffusion import loading
@@ -24,6 +25,7 @@ def _image(pipe) -> np.ndarray:
     return out.images[0]
 
 
+@pytest.mark.slow
 def test_pipeline_runs_locally_and_registers_a_loadable_champion(small_config, tiny_model_dir):
     config = small_config.model_copy(update={"train": small_config.train.model_copy(update={"learning_rate": 0.01})})
     outputs = build.run_local(config.model_dump_json(), pipeline_root=tempfile.mkdtemp())

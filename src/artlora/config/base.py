@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from artlora.errors import ArtloraError
 
-class ConfigError(ValueError):
+
+class ConfigError(ArtloraError, ValueError):
     """A config problem, phrased for the user: which field, what is wrong, what to do."""
 
 

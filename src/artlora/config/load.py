@@ -49,6 +49,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as err:
         raise ConfigError(f"config file not found: {path}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not a text file ({err.reason} at byte {err.start}): give a YAML config") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):

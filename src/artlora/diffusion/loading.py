@@ -29,6 +29,7 @@ from diffusers import (
 )
 from safetensors import safe_open
 
+from artlora.errors import ArtloraError
 from artlora.io import settings, storage
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -42,7 +43,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ArtloraError):
     """A base model that cannot be found or loaded; the message names the reference and what to do."""
 
 
@@ -114,6 +115,26 @@ def _fetch(store: storage.Storage, uri: str, target: Path) -> None:
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_reference(ref: str) -> None:
+    """Fail fast, before a stage's work, on a reference that cannot load: a missing local path, a folder or an
+    s3:// prefix without model_index.json. Nothing is downloaded; a hub id is checked when it loads."""
+    if not storage.is_s3(ref):
+        local_model_path(ref)
+        return
+    store = storage.get_storage()
+    if store.exists(storage.join(ref, "model_index.json")):
+        return
+    if next(store.list(ref), None) is None:
+        raise ModelLoadError(
+            f"base model {ref!r}: no objects under that prefix (upload a diffusers pipeline folder there, "
+            "or fix the URI)"
+        )
+    raise ModelLoadError(
+        f"base model {ref!r} has no model_index.json at its top level (upload a diffusers pipeline folder to "
+        "that prefix; single-file checkpoints must be local files)"
+    )
 
 
 def local_model_path(ref: str) -> str:

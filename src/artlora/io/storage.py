@@ -22,6 +22,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
+from artlora.errors import ArtloraError
 from artlora.io import settings
 
 COMPLETE_MARKER = "_COMPLETE"
@@ -30,7 +31,7 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 PART_SIZE = 16 * 1024 * 1024
 
 
-class StorageError(RuntimeError):
+class StorageError(ArtloraError):
     """An object store problem a user can act on (no endpoint, missing object, bad URI)."""
 
 

@@ -20,9 +20,26 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from artlora.config import StageConfig
+from artlora.errors import ArtloraError
 from artlora.io import settings, storage
 
 STAGE_TAG = "artlora.stage"
+
+
+class TrackingError(ArtloraError):
+    """MLflow refused a request or could not be reached; the message names the tracking URI."""
+
+
+@contextlib.contextmanager
+def _asking(what: str) -> Iterator[None]:
+    """Turn MLflow's refusal of `what` into a TrackingError naming the store and what to check."""
+    try:
+        yield
+    except MlflowException as err:
+        raise TrackingError(
+            f"MLflow at {settings.tracking_uri()} could not {what}: {err.message} (check MLFLOW_TRACKING_URI and "
+            "the run id or model name given)"
+        ) from err
 
 
 def configure() -> str:
@@ -89,7 +106,9 @@ def stage_run(
         mlflow.set_experiment(experiment_id=_experiment_id(experiment, getattr(config, "storage_root", None)))
     # Explicit either way, so that MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING in the environment cannot switch the
     # monitor on for the stages that did not ask for it.
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, log_system_metrics=system_metrics) as run:
+    with _asking(f"open run {run_id}" if run_id else "start a run"):
+        active = mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, log_system_metrics=system_metrics)
+    with active as run:
         resolved = config.model_dump(mode="json")
         # MLflow params cannot change once logged: a stage run again on the same run with other settings (an
         # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
@@ -127,19 +146,22 @@ def log_bytes(data: bytes, name: str) -> None:
         mlflow.log_artifact(str(path), None if parent == "." else parent)
 
 
-def run_metrics(run_id: str) -> dict[str, float]:
+def get_run(run_id: str) -> mlflow.entities.Run:
     configure()
-    return dict(MlflowClient().get_run(run_id).data.metrics)
+    with _asking(f"find run {run_id}"):
+        return MlflowClient().get_run(run_id)
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return dict(get_run(run_id).data.metrics)
 
 
 def run_tags(run_id: str) -> dict[str, str]:
-    configure()
-    return dict(MlflowClient().get_run(run_id).data.tags)
+    return dict(get_run(run_id).data.tags)
 
 
 def artifact_uri(run_id: str, path: str) -> str:
-    configure()
-    return f"{MlflowClient().get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+    return f"{get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
 
 
 # -- registry ------------------------------------------------------------------------------------------

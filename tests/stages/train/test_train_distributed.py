@@ -22,7 +22,8 @@ from artlora.io import storage, tracking
 from artlora.stages import train
 from artlora.stages.train import checkpoints
 
-pytestmark = pytest.mark.usefixtures("mlflow_db")
+# End to end: `pytest -m "not slow"` leaves these out for a quick loop; `make test` runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 
 
 def test_two_processes_train_like_one_with_twice_the_accumulation(small_config, latent_cache, store, tmp_path):

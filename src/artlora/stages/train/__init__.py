@@ -81,6 +81,7 @@ def validate(trainer: Trainer, data: LatentSet) -> float:
 
 def run(config: TrainConfig) -> TrainResult:
     config.require("cache_uri")
+    loading.check_reference(config.base_model)  # before any work: a bad reference fails at once
     store = storage.get_storage()
     root = run_uri(config)
     adapter_uri = storage.join(root, "adapter")

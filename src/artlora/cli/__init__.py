@@ -1,0 +1,74 @@
+"""artlora's one entry point: `artlora <command>`. Run `artlora --help`, or `artlora <command> --help`.
+
+Each group of commands lives in its own module here (`stages`, `pipeline`, `services`, `demo`), which adds its
+parsers and handlers; this module assembles them and turns every error a user or the environment can cause into
+one line, `artlora <command>: error: <what> (<what to do>)`, with exit code 2 (`-v` adds the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from artlora import log
+from artlora.cli import demo, pipeline, services, stages
+from artlora.errors import ArtloraError
+
+EXAMPLES = """examples:
+  artlora demo                                          the whole pipeline on generated art, CPU only
+  artlora sample-data --out data/raw                    500 procedural artworks in 5 styles
+  artlora pipeline run --local --config configs/demo.yaml
+  artlora train --help                                  the train stage's config keys, with defaults
+  artlora train --config configs/sd15.yaml --set train.cache_uri=s3://artlora/cache/index/<key>.json
+  artlora pipeline compile                              write pipelines/style_lora.yaml for Kubeflow
+  accelerate launch --multi_gpu --num_processes 4 -m artlora.cli train --config ...   one run on 4 GPUs (DDP)
+
+environment:
+  ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else an embedded one)
+  MLFLOW_TRACKING_URI                                   your MLflow server (else SQLite in ARTLORA_WORK_DIR)
+  ARTLORA_WORK_DIR                                      local caches and reports (default ./.artlora)
+"""
+
+# What a user or the environment can cause: artlora's own errors (a bad config, a missing model, an unreachable
+# store), files the OS refuses, values the libraries refuse. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ArtloraError, OSError, ValueError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log.configure(verbose=args.verbose)
+    try:
+        return args.handler(args) or 0
+    except USER_ERRORS as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"artlora {args.command_name}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"artlora {args.command_name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (a config error lists each bad field; they are joined with '; ')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines) or type(err).__name__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="artlora",
+        description="Teach Stable Diffusion an artistic style with LoRA: curate, augment, train, evaluate, register.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for group in (stages, pipeline, services, demo):
+        group.add_commands(commands)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

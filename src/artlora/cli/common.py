@@ -1,0 +1,58 @@
+"""What every command's parser shares: `-v` in any position, the config options, help layout, result output."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+# `-v` is accepted after the command too (`artlora train -v ...`); SUPPRESS keeps the top-level default then.
+_VERBOSE = argparse.ArgumentParser(add_help=False)
+_VERBOSE.add_argument(
+    "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging, and tracebacks with errors"
+)
+
+
+def command(
+    commands: argparse._SubParsersAction, name: str, help: str, group: str = "", **options
+) -> argparse.ArgumentParser:
+    """A command (or, with `group`, a group's action such as `pipeline run`); its errors read
+    `artlora <group> <name>: error: ...`. The description defaults to the help line."""
+    options.setdefault("description", help[0].upper() + help[1:] + ".")
+    parser = commands.add_parser(
+        name, help=help, parents=[_VERBOSE], formatter_class=argparse.RawDescriptionHelpFormatter, **options
+    )
+    parser.set_defaults(command_name=f"{group} {name}".strip())
+    return parser
+
+
+def group(commands: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """A command with actions of its own (`artlora pipeline <action>`)."""
+    parser = command(commands, name, help)
+    return parser.add_subparsers(dest="action", required=True, metavar="<action>")
+
+
+def config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--config",
+        required=required,
+        metavar="FILE",
+        help="YAML config file (see configs/; `artlora <stage> --help` lists every key)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.max_steps=200 (repeatable; values are YAML)",
+    )
+
+
+def print_result(result: object) -> None:
+    """A stage's or pipeline's result as JSON on stdout, for scripts (logs go to stderr)."""
+    if os.environ.get("RANK", "0") != "0":  # `accelerate launch`: every process has the result; one prints it
+        return
+    data = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
+    print(json.dumps(data, indent=2, default=str))

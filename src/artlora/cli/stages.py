@@ -1,0 +1,90 @@
+"""`artlora ingest | augment | train | evaluate | register`: one stage alone, with its config keys in `--help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+import types
+import typing
+
+from pydantic import BaseModel
+
+from artlora.cli.common import command, config_arguments, print_result
+from artlora.config import STAGES, PipelineConfig, load_config
+
+SUMMARY = {
+    "ingest": "curate raw images into a versioned dataset, every input accounted for",
+    "augment": "encode augmented views of a dataset into the latent cache",
+    "train": "train a LoRA adapter from the latent cache (resumes from checkpoints)",
+    "evaluate": "compare the adapter with its base model on held-out data and sample images",
+    "register": "register the adapter in MLflow; the gate picks its alias",
+}
+# Inputs the pipeline fills from the stage before; a stage run alone takes them with --set.
+INPUTS = ("_uri", "run_id")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    for stage in STAGES:
+        sub = command(
+            commands,
+            stage,
+            f"run the {stage} stage alone: {SUMMARY[stage]}",
+            description=stage_help(stage),
+        )
+        config_arguments(sub)
+        sub.set_defaults(handler=run_stage)
+
+
+def run_stage(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: they load torch and diffusers, which `artlora --help` does not need.
+    from artlora.stages import augment, evaluate, ingest, register, train
+
+    modules = {"ingest": ingest, "augment": augment, "train": train, "evaluate": evaluate, "register": register}
+    config = load_config(args.config, args.overrides)
+    print_result(modules[args.command].run(getattr(config, args.command)))
+    return 0
+
+
+def stage_help(stage: str) -> str:
+    model = PipelineConfig.model_fields[stage].annotation
+    return "\n".join(
+        [
+            f"Run the {stage} stage with the `{stage}:` section of --config; the shared keys at the top of the file",
+            "(storage_root, base_model, experiment, seed, model_name) apply to it too. Inputs marked 'from the stage",
+            "before' are filled by the pipeline; running this stage alone, pass them with --set.",
+            "",
+            f"config keys ({stage}.KEY):",
+            *key_lines(model, stage),
+        ]
+    )
+
+
+def key_lines(model: type[BaseModel], section: str) -> list[str]:
+    lines = []
+    for name, field in model.model_fields.items():
+        if name.endswith(INPUTS):
+            default = "from the stage before"
+        elif field.is_required():
+            default = "required"
+        else:
+            default = f"default {json.dumps(field.default, default=str)}"
+        lines.append(f"  {section}.{name}  ({type_name(field.annotation)}; {default})")
+        lines += textwrap.wrap(field.description or "", 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return lines
+
+
+def type_name(annotation: object) -> str:
+    """A config field's type as a user writes it in YAML."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(arg) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if arg is type(None) else type_name(arg) for arg in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {type_name(args[0])}"
+        return f"[{', '.join(type_name(arg) for arg in args)}]"
+    return {"str": "text", "int": "integer", "float": "number", "bool": "true/false"}.get(
+        getattr(annotation, "__name__", ""), str(annotation)
+    )

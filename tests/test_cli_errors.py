@@ -1,0 +1,124 @@
+"""Every command, given a bad config value, a missing input or a bad base model, prints one error line that
+names the input and exits with code 2: no traceback. In-process through `cli.main` (what the console script
+calls); `test_cli.py` runs the real console script in a subprocess."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from artlora import cli
+
+
+@pytest.fixture
+def config_file(small_config, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(small_config.model_dump(mode="json")))
+    return str(path)
+
+
+def fails_clearly(capsys, argv: list[str], command: str, *named: str) -> str:
+    """Run the CLI; it must exit 2 with exactly one error line, naming each of `named`, and no traceback."""
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("artlora ")]
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith(f"artlora {command}: error: "), err
+    for text in named:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+# A value each command's config refuses, and the field the error must name.
+BAD_VALUES = {
+    "ingest": "ingest.min_size=0",
+    "augment": "augment.views_per_image=0",
+    "train": "train.rank=0",
+    "evaluate": "evaluate.inference_steps=0",
+    "register": "register.model_name=no spaces allowed",
+}
+
+
+@pytest.mark.parametrize("stage", sorted(BAD_VALUES))
+def test_a_bad_config_value_names_the_field(capsys, config_file, stage):
+    field = BAD_VALUES[stage].split("=")[0]
+    fails_clearly(capsys, [stage, "--config", config_file, "--set", BAD_VALUES[stage]], stage, field, config_file)
+
+
+@pytest.mark.parametrize("argv", [["pipeline", "run", "--local"], ["demo"]], ids=["pipeline-run", "demo"])
+def test_whole_pipeline_commands_name_the_bad_field_and_the_missing_file(capsys, config_file, argv):
+    command = " ".join(argv[:2]) if argv[0] == "pipeline" else "demo"
+    fails_clearly(capsys, [*argv, "--config", config_file, "--set", "train.max_steps=0"], command, "train.max_steps")
+    fails_clearly(capsys, [*argv, "--config", "missing.yaml"], command, "missing.yaml")
+
+
+def test_a_config_file_that_is_not_yaml_is_named(capsys, tmp_path):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(bytes(range(256)))
+    fails_clearly(capsys, ["ingest", "--config", str(path)], "ingest", str(path))
+
+
+@pytest.mark.parametrize("stage", ["augment", "train", "evaluate"])
+def test_a_bad_base_model_is_named_before_any_work(capsys, config_file, tmp_path, stage):
+    missing = str(tmp_path / "no-such-model")
+    inputs = {
+        "augment": ["augment.dataset_uri=s3://nowhere/datasets/x"],
+        "train": ["train.cache_uri=s3://nowhere/cache/index/x.json"],
+        "evaluate": ["evaluate.adapter_uri=s3://x/a", "evaluate.cache_uri=s3://x/c.json", "evaluate.run_id=r"],
+    }[stage]
+    overrides = [arg for item in [f"{stage}.base_model={missing}", *inputs] for arg in ("--set", item)]
+    fails_clearly(capsys, [stage, "--config", config_file, *overrides], stage, missing)
+
+
+def test_a_base_model_prefix_without_a_model_is_named(capsys, config_file, bucket, store):
+    store.put_bytes(f"{bucket}/models/empty/readme.txt", b"not a model")
+    argv = ["train", "--config", config_file, "--set", f"train.base_model={bucket}/models/empty"]
+    fails_clearly(capsys, [*argv, "--set", "train.cache_uri=s3://x/c.json"], "train", "model_index.json")
+    argv = ["train", "--config", config_file, "--set", f"train.base_model={bucket}/models/none"]
+    fails_clearly(capsys, [*argv, "--set", "train.cache_uri=s3://x/c.json"], "train", f"{bucket}/models/none")
+
+
+def test_pipeline_run_names_a_bad_base_model_before_starting_tasks(capsys, config_file, tmp_path, s3_endpoint):
+    missing = str(tmp_path / "no-such-model")
+    argv = ["pipeline", "run", "--local", "--config", config_file, "--set", f"train.base_model={missing}"]
+    fails_clearly(capsys, argv, "pipeline run", missing)
+
+
+def test_missing_inputs_are_named(capsys, config_file, tmp_path, bucket):
+    missing_folder = str(tmp_path / "no-images-here")
+    fails_clearly(capsys, ["ingest", "--config", config_file, "--set", f"ingest.source={missing_folder}"], "ingest")
+    dataset = f"{bucket}/datasets/0123456789abcdef01234567"
+    argv = ["augment", "--config", config_file, "--set", f"augment.dataset_uri={dataset}"]
+    fails_clearly(capsys, argv, "augment", dataset)
+    cache = f"{bucket}/cache/index/missing.json"
+    fails_clearly(capsys, ["train", "--config", config_file, "--set", f"train.cache_uri={cache}"], "train", cache)
+    evaluate = ["--set", "evaluate.adapter_uri=s3://x/a", "--set", f"evaluate.cache_uri={cache}"]
+    fails_clearly(
+        capsys, ["evaluate", "--config", config_file, *evaluate, "--set", "evaluate.run_id=r"], "evaluate", cache
+    )
+    register = ["--set", "register.adapter_uri=s3://x/a", "--set", "register.run_id=0123456789abcdef"]
+    fails_clearly(capsys, ["register", "--config", config_file, *register], "register", "0123456789abcdef")
+
+
+def test_stage_inputs_left_out_say_which_flag_to_pass(capsys, config_file):
+    fails_clearly(capsys, ["train", "--config", config_file], "train", "--set train.cache_uri=")
+
+
+@pytest.mark.parametrize("command", ["sample-data", "tiny-model"])
+def test_an_output_that_is_a_file_is_named(capsys, tmp_path, command):
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    fails_clearly(capsys, [command, "--out", str(taken / "sub")], command, str(taken))
+
+
+def test_compile_to_a_missing_folder_is_named(capsys, tmp_path):
+    out = str(tmp_path / "no" / "such" / "folder" / "pipeline.yaml")
+    fails_clearly(capsys, ["pipeline", "compile", "--out", out], "pipeline compile", "pipeline.yaml")
+
+
+def test_verbose_adds_the_traceback(capsys, config_file):
+    assert cli.main(["-v", "train", "--config", config_file]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    assert cli.main(["train", "-v", "--config", config_file]) == 2  # after the command too
+    assert "Traceback" in capsys.readouterr().err
