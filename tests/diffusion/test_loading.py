@@ -220,7 +220,7 @@ def test_fingerprint_is_identical_in_another_process():
 
 # -- single-file checkpoints ------------------------------------------------------------------------------
 # diffusers reads the original (ldm/SGM) single-file layout but cannot write it, so the tests write it here: the
-# UNet by export_kohya's SGM paths, the VAE and CLIP by the ldm names that diffusers' single-file reader undoes.
+# UNet by kohya.py's SGM paths, the VAE and CLIP by the ldm names that diffusers' single-file reader undoes.
 
 _VAE_TO_LDM = (
     (r"\.conv_norm_out\.", ".norm_out."),

@@ -1,7 +1,8 @@
 """One run's model, optimizer, LR schedule and objective; `Trainer.step` takes one optimizer step.
 
-No storage and no tracking here (the stage in `stages/train.py` adds those), so the benchmark can time exactly
-this step on a machine with only torch, diffusers, peft and lpips.
+No storage and no tracking here (the stage, `stages/train/__init__.py`, adds those), so the benchmark can time
+exactly this step. Importing it still runs the stage package's `__init__`, which imports the object-store client
+and MLflow: a GPU machine without them needs their wheels carried (`bench/train_step.md`).
 
 Every step's randomness (batch, noise, timesteps, caption dropout, noise offset, LoRA dropout) is derived from
 (seed, micro-batch index) alone, so a resumed run takes the same steps as an uninterrupted one without replaying
