@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-T = TypeVar("T", bound=Any)  # a frozen dataclass with sha256, style, source and split fields (artlora.data.dataset.Item)
+T = TypeVar("T", bound=Any)  # a frozen dataclass with sha256, style, source and split fields (dataset.Item)
 
 
 def rank(seed: int, key: str) -> str:
