@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from artlora.errors import ArtloraError
 from artlora.io import settings, storage
 from artlora.io.storage import StorageError, is_s3, join, parse_uri
 
@@ -57,8 +58,8 @@ def test_join(base, parts, expected):
     assert join(base, *parts) == expected
 
 
-def test_storage_error_is_a_runtime_error():
-    assert issubclass(StorageError, RuntimeError)
+def test_storage_error_is_reported_by_the_cli_as_one_line():
+    assert issubclass(StorageError, ArtloraError)
 
 
 # -- single objects -----------------------------------------------------------------------------------
