@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local Kubernetes cluster with Kubeflow Pipelines and artlora, and the demo pipeline submitted to it.
-# Needs Docker, kind v0.32, kubectl 1.27 or newer, and the project's environment (`make test` or `make demo` builds
+# Needs Docker, kind v0.32, kubectl 1.32 or newer, and the project's environment (`make test` or `make demo` builds
 # .venv). Each step says what it waits for; when one fails, the script prints where to look. Idempotent: run it
 # again after fixing what failed. k8s/kind/down.sh removes it all.
 set -Eeuo pipefail  # -E: the ERR trap below also fires inside functions
