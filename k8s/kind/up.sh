@@ -12,6 +12,7 @@ OVERLAY=k8s/overlays/kind
 STATE=.artlora/kind  # port-forward logs and process ids (.artlora is git-ignored)
 mkdir -p "$STATE"
 
+STEP="starting"
 HINT="docker ps; kind get clusters"
 on_error() {
     echo >&2
@@ -30,7 +31,7 @@ step() {  # step NAME HINT: announce a step and what to look at if it fails
 }
 
 step "checking the tools" "install what is missing"
-for tool in docker kind kubectl make; do
+for tool in docker kind kubectl make curl; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; false; }
 done
 KIND_VERSION=$(kind version)
