@@ -51,3 +51,16 @@ def pod_specs(documents: list[dict]) -> list[tuple[str, dict]]:
         if "template" in spec:
             specs.append((f"{doc['kind']}/{doc['metadata']['name']}", spec["template"]["spec"]))
     return specs
+
+
+def container(documents: list[dict], workload: str) -> dict:
+    """The one container of a workload ("Deployment/mlflow", "CronJob/artlora-retrain", ...)."""
+    (spec,) = [spec for name, spec in pod_specs(documents) if name == workload]
+    (only,) = spec["containers"]
+    return only
+
+
+def flag(arguments: list[str], name: str) -> str:
+    """The value of --name=value (or -name=value) in a command line."""
+    (value,) = [arg.split("=", 1)[1] for arg in arguments if arg.lstrip("-").split("=", 1)[0] == name and "=" in arg]
+    return value

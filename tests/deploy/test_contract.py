@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from deploy_checks import K8S, OVERLAYS, PIPELINE_NAMESPACES, SERVICES_NAMESPACE, find, pod_specs
+from deploy_checks import K8S, OVERLAYS, PIPELINE_NAMESPACES, SERVICES_NAMESPACE, container, find
 
 from artlora.config import load_config
 
@@ -31,12 +31,6 @@ def service_behind(documents: list[dict], url: str) -> dict:
     service = find(documents, "Service", name, namespace)
     assert parts.port in [port["port"] for port in service["spec"]["ports"]], url
     return service
-
-
-def container(documents: list[dict], workload: str) -> dict:
-    (spec,) = [spec for name, spec in pod_specs(documents) if name == workload]
-    (only,) = spec["containers"]
-    return only
 
 
 def mlflow_flags(documents: list[dict]) -> dict[str, str]:
