@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The deploy checks' linters and kubectl (tests/deploy/tools.in says why they have a virtualenv of their own).
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+# The image's name, from the one place that writes it (components/image.py, from the package version). It is read
+# with runpy so that no environment needs to be built first.
+IMAGE = $(shell PYTHONPATH=src $(PYTHON) -c 'import runpy; print(runpy.run_path("components/image.py")["BASE_IMAGE"])')
 
-.PHONY: demo test lint compile clean
+.PHONY: demo test lint compile image image-name clean
 
 # Rebuilt when the dependencies change. pip takes torch and torchvision from this machine's wheel cache.
 $(STAMP): pyproject.toml
@@ -13,10 +19,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# --no-deps: tools.txt is the whole, hash-pinned closure, so pip installs exactly it.
+$(TOOLS_STAMP): tests/deploy/tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --no-deps --require-hashes -r tests/deploy/tools.txt
+	touch $(TOOLS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/artlora demo --config configs/demo.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -27,5 +39,14 @@ lint: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/artlora pipeline compile
 
+# Needs a Docker engine (not on the dev and CI machines). `docker run IMAGE artlora ...` runs the CLI.
+image:
+	docker build -f docker/Dockerfile -t $(IMAGE) \
+		--build-arg VERSION=$(lastword $(subst :, ,$(IMAGE))) \
+		--build-arg REVISION=$(shell git rev-parse HEAD) .
+
+image-name:
+	@echo $(IMAGE)
+
 clean:
-	rm -rf $(VENV) .artlora .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .artlora .pytest_cache .ruff_cache

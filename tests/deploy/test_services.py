@@ -1,0 +1,139 @@
+"""SeaweedFS and MLflow started here with the kind overlay's own commands and arguments (only addresses, ports and
+the data folder changed for loopback), with PostgreSQL as MLflow's backend: the flags the Deployments pass work
+together. The images themselves are not run: weed and mlflow are the releases the images hold."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.exceptions
+import psutil
+import pytest
+import requests
+from deploy_checks import PIPELINE_NAMESPACES, TOOLS_BIN, container, find, flag, run, tool
+from local_services import free_port, postgres, process
+
+KEYS = {"AWS_ACCESS_KEY_ID": "deploycheckkey", "AWS_SECRET_ACCESS_KEY": "deploy-check-secret-for-tests"}
+PASSWORD = "deploy-check-password"  # PostgreSQL's, for the mlflow user
+
+
+def s3_client(endpoint: str, secret: str = KEYS["AWS_SECRET_ACCESS_KEY"]):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=secret,
+    )
+
+
+def test_weed_is_the_release_the_image_tag_names(manifests):
+    image = container(manifests["kind"], "Deployment/seaweedfs")["image"]
+    version = re.search(r"\b(\d+\.\d+)\b", run(tool("weed"), "version").stdout).group(1)
+    assert image.endswith(f":{version}")
+
+
+@pytest.fixture(scope="module")
+def store(manifests, tmp_path_factory):
+    """`weed` with the Deployment's arguments; yields the S3 endpoint."""
+    weed = container(manifests["kind"], "Deployment/seaweedfs")
+    assert weed["command"] == ["/usr/bin/weed"]
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    ports = {name: free_port(also_free_above=10000) for name in ("s3", "master", "volume", "filer")}
+    loopback = {"-dir=/data": f"-dir={folder}", "-s3.port=8333": f"-s3.port={ports['s3']}", "-s3.ip.bind=0.0.0.0": ""}
+    args = [loopback.get(arg, arg) for arg in weed["args"] if loopback.get(arg, arg)]
+    args += [f"-{name}.port={ports[name]}" for name in ("master", "volume", "filer")]
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    env = {**os.environ, **KEYS}
+    with process([str(TOOLS_BIN / "weed"), *args], env, f"{endpoint}/healthz", folder / "log", timeout=120):
+        yield endpoint
+    for port in ports.values():  # weed opens its local gRPC sockets in /tmp (why the pod mounts one)
+        for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"):
+            socket_file.unlink()
+        for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+            socket_file.unlink()
+
+
+def test_the_store_takes_writes_with_its_keys_and_creates_the_bucket(store):
+    client = s3_client(store)
+    # No bucket is created first: the first upload creates it (the launcher and MLflow write without creating one).
+    client.put_object(Bucket="artlora", Key="kfp/check.txt", Body=b"written")
+    assert client.get_object(Bucket="artlora", Key="kfp/check.txt")["Body"].read() == b"written"
+    wrong = s3_client(store, secret="not-the-secret")
+    with pytest.raises(botocore.exceptions.ClientError, match="SignatureDoesNotMatch"):
+        wrong.list_objects_v2(Bucket="artlora")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(manifests, store, tmp_path_factory):
+    """`mlflow server` with the Deployment's command, arguments and literal environment, its password in
+    PGPASSWORD only; yields its URL and process id."""
+    server = container(manifests["kind"], "Deployment/mlflow")
+    backend = urlsplit(flag(server["args"], "backend-store-uri"))
+    with postgres(backend.username, backend.path.lstrip("/"), PASSWORD) as pg_port:
+        port = free_port()
+        local_backend = backend._replace(netloc=f"{backend.username}@127.0.0.1:{pg_port}")
+        loopback = {
+            "--host=0.0.0.0": "--host=127.0.0.1",
+            "--port=5000": f"--port={port}",
+            f"--backend-store-uri={backend.geturl()}": f"--backend-store-uri={local_backend.geturl()}",
+        }
+        args = [loopback.get(arg, arg) for arg in server["args"]]
+        literal = {variable["name"]: variable["value"] for variable in server["env"] if "value" in variable}
+        env = {**os.environ, **literal, **KEYS, "PGPASSWORD": PASSWORD, "MLFLOW_S3_ENDPOINT_URL": store}
+        # The mlflow of the environment running the tests: the release the image holds (both install pyproject's pin).
+        command = [str(Path(sys.executable).parent / server["command"][0]), *server["command"][1:]]
+        folder = tmp_path_factory.mktemp("mlflow")
+        health = f"http://127.0.0.1:{port}/health"
+        with process([*command, *args], env, health, folder / "log", timeout=180) as started:
+            yield f"http://127.0.0.1:{port}", started.pid
+
+
+def test_mlflow_accepts_the_pipelines_host_and_refuses_others(manifests, mlflow_server):
+    mlflow_url, _ = mlflow_server
+    endpoints = find(manifests["kind"], "ConfigMap", "artlora-endpoints", PIPELINE_NAMESPACES["kind"])["data"]
+    tracking = urlsplit(endpoints["MLFLOW_TRACKING_URI"])
+    search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, headers={"Host": tracking.netloc}, timeout=30).status_code == 200
+    assert requests.get(search, headers={"Host": "localhost:5000"}, timeout=30).status_code == 200  # port-forward
+    assert requests.get(search, headers={"Host": "attacker.example:5000"}, timeout=30).status_code == 403
+    # The kubelet's probes send the pod's address as Host; MLflow exempts /health.
+    assert requests.get(f"{mlflow_url}/health", headers={"Host": "10.244.0.7:5000"}, timeout=30).status_code == 200
+
+
+def test_mlflow_keeps_runs_in_postgres_and_proxies_artifacts_to_the_store(manifests, mlflow_server, store):
+    mlflow_url, _ = mlflow_server
+    host = {"Host": "localhost:5000"}
+    api = f"{mlflow_url}/api/2.0"
+    experiment = requests.post(f"{api}/mlflow/experiments/create", json={"name": "deploy"}, headers=host, timeout=30)
+    assert experiment.status_code == 200, experiment.text  # a row written through the password-protected backend
+    run_info = requests.post(
+        f"{api}/mlflow/runs/create",
+        json={"experiment_id": experiment.json()["experiment_id"]},
+        headers=host,
+        timeout=30,
+    ).json()["run"]["info"]
+    artifacts = run_info["artifact_uri"].removeprefix("mlflow-artifacts:/")
+    upload = requests.put(
+        f"{api}/mlflow-artifacts/artifacts/{artifacts}/a.txt", data=b"weights", headers=host, timeout=30
+    )
+    assert upload.status_code == 200, upload.text
+    destination = urlsplit(flag(container(manifests["kind"], "Deployment/mlflow")["args"], "artifacts-destination"))
+    key = f"{destination.path.strip('/')}/{artifacts}/a.txt"
+    assert s3_client(store).get_object(Bucket=destination.hostname, Key=key)["Body"].read() == b"weights"
+
+
+def test_mlflow_runs_its_web_workers_only(manifests, mlflow_server):
+    """The Deployment switches off MLflow's job runner and its task consumers (8 more processes, about 0.7 GB more
+    resident, measured here), which artlora does not use."""
+    _, pid = mlflow_server
+    workers = int(flag(container(manifests["kind"], "Deployment/mlflow")["args"], "workers"))
+    children = psutil.Process(pid).children(recursive=True)
+    commands = [" ".join(child.cmdline()) for child in children]
+    assert not [command for command in commands if "huey" in command or "job_runner" in command], commands
+    assert len(children) <= workers + 2, commands  # uvicorn's supervisor, its workers, a multiprocessing helper
