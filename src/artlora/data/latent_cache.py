@@ -12,13 +12,12 @@ SDXL caches (`"architecture": "sdxl"`) add, per caption shard, the pooled embedd
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from safetensors.torch import load
 
 from artlora.data.latents import LatentGroup, LatentSet
-from artlora.data.shards import PARALLEL, CorruptShardError
+from artlora.data.shards import CorruptShardError
 from artlora.io import storage
 
 
@@ -38,9 +37,9 @@ def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSe
     if not entries:
         raise ValueError(f"the latent cache {cache_uri} has no {split!r} images")
     texts = {entry["text"]["uri"]: entry["text"] for entry in entries}
-    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:  # many small GETs: latency-bound, so fetch in parallel
-        latents = list(pool.map(lambda e: read_shard(store, e["latents"])["latents"][:views], entries))
-        text = dict(zip(texts, pool.map(lambda t: read_shard(store, t), texts.values()), strict=True))
+    # Many small GETs: latency-bound, so fetched in parallel.
+    latents = storage.parallel(lambda e: read_shard(store, e["latents"])["latents"][:views], entries)
+    text = dict(zip(texts, storage.parallel(lambda t: read_shard(store, t), texts.values()), strict=True))
     empty = read_shard(store, index["empty_text"])
     return LatentSet(
         groups=_groups(entries, latents, text, sdxl=index.get("architecture") == "sdxl"),

@@ -4,6 +4,11 @@ Each shard's safetensors header carries metadata: its cache key (`artlora.key`) 
 bytes (`artlora.payload_sha256`). A shard is therefore checked from its own bytes, never from object metadata that
 can survive damage to the body: a truncated upload, a damaged body or a shard stored under another key's name is
 refused (`check`). The index records each shard's whole-file sha256 as well, which the readers verify.
+
+Runs that race are safe. A shard's bytes follow from its tensors alone (`tensor_files.save_bytes`: sorted
+header), so two runs encoding the same key write the same bytes. A run writes a key only if no shard is stored
+there when it is about to (the first writer's bytes stay), and the checksum it puts in its index is the one stored
+with the object (`stored_checksums`), so an index always describes the bytes that are there.
 """
 
 from __future__ import annotations
@@ -12,21 +17,20 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from artlora.data.tensor_files import save_bytes
 from artlora.io import storage
 
 log = logging.getLogger(__name__)
 
 KEY = "artlora.key"
 PAYLOAD_SHA256 = "artlora.payload_sha256"
-# Many small GETs and PUTs are latency-bound: this many run at once (the storage client pools 16 connections).
-PARALLEL = 16
+CHECKSUM = "sha256"  # the object metadata holding the whole shard's sha256, written with it in one PUT
 
 
 class CorruptShardError(ValueError):
@@ -38,7 +42,7 @@ def pack(key: str, tensors: Mapping[str, torch.Tensor]) -> bytes:
     tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
     # The tensor bytes do not depend on the header, so they can be hashed before the header is final.
     payload = _split(save(tensors))[1]
-    return save(tensors, metadata={KEY: key, PAYLOAD_SHA256: hashlib.sha256(payload).hexdigest()})
+    return save_bytes(tensors, metadata={KEY: key, PAYLOAD_SHA256: hashlib.sha256(payload).hexdigest()})
 
 
 def _split(data: bytes) -> tuple[dict, memoryview]:
@@ -75,12 +79,31 @@ def check(data: bytes, key: str, names: tuple[str, ...]) -> dict[str, torch.Tens
     return tensors
 
 
-def put(store: storage.Storage, uri: str, key: str, tensors: Mapping[str, torch.Tensor]) -> str:
-    """Store a shard in one PUT; returns its whole-file sha256 (also kept as object metadata, for operators)."""
+def put(store: storage.Storage, uri: str, key: str, tensors: Mapping[str, torch.Tensor], replace: bool = False) -> str:
+    """Store a shard in one PUT, its whole-file sha256 as object metadata; returns that checksum.
+
+    Unless `replace` (a stored shard failed its check), a shard that another run stored meanwhile is kept: its
+    checksum is returned and nothing is written."""
+    if not replace:
+        stored = store.head(uri)
+        if stored is not None and stored.get(CHECKSUM):
+            return stored[CHECKSUM]
     data = pack(key, tensors)
     checksum = hashlib.sha256(data).hexdigest()
-    store.put_bytes(uri, data, metadata={"sha256": checksum})
+    store.put_bytes(uri, data, metadata={CHECKSUM: checksum})
     return checksum
+
+
+def stored_checksums(store: storage.Storage, uris: Mapping[str, str]) -> dict[str, str]:
+    """{key: the sha256 stored with the shard at uris[key]}: what is there now, whichever run wrote it last."""
+
+    def one(uri: str) -> str:
+        metadata = store.head(uri)
+        if metadata is None or not metadata.get(CHECKSUM):
+            raise storage.MissingObjectError(f"the cache shard {uri} just written is gone; run augment again")
+        return metadata[CHECKSUM]
+
+    return dict(zip(uris, storage.parallel(one, uris.values()), strict=True))
 
 
 @dataclass
@@ -103,7 +126,7 @@ def verify(store: storage.Storage, shards: Mapping[str, str], names: tuple[str, 
         uri = shards[key]
         try:
             data = store.get_bytes(uri)
-        except storage.StorageError:
+        except storage.MissingObjectError:
             return
         try:
             check(data, key, names)
@@ -113,6 +136,5 @@ def verify(store: storage.Storage, shards: Mapping[str, str], names: tuple[str, 
             return
         result.whole[key] = hashlib.sha256(data).hexdigest()
 
-    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        list(pool.map(one, shards))
+    storage.parallel(one, shards)
     return result

@@ -3,24 +3,32 @@
 Every object is written with a single PUT (or a multipart upload that S3 completes atomically), so a reader
 never sees half an object. Things made of many objects (a dataset version, a checkpoint, a cache shard set)
 are finished by `mark_complete`, written last; readers trust only prefixes that carry the marker.
+
+Failures are bounded and named: every request gives up after the timeouts and retries of `settings.S3Limits`
+(about a minute for an endpoint that froze), and whatever the SDK or the connection raises becomes a StorageError
+naming the endpoint and the object (MissingObjectError when the object or bucket is not there). Keys with `.` or
+`..` segments or a leading slash are refused, so no listing can make a download leave its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 
 from artlora.errors import ArtloraError
 from artlora.io import settings
@@ -29,10 +37,19 @@ COMPLETE_MARKER = "_COMPLETE"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Files above this size go up in parts of this size, several in parallel.
 PART_SIZE = 16 * 1024 * 1024
+# Many small GETs and PUTs are latency-bound: this many run at once (the client pools 32 connections per host).
+PARALLEL = 16
+_MISSING = ("NoSuchKey", "NoSuchBucket", "NotFound", "ResourceNotFound")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class StorageError(ArtloraError):
     """An object store problem a user can act on (no endpoint, missing object, bad URI)."""
+
+
+class MissingObjectError(StorageError):
+    """No object (or no bucket) at a URI."""
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -42,7 +59,17 @@ def parse_uri(uri: str) -> tuple[str, str]:
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not _BUCKET.fullmatch(bucket):
         raise StorageError(f"bad bucket name in {uri!r}: 3-63 lower-case letters, digits, dots or hyphens")
+    check_key(key, uri)
     return bucket, key
+
+
+def check_key(key: str, uri: str) -> None:
+    """Refuse keys that would name another place once used as a path: absolute, or with `.`/`..` segments."""
+    if key.startswith("/") or any(part in (".", "..") for part in key.split("/")):
+        raise StorageError(
+            f"refusing object key {key!r} in {uri!r}: keys must be relative, without '.' or '..' segments "
+            "(remove or rename that object)"
+        )
 
 
 def join(uri: str, *parts: str) -> str:
@@ -67,8 +94,10 @@ class ObjectInfo:
 class Storage:
     """A thin, typed wrapper over a Minio client speaking s3:// URIs."""
 
-    def __init__(self, client: Minio):
+    def __init__(self, client: Minio, endpoint: str = "", limits: settings.S3Limits | None = None):
         self.client = client
+        self.endpoint = endpoint or "the S3 endpoint"
+        self.limits = limits or settings.S3Limits()
         self._buckets: set[str] = set()
 
     # -- single objects -------------------------------------------------------------------------------
@@ -81,21 +110,20 @@ class Storage:
         metadata: dict[str, str] | None = None,
     ) -> None:
         bucket, key = self._writable(uri)
-        self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type, metadata=metadata)
+        with self._asking("write", uri):
+            self.client.put_object(
+                bucket, key, io.BytesIO(data), len(data), content_type=content_type, metadata=metadata
+            )
 
     def get_bytes(self, uri: str) -> bytes:
         bucket, key = parse_uri(uri)
-        try:
+        with self._asking("read", uri):
             response = self.client.get_object(bucket, key)
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchBucket"):
-                raise StorageError(f"no object at {uri}") from err
-            raise
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
 
     def put_json(self, uri: str, obj: Any) -> None:
         data = json.dumps(obj, indent=2, sort_keys=True).encode()
@@ -106,22 +134,20 @@ class Storage:
 
     def put_file(self, uri: str, path: str | Path) -> None:
         bucket, key = self._writable(uri)
-        self.client.fput_object(bucket, key, str(path), part_size=PART_SIZE)
+        with self._asking("upload to", uri):
+            self.client.fput_object(bucket, key, str(path), part_size=PART_SIZE)
 
     def get_file(self, uri: str, path: str | Path) -> Path:
         """Download to `path` through a temporary file, so an interrupted download leaves nothing behind."""
         path = Path(path)
+        bucket, key = parse_uri(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         os.close(fd)
         try:
-            bucket, key = parse_uri(uri)
-            self.client.fget_object(bucket, key, tmp)
+            with self._asking("download", uri):
+                self.client.fget_object(bucket, key, tmp)
             os.replace(tmp, path)
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchBucket"):
-                raise StorageError(f"no object at {uri}") from err
-            raise
         finally:
             Path(tmp).unlink(missing_ok=True)
         return path
@@ -130,11 +156,10 @@ class Storage:
         """The object's user metadata (keys lower-case, without the x-amz-meta- prefix), or None if absent."""
         bucket, key = parse_uri(uri)
         try:
-            stat = self.client.stat_object(bucket, key)
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchBucket", "NotFound", "ResourceNotFound"):
-                return None
-            raise
+            with self._asking("look up", uri):
+                stat = self.client.stat_object(bucket, key)
+        except MissingObjectError:
+            return None
         prefix = "x-amz-meta-"
         return {k.lower()[len(prefix) :]: v for k, v in (stat.metadata or {}).items() if k.lower().startswith(prefix)}
 
@@ -153,10 +178,11 @@ class Storage:
         bucket, key = parse_uri(prefix_uri)
         if key and not key.endswith("/"):
             key += "/"
-        if not self.client.bucket_exists(bucket):
-            return
-        for obj in self.client.list_objects(bucket, prefix=key, recursive=True):
-            yield ObjectInfo(f"s3://{bucket}/{obj.object_name}", obj.size or 0, (obj.etag or "").strip('"'))
+        with self._asking("list", prefix_uri):
+            if not self.client.bucket_exists(bucket):
+                return
+            for obj in self.client.list_objects(bucket, prefix=key, recursive=True):
+                yield ObjectInfo(f"s3://{bucket}/{obj.object_name}", obj.size or 0, (obj.etag or "").strip('"'))
 
     def upload_dir(self, local_dir: str | Path, prefix_uri: str) -> list[str]:
         local_dir = Path(local_dir)
@@ -169,20 +195,25 @@ class Storage:
 
     def download_dir(self, prefix_uri: str, local_dir: str | Path) -> Path:
         local_dir = Path(local_dir)
+        root = local_dir.resolve()
         base = parse_uri(prefix_uri)[1].rstrip("/")
         found = False
         for uri in self.list(prefix_uri):
             relative = parse_uri(uri)[1][len(base) :].lstrip("/")
-            self.get_file(uri, local_dir / relative)
+            target = local_dir / relative
+            if not target.resolve().is_relative_to(root):  # parse_uri's key check already stops `..`
+                raise StorageError(f"refusing to download {uri} outside {local_dir} (remove or rename that object)")
+            self.get_file(uri, target)
             found = True
         if not found:
-            raise StorageError(f"nothing under {prefix_uri}")
+            raise MissingObjectError(f"nothing under {prefix_uri}")
         return local_dir
 
     def delete_prefix(self, prefix_uri: str) -> None:
         bucket, _ = parse_uri(prefix_uri)
         for uri in list(self.list(prefix_uri)):
-            self.client.remove_object(bucket, parse_uri(uri)[1])
+            with self._asking("delete", uri):
+                self.client.remove_object(bucket, parse_uri(uri)[1])
 
     # -- completeness markers -------------------------------------------------------------------------
 
@@ -200,22 +231,97 @@ class Storage:
         if not key:
             raise StorageError(f"no object key in {uri!r}")
         if bucket not in self._buckets:
-            if not self.client.bucket_exists(bucket):
-                try:
-                    self.client.make_bucket(bucket)
-                except S3Error as err:  # another stage made it meanwhile
-                    if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                        raise
+            with self._asking("create the bucket for", uri):
+                if not self.client.bucket_exists(bucket):
+                    try:
+                        self.client.make_bucket(bucket)
+                    except S3Error as err:  # another stage made it meanwhile
+                        if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                            raise
             self._buckets.add(bucket)
         return bucket, key
 
+    @contextlib.contextmanager
+    def _asking(self, what: str, uri: str) -> Iterator[None]:
+        """Turn what the SDK and the connection raise into a StorageError naming the endpoint and the object."""
+        try:
+            yield
+        except S3Error as err:
+            if err.code in _MISSING:
+                raise MissingObjectError(f"no object at {uri}") from err
+            raise StorageError(
+                f"S3 endpoint {self.endpoint} refused to {what} {uri}: {err.code}: {err.message} (check "
+                f"{settings.S3_ACCESS_KEY}, {settings.S3_SECRET_KEY} and the bucket's permissions)"
+            ) from err
+        except (urllib3.exceptions.HTTPError, MinioException, ConnectionError) as err:
+            raise StorageError(
+                f"S3 endpoint {self.endpoint} did not answer when asked to {what} {uri} ({_reason(err)}; gave up "
+                f"after {self.limits.describe()}): check that the store is up and {settings.S3_ENDPOINT}"
+            ) from err
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost cause urllib3 reports (connection refused, read timed out), on one line."""
+    reason = getattr(err, "reason", None) or err
+    return " ".join(f"{type(reason).__name__}: {reason}".split())
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = PARALLEL) -> list[R]:
+    """`fn` over `items` in `workers` threads, results in order. The first error cancels what has not started
+    and is raised as soon as it happens: an unreachable store fails the call in one timeout, not one per item."""
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((future for future in done if future.exception() is not None), None)
+        if failed is not None:
+            for future in futures:
+                future.cancel()
+            raise failed.exception()
+        return [future.result() for future in futures]
+
+
+class Background:
+    """Calls run in `workers` threads with at most `limit` of them queued or running, so what they hold (an
+    encoded shard waiting for its upload) stays bounded: `submit` waits for the oldest call when the queue is
+    full and raises its error there. Leaving the block waits for the rest; leaving it by an error cancels the
+    calls that have not started."""
+
+    def __init__(self, workers: int = PARALLEL, limit: int = 2 * PARALLEL):
+        self._pool = ThreadPoolExecutor(workers)
+        self._limit = limit
+        self._pending: deque[tuple[Any, Future]] = deque()
+        self.results: dict[Any, Any] = {}  # by the name given to submit, as the calls finish
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if error is None:
+                while self._pending:
+                    self._finish_oldest()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, name: Any, fn: Callable[..., Any], *args: Any) -> None:
+        while len(self._pending) >= self._limit or (self._pending and self._pending[0][1].done()):
+            self._finish_oldest()
+        self._pending.append((name, self._pool.submit(fn, *args)))
+
+    def _finish_oldest(self) -> None:
+        name, future = self._pending.popleft()
+        self.results[name] = future.result()
+
 
 def client_for(s3: settings.S3Settings) -> Minio:
-    # Retries with back-off on connection errors and 5xx answers: object stores drop connections under load.
-    retry = urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504))
+    limits = s3.limits
+    # Retries with back-off on connection errors, read timeouts and 5xx answers: object stores drop connections
+    # under load. Bounded (settings.S3Limits) so that an endpoint that froze is reported within about a minute.
+    retry = urllib3.Retry(total=limits.retries, backoff_factor=limits.backoff, status_forcelist=(500, 502, 503, 504))
     # Connections kept per host: augment runs 16 shard uploads beside 4 image loaders, and a smaller pool would
     # open and drop a connection per request beyond it (warning "Connection pool is full" each time).
-    http = urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=10, read=300), maxsize=32)
+    timeout = urllib3.Timeout(connect=limits.connect_timeout, read=limits.read_timeout)
+    http = urllib3.PoolManager(retries=retry, timeout=timeout, maxsize=32)
     return Minio(
         s3.endpoint,
         access_key=s3.access_key,
@@ -228,7 +334,7 @@ def client_for(s3: settings.S3Settings) -> Minio:
 
 @cache
 def _storage_for(s3: settings.S3Settings) -> Storage:
-    return Storage(client_for(s3))
+    return Storage(client_for(s3), s3.url, s3.limits)
 
 
 def get_storage() -> Storage:

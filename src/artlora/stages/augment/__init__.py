@@ -11,7 +11,10 @@ The cache is content-addressed in the object store under `<storage_root>/cache/`
   the hash of its content (for SDXL, `"architecture": "sdxl"` and per entry each view's size/crop time ids); its
   URI is the stage's output and the train stage's input (`artlora.data.latent_cache`).
 Every stored shard is downloaded and checked (`artlora.data.shards`) before it is reused; a damaged or partial one is
-encoded again. A rerun on unchanged inputs therefore encodes nothing and reads each shard once.
+encoded again. A rerun on unchanged inputs therefore encodes nothing and reads each shard once. Two runs at once
+are safe: a key keeps the first shard stored under it, and the index takes each new shard's checksum from what
+is stored (`shards.stored_checksums`). Memory stays flat in the number of images: images are decoded a few ahead
+of the VAE and at most `2 x storage.PARALLEL` encoded shards wait for their upload.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -129,29 +132,28 @@ def plan(items: list[Item], background: tuple, config: AugmentConfig, vae_id: st
 
 
 def build_latents(pipe, planned: list[Planned], config: AugmentConfig, store: storage.Storage) -> Built:
-    """Reuse every stored shard that passes its check; encode the rest."""
+    """Reuse every stored shard that passes its check; encode the rest. Checksums are of the stored shards."""
     verified = shards.verify(store, {p.key: p.uri for p in planned}, ("latents",))
     todo = list({p.key: p for p in planned if p.key not in verified.whole}.values())
-    checksums = {**verified.whole, **encode_images(pipe, todo, config, store)}
+    encode_images(pipe, todo, config, store, set(verified.corrupt))
+    checksums = {**verified.whole, **shards.stored_checksums(store, {p.key: p.uri for p in todo})}
     return Built(checksums, encoded=len(todo), rebuilt=len(verified.corrupt))
 
 
-def encode_images(pipe, todo: list[Planned], config: AugmentConfig, store: storage.Storage) -> dict[str, str]:
-    """Encode the views of `todo`, one bucket at a time, and store one shard per image; returns checksums."""
+def encode_images(pipe, todo: list[Planned], config: AugmentConfig, store: storage.Storage, corrupt: set[str]) -> None:
+    """Encode the views of `todo`, one bucket at a time, and store one shard per image (replacing the `corrupt`
+    keys' shards; keeping any other that a concurrent run stored first)."""
     vae = pipe.vae.to(default_device())
     views = config.views_per_image
     ahead = 2 * -(-config.batch_size // views) + LOADERS
-    stored: list[tuple[str, Future[str]]] = []
     progress = tqdm(total=len(todo) * views, desc="encode", unit="view", mininterval=1.0)
-    with ThreadPoolExecutor(LOADERS) as loaders, ThreadPoolExecutor(shards.PARALLEL) as uploads:
+    with ThreadPoolExecutor(LOADERS) as loaders, storage.Background() as uploads:
         for group in by_bucket(todo).values():
             made = prefetch(loaders, lambda p: load_views(store, p, config), group, ahead)
-            for planned, latents in encode_bucket(vae, group, made, config.batch_size, views):
-                stored.append((planned.key, uploads.submit(shards.put, store, planned.uri, planned.key, latents)))
+            for p, latents in encode_bucket(vae, group, made, config.batch_size, views):
+                uploads.submit(p.key, shards.put, store, p.uri, p.key, latents, p.key in corrupt)
                 progress.update(views)
-        checksums = {key: future.result() for key, future in stored}
     progress.close()
-    return checksums
 
 
 def by_bucket(planned: list[Planned]) -> dict[Bucket, list[Planned]]:
@@ -168,14 +170,19 @@ def load_views(store: storage.Storage, planned: Planned, config: AugmentConfig) 
 
 
 def prefetch(pool: Executor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
-    """`fn` over `items` in order, run in `pool` with at most `ahead` calls in flight (bounded memory)."""
+    """`fn` over `items` in order, run in `pool` with at most `ahead` calls in flight (bounded memory); calls not
+    started yet are cancelled when the caller stops early (an error)."""
     pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) > ahead:
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
             yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def encode_bucket(
@@ -223,11 +230,13 @@ def build_texts(
     names = ("hidden", "pooled") if is_sdxl(pipe) else ("hidden",)
     verified = shards.verify(store, uris, names)
     todo = [caption for caption in wanted if keys[caption] not in verified.whole]
-    checksums = dict(verified.whole)
-    for start in range(0, len(todo), config.batch_size):
-        chunk = todo[start : start + config.batch_size]
-        for caption, tensors in zip(chunk, encode_text(pipe, chunk), strict=True):
-            checksums[keys[caption]] = shards.put(store, uris[keys[caption]], keys[caption], tensors)
+    with storage.Background() as uploads:
+        for start in range(0, len(todo), config.batch_size):
+            chunk = todo[start : start + config.batch_size]
+            for caption, tensors in zip(chunk, encode_text(pipe, chunk), strict=True):
+                key = keys[caption]
+                uploads.submit(key, shards.put, store, uris[key], key, tensors, key in verified.corrupt)
+    checksums = {**verified.whole, **shards.stored_checksums(store, {keys[c]: uris[keys[c]] for c in todo})}
     texts = {caption: {"uri": uris[keys[caption]], "sha256": checksums[keys[caption]]} for caption in wanted}
     return texts, Built(checksums, encoded=len(todo), rebuilt=len(verified.corrupt))
 

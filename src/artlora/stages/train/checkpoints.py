@@ -1,26 +1,34 @@
 """Training checkpoints in the object store: complete or ignored; the newest K and the best kept.
 
-A checkpoint is `<run>/checkpoints/step-NNNNNNNN/` holding the adapter (safetensors) and the training state
-(optimizer, LR schedule, grad scaler, RNG states, sampler position, step, early-stopping state, resolved config,
-MLflow run id). Its completion marker is written last, so a checkpoint cut off half-way is never resumed from;
-the next complete one deletes it. The marker records the validation loss measured at that step, if any, and the
-checkpoint with the lowest one is kept besides the newest K.
+A checkpoint is `<run>/checkpoints/step-NNNNNNNN/` holding the adapter (`adapter.safetensors`) and the training
+state (optimizer, LR schedule, grad scaler, RNG states, sampler position, step, early-stopping state, resolved
+config, MLflow run id) as `state.safetensors` (its tensors) plus `state.json` (the rest, naming the tensors).
+Nothing in a checkpoint is unpickled: whoever can write to the bucket cannot make the train task run code. A
+checkpoint whose files are not these (a planted `state.pt`, a pickle under a safetensors name, a damaged file) is
+refused with a warning, and the run resumes from the newest checkpoint that loads.
+
+Its completion marker is written last, so a checkpoint cut off half-way is never resumed from; the next complete
+one deletes it. The marker records the validation loss measured at that step, if any, and the checkpoint with
+the lowest one is kept besides the newest K.
 """
 
 from __future__ import annotations
 
-import io
+import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from safetensors.torch import load, save
 
+from artlora.data import tensor_files
 from artlora.io import storage
 
+log = logging.getLogger(__name__)
+
 _STEP = re.compile(r"/checkpoints/step-(\d+)/")
+ADAPTER, STATE_TENSORS, STATE_JSON = "adapter.safetensors", "state.safetensors", "state.json"
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,10 @@ def save_checkpoint(store: storage.Storage, run_uri: str, checkpoint: Checkpoint
     """Write a checkpoint, marker last; then delete unfinished ones and complete ones beyond the newest `keep`,
     except the one with the lowest validation loss."""
     uri = checkpoint_uri(run_uri, checkpoint.step)
-    store.put_bytes(storage.join(uri, "adapter.safetensors"), save(checkpoint.adapter))
-    buffer = io.BytesIO()
-    torch.save(checkpoint.state, buffer)
-    store.put_bytes(storage.join(uri, "state.pt"), buffer.getvalue())
+    store.put_bytes(storage.join(uri, ADAPTER), tensor_files.save_bytes(checkpoint.adapter))
+    tensors, skeleton = tensor_files.state_files(checkpoint.state)
+    store.put_bytes(storage.join(uri, STATE_TENSORS), tensors)
+    store.put_bytes(storage.join(uri, STATE_JSON), skeleton, content_type="application/json")
     store.mark_complete(uri, {"step": checkpoint.step, "val_loss": checkpoint.val_loss})
     steps = _steps(store, run_uri)
     complete = sorted(step for step, done in steps.items() if done)
@@ -81,15 +89,33 @@ def latest_step(store: storage.Storage, run_uri: str) -> int | None:
     return max(complete_steps(store, run_uri), default=None)
 
 
+class UnusableCheckpointError(ValueError):
+    """A complete checkpoint whose files are not an artlora checkpoint's (planted, damaged or of old code)."""
+
+
 def load_checkpoint(store: storage.Storage, run_uri: str, step: int) -> Checkpoint:
+    """The checkpoint at `step`, read from safetensors and JSON only; UnusableCheckpointError otherwise."""
     uri = checkpoint_uri(run_uri, step)
-    adapter = load(store.get_bytes(storage.join(uri, "adapter.safetensors")))
-    # weights_only=False: the state holds optimizer internals we wrote ourselves, from our own bucket.
-    state = torch.load(io.BytesIO(store.get_bytes(storage.join(uri, "state.pt"))), weights_only=False)
+    try:
+        adapter = tensor_files.load_bytes(store.get_bytes(storage.join(uri, ADAPTER)), f"{uri}/{ADAPTER}")
+        state = tensor_files.read_state(
+            store.get_bytes(storage.join(uri, STATE_TENSORS)),
+            store.get_bytes(storage.join(uri, STATE_JSON)),
+            f"{uri}/{STATE_TENSORS}",
+        )
+    except (storage.MissingObjectError, tensor_files.TensorFileError) as err:
+        raise UnusableCheckpointError(f"checkpoint {uri} cannot be resumed from: {err}") from err
+    if not isinstance(state, dict):
+        raise UnusableCheckpointError(f"checkpoint {uri} cannot be resumed from: its state is not a mapping")
     val_loss = _val_loss(store, run_uri, step)
     return Checkpoint(step, adapter, state, None if val_loss == math.inf else val_loss)
 
 
 def latest_checkpoint(store: storage.Storage, run_uri: str) -> Checkpoint | None:
-    step = latest_step(store, run_uri)
-    return None if step is None else load_checkpoint(store, run_uri, step)
+    """The newest complete checkpoint that loads; the ones that do not are skipped with a warning."""
+    for step in reversed(complete_steps(store, run_uri)):
+        try:
+            return load_checkpoint(store, run_uri, step)
+        except UnusableCheckpointError as err:
+            log.warning("%s; trying the one before", err)
+    return None
