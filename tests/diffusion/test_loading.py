@@ -191,6 +191,27 @@ def test_local_references(tmp_path, tiny_folder, monkeypatch):
         loading.local_model_path("not-a-model")
 
 
+def test_pickle_based_weights_are_refused_with_how_to_convert(tmp_path, tiny_folder, store, bucket):
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, ckpt)
+    with pytest.raises(loading.ModelLoadError, match="convert_original_stable_diffusion_to_diffusers") as info:
+        loading.load_pipeline(str(ckpt))
+    assert str(ckpt) in str(info.value) and "pickle" in str(info.value)
+
+    # A diffusers folder whose UNet has .bin weights only: named, with how to re-save it, locally and from S3.
+    folder = shutil.copytree(tiny_folder, tmp_path / "bin-weights")
+    unet = loading.load_pipeline(str(tiny_folder)).unet
+    for weights in (folder / "unet").glob("*.safetensors"):
+        weights.unlink()
+    unet.save_pretrained(folder / "unet", safe_serialization=False)
+    for ref in (str(folder), storage.join(bucket, "models", "bin-weights")):
+        if storage.is_s3(ref):
+            store.upload_dir(folder, ref)
+        with pytest.raises(loading.ModelLoadError, match="safe_serialization=True") as info:
+            loading.load_pipeline(ref)
+        assert f"{ref}/unet/diffusion_pytorch_model.bin" in str(info.value)
+
+
 def test_loader_failure_names_the_reference(tmp_path, tiny_folder):
     broken = shutil.copytree(tiny_folder, tmp_path / "broken")
     for weights in broken.glob("unet/*.safetensors"):
@@ -349,9 +370,9 @@ def test_single_file_checkpoint_loads_with_the_configs_beside_it(tmp_path, build
 
 
 def test_single_file_kind_comes_from_the_tensor_names(tmp_path):
-    sd, sdxl = tmp_path / "sd.safetensors", tmp_path / "sdxl.ckpt"
+    sd, sdxl = tmp_path / "sd.safetensors", tmp_path / "sdxl.safetensors"
     save_file({"cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.ones(2)}, sd)
-    torch.save({"state_dict": {"conditioner.embedders.1.model.ln_final.weight": torch.ones(2)}}, sdxl)
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.ones(2)}, sdxl)
     assert loading.single_file_class(sd) is StableDiffusionPipeline
     assert loading.single_file_class(sdxl) is StableDiffusionXLPipeline
 

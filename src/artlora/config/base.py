@@ -30,7 +30,7 @@ StorageRoot = Field(
 )
 BaseModelRef = Field(
     description="base Stable Diffusion model: hub id (org/name), local diffusers folder, s3:// prefix "
-    "of a diffusers folder, or a single .safetensors/.ckpt file"
+    "of a diffusers folder, or a single .safetensors file"
 )
 Experiment = Field("artlora", description="MLflow experiment that the stage's run is logged to")
 Seed = Field(0, ge=0, description="random seed; the same seed and inputs give the same result")

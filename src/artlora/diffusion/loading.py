@@ -1,8 +1,11 @@
 """Base-model loading: the one place that turns a model reference into a Stable Diffusion pipeline.
 
-A reference is a local diffusers folder, a local single-file checkpoint (.safetensors/.ckpt), an
-`s3://bucket/prefix` holding a diffusers folder (downloaded once into the work folder), or a Hugging Face hub
-id (`org/name`). Tests and the demo load the tiny pipelines of `artlora.diffusion.tiny` through the same paths.
+A reference is a local diffusers folder, a local single-file `.safetensors` checkpoint, an `s3://bucket/prefix`
+holding a diffusers folder (downloaded once into the work folder), or a Hugging Face hub id (`org/name`). Tests
+and the demo load the tiny pipelines of `artlora.diffusion.tiny` through the same paths.
+
+Weights load from safetensors only (`use_safetensors=True`): pickle-based files (`.ckpt`, `.bin`, `.pt`,
+`.pth`) can run code when loaded, so they are refused with an error that names the file and how to convert it.
 
 A single file in the original (ldm/SGM) layout holds weights only. SDXL is told from SD 1.x/2.x by its second
 text encoder's tensor names (`conditioner.embedders.1.`, read from the header alone); diffusers then takes the
@@ -32,7 +35,18 @@ from safetensors import safe_open
 from artlora.errors import ArtloraError
 from artlora.io import settings, storage
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+SINGLE_FILE_SUFFIXES = (".safetensors",)
+# Weights in pickle form: loading them can run code, so they are refused with advice on converting them.
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+CONVERT_SINGLE_FILE = (
+    "convert it once, on a machine where you trust the file, with diffusers' "
+    "scripts/convert_original_stable_diffusion_to_diffusers.py --checkpoint_path FILE --dump_path FOLDER "
+    "--to_safetensors (add --pipeline_class_name StableDiffusionXLPipeline for SDXL), and give FOLDER"
+)
+CONVERT_FOLDER = (
+    "re-save it once, on a machine where you trust the files: "
+    "DiffusionPipeline.from_pretrained(FOLDER).save_pretrained(NEW_FOLDER, safe_serialization=True)"
+)
 # Written into a downloaded model folder last; a folder without it is a broken download and is fetched again.
 DOWNLOAD_MARKER = ".artlora-download-complete"
 # The class name and the tensors' dtypes already cover `architectures` and `dtype`.
@@ -59,15 +73,35 @@ def _check_local(ref: str, path: Path) -> str:
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(
                 f"base model {ref!r} is a folder without model_index.json: give a diffusers pipeline folder "
-                "(as written by save_pretrained) or a single .safetensors/.ckpt checkpoint"
+                "(as written by save_pretrained) or a single .safetensors checkpoint"
             )
+        check_weight_files(ref, path)
         return str(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelLoadError(
+            f"base model {ref!r} is a pickle-based checkpoint ({path.suffix}), which artlora does not load because "
+            f"loading it can run code: {CONVERT_SINGLE_FILE}"
+        )
     if not _is_single_file(path.name):
         raise ModelLoadError(
-            f"base model {ref!r} is a file but not a .safetensors/.ckpt checkpoint: give a single-file "
-            "checkpoint or a diffusers pipeline folder"
+            f"base model {ref!r} is a file but not a .safetensors checkpoint: give a single-file checkpoint or a "
+            "diffusers pipeline folder"
         )
     return str(path)
+
+
+def check_weight_files(ref: str, folder: Path) -> None:
+    """Refuse a diffusers folder with a component whose weights are in pickle form only, naming the file. The
+    safety checker is never loaded (nor checked)."""
+    for part in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "safety_checker"):
+        files = [f for f in part.iterdir() if f.is_file()]
+        pickles = sorted(f for f in files if f.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles and not any(f.suffix.lower() == ".safetensors" for f in files):
+            name = f"{ref.rstrip('/')}/{pickles[0].relative_to(folder).as_posix()}"
+            raise ModelLoadError(
+                f"base model {ref!r}: {name} is a pickle-based weights file, which artlora does not load because "
+                f"loading it can run code; {CONVERT_FOLDER}"
+            )
 
 
 def _listing(store: storage.Storage, uri: str) -> list[tuple[str, int, str]]:
@@ -106,6 +140,7 @@ def _fetch(store: storage.Storage, uri: str, target: Path) -> None:
                 f"base model {uri!r} has no model_index.json at its top level: upload a diffusers pipeline "
                 "folder to that prefix (single-file checkpoints must be local files)"
             )
+        check_weight_files(uri, staging)
         (staging / DOWNLOAD_MARKER).write_text(uri + "\n")
         if not (target / DOWNLOAD_MARKER).is_file():  # a concurrent run may have finished first
             shutil.rmtree(target, ignore_errors=True)  # what is left of an interrupted older download
@@ -144,7 +179,7 @@ def local_model_path(ref: str) -> str:
     path = Path(ref).expanduser()
     if path.exists():
         return _check_local(ref, path)
-    if _HUB_ID.match(ref) and not _is_single_file(ref):
+    if _HUB_ID.match(ref) and not ref.lower().endswith(SINGLE_FILE_SUFFIXES + PICKLE_SUFFIXES):
         return ref
     raise ModelLoadError(
         f"base model {ref!r} not found: no such local file or folder, and it is not an s3:// URI or a hub id "
@@ -167,14 +202,9 @@ def _pipeline_class(source: str, revision: str | None) -> type[DiffusionPipeline
 
 
 def checkpoint_keys(path: str | Path) -> list[str]:
-    """The tensor names of a single-file checkpoint, without reading its tensors: the safetensors header, or a
-    memory-mapped .ckpt (whose tensors stay on disk)."""
-    path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        with safe_open(str(path), framework="pt") as handle:
-            return list(handle.keys())
-    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    return list(checkpoint.get("state_dict", checkpoint))
+    """The tensor names of a single-file .safetensors checkpoint, from its header alone."""
+    with safe_open(str(path), framework="pt") as handle:
+        return list(handle.keys())
 
 
 def single_file_class(path: str | Path) -> type[DiffusionPipeline]:
@@ -202,10 +232,10 @@ def _load_single_file(ref: str, source: str, revision: str | None, torch_dtype: 
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ModelLoadError(
             f"base model {ref!r}: cannot read the tensor names of this checkpoint ({type(err).__name__}: {err}); "
-            "give an intact .safetensors/.ckpt file"
+            "give an intact .safetensors file"
         ) from err
     config = _single_file_config(ref, source, cls)
-    options = dict(config=config, revision=revision, dtype=torch_dtype)
+    options = dict(config=config, revision=revision, dtype=torch_dtype, use_safetensors=True)
     if cls is StableDiffusionPipeline:
         options.update(safety_checker=None, requires_safety_checker=False)
     try:
@@ -244,17 +274,17 @@ def load_pipeline(
     if _is_single_file(source):
         return _load_single_file(ref, source, revision, torch_dtype)
     # diffusers deprecated `torch_dtype` for `dtype`; the parameter keeps the name the ecosystem knows.
-    options = dict(revision=revision, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
+    options = dict(revision=revision, dtype=torch_dtype, use_safetensors=True)
     try:
         cls = _pipeline_class(source, revision)
-        if cls is StableDiffusionXLPipeline:
-            options = dict(revision=revision, dtype=torch_dtype)
+        if cls is StableDiffusionPipeline:
+            options.update(safety_checker=None, requires_safety_checker=False)
         return cls.from_pretrained(source, **options)
     except Exception as err:
         raise ModelLoadError(
             f"could not load base model {ref!r} (from {source}): {type(err).__name__}: {err}. Check that it "
-            "is a Stable Diffusion 1.x/2.x or SDXL pipeline, and for a hub id that the hub is reachable and the "
-            "revision exists"
+            "is a Stable Diffusion 1.x/2.x or SDXL pipeline with .safetensors weights (for others, "
+            f"{CONVERT_FOLDER}), and for a hub id that the hub is reachable and the revision exists"
         ) from err
 
 
