@@ -4,6 +4,8 @@ calls); `test_cli.py` runs the real console script in a subprocess."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import yaml
 
@@ -77,6 +79,28 @@ def test_a_base_model_prefix_without_a_model_is_named(capsys, config_file, bucke
     fails_clearly(capsys, [*argv, "--set", "train.cache_uri=s3://x/c.json"], "train", "model_index.json")
     argv = ["train", "--config", config_file, "--set", f"train.base_model={bucket}/models/none"]
     fails_clearly(capsys, [*argv, "--set", "train.cache_uri=s3://x/c.json"], "train", f"{bucket}/models/none")
+
+
+@pytest.mark.parametrize("kind", ["corrupt-safetensors", "folder-without-index", "ckpt", "bin-weights"])
+def test_a_base_model_that_cannot_load_is_named_with_what_to_do(capsys, config_file, tmp_path, tiny_model_dir, kind):
+    if kind == "corrupt-safetensors":
+        model, advice = tmp_path / "model.safetensors", "intact .safetensors"
+        model.write_bytes(b"\x00" * 64)
+    elif kind == "folder-without-index":
+        model, advice = tmp_path / "weights-only", "model_index.json"
+        model.mkdir()
+        (model / "unet.safetensors").write_bytes(b"")
+    elif kind == "ckpt":
+        model, advice = tmp_path / "model.ckpt", "--to_safetensors"
+        model.write_bytes(b"\x80\x04K\x01.")
+    else:
+        model, advice = shutil.copytree(tiny_model_dir, tmp_path / "bin-weights"), "safe_serialization=True"
+        for weights in (model / "vae").glob("*.safetensors"):
+            weights.rename(weights.with_suffix(".bin"))
+    argv = ["augment", "--config", config_file, "--set", f"augment.base_model={model}"]
+    fails_clearly(
+        capsys, [*argv, "--set", "augment.dataset_uri=s3://nowhere/datasets/x"], "augment", str(model), advice
+    )
 
 
 def test_pipeline_run_names_a_bad_base_model_before_starting_tasks(capsys, config_file, tmp_path, s3_endpoint):

@@ -301,3 +301,37 @@ def test_get_storage_is_one_client_per_endpoint(s3_endpoint):
     assert os.environ[settings.S3_ENDPOINT] == s3_endpoint
     s3 = settings.s3_settings()
     assert s3 is not None and s3.url == s3_endpoint and not s3.secure
+
+
+# -- keys that would name another place -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/a/../b", "s3://bucket/..", "s3://bucket/a/./b", "s3://bucket//etc/passwd", "s3://bucket/a/.."]
+)
+def test_keys_with_dot_segments_or_a_leading_slash_are_refused(store, uri):
+    with pytest.raises(StorageError, match="refusing object key"):
+        parse_uri(uri)
+    with pytest.raises(StorageError, match="refusing object key"):
+        store.put_bytes(uri, b"x")
+
+
+def test_a_prefix_download_never_leaves_its_folder(store, bucket, tmp_path, s3_endpoint):
+    """Objects named with `..` can exist (another client wrote them); downloading their prefix is refused."""
+    import boto3
+
+    name, _ = parse_uri(bucket)
+    s3 = settings.s3_settings()
+    client = boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key
+    )
+    client.create_bucket(Bucket=name)
+    client.put_object(Bucket=name, Key="models/m/../../../escaped.txt", Body=b"planted")
+    client.put_object(Bucket=name, Key="models/m/ok.txt", Body=b"fine")
+    target = tmp_path / "inside" / "model"
+    with pytest.raises(StorageError, match=r"refusing object key 'models/m/\.\./\.\./\.\./escaped\.txt'"):
+        store.download_dir(join(bucket, "models", "m"), target)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    client.delete_object(Bucket=name, Key="models/m/../../../escaped.txt")
+    store.download_dir(join(bucket, "models", "m"), target)
+    assert (target / "ok.txt").read_bytes() == b"fine"

@@ -154,9 +154,12 @@ def _fetch(store: storage.Storage, uri: str, target: Path) -> None:
 
 def check_reference(ref: str) -> None:
     """Fail fast, before a stage's work, on a reference that cannot load: a missing local path, a folder or an
-    s3:// prefix without model_index.json. Nothing is downloaded; a hub id is checked when it loads."""
+    s3:// prefix without model_index.json, pickle-based weights, a single file whose header cannot be read.
+    Nothing is downloaded; a hub id is checked when it loads."""
     if not storage.is_s3(ref):
-        local_model_path(ref)
+        source = local_model_path(ref)
+        if _is_single_file(source):
+            _readable_single_file_class(ref, source)
         return
     store = storage.get_storage()
     if store.exists(storage.join(ref, "model_index.json")):
@@ -226,14 +229,19 @@ def _single_file_config(ref: str, source: str, cls: type[DiffusionPipeline]) -> 
     return str(folder)
 
 
-def _load_single_file(ref: str, source: str, revision: str | None, torch_dtype: torch.dtype):
+def _readable_single_file_class(ref: str, source: str) -> type[DiffusionPipeline]:
+    """`single_file_class`, with an unreadable file reported as a ModelLoadError naming it."""
     try:
-        cls = single_file_class(source)
+        return single_file_class(source)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ModelLoadError(
             f"base model {ref!r}: cannot read the tensor names of this checkpoint ({type(err).__name__}: {err}); "
             "give an intact .safetensors file"
         ) from err
+
+
+def _load_single_file(ref: str, source: str, revision: str | None, torch_dtype: torch.dtype):
+    cls = _readable_single_file_class(ref, source)
     config = _single_file_config(ref, source, cls)
     options = dict(config=config, revision=revision, dtype=torch_dtype, use_safetensors=True)
     if cls is StableDiffusionPipeline:

@@ -2,19 +2,27 @@
 
 Locally (no MLFLOW_TRACKING_URI) the store is SQLite in the work folder and artifacts go to the object store
 under `<storage_root>/mlflow/`; with a tracking server, the server decides where artifacts go.
+
+Every failure of MLflow (a refusal, a server that went away or froze, an artifact upload that failed) becomes a
+TrackingError naming the tracking URI, reported within about a minute (`settings.MLFLOW_HTTP_DEFAULTS`). Each
+stage calls `check` before its work, so a tracking server that is down is reported at once, not after the work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
+import requests
+import sqlalchemy.exc
+from botocore.exceptions import BotoCoreError, ClientError
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -24,6 +32,12 @@ from artlora.errors import ArtloraError
 from artlora.io import settings, storage
 
 STAGE_TAG = "artlora.stage"
+# What MLflow and the clients under it raise: its own errors, HTTP failures to a server, the S3 artifact client's
+# failures, the database store's, and files it could not read or write.
+_FAILURES = (MlflowException, requests.RequestException, BotoCoreError, ClientError, sqlalchemy.exc.SQLAlchemyError)
+# Codes with which MLflow says that what was asked for is not there.
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class TrackingError(ArtloraError):
@@ -32,18 +46,36 @@ class TrackingError(ArtloraError):
 
 @contextlib.contextmanager
 def _asking(what: str) -> Iterator[None]:
-    """Turn MLflow's refusal of `what` into a TrackingError naming the store and what to check."""
+    """Turn any MLflow failure to `what` into a TrackingError naming the store and what to check."""
     try:
         yield
-    except MlflowException as err:
+    except _FAILURES as err:
+        reason = err.message if isinstance(err, MlflowException) else f"{type(err).__name__}: {err}"
         raise TrackingError(
-            f"MLflow at {settings.tracking_uri()} could not {what}: {err.message} (check MLFLOW_TRACKING_URI and "
-            "the run id or model name given)"
+            f"MLflow at {settings.tracking_uri()} could not {what}: {reason} (check that it is up, "
+            "MLFLOW_TRACKING_URI, and the run id or model name given; MLFLOW_HTTP_REQUEST_TIMEOUT and "
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES set how long to wait)"
         ) from err
 
 
+def _tracked(what: str) -> Callable[[F], F]:
+    """A function whose MLflow failures are TrackingErrors saying it could not `what`."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _asking(what):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 def configure() -> str:
-    """Point MLflow (and its S3 artifact client) at this run's services; returns the tracking URI."""
+    """Point MLflow (and its S3 artifact client) at this run's services, with bounded waiting (settings);
+    returns the tracking URI."""
+    settings.mlflow_http_defaults()
     s3 = settings.s3_settings()
     if s3 is not None:
         # MLflow's artifact store speaks S3 through boto3, which reads its own variables.
@@ -53,6 +85,15 @@ def configure() -> str:
     uri = settings.tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    return uri
+
+
+@_tracked("answer a request")
+def check() -> str:
+    """Ask the tracking store for one experiment, so that one that is down is reported before a stage's work
+    (within the bounded waiting of `configure`); returns the tracking URI."""
+    uri = configure()
+    MlflowClient().search_experiments(max_results=1)
     return uri
 
 
@@ -101,34 +142,60 @@ def stage_run(
     MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING (samples averaged per logged point, default 1).
     """
     configure()
-    if run_id is None:
-        experiment = getattr(config, "experiment", "artlora")
-        mlflow.set_experiment(experiment_id=_experiment_id(experiment, getattr(config, "storage_root", None)))
-    # Explicit either way, so that MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING in the environment cannot switch the
-    # monitor on for the stages that did not ask for it.
     with _asking(f"open run {run_id}" if run_id else "start a run"):
-        active = mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, log_system_metrics=system_metrics)
-    with active as run:
-        resolved = config.model_dump(mode="json")
-        # MLflow params cannot change once logged: a stage run again on the same run with other settings (an
-        # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
-        logged = run.data.params
-        mlflow.log_params({k: v for k, v in flatten(stage, resolved).items() if k not in logged})
-        mlflow.log_dict(resolved, f"config/{stage}.json")
-        mlflow.set_tags({STAGE_TAG if run_id is None else f"{STAGE_TAG}.{stage}": stage, **(tags or {})})
+        if run_id is None:
+            experiment = getattr(config, "experiment", "artlora")
+            mlflow.set_experiment(experiment_id=_experiment_id(experiment, getattr(config, "storage_root", None)))
+        # Explicit either way, so that MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING in the environment cannot switch the
+        # monitor on for the stages that did not ask for it.
+        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, log_system_metrics=system_metrics)
+    try:
+        with _asking("record the stage's config"):
+            _record_config(run, stage, config, run_id, tags)
         yield run
+    except BaseException as err:
+        _end_failed(err)
+        raise
+    with _asking("end the run"):
+        mlflow.end_run()
 
 
+def _record_config(
+    run: mlflow.ActiveRun, stage: str, config: StageConfig, run_id: str | None, tags: Mapping[str, str] | None
+) -> None:
+    resolved = config.model_dump(mode="json")
+    # MLflow params cannot change once logged: a stage run again on the same run with other settings (an
+    # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
+    logged = run.data.params
+    mlflow.log_params({k: v for k, v in flatten(stage, resolved).items() if k not in logged})
+    mlflow.log_dict(resolved, f"config/{stage}.json")
+    mlflow.set_tags({STAGE_TAG if run_id is None else f"{STAGE_TAG}.{stage}": stage, **(tags or {})})
+
+
+def _end_failed(err: BaseException) -> None:
+    """Mark the run failed (killed, for an interruption) on the way out of an error. Not when the error was
+    MLflow's own: the store is unreachable then, and trying again would only double the wait. An error while
+    ending is left out, so the user sees the stage's own."""
+    if isinstance(err, TrackingError):
+        return
+    status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+    with contextlib.suppress(*_FAILURES):
+        mlflow.end_run(status)
+
+
+@_tracked("log metrics")
 def log_metrics(metrics: Mapping[str, float], step: int | None = None, wait: bool = True) -> None:
     """Log metrics; with wait=False the call returns at once and MLflow sends them in the background (the
     training loop must not stall on the tracking store). The run's end waits for everything queued."""
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=wait)
 
 
+@_tracked("set tags")
 def set_tags(tags: Mapping[str, str]) -> None:
     mlflow.set_tags(dict(tags))
 
 
+@_tracked("store an artifact")
 def log_artifact(path: str | Path, folder: str | None = None) -> None:
     path = Path(path)
     if path.is_dir():
@@ -137,6 +204,7 @@ def log_artifact(path: str | Path, folder: str | None = None) -> None:
         mlflow.log_artifact(str(path), folder)
 
 
+@_tracked("store an artifact")
 def log_bytes(data: bytes, name: str) -> None:
     """Log in-memory content as an artifact file called `name` (may include folders)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,6 +235,7 @@ def artifact_uri(run_id: str, path: str) -> str:
 # -- registry ------------------------------------------------------------------------------------------
 
 
+@_tracked("register a model version")
 def create_version(name: str, source: str, run_id: str, tags: Mapping[str, str]) -> ModelVersion:
     """Register `source` (an artifact folder) as a new version of `name`, creating the model if needed.
 
@@ -183,14 +252,19 @@ def create_version(name: str, source: str, run_id: str, tags: Mapping[str, str])
     return client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
 
 
+@_tracked("look up a model alias")
 def version_by_alias(name: str, alias: str) -> ModelVersion | None:
+    """The version `alias` points at; None when the model or the alias is not there."""
     configure()
     try:
         return MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if err.error_code in _ABSENT:
+            return None
+        raise
 
 
+@_tracked("set a model alias")
 def set_alias(name: str, alias: str, version: str) -> None:
     configure()
     MlflowClient().set_registered_model_alias(name, alias, version)

@@ -79,7 +79,9 @@ class Built:
 
 def run(config: AugmentConfig) -> AugmentResult:
     config.require("dataset_uri")
-    loading.check_reference(config.base_model)  # before any work: a bad reference fails at once
+    # Before any work: a bad base model or a tracking store that does not answer fails at once.
+    loading.check_reference(config.base_model)
+    tracking.check()
     store = storage.get_storage()
     items, background = dataset.load_items(config.dataset_uri), dataset.load_background(config.dataset_uri)
     pipe = loading.load_pipeline(config.base_model)

@@ -57,7 +57,9 @@ def sample_images(pipe, config: EvaluateConfig) -> list[list[Image.Image]]:
 
 def run(config: EvaluateConfig) -> EvaluateResult:
     config.require("adapter_uri", "cache_uri", "run_id")
-    loading.check_reference(config.base_model)  # before any work: a bad reference fails at once
+    # Before any work: a bad base model or a tracking store that does not answer fails at once.
+    loading.check_reference(config.base_model)
+    tracking.check()
     store = storage.get_storage()
     data = validation_data(config.cache_uri)
     pipe = loading.load_pipeline(config.base_model)

@@ -51,6 +51,7 @@ class IngestResult:
 
 
 def run(config: IngestConfig) -> IngestResult:
+    tracking.check()  # before any work: a tracking store that does not answer fails at once
     listing = list_source(config.source)
     image_files = [file for file in listing.files if file.is_image]
     if not image_files:

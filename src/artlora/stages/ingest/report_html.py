@@ -45,7 +45,7 @@ def thumbnails(
         uri = storage.join(thumbs, f"{PurePosixPath(rejection.blob).stem}-{key}.jpg")
         try:
             data = store.get_bytes(uri)
-        except storage.StorageError:
+        except storage.MissingObjectError:
             data = make_thumbnail(store.get_bytes(rejection.blob), background)
             store.put_bytes(uri, data, content_type="image/jpeg")
         return rejection.file, "data:image/jpeg;base64," + base64.b64encode(data).decode()

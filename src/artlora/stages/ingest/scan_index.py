@@ -30,7 +30,7 @@ def index_uri(storage_root: str, background: images.RGB) -> str:
 def load(store: storage.Storage, uri: str) -> Index:
     try:
         return store.get_json(uri)
-    except storage.StorageError:  # no index yet: everything is new
+    except storage.MissingObjectError:  # no index yet: everything is new
         return {}
 
 

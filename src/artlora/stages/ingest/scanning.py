@@ -79,7 +79,7 @@ def scan(files: list[sources.SourceFile], settings: ScanSettings, workers: int) 
 def scan_one(name: str, uri: str, settings: ScanSettings) -> Scanned:
     try:
         data = sources.read_uri(uri)
-    except (OSError, storage.StorageError) as err:  # a vanished or unreadable file; a dead endpoint still raises
+    except (OSError, storage.MissingObjectError) as err:  # a vanished or unreadable file; a dead endpoint raises
         return Scanned(name, "", 0, inspection.failure("unreadable", f"could not read the file: {err}"))
     sha = hashlib.sha256(data).hexdigest()
     if sha in settings.reusable:
@@ -134,9 +134,10 @@ def _pool_map(jobs: list[tuple[str, str]], settings: ScanSettings, workers: int)
         context.set_forkserver_preload(["artlora.stages.ingest.scanning", "scipy.fftpack"])
     limit = workers * IN_FLIGHT_PER_WORKER
     pending: set[Future] = set()
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(settings, dict(os.environ))
-    ) as pool:
+    )
+    try:
         for name, uri in jobs:
             pending.add(pool.submit(_scan_in_worker, name, uri))
             if len(pending) >= limit:
@@ -145,3 +146,7 @@ def _pool_map(jobs: list[tuple[str, str]], settings: ScanSettings, workers: int)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             yield from (future.result() for future in done)
+    finally:
+        # After an error (an object store that stopped answering), the jobs not started are dropped: waiting for
+        # each to fail in turn would multiply the time until the error is reported.
+        pool.shutdown(wait=True, cancel_futures=True)

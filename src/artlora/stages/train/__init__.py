@@ -81,7 +81,9 @@ def validate(trainer: Trainer, data: LatentSet) -> float:
 
 def run(config: TrainConfig) -> TrainResult:
     config.require("cache_uri")
-    loading.check_reference(config.base_model)  # before any work: a bad reference fails at once
+    # Before any work: a bad base model or a tracking store that does not answer fails at once.
+    loading.check_reference(config.base_model)
+    tracking.check()
     store = storage.get_storage()
     root = run_uri(config)
     adapter_uri = storage.join(root, "adapter")
