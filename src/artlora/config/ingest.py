@@ -40,13 +40,21 @@ class IngestConfig(StageConfig):
     background: tuple[int, int, int] = Field(
         (255, 255, 255), description="RGB colour (0-255 each) on which transparent images are composited"
     )
+    model_name: str = Field(
+        "",
+        description="the pipeline's registered model name (a shared key): the caption of images that have no "
+        "caption, no style folder and no trigger_word",
+    )
     trigger_word: str = Field(
-        "", max_length=100, description="put first in every caption that lacks it (e.g. 'sks style'); '' for none"
+        "",
+        max_length=100,
+        description="put first in every caption that lacks it (e.g. 'sks style'); '' for none (images without a "
+        "caption or style folder are then captioned with model_name)",
     )
     empty_caption: Literal["style", "trigger", "reject"] = Field(
         "style",
-        description="image without a caption: use its style label (folder name; the trigger word for top-level "
-        "images), use the trigger word, or reject it",
+        description="image without a caption: use its style label (folder name; for top-level images the trigger "
+        "word, else model_name), use the trigger word (else model_name), or reject it",
     )
     caption_token_limit: int = Field(
         77, ge=8, le=1024, description="text encoder's token limit, start and end tokens included (CLIP: 77)"
@@ -74,6 +82,6 @@ class IngestConfig(StageConfig):
 
     @model_validator(mode="after")
     def _trigger_for_empty_captions(self) -> IngestConfig:
-        if self.empty_caption == "trigger" and not self.trigger_word.strip():
-            raise ValueError("empty_caption='trigger' needs a trigger_word: set ingest.trigger_word")
+        if self.empty_caption == "trigger" and not (self.trigger_word.strip() or self.model_name.strip()):
+            raise ValueError("empty_caption='trigger' needs a trigger_word: set ingest.trigger_word (or model_name)")
         return self

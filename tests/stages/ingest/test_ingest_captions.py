@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
-from artlora.config import ConfigError, IngestConfig, validate
+from artlora.config import IngestConfig, validate
 from artlora.io import storage
 from artlora.stages import ingest
 from artlora.stages.ingest import captions
@@ -132,16 +133,52 @@ def test_empty_caption_policies(store, bucket, layouts):
     assert by_trigger.fingerprint != rejecting.fingerprint
 
 
-def test_trigger_policy_needs_a_trigger_word():
-    with pytest.raises(ConfigError, match="trigger_word"):
-        validate(
-            {
-                "storage_root": "s3://artlora",
-                "base_model": "org/model",
-                "model_name": "m",
-                "ingest": {"source": "x", "empty_caption": "trigger"},
-            }
-        )
+def test_trigger_policy_needs_a_trigger_word_or_a_model_name():
+    with pytest.raises(ValidationError, match="trigger_word"):
+        IngestConfig(source="x", storage_root="s3://artlora", empty_caption="trigger")
+    pipeline = {"storage_root": "s3://artlora", "base_model": "org/model", "model_name": "my-style"}
+    assert validate({**pipeline, "ingest": {"source": "x", "empty_caption": "trigger"}}).ingest.model_name == "my-style"
+
+
+def test_sidecars_named_after_the_whole_image_name_are_read_first(tmp_path):
+    raw = write(
+        tmp_path / "raw",
+        {
+            "s/full.png": picture(1),
+            "s/full.png.txt": "named after the whole name",
+            "s/full.txt": "named after the stem: unused",
+            "s/caption.jpg": picture(2),
+            "s/caption.jpg.caption": "a .jpg.caption file",
+            "s/stem.png": picture(3),
+            "s/stem.txt": "named after the stem",
+        },
+    )
+    listing = list_source(str(raw))
+    assert {f.name: (f.caption, f.caption_source) for f in listing.files} == {
+        "s/caption.jpg": ("a .jpg.caption file", "sidecar .caption"),
+        "s/full.png": ("named after the whole name", "sidecar .txt"),
+        "s/stem.png": ("named after the stem", "sidecar .txt"),
+    }
+    assert listing.notes == ["s/full.txt: caption file with no input file of the same name"]
+
+
+def test_a_flat_folder_of_uncaptioned_images_trains_on_the_model_name(store, bucket, tmp_path):
+    """The pipeline's model name reaches ingest as a shared key: with no trigger word set, it captions the images
+    that have nothing else (and no more); the report says where each caption came from."""
+    files = {f"art_{i}.png": picture(i) for i in range(6)}
+    raw = write(tmp_path / "raw", {**files, "art_0.png.txt": "a caption of its own"})
+    pipeline = {"storage_root": bucket, "base_model": "org/model", "model_name": "inkwell-v2"}
+    config = validate({**pipeline, "ingest": {"source": str(raw), "val_fraction": 0.0, "workers": 1}}).ingest
+    result = ingest.run(config)
+    assert result.rejected == 0
+    assert manifest_captions(store, result) == {
+        "art_0.png": "a caption of its own",
+        **{f"art_{i}.png": "inkwell-v2" for i in range(1, 6)},
+    }
+    by_source = store.get_json(result.report_uri)["captions"]["by_source"]
+    assert by_source == {"model name (no trigger word set)": 5, "sidecar .txt": 1}
+    with_trigger = ingest.run(config.model_copy(update={"trigger_word": "zq style"}))
+    assert set(manifest_captions(store, with_trigger).values()) == {"zq style, a caption of its own", "zq style"}
 
 
 def test_long_captions_are_reported_and_truncated_by_policy(store, bucket, tmp_path):

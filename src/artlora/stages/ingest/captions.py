@@ -24,13 +24,15 @@ TOKEN_COUNT_METHOD = (
 LETTERS_PER_TOKEN = 8
 SPECIAL_TOKENS = 2  # start and end of text
 # CLIP's pre-tokenizer: contractions, runs of letters, single digits, runs of anything else but spaces.
+MODEL_NAME_SOURCE = "model name (no trigger word set)"
 _PIECES = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Caption:
     text: str
-    source: str  # where the words came from: "sidecar .txt", "metadata.jsonl", "style label", "trigger word"
+    source: str  # where the words came from: "sidecar .txt", "metadata.jsonl", "style label", "trigger word",
+    # "model name (no trigger word set)"
     tokens: int  # estimated tokens of `text`, start and end included
     original_tokens: int  # the same before truncation
     truncated: bool
@@ -70,16 +72,18 @@ def resolve(raw: str, raw_source: str, style: str, config: IngestConfig) -> Capt
 
 
 def _fallback(style: str, config: IngestConfig) -> tuple[str, str] | str:
-    """(caption, source) for an image without one, by ingest.empty_caption; or the rejection reason."""
-    trigger = " ".join(config.trigger_word.split())
-    if config.empty_caption == "style" and style != DEFAULT_STYLE:
-        return " ".join(style.replace("_", " ").replace("-", " ").split()), "style label"
-    if config.empty_caption in ("style", "trigger") and trigger:
-        return trigger, "trigger word"
+    """(caption, source) for an image without one, by ingest.empty_caption; or the rejection reason. A flat
+    folder of uncaptioned images trains on the trigger word, which defaults to the model name."""
     if config.empty_caption == "reject":
         return "caption missing: no sidecar or metadata.jsonl caption (ingest.empty_caption=reject)"
+    if config.empty_caption == "style" and style != DEFAULT_STYLE:
+        return " ".join(style.replace("_", " ").replace("-", " ").split()), "style label"
+    if trigger := " ".join(config.trigger_word.split()):
+        return trigger, "trigger word"
+    if model_name := " ".join(config.model_name.split()):
+        return model_name, MODEL_NAME_SOURCE
     return (
-        "caption missing: no caption, no style folder to name it by and no ingest.trigger_word "
+        "caption missing: no caption, no style folder to name it by, no ingest.trigger_word and no model_name "
         "(ingest.empty_caption=style)"
     )
 

@@ -15,7 +15,8 @@ from artlora.stages.ingest import buckets, captions, curation
 from artlora.stages.ingest.sources import Listing
 
 # Settings that are not about curation: where the inputs are read from, where the run is logged, how fast.
-NOT_CURATION = frozenset({"source", "experiment", "workers"})
+# model_name shapes captions only where it becomes one, and the captions are in the fingerprint.
+NOT_CURATION = frozenset({"source", "experiment", "workers", "model_name"})
 
 
 def curation_settings(config: IngestConfig) -> dict[str, Any]:

@@ -3,10 +3,10 @@
 Layouts:
 - style: images in sub-folders take the first folder's name as their style label (one sub-folder per style);
   images at the top level get the style "default".
-- captions, most specific first: a sidecar with the image's stem and the suffix `.txt` or `.caption`
-  (`cat.png` + `cat.txt`), then a line of a `metadata.jsonl` in the image's folder or any folder above it
-  (the Hugging Face imagefolder convention: `{"file_name": "cat.png", "text": "..."}`, file_name relative to
-  the metadata file's folder; a "caption" key is read when there is no "text").
+- captions, most specific first: a sidecar named after the whole image name or its stem, with the suffix `.txt`
+  or `.caption` (`cat.png` + `cat.png.txt`, else `cat.txt`), then a line of a `metadata.jsonl` in the image's
+  folder or any folder above it (the Hugging Face imagefolder convention: `{"file_name": "cat.png", "text":
+  "..."}`, file_name relative to the metadata file's folder; a "caption" key is read when there is no "text").
 Sidecars and metadata files are not inputs themselves. Hidden files and folders are skipped. What cannot be
 used (a caption with no image, a bad metadata line) is listed in `Listing.notes`, never dropped silently.
 """
@@ -81,11 +81,17 @@ def list_source(source: str) -> Listing:
 
 
 def _sidecar_choice(inputs: list[str], sidecars: dict[str, str]) -> dict[str, str]:
-    """input name -> the sidecar caption file that belongs to it (`.txt` before `.caption`)."""
-    by_stem: dict[str, str] = {}
+    """input name -> the sidecar caption file that belongs to it: one named after the whole input name
+    (`cat.png.txt`) before one named after its stem (`cat.txt`), `.txt` before `.caption`."""
+    by_base: dict[str, str] = {}  # what a sidecar is named after (its name without the caption suffix) -> it
     for name in sorted(sidecars, key=lambda n: CAPTION_SUFFIXES.index(PurePosixPath(n).suffix.lower())):
-        by_stem.setdefault(str(PurePosixPath(name).with_suffix("")), name)
-    return {name: by_stem[stem] for name in inputs if (stem := str(PurePosixPath(name).with_suffix(""))) in by_stem}
+        by_base.setdefault(str(PurePosixPath(name).with_suffix("")), name)
+    chosen = {}
+    for name in inputs:
+        base = next((b for b in (name, str(PurePosixPath(name).with_suffix(""))) if b in by_base), None)
+        if base is not None:
+            chosen[name] = by_base[base]
+    return chosen
 
 
 def _metadata_captions(metadata: dict[str, str], inputs: set[str], notes: list[str]) -> dict[str, tuple[str, str]]:
