@@ -8,12 +8,13 @@ one line, `artlora <command>: error: <what> (<what to do>)`, with exit code 2 (`
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 
 from artlora import log
 from artlora.cli import demo, pipeline, services, stages
-from artlora.errors import ArtloraError
+from artlora.errors import ArtloraError, Stopped
 
 EXAMPLES = """examples:
   artlora demo                                          the whole pipeline on generated art, CPU only
@@ -38,6 +39,7 @@ USER_ERRORS = (ArtloraError, OSError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log.configure(verbose=args.verbose)
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         return args.handler(args) or 0
     except USER_ERRORS as err:
@@ -45,9 +47,18 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"artlora {args.command_name}: error: {one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"artlora {args.command_name}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Stopped) else signal.SIGINT
+        print(f"artlora {args.command_name}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM (from a scheduler, a pod's deletion or `kill`) stops a command as Ctrl-C does: the blocks that are
+    running clean up (an MLflow run is marked killed, embedded services stop) before the process exits."""
+    raise Stopped(signum)
 
 
 def one_line(err: BaseException) -> str:

@@ -1,15 +1,23 @@
-"""The whole pipeline, run here: the compiled pipeline through kfp.local, each task a subprocess of this Python."""
+"""The whole pipeline, run here: the compiled pipeline through kfp.local, each task a subprocess.
+
+kfp.local's orchestrator runs in a process group of its own (`process_group`), so that Ctrl-C or SIGTERM stops
+the orchestrator and every task it started, instead of a task being retried while the run goes on.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 from artlora.config import PipelineConfig
 from artlora.diffusion import loading
 from artlora.errors import ArtloraError
 from artlora.io import settings, storage, tracking
-from artlora.pipelines import build
+from artlora.orchestration import process_group
 
 
 class PipelineFailed(ArtloraError):
@@ -18,18 +26,14 @@ class PipelineFailed(ArtloraError):
 
 def run_local(config: PipelineConfig) -> dict[str, object]:
     """Run the compiled pipeline with kfp.local and fetch its evaluation report; S3 must be configured."""
-    # A bad base model fails here, not minutes later in a task.
+    # A bad base model or an unreachable tracking server fails here, not minutes later in a task.
     for reference in {config.augment.base_model, config.train.base_model, config.evaluate.base_model}:
         loading.check_reference(reference)
+    tracking.check()
     work = settings.work_dir()
     os.environ[settings.WORK_DIR] = str(work)  # the tasks are subprocesses: give them the same absolute folder
     started = time.monotonic()
-    try:
-        outputs = build.run_local(config.model_dump_json(), pipeline_root=work / "kfp")
-    except RuntimeError as err:  # kfp.local's report of a failed task
-        raise PipelineFailed(
-            f"{err} (the task's error is in its log above; fix it and run again: finished stages are reused)"
-        ) from err
+    outputs = run_pipeline(config.model_dump_json(), work / "kfp")
     report = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}.html"
     storage.get_storage().get_file(str(outputs["report_uri"]), report)
     return {
@@ -38,3 +42,19 @@ def run_local(config: PipelineConfig) -> dict[str, object]:
         "report": str(report),
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def run_pipeline(config_json: str, pipeline_root: Path) -> dict[str, object]:
+    """The pipeline's outputs, from kfp.local run in a process group of its own (`pipelines/build.py`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config_file, outputs_file = Path(tmp) / "config.json", Path(tmp) / "outputs.json"
+        config_file.write_text(config_json)
+        runner = [sys.executable, "-m", "artlora.pipelines.build", str(config_file), str(pipeline_root)]
+        code = process_group.run([*runner, str(outputs_file)])
+        result = json.loads(outputs_file.read_text()) if outputs_file.is_file() else {}
+    if "outputs" in result:
+        return result["outputs"]
+    error = result.get("error") or f"the local pipeline runner exited with code {code}"
+    raise PipelineFailed(
+        f"{error} (the task's error is in its log above; fix it and run again: finished stages are reused)"
+    )
