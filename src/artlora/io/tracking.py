@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import mlflow
@@ -168,7 +168,7 @@ def _record_config(
     # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
     logged = run.data.params
     mlflow.log_params({k: v for k, v in flatten(stage, resolved).items() if k not in logged})
-    mlflow.log_dict(resolved, f"config/{stage}.json")
+    log_bytes(json.dumps(resolved, indent=2).encode(), f"config/{stage}.json")
     mlflow.set_tags({STAGE_TAG if run_id is None else f"{STAGE_TAG}.{stage}": stage, **(tags or {})})
 
 
@@ -197,8 +197,16 @@ def set_tags(tags: Mapping[str, str]) -> None:
 
 @_tracked("store an artifact")
 def log_artifact(path: str | Path, folder: str | None = None) -> None:
+    """Log a file or a folder's files as artifacts of the active run, under `folder`."""
     path = Path(path)
-    if path.is_dir():
+    target = own_store_location(folder)
+    if target is not None:
+        store = storage.get_storage()
+        if path.is_dir():
+            store.upload_dir(path, target)
+        else:
+            store.put_file(storage.join(target, path.name), path)
+    elif path.is_dir():
         mlflow.log_artifacts(str(path), folder)
     else:
         mlflow.log_artifact(str(path), folder)
@@ -207,11 +215,29 @@ def log_artifact(path: str | Path, folder: str | None = None) -> None:
 @_tracked("store an artifact")
 def log_bytes(data: bytes, name: str) -> None:
     """Log in-memory content as an artifact file called `name` (may include folders)."""
+    folder = str(PurePosixPath(name).parent)
+    target = own_store_location(None if folder == "." else folder)
+    if target is not None:
+        storage.get_storage().put_bytes(storage.join(target, PurePosixPath(name).name), data)
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
+        path = Path(tmp) / PurePosixPath(name).name
         path.write_bytes(data)
-        parent = str(Path(name).parent)
-        mlflow.log_artifact(str(path), None if parent == "." else parent)
+        mlflow.log_artifact(str(path), None if folder == "." else folder)
+
+
+def own_store_location(folder: str | None) -> str | None:
+    """Where the active run's artifacts under `folder` go, when that is on artlora's own object store (the local
+    SQLite store puts them there; so does a tracking server that hands out s3:// locations without proxying).
+    artlora writes them there itself: MLflow's boto3 client waits 60 s per try, with no setting to shorten it,
+    where artlora's client reports a store that froze within about a minute (`settings.S3Limits`). None when
+    MLflow should upload (through a tracking server that proxies artifacts, to a folder, to another S3)."""
+    uri = mlflow.get_artifact_uri(folder)
+    s3 = settings.s3_settings()
+    if s3 is None or not storage.is_s3(uri):
+        return None
+    mlflow_endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL", s3.url).rstrip("/")
+    return uri if mlflow_endpoint == s3.url else None
 
 
 def get_run(run_id: str) -> mlflow.entities.Run:
