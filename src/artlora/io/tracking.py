@@ -33,7 +33,7 @@ from artlora.io import settings, storage
 
 STAGE_TAG = "artlora.stage"
 # What MLflow and the clients under it raise: its own errors, HTTP failures to a server, the S3 artifact client's
-# failures, the database store's, and files it could not read or write.
+# failures, and the database store's.
 _FAILURES = (MlflowException, requests.RequestException, BotoCoreError, ClientError, sqlalchemy.exc.SQLAlchemyError)
 # Codes with which MLflow says that what was asked for is not there.
 _ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -173,14 +173,36 @@ def _record_config(
 
 
 def _end_failed(err: BaseException) -> None:
-    """Mark the run failed (killed, for an interruption) on the way out of an error. Not when the error was
-    MLflow's own: the store is unreachable then, and trying again would only double the wait. An error while
-    ending is left out, so the user sees the stage's own."""
-    if isinstance(err, TrackingError):
-        return
+    """Mark the run failed (killed, for an interruption) on the way out of an error; an error while ending is left
+    out, so the user sees the stage's own. When the error was MLflow's, the server did not answer: ending the run
+    (and sending what MLflow still holds: queued metrics, system metrics) gets one short try, since MLflow would
+    otherwise wait for it again, here or in its own exit handler, and double the time to report the error."""
     status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-    with contextlib.suppress(*_FAILURES):
-        mlflow.end_run(status)
+    if not isinstance(err, TrackingError):
+        with contextlib.suppress(*_FAILURES):
+            mlflow.end_run(status)
+        return
+    with _one_short_try():
+        with contextlib.suppress(*_FAILURES):
+            mlflow.flush_async_logging()  # metrics queued with wait=False; else sent again at exit
+        with contextlib.suppress(*_FAILURES):
+            mlflow.end_run(status)
+
+
+@contextlib.contextmanager
+def _one_short_try() -> Iterator[None]:
+    """MLflow's HTTP requests inside the block: one try of at most 2 s (MLflow reads its variables per request)."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    previous = {name: os.environ.get(name) for name in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @_tracked("log metrics")
