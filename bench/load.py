@@ -163,7 +163,7 @@ def main() -> int:
         work = Path(tmp)
         os.environ["ARTLORA_WORK_DIR"] = str(work / "work")  # a private MLflow store for the benchmark's runs
         os.environ.pop("MLFLOW_TRACKING_URI", None)
-        model = tiny.save_tiny_sd(work / "tiny-sd", seed=0)
+        model = tiny.save_tiny(work / "tiny-sd", seed=0)
         for count in args.images:
             rows += measure(count, work, model)
     report = {
