@@ -29,6 +29,9 @@ environment:
   ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else an embedded one)
   MLFLOW_TRACKING_URI                                   your MLflow server (else SQLite in ARTLORA_WORK_DIR)
   ARTLORA_WORK_DIR                                      local caches and reports (default ./.artlora)
+  ARTLORA_S3_CONNECT_TIMEOUT, ARTLORA_S3_READ_TIMEOUT, ARTLORA_S3_RETRIES   how long to wait for the store
+                                                        (default 5 s, 10 s, 3: a store that froze is reported
+                                                        within about a minute)
 """
 
 # What a user or the environment can cause: artlora's own errors (a bad config, a missing model, an unreachable
