@@ -44,17 +44,11 @@ def embedded_s3() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    previous = {key: os.environ.get(key) for key in _s3_environment(url)}
-    os.environ.update(_s3_environment(url))
     log.info("embedded S3 endpoint at %s (objects live until this run ends)", url)
     try:
-        yield url
+        with settings.exported(_s3_environment(url)):
+            yield url
     finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         server.stop()
 
 

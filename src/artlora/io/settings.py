@@ -9,7 +9,9 @@ where the user has not set them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,3 +135,18 @@ def mlflow_http_defaults() -> None:
     """Bound MLflow's HTTP waiting (MLFLOW_HTTP_DEFAULTS) where the user has not set MLflow's variables."""
     for name, value in MLFLOW_HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+@contextlib.contextmanager
+def exported(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (this process and what it starts), then put back what was there."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -35,6 +35,8 @@ STAGE_TAG = "artlora.stage"
 # What MLflow and the clients under it raise: its own errors, HTTP failures to a server, the S3 artifact client's
 # failures, and the database store's.
 _FAILURES = (MlflowException, requests.RequestException, BotoCoreError, ClientError, sqlalchemy.exc.SQLAlchemyError)
+# MLflow's HTTP requests with these variables (read per request): one try of at most 2 s.
+ONE_SHORT_TRY = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
 # Codes with which MLflow says that what was asked for is not there.
 _ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -182,27 +184,11 @@ def _end_failed(err: BaseException) -> None:
         with contextlib.suppress(*_FAILURES):
             mlflow.end_run(status)
         return
-    with _one_short_try():
+    with settings.exported(ONE_SHORT_TRY):
         with contextlib.suppress(*_FAILURES):
             mlflow.flush_async_logging()  # metrics queued with wait=False; else sent again at exit
         with contextlib.suppress(*_FAILURES):
             mlflow.end_run(status)
-
-
-@contextlib.contextmanager
-def _one_short_try() -> Iterator[None]:
-    """MLflow's HTTP requests inside the block: one try of at most 2 s (MLflow reads its variables per request)."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
-    previous = {name: os.environ.get(name) for name in quick}
-    os.environ.update(quick)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @_tracked("log metrics")
