@@ -19,20 +19,10 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
+from service_environment import CLIENT_VARIABLES, free_ports, without_services
 
 from artlora import cli
 from artlora.io import local_services, services, settings, storage
-
-# What `up` exports, and what a user with services of their own would have set.
-CLIENT_VARIABLES = {
-    "ARTLORA_S3_ENDPOINT",
-    "ARTLORA_S3_ACCESS_KEY",
-    "ARTLORA_S3_SECRET_KEY",
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_S3_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-}
 
 
 def artlora(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -46,17 +36,10 @@ def exports(stdout: str) -> dict[str, str]:
     return dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in stdout.splitlines())
 
 
-def free_ports() -> dict[str, str]:
-    """Free ports for SeaweedFS's block and MLflow (the defaults may be taken on a shared machine)."""
-    base = services.free_port_block(len(services.WEED_PARTS) + 1, also_above=services.WEED_GRPC_OFFSET)
-    return {local_services.S3_PORT: str(base), local_services.MLFLOW_PORT: str(base + len(services.WEED_PARTS))}
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """The environment of a user with no S3 endpoint or tracking server of their own; `down` at the end."""
-    environment = {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES}
-    environment.update(free_ports(), ARTLORA_WORK_DIR=str(tmp_path_factory.mktemp("services-work")))
+    environment = {**without_services(os.environ), "ARTLORA_WORK_DIR": str(tmp_path_factory.mktemp("services-work"))}
     yield environment
     artlora(environment, "services", "down")
 
@@ -145,8 +128,7 @@ def test_status_notices_a_dead_process_and_up_starts_it_again(env):
 
 
 def test_a_taken_port_is_named(tmp_path):
-    environment = {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES}
-    environment.update(free_ports(), ARTLORA_WORK_DIR=str(tmp_path))
+    environment = {**without_services(os.environ), "ARTLORA_WORK_DIR": str(tmp_path)}
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", int(environment[local_services.S3_PORT])))
         listener.listen()
