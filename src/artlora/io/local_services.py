@@ -160,6 +160,9 @@ def ensure() -> list[str]:
             os.environ.setdefault(key, value)
         else:
             os.environ[key] = value
+    store, tracking = _running()
+    how = f"started {' and '.join(started)}" if started else "already running"
+    log.info("local services (%s): S3 %s, MLflow %s; they stay up after the run", how, store.url, tracking.url)
     return started
 
 
