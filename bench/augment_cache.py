@@ -86,7 +86,7 @@ def timed_run(config: AugmentConfig) -> dict:
 def bench(args: argparse.Namespace, tmp: Path) -> dict:
     raw = tmp / "raw"
     sample_data.generate(raw, count=args.images, size=args.resolution, seed=0)
-    model_dir = tiny.save_tiny_sd(tmp / "tiny-sd")
+    model_dir = tiny.save_tiny(tmp / "tiny-sd")
     root = "s3://bench-augment"
     dataset = ingest.run(
         IngestConfig(source=str(raw), storage_root=root, val_fraction=0.1, bucket_resolution=args.resolution)

@@ -82,7 +82,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny Stable Diffusion saved once, in the diffusers layout, for every test that loads a base model."""
     from artlora.diffusion import tiny
 
-    return tiny.save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
+    return tiny.save_tiny(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
 
 
 @pytest.fixture(scope="session")

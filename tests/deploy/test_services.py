@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.config
 import botocore.exceptions
 import psutil
 import pytest
@@ -25,12 +26,17 @@ PASSWORD = "deploy-check-password"  # PostgreSQL's, for the mlflow user
 
 
 def s3_client(endpoint: str, secret: str = KEYS["AWS_SECRET_ACCESS_KEY"]):
+    # The first write into a new bucket makes SeaweedFS grow volumes for it, and until they exist it answers
+    # InternalError ("no writable volumes"; seen here for about a second under load). Real clients retry that
+    # (minio-go, which the KFP launcher uses, 10 times with backoff); so does this one, where boto3's default
+    # gives up after 2 quick retries.
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=secret,
+        config=botocore.config.Config(retries={"max_attempts": 10, "mode": "standard"}),
     )
 
 

@@ -34,7 +34,7 @@ def generate(pipe, steps: int = 2) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
-    return tiny.save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
+    return tiny.save_tiny(tmp_path_factory.mktemp("tiny") / "sd")
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_changed_model_at_same_prefix_is_downloaded_again(store, bucket, tmp_pat
     uri = f"{bucket}/models/tiny"
     store.upload_dir(tiny_folder, uri)
     first = loading.local_model_path(uri)
-    store.upload_dir(tiny.save_tiny_sd(tmp_path / "seed1", seed=1), uri)
+    store.upload_dir(tiny.save_tiny(tmp_path / "seed1", seed=1), uri)
     fetched.clear()
     second = loading.local_model_path(uri)
     assert second != first
@@ -368,7 +368,7 @@ def test_single_file_without_configs_says_what_to_do(tmp_path):
 
 
 def test_single_file_beside_another_models_configs_is_refused(tmp_path):
-    folder = tiny.save_tiny_sd(tmp_path / "sd")
+    folder = tiny.save_tiny(tmp_path / "sd")
     write_single_file(sdxl_with_wider_second_encoder(), tmp_path / "xl", with_configs=False)
     path = shutil.copy(tmp_path / "xl" / "model.safetensors", folder / "xl.safetensors")
     with pytest.raises(loading.ModelLoadError, match="StableDiffusionXLPipeline checkpoint, but the diffusers folder"):

@@ -28,7 +28,7 @@ def generate(pipe) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sd2_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_sd(tmp_path_factory.mktemp("tiny-sd2") / "model", prediction_type="v_prediction", sd2=True)
+    return tiny.save_tiny(tmp_path_factory.mktemp("tiny-sd2") / "model", "sd2")
 
 
 def test_tiny_sd2_has_the_sd2_architecture(sd2_dir):

@@ -39,7 +39,7 @@ def generate(pipe) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sdxl_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model", seed=0)
+    return tiny.save_tiny(tmp_path_factory.mktemp("tiny-sdxl") / "model", "sdxl")
 
 
 @pytest.fixture

@@ -34,6 +34,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tiny = command(commands, "tiny-model", "save the tiny Stable Diffusion built in code (tests, demos)")
     tiny.add_argument("--out", required=True, help="local folder or s3:// prefix for the diffusers layout")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
+    tiny.add_argument(
+        "--arch",
+        choices=("sd1", "sd2", "sdxl"),  # diffusion.tiny.BUILDERS (not imported here: it loads torch)
+        default="sd1",
+        help="architecture: SD 1.x (default), SD 2.x (v-prediction) or SDXL (two text encoders)",
+    )
     tiny.set_defaults(handler=tiny_model)
 
 
@@ -50,8 +56,8 @@ def tiny_model(args: argparse.Namespace) -> int:
     from artlora.diffusion import tiny
 
     with _local_or_s3(args.out) as folder:
-        tiny.save_tiny_sd(folder, seed=args.seed)
-    print(f"wrote the tiny Stable Diffusion (seed {args.seed}) to {args.out}")
+        tiny.save_tiny(folder, args.arch, seed=args.seed)
+    print(f"wrote the tiny Stable Diffusion ({args.arch}, seed {args.seed}) to {args.out}")
     return 0
 
 
@@ -81,7 +87,7 @@ def run_demo(args: argparse.Namespace) -> int:
         sample_data.generate(Path(tmp) / "raw", count=args.count, seed=config.seed)
         store.upload_dir(Path(tmp) / "raw", config.ingest.source)
         print(f"writing the tiny Stable Diffusion to {config.base_model}")
-        tiny.save_tiny_sd(Path(tmp) / "model", seed=config.seed)
+        tiny.save_tiny(Path(tmp) / "model", seed=config.seed)
         store.upload_dir(Path(tmp) / "model", config.base_model)
         print("running the pipeline: ingest -> augment -> train -> evaluate -> register")
         outputs = run_local(config)

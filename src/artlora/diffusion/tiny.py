@@ -187,15 +187,12 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon") -> StableDi
     )
 
 
-def save_tiny_sdxl(path: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
-    """Build the tiny SDXL pipeline and save it as a diffusers folder (safetensors weights)."""
-    path = Path(path)
-    build_tiny_sdxl(seed, prediction_type).save_pretrained(path, safe_serialization=True)
-    return path
+BUILDERS = {"sd1": build_tiny_sd, "sd2": build_tiny_sd2, "sdxl": build_tiny_sdxl}
 
 
-def save_tiny_sd(path: str | Path, seed: int = 0, prediction_type: str = "epsilon", *, sd2: bool = False) -> Path:
-    """Build the tiny pipeline (SD 2.x with `sd2`) and save it as a diffusers folder (safetensors weights)."""
+def save_tiny(path: str | Path, arch: str = "sd1", seed: int = 0) -> Path:
+    """Build the tiny pipeline of an architecture (`BUILDERS`: SD 1.x, SD 2.x with v-prediction, SDXL) and save it
+    as a diffusers folder (safetensors weights)."""
     path = Path(path)
-    build_tiny_sd(seed, prediction_type, sd2=sd2).save_pretrained(path, safe_serialization=True)
+    BUILDERS[arch](seed).save_pretrained(path, safe_serialization=True)
     return path

@@ -32,7 +32,7 @@ LATENT_SIDE = SIDE // 4  # the tiny VAE downsamples by 4
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_sd(tmp_path_factory.mktemp("augment-model") / "tiny-sd")
+    return tiny.save_tiny(tmp_path_factory.mktemp("augment-model") / "tiny-sd")
 
 
 @pytest.fixture
