@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 from artlora.cli.common import command, group
+
+if TYPE_CHECKING:  # the io modules are imported when a command runs, so that `--help` stays quick
+    from artlora.io.local_services import Status
 
 UP_HELP = """Start SeaweedFS (an S3 endpoint) and an MLflow server on this machine's loopback, as background
 processes that outlive this command, and wait until both answer. Running ones are left as they are, so `up`
@@ -80,8 +84,8 @@ def services_status(args: argparse.Namespace) -> int:
     return 1
 
 
-def status_lines(statuses: list, started: list[str] | None = None) -> list[str]:
-    """One line per service: its state, URL, pid, age, data and log."""
+def status_lines(statuses: list[Status], started: list[str] | None = None) -> list[str]:
+    """Two lines per service: its state, URL, pid and age (and, from `up`, whether it started now); data and log."""
     from artlora.io.local_services import since
 
     lines = []
@@ -91,13 +95,13 @@ def status_lines(statuses: list, started: list[str] | None = None) -> list[str]:
             lines.append(f"{status.name:<10} stopped")
             continue
         note = ""
-        if started is not None:
-            note = "  (started now)" if status.name in started else "  (already running)"
-        if status.state.startswith("dead"):
+        if status.leftovers:
+            left = ", ".join(map(str, status.leftovers))
+            note = f"  pid {record.pid} is gone, its processes {left} still run (`artlora services up` ends them)"
+        elif status.state.startswith("dead"):
             note = f"  pid {record.pid} is gone (`artlora services up` starts it again)"
-            if status.leftovers:
-                left = ", ".join(map(str, status.leftovers))
-                note = f"  pid {record.pid} is gone, its processes {left} still run (`artlora services up` ends them)"
+        elif started is not None:
+            note = "  (started now)" if status.name in started else "  (already running)"
         lines.append(
             f"{status.name:<10} {status.state:<8} {record.url}  pid {record.pid}  since {since(record)}{note}\n"
             f"{'':<10} data {record.where}  log {record.log}"
