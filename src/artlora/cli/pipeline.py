@@ -8,8 +8,9 @@ from artlora.cli.common import command, config_arguments, group, print_result
 from artlora.config import load_config
 
 RUN_HELP = """Run the compiled pipeline (pipelines/style_lora.yaml) with the given config. With --local, the tasks
-run as subprocesses here through kfp.local; when ARTLORA_S3_ENDPOINT is unset, an embedded S3 endpoint serves
-the run (its objects vanish when the run ends; the evaluation report is copied to ARTLORA_WORK_DIR)."""
+run as subprocesses here through kfp.local; when ARTLORA_S3_ENDPOINT is unset, they use artlora's local SeaweedFS
+and MLflow server (`artlora services`), started if they are not running and left running afterwards. The
+evaluation report is also copied to ARTLORA_WORK_DIR."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def compile_pipeline(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from artlora.io import services
+    from artlora.io import local_services
     from artlora.orchestration.local import run_local
 
     if not args.local:
@@ -40,6 +41,6 @@ def run_pipeline(args: argparse.Namespace) -> int:
             "`artlora pipeline compile` and upload pipelines/style_lora.yaml to your Kubeflow Pipelines UI)"
         )
     config = load_config(args.config, args.overrides)
-    with services.ensure_s3():
-        print_result(run_local(config))
+    local_services.ensure()
+    print_result(run_local(config))
     return 0
