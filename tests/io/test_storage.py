@@ -317,22 +317,25 @@ def test_keys_with_dot_segments_or_a_leading_slash_are_refused(store, uri):
         store.put_bytes(uri, b"x")
 
 
-def test_a_prefix_download_never_leaves_its_folder(store, bucket, tmp_path, s3_endpoint):
-    """Objects named with `..` can exist (another client wrote them); downloading their prefix is refused."""
-    import boto3
+class PlantedListing(storage.Storage):
+    """The real store, whose listing also holds a key with `..` segments under the prefix. AWS S3 and MinIO store
+    such keys; SeaweedFS, the store the tests run, refuses to, so this listing is the one stand-in here."""
 
-    name, _ = parse_uri(bucket)
-    s3 = settings.s3_settings()
-    client = boto3.client(
-        "s3", endpoint_url=s3_endpoint, aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key
-    )
-    client.create_bucket(Bucket=name)
-    client.put_object(Bucket=name, Key="models/m/../../../escaped.txt", Body=b"planted")
-    client.put_object(Bucket=name, Key="models/m/ok.txt", Body=b"fine")
+    def __init__(self, real: storage.Storage, planted: str):
+        super().__init__(real.client, real.endpoint, real.limits)
+        self.planted = planted
+
+    def objects(self, prefix_uri: str):
+        yield from super().objects(prefix_uri)
+        yield storage.ObjectInfo(self.planted, 7, "0" * 32)
+
+
+def test_a_prefix_download_never_leaves_its_folder(store, bucket, tmp_path):
+    store.put_bytes(join(bucket, "models/m/ok.txt"), b"fine")
+    planted = PlantedListing(store, join(bucket, "models/m/../../../escaped.txt"))
     target = tmp_path / "inside" / "model"
-    with pytest.raises(StorageError, match=r"refusing object key 'models/m/\.\./\.\./\.\./escaped\.txt'"):
-        store.download_dir(join(bucket, "models", "m"), target)
+    with pytest.raises(StorageError, match=r"refusing object key '.*models/m/\.\./\.\./\.\./escaped\.txt'"):
+        planted.download_dir(join(bucket, "models", "m"), target)
     assert not list(tmp_path.rglob("escaped.txt"))
-    client.delete_object(Bucket=name, Key="models/m/../../../escaped.txt")
     store.download_dir(join(bucket, "models", "m"), target)
     assert (target / "ok.txt").read_bytes() == b"fine"
