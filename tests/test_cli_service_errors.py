@@ -69,7 +69,7 @@ def test_the_default_limits_report_a_frozen_store_within_about_a_minute():
     limits = settings.S3Limits.from_env()
     assert limits == settings.S3Limits()
     assert 30 <= limits.worst_case <= 65
-    http = settings.MLFLOW_HTTP_DEFAULTS
+    http = settings.MLFLOW_DEFAULTS
     tries, timeout = int(http["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) + 1, int(http["MLFLOW_HTTP_REQUEST_TIMEOUT"])
     backoff = int(http["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]) * (2 ** (tries - 1) - 2)  # urllib3: 0, 2b, 4b
     assert tries * timeout + backoff + (tries - 1) * 1.0 <= 60  # MLflow adds up to 1 s of jitter per retry

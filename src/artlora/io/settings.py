@@ -3,7 +3,7 @@ or the repo).
 
 Waiting is bounded so that a store or tracking server that went away, or froze, is reported within about a
 minute instead of stalling a run: S3 requests by `S3Limits` (ARTLORA_S3_CONNECT_TIMEOUT, ARTLORA_S3_READ_TIMEOUT,
-ARTLORA_S3_RETRIES), MLflow's HTTP requests by MLflow's own variables, which `mlflow_http_defaults` fills in
+ARTLORA_S3_RETRIES), MLflow's HTTP requests by MLflow's own variables, which `mlflow_defaults` fills in
 where the user has not set them.
 """
 
@@ -30,10 +30,13 @@ TRACKING_URI = "MLFLOW_TRACKING_URI"
 # MLflow's defaults (120 s per request, 7 retries with back-off factor 2) take about 4 minutes to report a server
 # that went away; these report it within about a minute: 4 tries of at most 10 s, 0 + 2 + 4 s back-off between
 # them (plus MLflow's jitter of up to 1 s each). A user's own values win.
-MLFLOW_HTTP_DEFAULTS = {
+MLFLOW_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    # With a tracking server MLflow writes "View run ... at: URL" lines to stdout, where a command prints its
+    # result as JSON for scripts; the result has the run id, and `pipeline run` prints the UI's link.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
@@ -131,9 +134,10 @@ def tracking_uri() -> str:
     return os.environ.get(TRACKING_URI) or f"sqlite:///{work_dir() / 'mlflow.db'}"
 
 
-def mlflow_http_defaults() -> None:
-    """Bound MLflow's HTTP waiting (MLFLOW_HTTP_DEFAULTS) where the user has not set MLflow's variables."""
-    for name, value in MLFLOW_HTTP_DEFAULTS.items():
+def mlflow_defaults() -> None:
+    """Bound MLflow's HTTP waiting, and keep stdout for results (MLFLOW_DEFAULTS), where the user has not set
+    MLflow's variables."""
+    for name, value in MLFLOW_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
 

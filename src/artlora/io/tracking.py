@@ -4,7 +4,7 @@ Locally (no MLFLOW_TRACKING_URI) the store is SQLite in the work folder and arti
 under `<storage_root>/mlflow/`; with a tracking server, the server decides where artifacts go.
 
 Every failure of MLflow (a refusal, a server that went away or froze, an artifact upload that failed) becomes a
-TrackingError naming the tracking URI, reported within about a minute (`settings.MLFLOW_HTTP_DEFAULTS`). Each
+TrackingError naming the tracking URI, reported within about a minute (`settings.MLFLOW_DEFAULTS`). Each
 stage calls `check` before its work, so a tracking server that is down is reported at once, not after the work.
 """
 
@@ -77,7 +77,7 @@ def _tracked(what: str) -> Callable[[F], F]:
 def configure() -> str:
     """Point MLflow (and its S3 artifact client) at this run's services, with bounded waiting (settings);
     returns the tracking URI."""
-    settings.mlflow_http_defaults()
+    settings.mlflow_defaults()
     s3 = settings.s3_settings()
     if s3 is not None:
         # MLflow's artifact store speaks S3 through boto3, which reads its own variables.

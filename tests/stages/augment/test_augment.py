@@ -43,7 +43,8 @@ def raw(tmp_path) -> Path:
 
 
 class Encodes(list):
-    """The input shape of every real VAE encode call made during a test."""
+    """The input shape of every real VAE encode call made during a test, counting the views it was given: the
+    blank views that fill a batch up to the batch size are left out."""
 
     @property
     def views(self) -> int:
@@ -56,7 +57,7 @@ def encoded(monkeypatch) -> Encodes:
     original = AutoencoderKL.encode
 
     def counting(self, x, *args, **kwargs):
-        calls.append(tuple(x.shape))
+        calls.append((int(x.flatten(1).any(1).sum()), *x.shape[1:]))
         return original(self, x, *args, **kwargs)
 
     monkeypatch.setattr(AutoencoderKL, "encode", counting)
@@ -378,3 +379,16 @@ def test_keys_follow_every_input_of_a_view():
         assert cache_keys.view_key(*base[:position], other, *base[position + 1 :]) != key
     # What does not shape a view is not part of its key.
     assert cache_keys.view_settings(view_config(batch_size=3, experiment="x")) == settings
+
+
+def test_a_views_latent_does_not_depend_on_the_views_batched_with_it(model_dir):
+    """Batches are filled up to the batch size, so a rerun that encodes only some views gets the very latents a run
+    that encoded them all did (alone, a view comes out of this VAE different in the last bits)."""
+    vae = loading.load_pipeline(str(model_dir)).vae
+    views = list(torch.randn(7, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    together = augment.encode(vae, views[:4], batch_size=4)
+    apart = augment.encode(vae, views[3:4], batch_size=4) + augment.encode(vae, views[4:], batch_size=4)
+    assert torch.equal(together[3], apart[0])
+    with torch.no_grad():
+        alone = vae.encode(views[3][None]).latent_dist.mean[0] * vae.config.scaling_factor
+    assert not torch.equal(alone, together[3]), "this VAE no longer differs alone: the test shows nothing"
