@@ -19,17 +19,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
 from adapter_files import adapter_weights
 
 from artlora.config import with_inputs
+from artlora.data import sample_data
 from artlora.io import services, settings, storage
 from artlora.stages import augment, ingest, train
 from artlora.stages.train import checkpoints
 
-pytestmark = pytest.mark.slow
+# Every stage run here tracks to a local SQLite store copied from a migrated template (no schema migrations).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 
 # Short limits, so that each fault is reported in seconds: 2 tries of 2 s to connect and 2 s to answer.
 LIMITS = {
@@ -130,10 +133,10 @@ def test_store_frozen_mid_train_and_the_rerun_ends_as_undisturbed(store_server, 
 
 
 def test_tracking_stopped_mid_train_and_the_rerun_ends_as_undisturbed(
-    store_server, small_config, tmp_path, monkeypatch
+    store_server, small_config, tmp_path, monkeypatch, mlflow_db
 ):
     cache_uri, undisturbed = cache_and_undisturbed_adapter(small_config, **STEPS)
-    log, backend = tmp_path / "mlflow.log", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log, backend = tmp_path / "mlflow.log", f"sqlite:///{mlflow_db}"
     artifacts = storage.join(small_config.storage_root, "mlflow-artifacts")
     server = services.start_mlflow(backend, artifacts, store_server.settings(), log)
     port = int(server.url.rsplit(":", 1)[1])
@@ -165,17 +168,23 @@ def cache_content(store: storage.Storage, cache_uri: str) -> list[tuple]:
 
 
 def test_store_stopped_mid_augment_and_the_rerun_makes_the_undisturbed_cache(store_server, small_config, tmp_path):
-    # Small VAE batches that straddle images (2 views each): the rerun batches the views it has left otherwise.
-    small_config = small_config.model_copy(
-        update={"augment": small_config.augment.model_copy(update={"batch_size": 3})}
-    )
+    # Enough images that most are still to encode when the first shard is stored; small VAE batches that
+    # straddle images (2 views each), so that the rerun batches the views it has left otherwise.
+    sample_data.generate(tmp_path / "raw", count=80, size=64, seed=1)
+    sections = {
+        "ingest": small_config.ingest.model_copy(update={"source": str(tmp_path / "raw")}),
+        "augment": small_config.augment.model_copy(update={"batch_size": 3}),
+    }
+    small_config = small_config.model_copy(update=sections)
     dataset = ingest.run(small_config.ingest)
     config = written_config(small_config, tmp_path)
     store = storage.get_storage()
     latents = storage.join(small_config.storage_root, "cache", "latents")
     run = cli(config, "augment", f"augment.dataset_uri={dataset.dataset_uri}")
     wait_for(lambda: next(store.list(latents), None) is not None, "a first cache shard")
+    psutil.Process(run.pid).suspend()  # held while the store goes down, so that it cannot finish meanwhile
     store_server.kill()  # a crash: whatever was in flight is lost
+    psutil.Process(run.pid).resume()
     fails_within(run, "augment", store_server.url.removeprefix("http://"))
     server = restarted(store_server)
     try:

@@ -8,9 +8,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from minio.error import S3Error
 
 from artlora.io import services, storage
+
+BIG = bytes(range(256)) * 4096  # 1 MiB
 
 
 def _store(s3) -> storage.Storage:
@@ -22,14 +23,18 @@ def test_seaweedfs_keeps_its_objects_across_a_restart_and_refuses_other_keys(tmp
     try:
         assert store.alive() and store.answers()
         _store(store.settings()).put_bytes("s3://kept/a/b.txt", b"written before the restart")
+        # Big enough to live in a volume rather than in the filer's own records: readable only once the restarted
+        # master knows that volume again, which start_seaweedfs waits for.
+        _store(store.settings()).put_bytes("s3://kept/a/big.bin", BIG)
         store.stop()
         assert not store.alive() and not store.answers()
         assert not list(Path("/tmp").glob(f"seaweedfs-*-{store.s3_port}.sock"))  # its leftover sockets are gone
 
         store = services.start_seaweedfs(tmp_path / "s3", s3_port=store.s3_port, credentials=store.credentials)
+        assert _store(store.settings()).get_bytes("s3://kept/a/big.bin") == BIG
         assert _store(store.settings()).get_bytes("s3://kept/a/b.txt") == b"written before the restart"
         stranger = dataclasses.replace(store, credentials=services.Credentials.generate())
-        with pytest.raises(S3Error, match="SignatureDoesNotMatch|InvalidAccessKeyId"):
+        with pytest.raises(storage.StorageError, match="SignatureDoesNotMatch|InvalidAccessKeyId"):
             _store(stranger.settings()).get_bytes("s3://kept/a/b.txt")
     finally:
         store.kill()

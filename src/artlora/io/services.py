@@ -18,12 +18,14 @@ For fault tests, a handle is all that is needed:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import signal
 import sys
 import sysconfig
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,24 @@ class SeaweedFS(Service):
     def filer_url(self) -> str:
         """The filer's web UI, which lists the buckets' objects under /buckets/."""
         return f"http://{LOOPBACK}:{weed_ports(self.s3_port)['filer']}"
+
+    def answers(self) -> bool:
+        """Whether the S3 gateway answers and the master knows every volume on disk. After a restart the gateway
+        answers before the volume server has told the master about its volumes, and meanwhile a read of an
+        object stored in them fails halfway ("volume 1 not found", the body cut off after its headers)."""
+        on_disk = len(list(self.data_dir.glob("*.dat")))
+        return super().answers() and (on_disk == 0 or self._volumes_known() >= on_disk)
+
+    def _volumes_known(self) -> int:
+        """How many volumes the master knows of (its topology, summed over volume servers); -1 if it cannot say."""
+        url = f"http://{LOOPBACK}:{weed_ports(self.s3_port)['master']}/dir/status"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                topology = json.load(response)["Topology"]
+            racks = [rack for centre in topology.get("DataCenters") or [] for rack in centre.get("Racks") or []]
+            return sum(node.get("Volumes", 0) for rack in racks for node in rack.get("DataNodes") or [])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1
 
     def settings(self) -> settings.S3Settings:
         return settings.S3Settings(
