@@ -4,8 +4,8 @@
 
 For each count: generate that many procedural artworks with captions (64 px PNGs, `sample_data`), then run the
 ingest stage and the augment stage (tiny Stable Diffusion, 2 views per image, a cold cache), each in a fresh
-process of its own, against one embedded S3 endpoint (moto's server, in this process, so the objects it holds in
-memory are not counted). Each stage's process reports its own peak resident set (VmHWM: ru_maxrss would count the
+process of its own, against a throwaway SeaweedFS (a server process of its own, so the objects it holds are not
+counted). Each stage's process reports its own peak resident set (VmHWM: ru_maxrss would count the
 parent's resident set at the fork that started it) and the peak, sampled every 0.1 s, of the resident sets of it
 and its worker processes added up (ingest decodes in a process pool); and its wall time. Memory flat in the image
 count is the aim (bench/load.md). Not a test: it prints a table and writes the figures with a description of the
@@ -159,7 +159,7 @@ def main() -> int:
 
     host = machine()
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp, services.embedded_s3():
+    with tempfile.TemporaryDirectory() as tmp, services.throwaway_seaweedfs(Path(tmp) / "s3"):
         work = Path(tmp)
         os.environ["ARTLORA_WORK_DIR"] = str(work / "work")  # a private MLflow store for the benchmark's runs
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -171,7 +171,7 @@ def main() -> int:
         "label": args.label,
         "images": "procedural artworks with captions, 64 px PNG, 5 styles (artlora.data.sample_data)",
         "augment": "tiny Stable Diffusion, 64 px, 2 views per image, batch 64, cold cache",
-        "storage": "embedded S3 endpoint (moto server in the benchmark's parent process, not counted)",
+        "storage": "SeaweedFS on loopback (a process of its own, not counted)",
         "machine": host,
         "results": rows,
     }
