@@ -1,8 +1,9 @@
 """Register: the adapter becomes an MLflow model version, and the gate decides its alias.
 
-The version's tags carry its lineage (dataset fingerprint, base model, adapter location) and its metrics. It
-takes the alias `champion` when its gate metric beats the current champion's (or there is no champion yet);
-otherwise it is the `challenger`, and the champion stays where it is.
+The version's tags carry its lineage (dataset fingerprint, base model, adapter location; from a pipeline run
+also the source listing's fingerprint and the config's digest) and its metrics. It takes the alias `champion`
+when its gate metric beats the current champion's (or there is no champion yet); otherwise it is the
+`challenger`, and the champion stays where it is.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def run(config: RegisterConfig) -> RegisterResult:
         "base_model": config.base_model,
         "adapter_uri": config.adapter_uri,
         **{name: f"{value:.8g}" for name, value in metrics.items() if name.startswith("val_")},
+        # What the pipeline's change check compares a new run with (orchestration/changes.py).
+        **{name: getattr(config, name) for name in ("source_fingerprint", "config_digest") if getattr(config, name)},
     }
     with tracking.stage_run("register", config, run_id=config.run_id):
         version = tracking.create_version(
