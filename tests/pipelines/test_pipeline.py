@@ -1,21 +1,30 @@
-"""The compiled pipeline is current, and runs end to end through kfp.local into the MLflow registry."""
+"""The committed pipeline is a fresh compile, runs end to end through kfp.local into the MLflow registry, and
+trains again only when the dataset changed."""
 
 from __future__ import annotations
 
-import tempfile
+import shutil
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
+from small_configs import small_config_for
 
+from artlora.config import load_config
+from artlora.data import sample_data
 from artlora.diffusion import loading
 from artlora.io import tracking
+from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_committed_pipeline_yaml_equals_a_fresh_compile(tmp_path):
-    fresh = build.compile_pipeline(tmp_path / "style_lora.yaml")
+    fresh = build.compile_pipeline(load_config(REPO / build.COMPILED_FROM), tmp_path / "style_lora.yaml")
     assert fresh.read_text() == build.COMPILED.read_text(), "run `make compile` and commit pipelines/style_lora.yaml"
 
 
@@ -25,21 +34,47 @@ def _image(pipe) -> np.ndarray:
     return out.images[0]
 
 
-@pytest.mark.slow
-def test_pipeline_runs_locally_and_registers_a_loadable_champion(small_config, tiny_model_dir):
-    config = small_config.model_copy(update={"train": small_config.train.model_copy(update={"learning_rate": 0.01})})
-    outputs = build.run_local(config.model_dump_json(), pipeline_root=tempfile.mkdtemp())
+def _train_runs(experiment: str) -> int:
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`artlora.stage` = 'train'")
+    return len(runs)
 
-    assert outputs["alias"] == "champion" and outputs["model_name"] == config.model_name
+
+@pytest.mark.slow
+def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data_changed(
+    bucket, sample_folder, tiny_model_dir, tmp_path
+):
+    source = shutil.copytree(sample_folder, tmp_path / "source")
+    config = small_config_for(bucket, tiny_model_dir, source, "train.learning_rate=0.01")
+
+    def run() -> dict:
+        # Every argument is passed, so the committed YAML's own defaults (configs/sd15.yaml's) do not matter.
+        return build.run_local(build.COMPILED, arguments(config), pipeline_root=tmp_path / "kfp")
+
+    first = run()
+    assert first["changed"] is True and first["alias"] == "champion" and first["version"] == "1"
     tracking.configure()
     version = tracking.version_by_alias(config.model_name, "champion")
-    assert str(version.version) == outputs["version"]
-    assert version.tags["dataset_fingerprint"] == outputs["dataset_fingerprint"]
+    assert version.tags["dataset_fingerprint"] == first["dataset_fingerprint"]
+    assert version.tags["source_fingerprint"] and version.tags["config_digest"]
 
     adapter_dir = mlflow.artifacts.download_artifacts(artifact_uri=version.source)
     pipe = loading.load_pipeline(str(tiny_model_dir))
     pipe.set_progress_bar_config(disable=True)
     before = _image(pipe)
     pipe.load_lora_weights(adapter_dir)
-    after = _image(pipe)
-    assert np.abs(after - before).max() > 1e-3, "the registered adapter does not change the model's output"
+    assert np.abs(_image(pipe) - before).max() > 1e-3, "the registered adapter does not change the model's output"
+
+    again = run()
+    assert again["changed"] is False and again["message"].startswith("unchanged")
+    assert (again["version"], again["alias"], again["report_uri"]) == ("1", "champion", "")
+    assert again["dataset_fingerprint"] == first["dataset_fingerprint"]
+    assert _train_runs(config.experiment) == 1, "an unchanged run trained"
+    assert len(MlflowClient().search_model_versions(f"name = '{config.model_name}'")) == 1
+
+    image, caption = sample_data.render("woodcut", index=999, size=64, seed=7)
+    image.save(source / "woodcut" / "added.png")
+    (source / "woodcut" / "added.txt").write_text(caption)
+    third = run()
+    assert third["changed"] is True and third["version"] == "2"
+    assert third["dataset_fingerprint"] != first["dataset_fingerprint"]
+    assert _train_runs(config.experiment) == 2

@@ -12,7 +12,7 @@ import sys
 import traceback
 
 from artlora import log
-from artlora.cli import demo, pipeline, services, stages
+from artlora.cli import demo, pipeline, retrain, search, services, stages
 from artlora.errors import ArtloraError
 
 EXAMPLES = """examples:
@@ -21,13 +21,17 @@ EXAMPLES = """examples:
   artlora pipeline run --local --config configs/demo.yaml
   artlora train --help                                  the train stage's config keys, with defaults
   artlora train --config configs/sd15.yaml --set train.cache_uri=s3://artlora/cache/index/<key>.json
-  artlora pipeline compile                              write pipelines/style_lora.yaml for Kubeflow
+  artlora pipeline compile --config configs/sd15.yaml --out pipeline.yaml      the pipeline's IR YAML for Kubeflow
+  artlora pipeline submit --host http://localhost:8080 --config configs/sd15.yaml --wait   a run on a cluster
+  artlora search --local --config configs/demo.yaml --set search.rank=[4,8]   grid search, best one registered
+  artlora retrain-if-changed --config FILE --host URL   submit only when the data or config changed (exit 3: not)
   accelerate launch --multi_gpu --num_processes 4 -m artlora.cli train --config ...   one run on 4 GPUs (DDP)
 
 environment:
   ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else an embedded one)
   MLFLOW_TRACKING_URI                                   your MLflow server (else SQLite in ARTLORA_WORK_DIR)
   ARTLORA_WORK_DIR                                      local caches and reports (default ./.artlora)
+  ARTLORA_KFP_TOKEN                                     bearer token for the Kubeflow Pipelines API (--host)
 """
 
 # What a user or the environment can cause: artlora's own errors (a bad config, a missing model, an unreachable
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for group in (stages, pipeline, services, demo):
+    for group in (stages, pipeline, search, retrain, services, demo):
         group.add_commands(commands)
     return parser
 

@@ -91,9 +91,11 @@ def run_demo(args: argparse.Namespace) -> int:
         print("running the pipeline: ingest -> augment -> train -> evaluate -> register")
         outputs = run_local(config)
     print()
-    print(f"registered model : {outputs['model_name']} version {outputs['version']} (alias: {outputs['alias']})")
+    print(f"change check     : {outputs['message']}")
+    what = "registered model" if outputs["changed"] else "covered by      "
+    print(f"{what} : {outputs['model_name']} version {outputs['version']} (alias: {outputs['alias'] or 'none'})")
     print(f"dataset          : fingerprint {outputs['dataset_fingerprint']}")
     print(f"MLflow tracking  : {outputs['tracking_uri']}")
-    print(f"evaluation report: {outputs['report']}")
+    print(f"evaluation report: {outputs['report'] or '(nothing evaluated: nothing changed)'}")
     print(f"pipeline time    : {outputs['seconds']} s")
     return 0

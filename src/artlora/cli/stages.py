@@ -38,11 +38,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_stage(args: argparse.Namespace) -> int:
     # Imported here, not at the top: they load torch and diffusers, which `artlora --help` does not need.
-    from artlora.stages import augment, evaluate, ingest, register, train
+    from artlora.orchestration.launch import run_train
+    from artlora.stages import augment, evaluate, ingest, register
 
-    modules = {"ingest": ingest, "augment": augment, "train": train, "evaluate": evaluate, "register": register}
+    modules = {"ingest": ingest, "augment": augment, "evaluate": evaluate, "register": register}
     config = load_config(args.config, args.overrides)
-    print_result(modules[args.command].run(getattr(config, args.command)))
+    if args.command == "train":  # with train.gpus >= 2, under `accelerate launch` (unless already launched)
+        print_result(run_train(config))
+    else:
+        print_result(modules[args.command].run(getattr(config, args.command)))
     return 0
 
 

@@ -12,6 +12,7 @@ S3_SECRET_KEY = "ARTLORA_S3_SECRET_KEY"
 S3_REGION = "ARTLORA_S3_REGION"
 WORK_DIR = "ARTLORA_WORK_DIR"
 TRACKING_URI = "MLFLOW_TRACKING_URI"
+KFP_TOKEN = "ARTLORA_KFP_TOKEN"  # a bearer token for the Kubeflow Pipelines API, when no token file is given
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,8 @@ def work_dir() -> Path:
 def tracking_uri() -> str:
     """MLflow tracking URI: the configured server, else a SQLite store in the work folder."""
     return os.environ.get(TRACKING_URI) or f"sqlite:///{work_dir() / 'mlflow.db'}"
+
+
+def kfp_token() -> str | None:
+    """The bearer token for the Kubeflow Pipelines API from the environment, if any."""
+    return os.environ.get(KFP_TOKEN, "").strip() or None

@@ -194,3 +194,79 @@ def version_by_alias(name: str, alias: str) -> ModelVersion | None:
 def set_alias(name: str, alias: str, version: str) -> None:
     configure()
     MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def versions_tagged(name: str, tags: Mapping[str, str]) -> list[ModelVersion]:
+    """The versions of `name` that carry every one of `tags`, newest first; none when the model does not exist.
+
+    Tag values are hex digests written by artlora itself, so they are put into the filter as they are."""
+    configure()
+    clauses = [f"name = '{name}'", *(f"tags.{key} = '{value}'" for key, value in tags.items())]
+    with _asking(f"search the versions of {name}"):
+        return list(MlflowClient().search_model_versions(" and ".join(clauses), order_by=["version_number DESC"]))
+
+
+# -- runs by id: a search's parent run and its trials ---------------------------------------------------
+
+PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow show a run as another's child
+RUN_NAME_TAG = "mlflow.runName"
+
+
+def start_parent_run(experiment: str, storage_root: str, name: str, params: Mapping[str, str]) -> str:
+    """A run that the trials of a search hang under; it stays open until `finish_run`. Returns its id."""
+    configure()
+    with _asking(f"start run {name!r} in experiment {experiment!r}"):
+        client = MlflowClient()
+        run = client.create_run(_experiment_id(experiment, storage_root), run_name=name)
+        for key, value in params.items():
+            client.log_param(run.info.run_id, key, value)
+        return run.info.run_id
+
+
+def finish_run(run_id: str) -> None:
+    configure()
+    with _asking(f"finish run {run_id}"):
+        MlflowClient().set_terminated(run_id, "FINISHED")
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    """Tags on a run that is not this process's active run (a trial, from the task that trained it)."""
+    configure()
+    with _asking(f"tag run {run_id}"):
+        client = MlflowClient()
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+
+
+def log_run_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
+    configure()
+    with _asking(f"log metrics to run {run_id}"):
+        client = MlflowClient()
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, float(value))
+
+
+def log_run_bytes(run_id: str, data: bytes, name: str) -> None:
+    """An artifact file `name` (may include folders) on a run that is not this process's active run."""
+    configure()
+    with tempfile.TemporaryDirectory() as tmp, _asking(f"log {name} to run {run_id}"):
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(data)
+        parent = str(Path(name).parent)
+        MlflowClient().log_artifact(run_id, str(path), None if parent == "." else parent)
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged value of a metric, in step order."""
+    configure()
+    with _asking(f"read metric {key} of run {run_id}"):
+        history = MlflowClient().get_metric_history(run_id, key)
+    return sorted((metric.step, metric.value) for metric in history)
+
+
+def run_artifact_bytes(run_id: str, path: str) -> bytes:
+    """An artifact file of a run."""
+    configure()
+    with tempfile.TemporaryDirectory() as tmp, _asking(f"read artifact {path} of run {run_id}"):
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+        return Path(local).read_bytes()

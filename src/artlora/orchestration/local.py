@@ -1,14 +1,18 @@
-"""The whole pipeline, run here: the compiled pipeline through kfp.local, each task a subprocess of this Python."""
+"""A whole pipeline, run here: compiled from the config, then run through kfp.local, each task a subprocess of
+this Python. The same pipeline as on a cluster (its Kubernetes settings are ignored here)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from pathlib import Path
 
 from artlora.config import PipelineConfig
 from artlora.diffusion import loading
 from artlora.errors import ArtloraError
 from artlora.io import settings, storage, tracking
+from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
 
 
@@ -16,25 +20,31 @@ class PipelineFailed(ArtloraError):
     """A task of the local pipeline failed; its own error is in the log above."""
 
 
-def run_local(config: PipelineConfig) -> dict[str, object]:
-    """Run the compiled pipeline with kfp.local and fetch its evaluation report; S3 must be configured."""
+def run_local(config: PipelineConfig, search: bool = False) -> dict[str, object]:
+    """Run the pipeline (or, with `search`, the grid search) with kfp.local; S3 must be configured. When it
+    trained, the evaluation report (or the search's summary page) is copied into the work folder."""
     # A bad base model fails here, not minutes later in a task.
     for reference in {config.augment.base_model, config.train.base_model, config.evaluate.base_model}:
         loading.check_reference(reference)
     work = settings.work_dir()
     os.environ[settings.WORK_DIR] = str(work)  # the tasks are subprocesses: give them the same absolute folder
     started = time.monotonic()
-    try:
-        outputs = build.run_local(config.model_dump_json(), pipeline_root=work / "kfp")
-    except RuntimeError as err:  # kfp.local's report of a failed task
-        raise PipelineFailed(
-            f"{err} (the task's error is in its log above; fix it and run again: finished stages are reused)"
-        ) from err
-    report = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}.html"
-    storage.get_storage().get_file(str(outputs["report_uri"]), report)
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = build.compile_pipeline(config, Path(tmp) / "pipeline.yaml", search=search)
+        try:
+            outputs = build.run_local(compiled, arguments(config), pipeline_root=work / "kfp")
+        except RuntimeError as err:  # kfp.local's report of a failed task
+            raise PipelineFailed(
+                f"{err} (the task's error is in its log above; fix it and run again: finished stages are reused)"
+            ) from err
+    report = ""
+    if outputs["report_uri"]:
+        suffix = "-search" if search else ""
+        path = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}{suffix}.html"
+        report = str(storage.get_storage().get_file(str(outputs["report_uri"]), path))
     return {
         **outputs,
         "tracking_uri": tracking.configure(),
-        "report": str(report),
+        "report": report,
         "seconds": round(time.monotonic() - started, 1),
     }
