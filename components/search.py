@@ -1,4 +1,4 @@
-"""KFP components: a grid search's plan (the trials, under one MLflow parent run) and its pick of the best."""
+"""KFP components: a grid search's plan (its trials, under one MLflow parent run) and its pick of the best."""
 
 from typing import NamedTuple
 
@@ -9,13 +9,14 @@ from artlora.components.image import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def plan_search(config_json: str) -> NamedTuple("PlanOutputs", parent_run_id=str, trials=list[str]):
-    """Open the search's parent run in MLflow and write each trial's config (the `search:` section's grid).
+    """Open the search's parent run in MLflow and write each trial's config (the `search:` section's grid, or
+    draws of it, put into `train:`).
 
     Args:
         config_json: the resolved pipeline config (artlora.config.PipelineConfig) as JSON.
 
     Returns:
-        parent_run_id: the MLflow run the trials are filed under; trials: each trial's config as JSON.
+        parent_run_id: the MLflow run every trial's run is filed under; trials: each trial's config as JSON.
     """
     from collections import namedtuple
 
@@ -24,8 +25,9 @@ def plan_search(config_json: str) -> NamedTuple("PlanOutputs", parent_run_id=str
     from artlora.orchestration import search
 
     log.configure()
-    plan = search.plan(PipelineConfig.model_validate_json(config_json))
-    return namedtuple("PlanOutputs", ["parent_run_id", "trials"])(plan.parent_run_id, plan.trial_configs)
+    config = PipelineConfig.model_validate_json(config_json)
+    outputs = namedtuple("PlanOutputs", ["parent_run_id", "trials"])
+    return outputs(search.open_parent(config), search.trial_configs(config))
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

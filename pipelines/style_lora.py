@@ -59,29 +59,61 @@ def _single(config: PipelineConfig, config_json: PipelineChannel, cache_uri: Pip
     return Trained(trained.outputs["adapter_uri"], evaluated.outputs["run_id"], evaluated.outputs["report_uri"])
 
 
-def _search(config: PipelineConfig, config_json: PipelineChannel, cache_uri: PipelineChannel) -> Trained:
+class Picked(NamedTuple):
+    run_id: str
+    adapter_uri: str
+    report_uri: str
+
+
+def _trials(config: PipelineConfig):
+    """Train and evaluate every trial, `search.parallel` at a time, then pick the best.
+
+    A pipeline of its own, called with the trials and the cache as its inputs: inside a ParallelFor, kfp.local
+    (2.17) gives the iterations the loop item in place of any input that comes from another task's output,
+    while the inputs of the enclosing pipeline reach them intact."""
     cluster = config.cluster
-    planned = place(plan_search(config_json=config_json), cluster, cluster.control)
-    parent = planned.outputs["parent_run_id"]
-    with dsl.ParallelFor(planned.outputs["trials"], parallelism=config.search.parallel, name="trials") as trial:
-        trained = train(config_json=trial, cache_uri=cache_uri, parent_run_id=parent)
-        place(trained, cluster, cluster.train, config.train.gpus)
-        evaluated = evaluate(
-            config_json=trial,
-            adapter_uri=trained.outputs["adapter_uri"],
-            cache_uri=cache_uri,
-            run_id=trained.outputs["run_id"],
+
+    @dsl.pipeline(name="trials", description="Train and evaluate every trial; pick the best by the gate metric.")
+    def trials(config_json: str, trial_configs: list, cache_uri: str, parent_run_id: str) -> Picked:
+        with dsl.ParallelFor(trial_configs, parallelism=config.search.parallel, name="trial") as trial:
+            trained = train(config_json=trial, cache_uri=cache_uri, parent_run_id=parent_run_id)
+            place(trained, cluster, cluster.train, config.train.gpus)
+            evaluated = evaluate(
+                config_json=trial,
+                adapter_uri=trained.outputs["adapter_uri"],
+                cache_uri=cache_uri,
+                run_id=trained.outputs["run_id"],
+            )
+            place(evaluated, cluster, cluster.evaluate, cluster.evaluate_gpus)
+        run_ids = dsl.Collected(evaluated.outputs["run_id"])
+        best = place(
+            pick_best(config_json=config_json, parent_run_id=parent_run_id, run_ids=run_ids), cluster, cluster.control
         )
-        place(evaluated, cluster, cluster.evaluate, cluster.evaluate_gpus)
-    best = pick_best(config_json=config_json, parent_run_id=parent, run_ids=dsl.Collected(evaluated.outputs["run_id"]))
-    place(best, cluster, cluster.control)
-    return Trained(best.outputs["adapter_uri"], best.outputs["run_id"], best.outputs["summary_uri"])
+        return Picked(best.outputs["run_id"], best.outputs["adapter_uri"], best.outputs["summary_uri"])
+
+    return trials
+
+
+def _search(config: PipelineConfig, trials, config_json: PipelineChannel, cache_uri: PipelineChannel) -> Trained:
+    planned = place(plan_search(config_json=config_json), config.cluster, config.cluster.control)
+    best = trials(
+        config_json=config_json,
+        trial_configs=planned.outputs["trials"],
+        cache_uri=cache_uri,
+        parent_run_id=planned.outputs["parent_run_id"],
+    )
+    return Trained(best.outputs["adapter_uri"], best.outputs["run_id"], best.outputs["report_uri"])
 
 
 def build(config: PipelineConfig, search: bool = False):
     """The pipeline for `config` (compile it with kfp's compiler); `search` fans out the `search:` section."""
     cluster, defaults = config.cluster, knob_values(config)
-    training = _search if search else _single
+    trials = _trials(config) if search else None  # made first: kfp builds one pipeline at a time
+
+    def training(config_json: PipelineChannel, cache_uri: PipelineChannel) -> Trained:
+        if trials:
+            return _search(config, trials, config_json, cache_uri)
+        return _single(config, config_json, cache_uri)
 
     @dsl.pipeline(
         name=SEARCH_PIPELINE_NAME if search else PIPELINE_NAME,
@@ -117,7 +149,7 @@ def build(config: PipelineConfig, search: bool = False):
             cached = place(
                 augment(config_json=resolved, dataset_uri=curated.outputs["dataset_uri"]), cluster, cluster.augment
             )
-            trained = training(config, resolved, cached.output)
+            trained = training(resolved, cached.output)
             registered = register(
                 config_json=resolved,
                 adapter_uri=trained.adapter_uri,

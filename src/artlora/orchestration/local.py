@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from artlora.config import PipelineConfig
+from artlora.config import PipelineConfig, TaskSettings
 from artlora.diffusion import loading
 from artlora.errors import ArtloraError
 from artlora.io import settings, storage, tracking
@@ -18,6 +18,18 @@ from artlora.pipelines import build
 
 class PipelineFailed(ArtloraError):
     """A task of the local pipeline failed; its own error is in the log above."""
+
+
+def without_retries(config: PipelineConfig) -> PipelineConfig:
+    """The config with no task retried: here a failed task fails the run at once, while on a cluster retries
+    (after a minute or more) get a pod past a node's or a store's passing trouble."""
+    cluster = config.cluster
+    tasks = {
+        name: getattr(cluster, name).model_copy(update={"retries": 0})
+        for name, field in type(cluster).model_fields.items()
+        if field.annotation is TaskSettings
+    }
+    return config.model_copy(update={"cluster": cluster.model_copy(update=tasks)})
 
 
 def run_local(config: PipelineConfig, search: bool = False) -> dict[str, object]:
@@ -30,7 +42,7 @@ def run_local(config: PipelineConfig, search: bool = False) -> dict[str, object]
     os.environ[settings.WORK_DIR] = str(work)  # the tasks are subprocesses: give them the same absolute folder
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        compiled = build.compile_pipeline(config, Path(tmp) / "pipeline.yaml", search=search)
+        compiled = build.compile_pipeline(without_retries(config), Path(tmp) / "pipeline.yaml", search=search)
         try:
             outputs = build.run_local(compiled, arguments(config), pipeline_root=work / "kfp")
         except RuntimeError as err:  # kfp.local's report of a failed task

@@ -1,7 +1,8 @@
 """The grid search's bookkeeping: the trials a `search:` section asks for, the parent run they hang under in
 MLflow, and the pick of the best by the register gate's metric (lower is better), with a summary page.
 
-The pipeline (pipelines/search.py) calls `plan` once, trains and evaluates every trial, then calls `pick`.
+The search pipeline (pipelines/style_lora.py) opens the parent run and writes out the trials' configs in one task,
+trains and evaluates every trial, then picks the best in another.
 """
 
 from __future__ import annotations
@@ -45,25 +46,24 @@ def label(settings: dict[str, Any]) -> str:
     return ", ".join(f"{name}={value}" for name, value in settings.items()) or "train: as configured"
 
 
-@dataclass(frozen=True)
-class Plan:
-    parent_run_id: str
-    trial_configs: list[str]  # each trial's whole config, as JSON
+def trial_configs(config: PipelineConfig) -> list[str]:
+    """Each trial's whole config, as JSON."""
+    return [trial_config(config, settings).model_dump_json() for settings in trials(config)]
 
 
-def plan(config: PipelineConfig) -> Plan:
-    """Open the parent run in MLflow and write out each trial's config."""
-    settings = trials(config)
+def open_parent(config: PipelineConfig) -> str:
+    """Open the run that the search's trials are filed under in MLflow; its id."""
+    count = len(trials(config))
     params = {
         "search.strategy": config.search.strategy,
-        "search.trials": str(len(settings)),
+        "search.trials": str(count),
         "search.parallel": str(config.search.parallel),
         **{f"search.{name}": json.dumps(values) for name, values in config.search.space().items()},
     }
     parent = tracking.start_parent_run(config.experiment, config.storage_root, f"search {config.model_name}", params)
     tracking.set_run_tags(parent, {tracking.STAGE_TAG: "search"})
-    log.info("search run %s: %d trials, %d at once", parent, len(settings), config.search.parallel)
-    return Plan(parent, [trial_config(config, one).model_dump_json() for one in settings])
+    log.info("search run %s: %d trials, %d at once", parent, count, config.search.parallel)
+    return parent
 
 
 @dataclass(frozen=True)
