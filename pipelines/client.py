@@ -72,8 +72,9 @@ def asking(connection: Connection, what: str) -> Iterator[None]:
         ) from err
 
 
-def connect(connection: Connection) -> kfp.Client:
-    """A kfp.Client for the connection, after a health check that fails within seconds."""
+def connect(connection: Connection) -> tuple[kfp.Client, bool]:
+    """A kfp.Client for the connection, after a health check that fails within seconds; and whether the
+    server is multi-user (then every experiment and run lives in a profile namespace)."""
     if connection.token_file and not Path(connection.token_file).is_file():
         raise KfpError(f"token file {connection.token_file} does not exist (give the service-account token's path)")
     credentials = ServiceAccountTokenVolumeCredentials(connection.token_file) if connection.token_file else None
@@ -83,15 +84,21 @@ def connect(connection: Connection) -> kfp.Client:
     elif connection.token:
         config.api_key["authorization"], config.api_key_prefix["authorization"] = connection.token, "Bearer"
     with asking(connection, "report its health"):
-        kfp_server_api.HealthzServiceApi(kfp_server_api.ApiClient(config)).healthz_service_get_healthz(
+        health = kfp_server_api.HealthzServiceApi(kfp_server_api.ApiClient(config)).healthz_service_get_healthz(
             _request_timeout=TIMEOUT
         )
-    return kfp.Client(
+    if health.multi_user and not connection.namespace:
+        raise KfpError(
+            f"KFP at {connection.url} is multi-user: give the profile namespace to run in (--namespace NS, or "
+            "ARTLORA_KFP_NAMESPACE)"
+        )
+    client = kfp.Client(
         host=connection.url,
         namespace=connection.namespace or "kubeflow",  # kfp.Client's way of saying "none given"
         existing_token=None if credentials else connection.token,
         credentials=credentials,
     )
+    return client, bool(health.multi_user)
 
 
 def _equals(name: str) -> str:
@@ -122,10 +129,11 @@ class Kfp:
 
     def __init__(self, connection: Connection):
         self.connection = connection
-        self.client = connect(connection)
+        self.client, self.multi_user = connect(connection)
 
     def _namespace(self) -> str | None:
-        return self.connection.namespace or None
+        """The namespace to name in requests: standalone KFP has none."""
+        return self.connection.namespace if self.multi_user else None
 
     def experiment(self, name: str) -> str:
         """The id of the experiment called `name`, created if it does not exist."""

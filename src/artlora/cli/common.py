@@ -78,7 +78,12 @@ def cluster_arguments(parser: argparse.ArgumentParser, local: str = "") -> None:
         help="a service-account token for KFP, re-read on every request (in a pod: a projected token with "
         "audience pipelines.kubeflow.org); without it, $ARTLORA_KFP_TOKEN if set, else no token",
     )
-    parser.add_argument("--namespace", metavar="NS", help="multi-user KFP: the profile namespace to run in")
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="multi-user KFP: the profile namespace to run in (default: $ARTLORA_KFP_NAMESPACE; standalone KFP "
+        "has none)",
+    )
 
 
 def experiment_argument(parser: argparse.ArgumentParser) -> None:
@@ -92,4 +97,5 @@ def connection(args: argparse.Namespace):
     from artlora.io import settings
     from artlora.pipelines.client import Connection
 
-    return Connection(args.host, args.namespace, settings.kfp_token(), args.token_file)
+    namespace = args.namespace or os.environ.get(settings.KFP_NAMESPACE) or None
+    return Connection(args.host, namespace, settings.kfp_token(), args.token_file)

@@ -7,9 +7,9 @@ ConfigMap, both named here, as environment variables of the same names as the ke
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # A Kubernetes quantity: "500m", "2", "1.5", "8Gi", "512Mi", "1G".
 _CPU = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
@@ -22,16 +22,15 @@ class _Section(BaseModel):
 
 
 class TaskSettings(_Section):
-    """One task's pod: what it asks the scheduler for, how long it may run, how often it is retried."""
+    """One task's pod: what it asks the scheduler for, how long it may run, how often it is retried. A config
+    sets only the keys it changes: the others keep that task's defaults (TASK_DEFAULTS)."""
 
-    cpu_request: str = Field("1", pattern=_CPU, description="CPU cores reserved for the task (e.g. '500m', '4')")
-    cpu_limit: str = Field("2", pattern=_CPU, description="most CPU cores the task may use")
-    memory_request: str = Field("2Gi", pattern=_BYTES, description="memory reserved for the task (e.g. '8Gi')")
-    memory_limit: str = Field("4Gi", pattern=_BYTES, description="memory at which the task is killed")
-    timeout_s: int = Field(
-        3600, ge=60, le=14 * 86400, description="seconds one attempt may run before Kubernetes stops its pod"
-    )
-    retries: int = Field(1, ge=0, le=10, description="attempts after a failed one (each from where it left off)")
+    cpu_request: str = Field(pattern=_CPU, description="CPU cores reserved for the task (e.g. '500m', '4')")
+    cpu_limit: str = Field(pattern=_CPU, description="most CPU cores the task may use")
+    memory_request: str = Field(pattern=_BYTES, description="memory reserved for the task (e.g. '8Gi')")
+    memory_limit: str = Field(pattern=_BYTES, description="memory at which the task is killed")
+    timeout_s: int = Field(ge=60, le=14 * 86400, description="seconds one attempt may run before its pod is stopped")
+    retries: int = Field(ge=0, le=10, description="attempts after a failed one (each from where it left off)")
     retry_backoff_s: int = Field(
         60, ge=1, le=3600, description="seconds before the first retry; each further retry waits twice as long"
     )
@@ -60,8 +59,8 @@ class ScratchVolume(_Section):
     storage_class: str | None = Field(None, description="storage class of a 'pvc' volume; null = the default")
 
 
-def _task(cpu: str, cpu_limit: str, memory: str, memory_limit: str, hours: float, retries: int) -> TaskSettings:
-    return TaskSettings(
+def _task(cpu: str, cpu_limit: str, memory: str, memory_limit: str, hours: float, retries: int) -> dict:
+    return dict(
         cpu_request=cpu,
         cpu_limit=cpu_limit,
         memory_request=memory,
@@ -69,6 +68,22 @@ def _task(cpu: str, cpu_limit: str, memory: str, memory_limit: str, hours: float
         timeout_s=int(hours * 3600),
         retries=retries,
     )
+
+
+# Each task's defaults, under what a config sets. "control" is the small tasks: the change check, the search's
+# plan and pick, the "unchanged" report. A retried train task resumes from its latest checkpoint.
+TASK_DEFAULTS = {
+    "control": _task("250m", "1", "1Gi", "2Gi", hours=0.5, retries=2),
+    "ingest": _task("2", "4", "4Gi", "8Gi", hours=4, retries=2),
+    "augment": _task("4", "8", "16Gi", "32Gi", hours=6, retries=2),
+    "train": _task("8", "16", "32Gi", "64Gi", hours=24, retries=3),
+    "evaluate": _task("4", "8", "16Gi", "32Gi", hours=4, retries=2),
+    "register": _task("250m", "1", "1Gi", "2Gi", hours=0.5, retries=3),
+}
+
+
+def _task_field(name: str, what: str):
+    return Field(default_factory=lambda: TaskSettings(**TASK_DEFAULTS[name]), description=what)
 
 
 # pydantic warns, when the class is made, that a field named "register" shadows BaseModel's inherited
@@ -103,15 +118,20 @@ with warnings.catch_warnings():
         shared_memory: str = Field(
             "2Gi", pattern=_BYTES, description="size of /dev/shm (in memory) for data loaders and DDP processes"
         )
-        control: TaskSettings = Field(
-            _task("250m", "1", "1Gi", "2Gi", 0.5, 2),
-            description="the small tasks: checking for changes, planning and picking search trials, reporting",
-        )
-        ingest: TaskSettings = Field(_task("2", "4", "4Gi", "8Gi", 4, 2), description="the ingest task")
-        augment: TaskSettings = Field(_task("4", "8", "16Gi", "32Gi", 6, 2), description="the augment task")
-        train: TaskSettings = Field(
-            _task("8", "16", "32Gi", "64Gi", 24, 3),
-            description="the train task; its GPUs are train.gpus (it resumes from its checkpoints when retried)",
-        )
-        evaluate: TaskSettings = Field(_task("4", "8", "16Gi", "32Gi", 4, 2), description="the evaluate task")
-        register: TaskSettings = Field(_task("250m", "1", "1Gi", "2Gi", 0.5, 3), description="the register task")
+        control: TaskSettings = _task_field("control", "the small tasks: change check, search plan and pick")
+        ingest: TaskSettings = _task_field("ingest", "the ingest task")
+        augment: TaskSettings = _task_field("augment", "the augment task")
+        train: TaskSettings = _task_field("train", "the train task (its GPUs: train.gpus)")
+        evaluate: TaskSettings = _task_field("evaluate", "the evaluate task")
+        register: TaskSettings = _task_field("register", "the register task")
+
+        @model_validator(mode="before")
+        @classmethod
+        def _task_defaults_under_what_is_set(cls, data: Any) -> Any:
+            if not isinstance(data, dict):
+                return data
+            merged = dict(data)
+            for name, defaults in TASK_DEFAULTS.items():
+                if isinstance(data.get(name), dict):
+                    merged[name] = {**defaults, **data[name]}
+            return merged

@@ -13,6 +13,7 @@ S3_REGION = "ARTLORA_S3_REGION"
 WORK_DIR = "ARTLORA_WORK_DIR"
 TRACKING_URI = "MLFLOW_TRACKING_URI"
 KFP_TOKEN = "ARTLORA_KFP_TOKEN"  # a bearer token for the Kubeflow Pipelines API, when no token file is given
+KFP_NAMESPACE = "ARTLORA_KFP_NAMESPACE"  # multi-user KFP: the profile namespace, when --namespace is not given
 
 
 @dataclass(frozen=True)
