@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +80,9 @@ def connect(connection: Connection) -> tuple[kfp.Client, bool]:
         raise KfpError(f"token file {connection.token_file} does not exist (give the service-account token's path)")
     credentials = ServiceAccountTokenVolumeCredentials(connection.token_file) if connection.token_file else None
     config = kfp_server_api.Configuration(host=connection.url)
-    if credentials:
-        credentials.refresh_api_key_hook(config)
-    elif connection.token:
+    if credentials or connection.token:
         config.api_key["authorization"], config.api_key_prefix["authorization"] = connection.token, "Bearer"
+        config.refresh_api_key_hook = credentials.refresh_api_key_hook if credentials else None
     with asking(connection, "report its health"):
         health = kfp_server_api.HealthzServiceApi(kfp_server_api.ApiClient(config)).healthz_service_get_healthz(
             _request_timeout=TIMEOUT
@@ -92,12 +92,14 @@ def connect(connection: Connection) -> tuple[kfp.Client, bool]:
             f"KFP at {connection.url} is multi-user: give the profile namespace to run in (--namespace NS, or "
             "ARTLORA_KFP_NAMESPACE)"
         )
-    client = kfp.Client(
-        host=connection.url,
-        namespace=connection.namespace or "kubeflow",  # kfp.Client's way of saying "none given"
-        existing_token=None if credentials else connection.token,
-        credentials=credentials,
-    )
+    with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later": every command would say it
+        warnings.filterwarnings("ignore", message="This client only works", category=FutureWarning)
+        client = kfp.Client(
+            host=connection.url,
+            namespace=connection.namespace or "kubeflow",  # kfp.Client's way of saying "none given"
+            existing_token=None if credentials else connection.token,
+            credentials=credentials,
+        )
     return client, bool(health.multi_user)
 
 

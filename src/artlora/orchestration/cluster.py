@@ -97,12 +97,11 @@ def submit_inline(connection: Connection, config: PipelineConfig, experiment: st
     return Submitted(run_id, kfp.run_url(run_id), "")
 
 
-def check_cron(cron: str) -> str:
+def check_cron(cron: str) -> None:
     if len(cron.split()) != 6:
         raise ConfigError(
             f"--cron {cron!r}: KFP schedules take 6 fields, seconds first (e.g. '0 0 3 * * *' is 03:00 every day)"
         )
-    return cron
 
 
 @dataclass(frozen=True)
@@ -115,16 +114,17 @@ class Scheduled:
 def schedule(connection: Connection, config: PipelineConfig, cron: str, experiment: str | None) -> Scheduled:
     """A recurring run of the pipeline compiled from `config`: no catch-up, one run at a time. Each run starts
     with the change check, so a day without new data costs one small task."""
+    check_cron(cron)
     kfp = Kfp(connection)
     experiment_id = kfp.experiment(experiment or config.experiment)
     with tempfile.TemporaryDirectory() as tmp:
         pipeline_id, version_id, version = _upload(kfp, config, False, Path(tmp))
     name = f"{PIPELINE_NAME} {config.model_name}"
-    schedule_id = kfp.schedule(experiment_id, name, check_cron(cron), (pipeline_id, version_id), arguments(config))
+    schedule_id = kfp.schedule(experiment_id, name, cron, (pipeline_id, version_id), arguments(config))
     return Scheduled(schedule_id, name, version)
 
 
-def follow(connection: Connection, run_id: str, say: Callable[[str], None], poll_s: float = POLL_S) -> str:
+def follow(connection: Connection, run_id: str, say: Callable[[str], None]) -> str:
     """Wait for the run to finish, saying each new state with the time since following began; its last state."""
     kfp = Kfp(connection)
     started, last = time.monotonic(), ""
@@ -138,4 +138,4 @@ def follow(connection: Connection, run_id: str, say: Callable[[str], None], poll
             if state != "SUCCEEDED":
                 raise KfpError(f"run {run_id} ended {state}: {error or 'see its logs'} ({kfp.run_url(run_id)})")
             return state
-        time.sleep(poll_s)
+        time.sleep(POLL_S)
