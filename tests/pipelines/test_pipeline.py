@@ -3,6 +3,7 @@ trains again only when the dataset changed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,12 @@ from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
 
 REPO = Path(__file__).resolve().parents[2]
+SECRETS = {
+    "ARTLORA_S3_ACCESS_KEY": "AKIA-sentinel-c0de",
+    "AWS_ACCESS_KEY_ID": "AKIA-sentinel-c0de",
+    "ARTLORA_S3_SECRET_KEY": "sentinel-secret-e4f2-never-logged",
+    "AWS_SECRET_ACCESS_KEY": "sentinel-secret-e4f2-never-logged",
+}
 
 
 def test_committed_pipeline_yaml_equals_a_fresh_compile(tmp_path):
@@ -39,10 +46,24 @@ def _train_runs(experiment: str) -> int:
     return len(runs)
 
 
+def _everything_logged(config, capfd) -> str:
+    """The run's output (every task's log) and every MLflow param and tag of the experiment and the model."""
+    out, err = capfd.readouterr()
+    client = MlflowClient()
+    runs = mlflow.search_runs(experiment_names=[config.experiment], output_format="list")
+    logged = [out, err] + [json.dumps([run.data.params, run.data.tags]) for run in runs]
+    logged += [json.dumps(version.tags) for version in client.search_model_versions(f"name = '{config.model_name}'")]
+    return "\n".join(logged)
+
+
 @pytest.mark.slow
 def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data_changed(
-    bucket, sample_folder, tiny_model_dir, tmp_path
+    bucket, sample_folder, tiny_model_dir, tmp_path, monkeypatch, capfd
 ):
+    # The store's keys as a cluster's Secret gives them (the embedded store accepts any): they must show up in
+    # no log line, no MLflow param or tag and no pipeline argument.
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
     source = shutil.copytree(sample_folder, tmp_path / "source")
     config = small_config_for(bucket, tiny_model_dir, source, "train.learning_rate=0.01")
 
@@ -78,3 +99,6 @@ def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data
     assert third["changed"] is True and third["version"] == "2"
     assert third["dataset_fingerprint"] != first["dataset_fingerprint"]
     assert _train_runs(config.experiment) == 2
+
+    seen = _everything_logged(config, capfd) + json.dumps(arguments(config))
+    assert "check-changes" in seen and not any(value in seen for value in SECRETS.values())

@@ -16,18 +16,6 @@ from artlora.orchestration.local import run_local
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 
 
-def test_trials_cover_the_grid_or_a_seeded_draw_of_it(bucket, tiny_model_dir, sample_folder):
-    grid = small_config_for(
-        bucket, tiny_model_dir, sample_folder, "search.rank=[2, 4]", "search.lr_schedule=[constant]"
-    )
-    assert search.trials(grid) == [{"rank": 2, "lr_schedule": "constant"}, {"rank": 4, "lr_schedule": "constant"}]
-    drawn = small_config_for(
-        bucket, tiny_model_dir, sample_folder, "search.strategy=random", "search.draws=2", "search.rank=[2, 4, 8]"
-    )
-    assert search.trials(drawn) == search.trials(drawn) and len(search.trials(drawn)) == 2
-    assert search.trials(small_config_for(bucket, tiny_model_dir, sample_folder)) == [{}]
-
-
 def test_a_three_trial_grid_registers_only_the_best(bucket, tiny_model_dir, sample_folder):
     config = small_config_for(
         bucket, tiny_model_dir, sample_folder, "search.learning_rate=[0.0001, 0.003, 0.03]", "search.parallel=2"
