@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 endpoint on loopback, a private work folder, the tiny model."""
+"""Shared fixtures: real servers on loopback (SeaweedFS, PostgreSQL, an MLflow server), a private work folder,
+the tiny model."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from artlora.io import services, storage
+from artlora.io import services, settings, storage
+
+# Every test's objects go under a prefix of its own in this one bucket: a SeaweedFS bucket is a collection with
+# volumes of its own (about 0.2 s to set up, and a disk holds only so many).
+TEST_BUCKET = "s3://artlora-tests"
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
-    """One embedded S3 endpoint (moto's server on 127.0.0.1) for the whole test session."""
-    for key in ("ARTLORA_S3_ENDPOINT", "MLFLOW_TRACKING_URI"):
+def s3_endpoint(tmp_path_factory):
+    """One SeaweedFS for the whole test session (free ports, a temporary data folder), exported to the environment
+    (ARTLORA_S3_*, AWS_*, MLFLOW_S3_ENDPOINT_URL), so subprocesses reach it too."""
+    for key in (settings.S3_ENDPOINT, settings.TRACKING_URI):
         os.environ.pop(key, None)
-    with services.embedded_s3() as url:
-        yield url
+    with services.throwaway_seaweedfs(tmp_path_factory.mktemp("seaweedfs") / "data") as store:
+        yield store.url
 
 
 @pytest.fixture
@@ -30,8 +36,36 @@ def store(s3_endpoint) -> storage.Storage:
 def bucket(store, request) -> str:
     """A fresh s3:// prefix per test, so tests never see each other's objects."""
     name = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
-    # Bucket names are short: the hash keeps parametrized tests with a long common name apart.
-    return f"s3://test-{name}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"
+    # The hash keeps parametrized tests with a long common name apart.
+    return f"{TEST_BUCKET}/{name}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL cluster for the session (password authentication); each user makes its own database."""
+    from local_postgres import start_cluster
+
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_endpoint, postgres, tmp_path_factory) -> services.Service:
+    """One `mlflow server` for the session, as in production: runs and models in PostgreSQL, artifacts through
+    the server into SeaweedFS (s3://mlflow-server/artifacts). Its registry is shared: give models unique names."""
+    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
+    backend = postgres.create_database("tracking")
+    server = services.start_mlflow(backend, "s3://mlflow-server/artifacts", settings.s3_settings(), log)
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def tracking_server(mlflow_server, monkeypatch) -> str:
+    """This test tracks to the session's MLflow server (MLFLOW_TRACKING_URI); its URL."""
+    monkeypatch.setenv(settings.TRACKING_URI, mlflow_server.url)
+    return mlflow_server.url
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ and MLflow store behind the change check."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
@@ -21,7 +22,6 @@ from artlora.orchestration import changes, cluster
 from artlora.orchestration.parameters import arguments
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
-SECRETS = {"AWS_ACCESS_KEY_ID": "AKIA-sentinel-2b7e", "AWS_SECRET_ACCESS_KEY": "sentinel-secret-51d0-never-sent"}
 TOKEN = "sentinel-kfp-token-6a1f"
 
 
@@ -34,16 +34,15 @@ def kfp():
 
 
 @pytest.fixture
-def config_file(small_config, tmp_path, monkeypatch):
-    """The test config as a file, with the store's keys in the environment as the CronJob has them."""
-    access, secret = SECRETS.values()
-    for name, value in {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ARTLORA_S3_ACCESS_KEY", access)
-    monkeypatch.setenv("ARTLORA_S3_SECRET_KEY", secret)
+def config_file(small_config, tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(small_config.model_dump(mode="json")))
     return path
+
+
+def secrets() -> list[str]:
+    """The test store's keys, in the environment as a CronJob has them: never sent to KFP, never printed."""
+    return [os.environ["ARTLORA_S3_ACCESS_KEY"], os.environ["ARTLORA_S3_SECRET_KEY"]]
 
 
 def artlora(capsys, *args: str) -> tuple[int, str, str]:
@@ -75,7 +74,7 @@ def test_submit_uploads_a_tagged_version_starts_a_run_and_follows_it(
     # The same config again: the version is found, not uploaded twice.
     status, out, _ = artlora(capsys, "pipeline", "submit", "--host", url, "--config", str(config_file))
     assert status == 0 and len(standin.versions) == 1 and len(standin.runs) == 2
-    assert not any(secret in standin.bodies() + out for secret in SECRETS.values())
+    assert not any(secret in standin.bodies() + out for secret in secrets())
 
 
 def test_schedule_creates_one_recurring_run_at_a_time_without_catch_up(kfp, config_file, capsys):
@@ -132,7 +131,7 @@ def test_retrain_submits_inline_when_changed_and_nothing_when_a_version_covers_t
     status, out, _ = artlora(capsys, *command)
     assert status == 3 and out.strip() == changes.check(small_config).describe()
     assert f"version {version.version} (champion)" in out and len(standin.runs) == 1
-    assert not any(secret in standin.bodies() + out for secret in SECRETS.values())
+    assert not any(secret in standin.bodies() + out for secret in secrets())
 
 
 def test_a_token_file_or_the_environment_authenticates_and_is_never_printed(

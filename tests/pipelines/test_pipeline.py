@@ -4,30 +4,27 @@ trains again only when the dataset changed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+import requests
 import torch
 from mlflow.tracking import MlflowClient
+from service_environment import without_services
 from small_configs import small_config_for
 
 from artlora.config import load_config
 from artlora.data import sample_data
 from artlora.diffusion import loading
-from artlora.io import tracking
+from artlora.io import local_services, tracking
 from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
 
 REPO = Path(__file__).resolve().parents[2]
-SECRETS = {
-    "ARTLORA_S3_ACCESS_KEY": "AKIA-sentinel-c0de",
-    "AWS_ACCESS_KEY_ID": "AKIA-sentinel-c0de",
-    "ARTLORA_S3_SECRET_KEY": "sentinel-secret-e4f2-never-logged",
-    "AWS_SECRET_ACCESS_KEY": "sentinel-secret-e4f2-never-logged",
-}
 
 
 def test_committed_pipeline_yaml_equals_a_fresh_compile(tmp_path):
@@ -46,6 +43,20 @@ def _train_runs(experiment: str) -> int:
     return len(runs)
 
 
+@pytest.fixture
+def local_services_up(monkeypatch):
+    """No store or tracking server in the environment: artlora's local services come up (free ports, this test's
+    work folder) and are exported, as `demo` and `pipeline run --local` do; stopped afterwards."""
+    environment = without_services(os.environ)
+    for key in set(os.environ) - set(environment):
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    local_services.ensure()
+    yield os.environ["MLFLOW_TRACKING_URI"]
+    local_services.down()
+
+
 def _everything_logged(config, capfd) -> str:
     """The run's output (every task's log) and every MLflow param and tag of the experiment and the model."""
     out, err = capfd.readouterr()
@@ -58,12 +69,11 @@ def _everything_logged(config, capfd) -> str:
 
 @pytest.mark.slow
 def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data_changed(
-    bucket, sample_folder, tiny_model_dir, tmp_path, monkeypatch, capfd
+    bucket, sample_folder, tiny_model_dir, tmp_path, local_services_up, capfd
 ):
-    # The store's keys as a cluster's Secret gives them (the embedded store accepts any): they must show up in
-    # no log line, no MLflow param or tag and no pipeline argument.
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
+    # The local services' generated keys, as a cluster's Secret would give them to the tasks: they must show up
+    # in no log line, no MLflow param or tag and no pipeline argument.
+    secrets = [os.environ[name] for name in ("ARTLORA_S3_ACCESS_KEY", "ARTLORA_S3_SECRET_KEY")]
     source = shutil.copytree(sample_folder, tmp_path / "source")
     config = small_config_for(bucket, tiny_model_dir, source, "train.learning_rate=0.01")
 
@@ -85,6 +95,16 @@ def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data
     pipe.load_lora_weights(adapter_dir)
     assert np.abs(_image(pipe) - before).max() > 1e-3, "the registered adapter does not change the model's output"
 
+    # The local MLflow server's REST API, which its UI reads, lists the run with its images and report.
+    api = f"{local_services_up}/api/2.0/mlflow"
+    experiments = requests.get(f"{api}/experiments/search?max_results=10", timeout=30).json()["experiments"]
+    runs = requests.post(
+        f"{api}/runs/search", json={"experiment_ids": [e["experiment_id"] for e in experiments]}, timeout=30
+    ).json()["runs"]
+    assert version.run_id in [run["info"]["run_id"] for run in runs]
+    listed = requests.get(f"{api}/artifacts/list", params={"run_id": version.run_id, "path": "eval"}, timeout=30)
+    assert {"eval/grid.png", "eval/report.html"} <= {entry["path"] for entry in listed.json()["files"]}
+
     again = run()
     assert again["changed"] is False and again["message"].startswith("unchanged")
     assert (again["version"], again["alias"], again["report_uri"]) == ("1", "champion", "")
@@ -101,4 +121,4 @@ def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data
     assert _train_runs(config.experiment) == 2
 
     seen = _everything_logged(config, capfd) + json.dumps(arguments(config))
-    assert "check-changes" in seen and not any(value in seen for value in SECRETS.values())
+    assert "check-changes" in seen and not any(value in seen for value in secrets)

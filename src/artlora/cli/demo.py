@@ -76,11 +76,12 @@ def run_demo(args: argparse.Namespace) -> int:
     """Sample data and the tiny model into the object store, then the whole pipeline, locally."""
     from artlora.data import sample_data
     from artlora.diffusion import tiny
-    from artlora.io import services
+    from artlora.io import local_services
     from artlora.orchestration.local import run_local
 
     config = load_config(args.config, args.overrides)
-    with services.ensure_s3(), tempfile.TemporaryDirectory() as tmp:
+    local_services.ensure()
+    with tempfile.TemporaryDirectory() as tmp:
         store = storage.get_storage()
         print(f"writing {args.count} sample artworks to {config.ingest.source}")
         sample_data.generate(Path(tmp) / "raw", count=args.count, seed=config.seed)
@@ -96,6 +97,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"{what} : {outputs['model_name']} version {outputs['version']} (alias: {outputs['alias'] or 'none'})")
     print(f"dataset          : fingerprint {outputs['dataset_fingerprint']}")
     print(f"MLflow tracking  : {outputs['tracking_uri']}")
+    if "mlflow_ui" in outputs:
+        print(f"MLflow UI        : {outputs['mlflow_ui']} (the run, its images and report, the model)")
     print(f"evaluation report: {outputs['report'] or '(nothing evaluated: nothing changed)'}")
     print(f"pipeline time    : {outputs['seconds']} s")
     return 0

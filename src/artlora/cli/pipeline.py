@@ -15,10 +15,11 @@ from artlora.cli.common import (
 )
 from artlora.config import load_config
 
-RUN_HELP = """Run the pipeline with the given config here: the tasks run as subprocesses through kfp.local. The run
-starts with the change check: when the source listing and the config are those of a registered version, nothing
-is trained. When ARTLORA_S3_ENDPOINT is unset, an embedded S3 endpoint serves the run (its objects vanish when the
-run ends; the evaluation report is copied to ARTLORA_WORK_DIR). On a cluster: `artlora pipeline submit`."""
+RUN_HELP = """Run the pipeline with the given config here: the tasks run as subprocesses through kfp.local. When
+ARTLORA_S3_ENDPOINT is unset, they use artlora's local SeaweedFS and MLflow server (`artlora services`), started if
+they are not running and left running afterwards. The run starts with the change check: when the source listing and
+the config are those of a registered version whose adapter is stored, nothing is trained. The evaluation report is
+copied to ARTLORA_WORK_DIR. On a cluster: `artlora pipeline submit`."""
 
 SUBMIT_HELP = """Compile the pipeline from the config, upload it to Kubeflow Pipelines as a version named after the
 package version, the code revision and the spec's digest (reused when it is already there), start a run and print
@@ -74,12 +75,12 @@ def compile_pipeline(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from artlora.io import services
+    from artlora.io import local_services
     from artlora.orchestration.local import run_local
 
     config = load_config(args.config, args.overrides)
-    with services.ensure_s3():
-        print_result(run_local(config))
+    local_services.ensure()
+    print_result(run_local(config))
     return 0
 
 

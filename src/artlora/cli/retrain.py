@@ -14,7 +14,8 @@ with the lineage tags of the model's registered versions. When a version whose a
 on the same listing with the same config, print which one and exit with status 3; otherwise run the pipeline here
 (--local) or submit it to Kubeflow Pipelines (--host) with the spec sent inline (no pipeline upload, so the caller
 needs rights on experiments and runs only), and exit with status 0. Errors exit with status 2. For a Kubernetes
-CronJob or any scheduler; reads ARTLORA_S3_ENDPOINT, the AWS_* keys and MLFLOW_TRACKING_URI from the environment."""
+CronJob or any scheduler; reads ARTLORA_S3_ENDPOINT, the AWS_* keys and MLFLOW_TRACKING_URI from the environment
+(with --local and no ARTLORA_S3_ENDPOINT: artlora's local services, as `pipeline run --local`)."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -31,24 +32,26 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def retrain_if_changed(args: argparse.Namespace) -> int:
-    from artlora.io import services
     from artlora.orchestration import changes
 
     config = load_config(args.config, args.overrides)
-    with services.ensure_s3():
-        checked = changes.check(config)
-        if not checked.changed:
-            print(checked.describe())
-            return UNCHANGED
-        if args.local:
-            from artlora.orchestration.local import run_local
+    if args.local:
+        from artlora.io import local_services
 
-            outputs = run_local(config)
-            done = f"trained {outputs['model_name']} version {outputs['version']} ({outputs['alias']})"
-        else:
-            from artlora.orchestration import cluster
+        local_services.ensure()
+    checked = changes.check(config)
+    if not checked.changed:
+        print(checked.describe())
+        return UNCHANGED
+    if args.local:
+        from artlora.orchestration.local import run_local
 
-            submitted = cluster.submit_inline(connection(args), config, args.experiment)
-            done = f"submitted run {submitted.run_id}: {submitted.url}"
+        outputs = run_local(config)
+        done = f"trained {outputs['model_name']} version {outputs['version']} ({outputs['alias']})"
+    else:
+        from artlora.orchestration import cluster
+
+        submitted = cluster.submit_inline(connection(args), config, args.experiment)
+        done = f"submitted run {submitted.run_id}: {submitted.url}"
     print(f"{checked.describe()}; {done}")
     return 0

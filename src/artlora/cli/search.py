@@ -35,11 +35,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_search(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.local:
-        from artlora.io import services
+        from artlora.io import local_services
         from artlora.orchestration.local import run_local
 
-        with services.ensure_s3():
-            print_result(run_local(config, search=True))
+        local_services.ensure()
+        print_result(run_local(config, search=True))
         return 0
     from artlora.cli.pipeline import submit_run
 
