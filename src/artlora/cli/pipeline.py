@@ -13,7 +13,22 @@ from artlora.cli.common import (
     group,
     print_result,
 )
-from artlora.config import load_config
+from artlora.cli.stages import key_lines
+from artlora.config import ClusterConfig, load_config
+
+COMPILE_HELP = "\n".join(
+    [
+        "Compile the pipeline (or, with --search, the grid search) from the config. What the config's cluster:",
+        "section says is fixed in the YAML: the Secret and ConfigMap every task reads its S3 and MLflow settings",
+        "from, each task's CPU, memory, deadline and retries, the GPUs of train (train.gpus) and evaluate with their",
+        "node selector and tolerations, the /data/work volume and /dev/shm. The typed parameters (dataset_source,",
+        "base_model, model_name, max_steps, learning_rate, rank, perceptual_weight) and config_json default to",
+        "the config's values. A key of cluster.<task> left out keeps that task's default.",
+        "",
+        "config keys (cluster.KEY):",
+        *key_lines(ClusterConfig, "cluster"),
+    ]
+)
 
 RUN_HELP = """Run the pipeline with the given config here: the tasks run as subprocesses through kfp.local. When
 ARTLORA_S3_ENDPOINT is unset, they use artlora's local SeaweedFS and MLflow server (`artlora services`), started if
@@ -33,7 +48,13 @@ task. The cron expression has 6 fields, seconds first: "0 0 3 * * *" is 03:00 ev
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     actions = group(commands, "pipeline", "compile the Kubeflow pipeline, run it here, or submit and schedule it")
-    compile_ = command(actions, "compile", "write the pipeline's IR YAML, compiled from a config", group="pipeline")
+    compile_ = command(
+        actions,
+        "compile",
+        "write the pipeline's IR YAML, compiled from a config",
+        group="pipeline",
+        description=COMPILE_HELP,
+    )
     config_arguments(compile_)
     compile_.add_argument("--search", action="store_true", help="the grid-search pipeline (the config's search:)")
     compile_.add_argument("--out", metavar="FILE", required=True, help="the YAML file to write")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from artlora.cli.common import cluster_arguments, command, config_arguments, experiment_argument, print_result
-from artlora.config import load_config
+from artlora.cli.stages import key_lines
+from artlora.config import SearchConfig, load_config
 
 SEARCH_HELP = """Train and evaluate one trial per combination of the `search:` section's values (or `draws` of
 them), `search.parallel` at a time, after one ingest and one augment; register only the trial with the lowest
@@ -18,7 +19,10 @@ search/summary.html compares them (settings, metrics, loss curves, image grids) 
     parallel: 2
 
 Like the pipeline, a search on a source and config some registered version was trained on trains nothing.
---local runs it here through kfp.local; --host submits it to Kubeflow Pipelines."""
+--local runs it here through kfp.local; --host submits it to Kubeflow Pipelines.
+
+config keys (search.KEY):
+""" + "\n".join(key_lines(SearchConfig, "search"))
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

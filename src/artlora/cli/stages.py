@@ -64,18 +64,28 @@ def stage_help(stage: str) -> str:
     )
 
 
-def key_lines(model: type[BaseModel], section: str) -> list[str]:
+def key_lines(model: type[BaseModel], section: str, values: BaseModel | None = None) -> list[str]:
+    """One entry per key of the section, with its type, default and description; a nested section (such as
+    cluster.train) lists its own keys, with the defaults it has there (`values`)."""
     lines = []
     for name, field in model.model_fields.items():
+        value = getattr(values, name) if values is not None else field.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel):
+            lines += key_lines(type(value), f"{section}.{name}", value)
+            continue
         if name.endswith(INPUTS):
             default = "from the stage before"
-        elif field.is_required():
+        elif values is None and field.is_required():
             default = "required"
         else:
-            default = f"default {json.dumps(field.default, default=str)}"
+            default = f"default {json.dumps(value, default=_plain)}"
         lines.append(f"  {section}.{name}  ({type_name(field.annotation)}; {default})")
         lines += textwrap.wrap(field.description or "", 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return lines
+
+
+def _plain(value: object) -> object:
+    return value.model_dump(mode="json", exclude_none=True) if isinstance(value, BaseModel) else str(value)
 
 
 def type_name(annotation: object) -> str:
@@ -89,6 +99,10 @@ def type_name(annotation: object) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"list of {type_name(args[0])}"
         return f"[{', '.join(type_name(arg) for arg in args)}]"
+    if origin is dict:
+        return f"mapping of {type_name(args[0])} to {type_name(args[1])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "{" + ", ".join(annotation.model_fields) + "}"
     return {"str": "text", "int": "integer", "float": "number", "bool": "true/false"}.get(
         getattr(annotation, "__name__", ""), str(annotation)
     )
