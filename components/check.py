@@ -48,16 +48,8 @@ def check_changes(
     from artlora.orchestration import changes, parameters
 
     log.configure()
-    config = parameters.resolve(
-        config_json,
-        dataset_source=dataset_source,
-        base_model=base_model,
-        model_name=model_name,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        rank=rank,
-        perceptual_weight=perceptual_weight,
-    )
+    knobs = {name: value for name, value in locals().items() if name in parameters.KNOBS}
+    config = parameters.resolve(config_json, **knobs)
     result = changes.check(config, search=search)
     covering = result.covering or changes.Covering(config.model_name, "", "", "")
     names = ["config_json", "changed", "source_fingerprint", "config_digest", "message"]

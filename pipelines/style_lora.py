@@ -25,7 +25,7 @@ from artlora.components.register import register
 from artlora.components.search import pick_best, plan_search
 from artlora.components.train import train
 from artlora.config import PipelineConfig
-from artlora.orchestration.parameters import knob_values
+from artlora.orchestration.parameters import KNOBS, knob_values
 from artlora.pipelines.platform import place
 
 PIPELINE_NAME = "artlora-style-lora"
@@ -131,17 +131,8 @@ def build(config: PipelineConfig, search: bool = False):
         rank: int = defaults["rank"],
         perceptual_weight: float = defaults["perceptual_weight"],
     ) -> Outputs:
-        checked = check_changes(
-            config_json=config_json,
-            dataset_source=dataset_source,
-            base_model=base_model,
-            model_name=model_name,
-            max_steps=max_steps,
-            learning_rate=learning_rate,
-            rank=rank,
-            perceptual_weight=perceptual_weight,
-            search=search,
-        )
+        knobs = {name: value for name, value in locals().items() if name in KNOBS}
+        checked = check_changes(config_json=config_json, search=search, **knobs)
         place(checked, cluster, cluster.control)
         resolved = checked.outputs["config_json"]
         with dsl.If(checked.outputs["changed"] == True, name="data-or-config-changed"):  # noqa: E712 (a KFP condition)
