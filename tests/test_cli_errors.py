@@ -112,9 +112,17 @@ def test_an_output_that_is_a_file_is_named(capsys, tmp_path, command):
     fails_clearly(capsys, [command, "--out", str(taken / "sub")], command, str(taken))
 
 
-def test_compile_to_a_missing_folder_is_named(capsys, tmp_path):
+def test_compile_to_a_missing_folder_is_named(capsys, config_file, tmp_path):
     out = str(tmp_path / "no" / "such" / "folder" / "pipeline.yaml")
-    fails_clearly(capsys, ["pipeline", "compile", "--out", out], "pipeline compile", "pipeline.yaml")
+    fails_clearly(
+        capsys, ["pipeline", "compile", "--config", config_file, "--out", out], "pipeline compile", "pipeline.yaml"
+    )
+
+
+def test_retrain_if_changed_names_a_missing_source(capsys, config_file, tmp_path, s3_endpoint):
+    missing = str(tmp_path / "no-images-here")
+    argv = ["retrain-if-changed", "--local", "--config", config_file, "--set", f"ingest.source={missing}"]
+    fails_clearly(capsys, argv, "retrain-if-changed", missing)
 
 
 def test_verbose_adds_the_traceback(capsys, config_file):

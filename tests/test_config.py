@@ -67,6 +67,21 @@ def test_shipped_config_validates(path: Path):
         for key, value in (raw.get(stage) or {}).items():
             got = getattr(section, key)
             assert (list(got) if isinstance(got, tuple) else got) == value, f"{stage}.{key}"
+    resolved = config.model_dump(mode="json")
+    for section in ("search", "cluster"):
+        _assert_within(raw.get(section) or {}, resolved[section], section)
+
+
+def _assert_within(given, resolved, where: str) -> None:
+    """Every value a nested section sets is in the resolved config (the rest are defaults)."""
+    if isinstance(given, dict):
+        for key, value in given.items():
+            _assert_within(value, resolved[key], f"{where}.{key}")
+    elif isinstance(given, list) and given and isinstance(given[0], dict):
+        for index, (item, got) in enumerate(zip(given, resolved, strict=True)):
+            _assert_within(item, got, f"{where}[{index}]")
+    else:
+        assert resolved == given, where
 
 
 # -- shared keys --------------------------------------------------------------------------------------
