@@ -224,7 +224,8 @@ class Kfp:
                 recurring_run=body, _request_timeout=TIMEOUT
             ).recurring_run_id
 
-    def schedules(self, experiment_id: str | None = None) -> list[Schedule]:
+    def schedules(self) -> list[Schedule]:
+        """Every recurring run (in the namespace, on multi-user KFP)."""
         found = []
         token = ""
         with asking(self.connection, "list recurring runs"):
@@ -232,7 +233,6 @@ class Kfp:
                 page = self.client.recurring_runs.recurring_run_service_list_recurring_runs(
                     page_token=token,
                     page_size=100,
-                    experiment_id=experiment_id,
                     namespace=self._namespace(),
                     _request_timeout=TIMEOUT,
                 )

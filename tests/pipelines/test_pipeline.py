@@ -21,6 +21,7 @@ from artlora.config import load_config
 from artlora.data import sample_data
 from artlora.diffusion import loading
 from artlora.io import local_services, tracking
+from artlora.orchestration import changes
 from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
 
@@ -87,6 +88,8 @@ def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data
     version = tracking.version_by_alias(config.model_name, "champion")
     assert version.tags["dataset_fingerprint"] == first["dataset_fingerprint"]
     assert version.tags["source_fingerprint"] and version.tags["config_digest"]
+    # retrain-if-changed, outside the pipeline, comes to the same verdict from the same config.
+    assert changes.check(config).covering.version == "1"
 
     adapter_dir = mlflow.artifacts.download_artifacts(artifact_uri=version.source)
     pipe = loading.load_pipeline(str(tiny_model_dir))
