@@ -86,6 +86,7 @@ def test_the_config_digest_ignores_where_tasks_run_and_the_single_run_ignores_th
     assert changes.config_digest(searched, search=True) != changes.config_digest(config, search=True) != digest
 
 
+@pytest.mark.usefixtures("mlflow_db")
 def test_nothing_registered_means_changed(config):
     checked = changes.check(config)
     assert checked.changed and checked.files == 40  # 20 images and their captions

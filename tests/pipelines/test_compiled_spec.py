@@ -53,20 +53,24 @@ def strict(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, pipeline_spec_pb
     return pipeline, deployment, settings
 
 
-@pytest.fixture
-def compiled(bucket, tiny_model_dir, sample_folder, tmp_path, monkeypatch):
-    """Both pipelines compiled from a config with every cluster setting, with credentials in the environment."""
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Both pipelines compiled once from a config with every cluster setting, with credentials in the environment.
+    (Compiling reads no model and no image: the paths need not exist.)"""
     access, secret = SECRET_VALUES
-    for name, value in {
+    keys = {
         "AWS_ACCESS_KEY_ID": access,
         "ARTLORA_S3_ACCESS_KEY": access,
         "AWS_SECRET_ACCESS_KEY": secret,
         "ARTLORA_S3_SECRET_KEY": secret,
-    }.items():
-        monkeypatch.setenv(name, value)
-    config = small_config_for(bucket, tiny_model_dir, sample_folder, *CLUSTER)
-    single = build.compile_pipeline(config, tmp_path / "single.yaml")
-    search = build.compile_pipeline(config, tmp_path / "search.yaml", search=True)
+    }
+    folder = tmp_path_factory.mktemp("compiled")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in keys.items():
+            patch.setenv(name, value)
+        config = small_config_for("s3://artlora-tests/compiled", folder / "model", folder / "raw", *CLUSTER)
+        single = build.compile_pipeline(config, folder / "single.yaml")
+        search = build.compile_pipeline(config, folder / "search.yaml", search=True)
     return config, single, search
 
 
