@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from artlora.cli.common import command, config_arguments, group, print_result
 from artlora.config import load_config
@@ -41,5 +42,26 @@ def run_pipeline(args: argparse.Namespace) -> int:
         )
     config = load_config(args.config, args.overrides)
     with services.ensure_s3():
-        print_result(run_local(config))
+        outputs = run_local(config)
+    print_result(outputs)
+    print("\n".join(summary(outputs)), file=sys.stderr)  # stdout stays JSON for scripts
     return 0
+
+
+def summary(outputs: dict) -> list[str]:
+    """What a user looks for after a run: the adapter, the MLflow run, how training went, the model version with
+    its alias and why, the report, and how to paint with it."""
+    steps = outputs["steps"]
+    training = f"stopped early after {steps} steps" if outputs["stopped_early"] else f"ran all {steps} steps"
+    model = f"{outputs['model_name']}/{outputs['version']}"
+    return [
+        f"adapter          : {outputs['adapter_uri']}",
+        f"MLflow run       : {outputs['run_id']} at {outputs['tracking_uri']}",
+        f"training         : {training}; kept the adapter of step {outputs['adapter_step']}",
+        f"registered model : {outputs['model_name']} version {outputs['version']} (alias: {outputs['alias']})",
+        f"why that alias   : {outputs['reason']}",
+        f"dataset          : fingerprint {outputs['dataset_fingerprint']}",
+        f"evaluation report: {outputs['report']}",
+        f"paint with it    : artlora generate --model models:/{model} --prompt '...' --out images/",
+        f"pipeline time    : {outputs['seconds']} s",
+    ]
