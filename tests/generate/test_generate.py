@@ -22,7 +22,7 @@ from artlora.cli import main
 from artlora.diffusion import loading
 from artlora.diffusion.adapters import DIFFUSERS_FILE, read_metadata
 from artlora.generate import Request, generate
-from artlora.generate.painting import Painter, Settings
+from artlora.generate.painting import PRECISIONS, GenerateError, Painter, Settings, choose_device, choose_precision
 
 pytestmark = pytest.mark.usefixtures("tracking_server")
 PROMPT = "a woodcut of a tree"
@@ -128,3 +128,25 @@ def test_pyfunc_predict_paints_what_generate_paints(model, tmp_path):
         assert second.text["model"] == f"models:/{model}/1"
     framed = painted.predict(pd.DataFrame({"prompt": [PROMPT]}), params={"steps": 2})
     assert np.array_equal(pixels(framed[0]), pixels(pngs[0]))
+
+
+def test_precision_and_device_follow_the_machine():
+    cpu = torch.device("cpu")
+    assert choose_precision(cpu, "auto") == torch.float32
+    assert choose_precision(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(GenerateError, match="fp16 needs a GPU"):
+        choose_precision(cpu, "fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(GenerateError, match="torch sees no CUDA GPU here"):
+            choose_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precision_on_the_gpu_paints_what_the_cpu_paints(style_run, store, tmp_path, tiny_model_dir, precision):
+    adapter = tmp_path / DIFFUSERS_FILE
+    store.get_file(f"{style_run.adapter_uri}/{DIFFUSERS_FILE}", adapter)
+    on_cpu = pixels(Painter(str(tiny_model_dir), adapter, device="cpu").paint(PROMPT, 0, FAST))
+    gpu = Painter(str(tiny_model_dir), adapter, device="cuda", precision=precision)
+    assert gpu.pipe.unet.dtype == PRECISIONS[precision]
+    assert np.abs(pixels(gpu.paint(PROMPT, 0, FAST)) - on_cpu).mean() < 3  # half precision rounds, no more
