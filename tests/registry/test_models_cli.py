@@ -129,7 +129,7 @@ def test_promote_moves_the_alias_and_records_who_and_why(capsys, model):
         (["show", "{model}/9"], "model '{model}' has no version 9 (its versions: 1, 2)"),
         (["download", "{model}/9", "--out", "x"], "has no version 9"),
         (["compare", "{model}/1", "bad name!"], "'bad name!' is not a model reference"),
-        (["promote", "{model}", "--reason", "r"], "names no version: give NAME/VERSION"),
+        (["promote", "{model}", "--reason", "r"], "names no version (give NAME/VERSION"),
     ],
 )
 def test_unknown_names_aliases_and_versions_are_clear_errors(capsys, model, args, message):

@@ -1,5 +1,6 @@
 """A trained LoRA adapter on a loaded pipeline, as evaluate measures it, register compares it and generate paints
-with it: diffusers' `load_lora_weights`, the strength as the adapter's weight, every module in eval mode.
+with it: diffusers' `load_lora_weights`, every module in eval mode (generate sets the strength as the adapter's
+weight).
 
 Eval mode matters: diffusers attaches the loaded LoRA layers in training mode, so an adapter file whose metadata
 carries a dropout rate (as files from other trainers do) would drop activations at random in every image.
@@ -17,12 +18,17 @@ from safetensors import safe_open
 from artlora.data.latents import LatentSet
 from artlora.diffusion.heldout import heldout_loss
 from artlora.diffusion.text_encoding import TextEncoders
+from artlora.errors import ArtloraError
 
 # The file name diffusers gives an adapter in its own layout; any other .safetensors in an adapter folder is the
 # kohya-layout copy the train stage writes beside it.
 DIFFUSERS_FILE = LORA_WEIGHT_NAME_SAFE
 ADAPTER_NAME = "style"
 METADATA_PREFIX = "artlora."  # the train stage's provenance entries in an adapter file's metadata
+
+
+class AdapterError(ArtloraError):
+    """An adapter folder without the file asked for."""
 
 
 def read_metadata(path: str | Path, prefix: str = METADATA_PREFIX) -> dict[str, str]:
@@ -37,13 +43,13 @@ def adapter_file(folder: str | Path, layout: str = "diffusers") -> Path:
     if layout == "diffusers":
         path = folder / DIFFUSERS_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"no {DIFFUSERS_FILE} in {folder} (not an adapter folder written by train)")
+            raise AdapterError(f"no {DIFFUSERS_FILE} in {folder} (give an adapter folder written by the train stage)")
         return path
     others = sorted(p for p in folder.glob("*.safetensors") if p.name != DIFFUSERS_FILE)
     if not others:
-        raise FileNotFoundError(
-            f"no kohya-layout file in {folder}: the train stage writes none for DoRA adapters or layouts it "
-            "cannot express (use the diffusers layout)"
+        raise AdapterError(
+            f"no kohya-layout file in {folder}, as for DoRA adapters and layouts kohya's format cannot express "
+            "(use the diffusers layout)"
         )
     return others[0]
 
@@ -61,12 +67,11 @@ def adapter_digest(folder: str | Path) -> str:
     return content.hexdigest()[:32]
 
 
-def load_adapter(pipe, path: str | Path, strength: float = 1.0) -> None:
-    """Load an adapter file (either layout) into `pipe` at `strength` (its adapter weight), then put every
-    module of the pipeline in eval mode, so that LoRA dropout is off."""
+def load_adapter(pipe, path: str | Path) -> None:
+    """Load an adapter file (either layout) into `pipe` as the adapter ADAPTER_NAME at full strength (its weight,
+    which `pipe.set_adapters` changes), then put every module of the pipeline in eval mode: LoRA dropout off."""
     path = Path(path)
     pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=ADAPTER_NAME)
-    pipe.set_adapters([ADAPTER_NAME], adapter_weights=[strength])
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()

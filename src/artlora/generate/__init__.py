@@ -39,7 +39,10 @@ def generate(request: Request) -> list[Path]:
     version = references.resolve(request.model)
     base_model = version.tags.get(lineage.BASE_MODEL)
     if not base_model:
-        raise GenerateError(f"{version.uri} has no {lineage.BASE_MODEL} tag, so its base model is unknown")
+        raise GenerateError(
+            f"{version.uri} has no {lineage.BASE_MODEL} tag, so its base model is unknown (register the adapter "
+            "with `artlora register`, which records it)"
+        )
     adapter = adapter_file(files.adapter_folder(version), request.layout)
     painter = Painter(base_model, adapter, request.device, request.precision)
     request.out.mkdir(parents=True, exist_ok=True)

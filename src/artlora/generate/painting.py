@@ -56,7 +56,7 @@ def choose_precision(device: torch.device, precision: str) -> torch.dtype:
     if precision not in PRECISIONS:
         raise GenerateError(f"unknown precision {precision!r} (choose auto, {', '.join(PRECISIONS)})")
     if precision == "fp16" and device.type == "cpu":
-        raise GenerateError("fp16 needs a GPU: on the CPU use fp32 (or bf16, slower and less exact)")
+        raise GenerateError("fp16 needs a GPU and this one runs on the CPU (use fp32, or bf16: slower, less exact)")
     return PRECISIONS[precision]
 
 

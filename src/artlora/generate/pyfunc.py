@@ -34,7 +34,9 @@ class StyleModel:
         adapter = adapter_file(folder)
         base_model = read_metadata(adapter).get("artlora.base_model")
         if not base_model:
-            raise GenerateError(f"{adapter} records no base model (artlora.base_model): not an artlora adapter")
+            raise GenerateError(
+                f"{adapter} records no base model (artlora.base_model) (register adapters trained by artlora)"
+            )
         self.painter = Painter(base_model, adapter)
         self.model = _registered_as(folder)
         self.base_model = base_model

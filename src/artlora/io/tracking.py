@@ -166,10 +166,6 @@ def run_tags(run_id: str) -> dict[str, str]:
     return dict(get_run(run_id).data.tags)
 
 
-def artifact_uri(run_id: str, path: str) -> str:
-    return f"{get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
-
-
 # -- registry ------------------------------------------------------------------------------------------
 
 # The logged MLflow Model of an adapter: the adapter folder is its data, artlora (installed, as in the image) its

@@ -24,7 +24,7 @@ def promote(reference: str, alias: str, reason: str) -> dict:
     parsed = references.parse(reference)
     if not (parsed.version or parsed.alias):
         raise references.RegistryError(
-            f"{reference!r} names no version: give NAME/VERSION (or NAME@ALIAS) to say which version to promote"
+            f"{reference!r} names no version (give NAME/VERSION or NAME@ALIAS: the version to promote)"
         )
     version = references.resolve(reference)
     previous = (tracking.model_aliases(version.name) or {}).get(alias)
