@@ -24,17 +24,23 @@ from artlora.diffusion.adapters import DIFFUSERS_FILE, read_metadata
 from artlora.generate import Request, generate
 from artlora.generate.painting import PRECISIONS, GenerateError, Painter, Settings, choose_device, choose_precision
 
-pytestmark = pytest.mark.usefixtures("tracking_server")
 PROMPT = "a woodcut of a tree"
 FAST = Settings(steps=2)
 
 
 @pytest.fixture(scope="module")
-def model(style_run, mlflow_server) -> str:
+def registered(style_run, mlflow_server) -> str:
+    """The style adapter as version 1 (champion) of a model of this module's."""
     name = unique_model_name()
     with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": mlflow_server}):
         register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
     return name
+
+
+@pytest.fixture
+def model(registered, tracking_server) -> str:
+    """The registered model's name; this test looks it up on the session's MLflow server."""
+    return registered
 
 
 def pixels(image_or_png) -> np.ndarray:
