@@ -2,11 +2,12 @@
 
     python bench/augment_cache.py --images 200 --out bench/results/augment-cpu.json
 
-Generates sample artworks, ingests them into an embedded S3 endpoint, saves the tiny Stable Diffusion, then runs
-the augment stage twice on the same dataset and model: cold (empty cache: every view is encoded) and warm
-(every shard is downloaded and checked, nothing is encoded). Ingest runs first, so neither timing includes
-creating the MLflow store. Writes the timings, the VAE encode counts and the machine to JSON; prints a table.
-The resolution is high enough (256 px by default) that the VAE's cost is visible even for the tiny model.
+Generates sample artworks, ingests them into a throw-away SeaweedFS (S3 on loopback), saves the tiny Stable
+Diffusion, then runs the augment stage twice on the same dataset and model: cold (empty cache: every view is
+encoded) and warm (every shard is downloaded and checked, nothing is encoded). Ingest runs first, so neither
+timing includes creating the MLflow store. Writes the timings, the VAE encode counts and the machine to JSON;
+prints a table. The resolution is high enough (256 px by default) that the VAE's cost is visible even for the
+tiny model.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> dict:
     return {
         "benchmark": "augment latent cache: cold run vs rerun on unchanged inputs",
         "model": "tiny Stable Diffusion (artlora.diffusion.tiny.build_tiny_sd, VAE channels 32-32-64)",
-        "object_store": "embedded S3 (moto server on loopback)",
+        "object_store": "SeaweedFS on loopback (a separate process sharing the cores)",
         "images": dataset.accepted,
         "resolution": args.resolution,
         "views_per_image": args.views,
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # a local benchmark: its runs go to a throw-away store
     with tempfile.TemporaryDirectory(prefix="artlora-bench-") as tmp:
         os.environ["ARTLORA_WORK_DIR"] = str(Path(tmp) / "work")
-        with services.embedded_s3():
+        with services.throwaway_seaweedfs(Path(tmp) / "s3"):
             report = bench(args, Path(tmp))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

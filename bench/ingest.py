@@ -3,8 +3,8 @@
     python bench/ingest.py --images 2000 --out bench/results/ingest-cpu.json
 
 The images (512-1024 px on each side, random sizes, procedural content, the same on every run) are generated
-in parallel once and cached under --cache. Each configuration ingests them into its own storage root on an
-embedded S3 endpoint (moto's server, in this process): "cold" is the first ingest (every file read, hashed,
+in parallel once and cached under --cache. Each configuration ingests them into its own storage root on a
+throw-away SeaweedFS (S3 on loopback, a process of its own): "cold" is the first ingest (every file read, hashed,
 decoded, measured and its bytes stored), "warm" the same ingest again (every file read and hashed, every
 measurement found in the scan index). Figures include the whole stage: listing, curation, report, MLflow (a
 small ingest before the measured ones creates the MLflow store's tables, a one-time cost).
@@ -167,7 +167,7 @@ def main() -> int:
     host = machine()
     cores = sorted({1, available_cores()})
     rows = [measure_decode(source, workers) for workers in cores]
-    with tempfile.TemporaryDirectory() as work, services.embedded_s3():
+    with tempfile.TemporaryDirectory() as work, services.throwaway_seaweedfs(Path(work) / "s3"):
         os.environ["ARTLORA_WORK_DIR"] = work  # a private MLflow store for the benchmark's runs
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         warm_up(source, Path(work))
@@ -177,7 +177,7 @@ def main() -> int:
         "benchmark": "ingest",
         "images": args.images,
         "image_sizes": "512-1024 px per side, JPEG quality 90",
-        "storage": "embedded S3 endpoint (moto server in the benchmark process, sharing its cores)",
+        "storage": "SeaweedFS on loopback (a separate process, sharing the cores)",
         "machine": host,
         "results": rows,
     }

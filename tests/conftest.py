@@ -1,38 +1,32 @@
-"""Shared fixtures: a real S3 endpoint on loopback, PostgreSQL and an `mlflow server` on it, a private work folder,
+"""Shared fixtures: real servers on loopback (SeaweedFS, PostgreSQL, an MLflow server), a private work folder,
 the tiny model, and one trained and evaluated style adapter for the tests that look it up or paint with it."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 import pytest
 
-from artlora.io import services, storage
+from artlora.io import services, settings, storage
+
+# Every test's objects go under a prefix of its own in this one bucket: a SeaweedFS bucket is a collection with
+# volumes of its own (about 0.2 s to set up, and a disk holds only so many).
+TEST_BUCKET = "s3://artlora-tests"
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
-    """One embedded S3 endpoint (moto's server on 127.0.0.1) for the whole test session."""
-    for key in ("ARTLORA_S3_ENDPOINT", "MLFLOW_TRACKING_URI"):
+def s3_endpoint(tmp_path_factory):
+    """One SeaweedFS for the whole test session (free ports, a temporary data folder), exported to the environment
+    (ARTLORA_S3_*, AWS_*, MLFLOW_S3_ENDPOINT_URL), so subprocesses reach it too."""
+    for key in (settings.S3_ENDPOINT, settings.TRACKING_URI):
         os.environ.pop(key, None)
-    with services.embedded_s3() as url:
-        yield url
+    with services.throwaway_seaweedfs(tmp_path_factory.mktemp("seaweedfs") / "data") as store:
+        yield store.url
 
 
 @pytest.fixture
@@ -44,8 +38,36 @@ def store(s3_endpoint) -> storage.Storage:
 def bucket(store, request) -> str:
     """A fresh s3:// prefix per test, so tests never see each other's objects."""
     name = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
-    # Bucket names are short: the hash keeps parametrized tests with a long common name apart.
-    return f"s3://test-{name}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"
+    # The hash keeps parametrized tests with a long common name apart.
+    return f"{TEST_BUCKET}/{name}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL cluster for the session (password authentication); each user makes its own database."""
+    from local_postgres import start_cluster
+
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_endpoint, postgres, tmp_path_factory) -> services.Service:
+    """One `mlflow server` for the session, as in production: runs and models in PostgreSQL, artifacts through
+    the server into SeaweedFS (s3://mlflow-server/artifacts). Its registry is shared: give models unique names."""
+    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
+    backend = postgres.create_database("tracking")
+    server = services.start_mlflow(backend, "s3://mlflow-server/artifacts", settings.s3_settings(), log)
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def tracking_server(mlflow_server, monkeypatch) -> str:
+    """This test tracks to the session's MLflow server (MLFLOW_TRACKING_URI); its URL."""
+    monkeypatch.setenv(settings.TRACKING_URI, mlflow_server.url)
+    return mlflow_server.url
 
 
 @pytest.fixture(autouse=True)
@@ -118,104 +140,6 @@ def mlflow_db(work_dir, _mlflow_db_template) -> Path:
     return Path(shutil.copyfile(_mlflow_db_template, work_dir / "mlflow.db"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A throw-away PostgreSQL cluster on loopback (the server binaries are on every dev and CI machine); the URL
-    of its `postgres` database. Each user makes a database of its own with `new_database`."""
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    assert binaries, "PostgreSQL server binaries not found: apt-get install postgresql (see .ci/run)"
-    bin_dir = os.path.dirname(binaries[-1])
-    # initdb refuses to run as root, so the cluster belongs to the postgres user when tests run as root; it
-    # lives outside pytest's temporary folders, which only their owner may enter.
-    root = Path(tempfile.mkdtemp(prefix="artlora-pg-"))
-    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_owner:
-        shutil.chown(root, "postgres")
-    port = free_port()
-    data = root / "data"
-    run = lambda *args: subprocess.run([*as_owner, *args], check=True, capture_output=True)  # noqa: E731
-    run(f"{bin_dir}/initdb", "-D", str(data), "-A", "trust", "-U", "artlora")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    run(f"{bin_dir}/pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
-    try:
-        yield f"postgresql://artlora@127.0.0.1:{port}/postgres"
-    finally:
-        run(f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "fast", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def new_database(postgres_url: str, prefix: str) -> str:
-    """A new, empty database in the cluster of `postgres_url`; its URL."""
-    import psycopg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-@contextlib.contextmanager
-def running_mlflow_server(backend_store: str, log: Path) -> Iterator[str]:
-    """`mlflow server` on a free port with the given backend store, artifacts proxied to s3://mlflow-server on
-    the test S3 endpoint; yields its URL."""
-    store = storage.get_storage()
-    if not store.client.bucket_exists("mlflow-server"):  # as an operator would create it before the server
-        store.client.make_bucket("mlflow-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        os.path.join(os.path.dirname(sys.executable), "mlflow"),
-        "server",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-        "--backend-store-uri", backend_store,
-        "--artifacts-destination", "s3://mlflow-server/artifacts",
-        "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}",
-    ]  # fmt: skip
-    # The server writes artifacts to the same S3 endpoint through boto3.
-    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": os.environ["ARTLORA_S3_ENDPOINT"]}
-    # A file, not a pipe: an undrained pipe would block the chatty server.
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, log.read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not start within 90 s"
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(s3_endpoint, postgres_url, tmp_path_factory) -> Iterator[str]:
-    """One `mlflow server` for the session, as in production: runs and models in PostgreSQL, artifacts through the
-    server into the S3 endpoint. Its registry is shared by the tests: give models unique names."""
-    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
-    with running_mlflow_server(new_database(postgres_url, "registry"), log) as url:
-        yield url
-
-
-@pytest.fixture
-def tracking_server(mlflow_server, monkeypatch) -> str:
-    """This test tracks to the session's MLflow server (MLFLOW_TRACKING_URI); its URL."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    return mlflow_server
-
-
 @dataclass(frozen=True)
 class StyleRun:
     """A style adapter trained and evaluated on the sample data, tracked to the session's MLflow server."""
@@ -236,9 +160,9 @@ def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory) ->
     from artlora.stages import augment, evaluate, ingest, train
 
     work = tmp_path_factory.mktemp("style-run")
-    environment = {"MLFLOW_TRACKING_URI": mlflow_server, "ARTLORA_WORK_DIR": str(work)}
+    environment = {settings.TRACKING_URI: mlflow_server.url, settings.WORK_DIR: str(work)}
     with mock.patch.dict(os.environ, environment):
-        config = small_config_for("s3://test-style-run", tiny_model_dir, sample_folder, "train.alpha=32")
+        config = small_config_for(f"{TEST_BUCKET}/style-run", tiny_model_dir, sample_folder, "train.alpha=32")
         dataset = ingest.run(config.ingest)
         cache_uri = augment.run(with_inputs(config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
         trained = train.run(with_inputs(config.train, cache_uri=cache_uri, learning_rate=0.01))

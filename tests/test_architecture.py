@@ -2,7 +2,7 @@
 
 - No stage imports another stage: what two stages share lives in `data/` or `diffusion/`.
 - The shared layers (`io/`, `data/`, `diffusion/`, `config/`) import no stage.
-- Only `io/` imports the object-store client, MLflow or moto.
+- Only `io/` imports the object-store client or MLflow.
 - Only the pipeline-building code (`components/`, `pipelines/`) imports kfp.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "artlora"
 SHARED_LAYERS = ("io", "data", "diffusion", "config")
-IO_ONLY = ("minio", "mlflow", "moto")
+IO_ONLY = ("minio", "mlflow")
 PIPELINE_BUILDING = ("components", "pipelines")
 
 

@@ -17,7 +17,9 @@ import psutil
 import pytest
 import requests
 from deploy_checks import PIPELINE_NAMESPACES, TOOLS_BIN, container, find, flag, run, tool
-from local_services import free_port, postgres, process
+from local_services import process
+
+from artlora.io.services import free_port_block
 
 KEYS = {"AWS_ACCESS_KEY_ID": "deploycheckkey", "AWS_SECRET_ACCESS_KEY": "deploy-check-secret-for-tests"}
 PASSWORD = "deploy-check-password"  # PostgreSQL's, for the mlflow user
@@ -50,7 +52,7 @@ def store(manifests, tmp_path_factory):
     weed = container(manifests["kind"], "Deployment/seaweedfs")
     assert weed["command"] == ["/usr/bin/weed"]
     folder = tmp_path_factory.mktemp("seaweedfs")
-    ports = {name: free_port(also_free_above=10000) for name in ("s3", "master", "volume", "filer")}
+    ports = {name: free_port_block(1, also_above=10000) for name in ("s3", "master", "volume", "filer")}
     loopback = {"-dir=/data": f"-dir={folder}", "-s3.port=8333": f"-s3.port={ports['s3']}", "-s3.ip.bind=0.0.0.0": ""}
     args = [loopback.get(arg, arg) for arg in weed["args"] if loopback.get(arg, arg)]
     args += [f"-{name}.port={ports[name]}" for name in ("master", "volume", "filer")]
@@ -76,28 +78,29 @@ def test_the_store_takes_writes_with_its_keys_and_creates_the_bucket(store):
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(manifests, store, tmp_path_factory):
+def mlflow_server(manifests, store, postgres, tmp_path_factory):
     """`mlflow server` with the Deployment's command, arguments and literal environment, its password in
     PGPASSWORD only; yields its URL and process id."""
     server = container(manifests["kind"], "Deployment/mlflow")
     backend = urlsplit(flag(server["args"], "backend-store-uri"))
-    with postgres(backend.username, backend.path.lstrip("/"), PASSWORD) as pg_port:
-        port = free_port()
-        local_backend = backend._replace(netloc=f"{backend.username}@127.0.0.1:{pg_port}")
-        loopback = {
-            "--host=0.0.0.0": "--host=127.0.0.1",
-            "--port=5000": f"--port={port}",
-            f"--backend-store-uri={backend.geturl()}": f"--backend-store-uri={local_backend.geturl()}",
-        }
-        args = [loopback.get(arg, arg) for arg in server["args"]]
-        literal = {variable["name"]: variable["value"] for variable in server["env"] if "value" in variable}
-        env = {**os.environ, **literal, **KEYS, "PGPASSWORD": PASSWORD, "MLFLOW_S3_ENDPOINT_URL": store}
-        # The mlflow of the environment running the tests: the release the image holds (both install pyproject's pin).
-        command = [str(Path(sys.executable).parent / server["command"][0]), *server["command"][1:]]
-        folder = tmp_path_factory.mktemp("mlflow")
-        health = f"http://127.0.0.1:{port}/health"
-        with process([*command, *args], env, health, folder / "log", timeout=180) as started:
-            yield f"http://127.0.0.1:{port}", started.pid
+    # The session's PostgreSQL, with the manifests' role and database (the role needs the password too).
+    postgres.create_database(backend.path.lstrip("/"), user=backend.username, password=PASSWORD)
+    port = free_port_block(1)
+    local_backend = backend._replace(netloc=f"{backend.username}@127.0.0.1:{postgres.port}")
+    loopback = {
+        "--host=0.0.0.0": "--host=127.0.0.1",
+        "--port=5000": f"--port={port}",
+        f"--backend-store-uri={backend.geturl()}": f"--backend-store-uri={local_backend.geturl()}",
+    }
+    args = [loopback.get(arg, arg) for arg in server["args"]]
+    literal = {variable["name"]: variable["value"] for variable in server["env"] if "value" in variable}
+    env = {**os.environ, **literal, **KEYS, "PGPASSWORD": PASSWORD, "MLFLOW_S3_ENDPOINT_URL": store}
+    # The mlflow of the environment running the tests: the release the image holds (both install pyproject's pin).
+    command = [str(Path(sys.executable).parent / server["command"][0]), *server["command"][1:]]
+    folder = tmp_path_factory.mktemp("mlflow")
+    health = f"http://127.0.0.1:{port}/health"
+    with process([*command, *args], env, health, folder / "log", timeout=180) as started:
+        yield f"http://127.0.0.1:{port}", started.pid
 
 
 def test_mlflow_accepts_the_pipelines_host_and_refuses_others(manifests, mlflow_server):

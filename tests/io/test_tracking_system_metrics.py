@@ -20,7 +20,9 @@ SAMPLING_INTERVAL_S = 0.2
 @pytest.fixture
 def config(store, bucket) -> TrainConfig:
     # The run's config artifact goes to the object store, whose bucket an operator (or ingest) creates first.
-    store.client.make_bucket(storage.parse_uri(bucket)[0])
+    name = storage.parse_uri(bucket)[0]
+    if not store.client.bucket_exists(name):  # it is shared by every test's prefix
+        store.client.make_bucket(name)
     return TrainConfig(storage_root=bucket, base_model="tiny/model")
 
 

@@ -18,6 +18,7 @@ from artlora.errors import ArtloraError
 
 EXAMPLES = """examples:
   artlora demo                                          the whole pipeline on generated art, CPU only
+  eval "$(artlora services up)"                         local S3 store and MLflow server, kept running
   artlora sample-data --out data/raw                    500 procedural artworks in 5 styles
   artlora pipeline run --local --config configs/demo.yaml
   artlora train --help                                  the train stage's config keys, with defaults
@@ -28,8 +29,11 @@ EXAMPLES = """examples:
   accelerate launch --multi_gpu --num_processes 4 -m artlora.cli train --config ...   one run on 4 GPUs (DDP)
 
 environment:
-  ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else an embedded one)
-  MLFLOW_TRACKING_URI                                   your MLflow server (else SQLite in ARTLORA_WORK_DIR)
+  ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else, for demo and
+                                                        pipeline run --local, the local services)
+  MLFLOW_TRACKING_URI                                   your MLflow server (else the local services' one, or
+                                                        SQLite in ARTLORA_WORK_DIR for a stage run alone)
+  ARTLORA_S3_PORT, ARTLORA_MLFLOW_PORT                  the local services' ports (default 8333, 5000)
   ARTLORA_WORK_DIR                                      local caches and reports (default ./.artlora)
 """
 

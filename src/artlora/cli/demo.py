@@ -77,11 +77,12 @@ def run_demo(args: argparse.Namespace) -> int:
     """Sample data and the tiny model into the object store, then the whole pipeline, locally."""
     from artlora.data import sample_data
     from artlora.diffusion import tiny
-    from artlora.io import services
+    from artlora.io import local_services
     from artlora.orchestration.local import run_local
 
     config = load_config(args.config, args.overrides)
-    with services.ensure_s3(), tempfile.TemporaryDirectory() as tmp:
+    local_services.ensure()
+    with tempfile.TemporaryDirectory() as tmp:
         store = storage.get_storage()
         print(f"writing {args.count} sample artworks to {config.ingest.source}")
         sample_data.generate(Path(tmp) / "raw", count=args.count, seed=config.seed)

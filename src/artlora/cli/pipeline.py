@@ -9,8 +9,9 @@ from artlora.cli.common import command, config_arguments, group, print_result
 from artlora.config import load_config
 
 RUN_HELP = """Run the compiled pipeline (pipelines/style_lora.yaml) with the given config. With --local, the tasks
-run as subprocesses here through kfp.local; when ARTLORA_S3_ENDPOINT is unset, an embedded S3 endpoint serves
-the run (its objects vanish when the run ends; the evaluation report is copied to ARTLORA_WORK_DIR)."""
+run as subprocesses here through kfp.local; when ARTLORA_S3_ENDPOINT is unset, they use artlora's local SeaweedFS
+and MLflow server (`artlora services`), started if they are not running and left running afterwards. The
+evaluation report is also copied to ARTLORA_WORK_DIR."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def compile_pipeline(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from artlora.io import services
+    from artlora.io import local_services
     from artlora.orchestration.local import run_local
 
     if not args.local:
@@ -41,8 +42,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
             "`artlora pipeline compile` and upload pipelines/style_lora.yaml to your Kubeflow Pipelines UI)"
         )
     config = load_config(args.config, args.overrides)
-    with services.ensure_s3():
-        outputs = run_local(config)
+    local_services.ensure()
+    outputs = run_local(config)
     print_result(outputs)
     print("\n".join(summary(outputs)), file=sys.stderr)  # stdout stays JSON for scripts
     return 0
@@ -53,10 +54,15 @@ def summary(outputs: dict) -> list[str]:
     its alias and why, the report, and how to paint with it."""
     steps = outputs["steps"]
     training = f"stopped early after {steps} steps" if outputs["stopped_early"] else f"ran all {steps} steps"
-    model = f"{outputs['model_name']}/{outputs['version']}"
-    return [
+    lines = [
         f"adapter          : {outputs['adapter_uri']}",
         f"MLflow run       : {outputs['run_id']} at {outputs['tracking_uri']}",
+    ]
+    if "mlflow_ui" in outputs:  # a tracking server
+        lines.append(f"MLflow UI        : {outputs['mlflow_ui']} (the run, its images and report, the model)")
+    model = f"{outputs['model_name']}/{outputs['version']}"
+    return [
+        *lines,
         f"training         : {training}; kept the adapter of step {outputs['adapter_step']}",
         f"registered model : {outputs['model_name']} version {outputs['version']} (alias: {outputs['alias']})",
         f"why that alias   : {outputs['reason']}",

@@ -1,30 +1,116 @@
-"""`artlora services`: the local services a laptop run needs."""
+"""`artlora services up | down | status`: the local object store and MLflow server, kept running between runs."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import time
+import shlex
+import sys
+from typing import TYPE_CHECKING
 
-from artlora.cli.common import command
-from artlora.io import settings
+from artlora.cli.common import command, group
+
+if TYPE_CHECKING:  # the io modules are imported when a command runs, so that `--help` stays quick
+    from artlora.io.local_services import Status
+
+UP_HELP = """Start SeaweedFS (an S3 endpoint) and an MLflow server on this machine's loopback, as background
+processes that outlive this command, and wait until both answer. Running ones are left as they are, so `up`
+twice is harmless. Data, logs, pid files and the generated S3 keys live in ARTLORA_WORK_DIR/services/ (default
+./.artlora/services/), only readable by you; they survive `down` and `up`.
+
+stdout gets the `export` lines your shell and other tools need (artlora, `mlflow` and boto3 clients), so
+    eval "$(artlora services up)"
+points this shell at the services; the rest (URLs, pids) goes to stderr.
+
+ports: S3 on 8333 (SeaweedFS's master, volume server, filer and admin take 8334-8337, and their gRPC twins
+18333-18337), MLflow on 5000. Move them with --s3-port/--mlflow-port or ARTLORA_S3_PORT/ARTLORA_MLFLOW_PORT.
+`artlora demo` and `artlora pipeline run --local` start the same services when ARTLORA_S3_ENDPOINT is unset."""
+
+STATUS_HELP = """Say whether each service runs, where, since when, and where its data and log are. A pid file whose
+process is gone (a crash, a reboot) shows as dead; `artlora services up` starts it again. Exit code 0 when both
+run and answer, 1 otherwise."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    serve = command(commands, "services", "start an embedded S3 endpoint here and keep it up until Ctrl-C")
-    serve.set_defaults(handler=serve_s3)
+    actions = group(commands, "services", "run the local S3 store and MLflow server in the background")
+    up = command(
+        actions, "up", "start both (if not running) and print their export lines", "services", description=UP_HELP
+    )
+    up.add_argument("--s3-port", type=int, metavar="PORT", help="SeaweedFS's S3 port (default 8333)")
+    up.add_argument("--mlflow-port", type=int, metavar="PORT", help="the MLflow server's port (default 5000)")
+    up.add_argument(
+        "--backend-store-uri",
+        metavar="URI",
+        help="MLflow's database, e.g. postgresql://USER@HOST:5432/DB with the password in PGPASSWORD "
+        "(default: SQLite in ARTLORA_WORK_DIR/services/mlflow.db)",
+    )
+    up.set_defaults(handler=services_up)
+    down = command(actions, "down", "stop both cleanly (their data stays for the next `up`)", "services")
+    down.set_defaults(handler=services_down)
+    status = command(actions, "status", "what runs, where, since when", "services", description=STATUS_HELP)
+    status.set_defaults(handler=services_status)
 
 
-def serve_s3(args: argparse.Namespace) -> int:
-    from artlora.io import services
+def services_up(args: argparse.Namespace) -> int:
+    from artlora.io import local_services
 
-    with services.embedded_s3() as url:
-        print("embedded S3 endpoint is up; in another shell:")
-        for key in (settings.S3_ENDPOINT, settings.S3_ACCESS_KEY, settings.S3_SECRET_KEY):
-            print(f"  export {key}={os.environ[key]}")
-        print(f"objects live in memory until you stop this (Ctrl-C); endpoint {url}")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            return 0
+    started = local_services.up(args.s3_port, args.mlflow_port, args.backend_store_uri)
+    for line in status_lines(local_services.status(), started):
+        print(line, file=sys.stderr)
+    print(ui_lines(), file=sys.stderr)
+    print('# for this shell: eval "$(artlora services up)"; stop them with `artlora services down`', file=sys.stderr)
+    for key, value in local_services.exports().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def services_down(args: argparse.Namespace) -> int:
+    from artlora.io import local_services
+
+    stopped = local_services.down()
+    print(f"stopped {' and '.join(stopped)}" if stopped else "nothing was running")
+    print(f"the data stays in {local_services.folder()}; `artlora services up` starts them again")
+    return 0
+
+
+def services_status(args: argparse.Namespace) -> int:
+    from artlora.io import local_services
+
+    statuses = local_services.status()
+    for line in status_lines(statuses):
+        print(line)
+    if all(status.state == "running" for status in statuses):
+        print(ui_lines())
+        return 0
+    return 1
+
+
+def status_lines(statuses: list[Status], started: list[str] | None = None) -> list[str]:
+    """Two lines per service: its state, URL, pid and age (and, from `up`, whether it started now); data and log."""
+    from artlora.io.local_services import since
+
+    lines = []
+    for status in statuses:
+        record = status.record
+        if record is None:
+            lines.append(f"{status.name:<10} stopped")
+            continue
+        note = ""
+        if status.leftovers:
+            left = ", ".join(map(str, status.leftovers))
+            note = f"  pid {record.pid} is gone, its processes {left} still run (`artlora services up` ends them)"
+        elif status.state.startswith("dead"):
+            note = f"  pid {record.pid} is gone (`artlora services up` starts it again)"
+        elif started is not None:
+            note = "  (started now)" if status.name in started else "  (already running)"
+        lines.append(
+            f"{status.name:<10} {status.state:<8} {record.url}  pid {record.pid}  since {since(record)}{note}\n"
+            f"{'':<10} data {record.where}  log {record.log}"
+        )
+    return lines
+
+
+def ui_lines() -> str:
+    from artlora.io import local_services
+
+    urls = local_services.ui_urls()
+    return f"MLflow UI: {urls['mlflow']}\nSeaweedFS filer UI (the buckets' objects): {urls['seaweedfs']}"

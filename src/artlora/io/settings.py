@@ -28,7 +28,7 @@ class S3Settings:
 
 
 def s3_settings() -> S3Settings | None:
-    """The configured S3 endpoint, or None when artlora should start its embedded one."""
+    """The configured S3 endpoint, or None (then `demo` and `pipeline run --local` use the local services)."""
     raw = os.environ.get(S3_ENDPOINT, "").strip()
     if not raw:
         return None

@@ -237,7 +237,7 @@ def get_storage() -> Storage:
     if s3 is None:
         raise StorageError(
             f"no object store configured: set {settings.S3_ENDPOINT} (and {settings.S3_ACCESS_KEY}, "
-            f"{settings.S3_SECRET_KEY}) to your MinIO/S3 endpoint, or run `artlora services` in another "
-            "terminal and export what it prints; `artlora pipeline run --local` starts one for its run"
+            f"{settings.S3_SECRET_KEY}) to your MinIO/S3 endpoint, or start artlora's local one with "
+            '`eval "$(artlora services up)"`'
         )
     return _storage_for(s3)

@@ -32,9 +32,7 @@ def run_local(config: PipelineConfig) -> dict[str, object]:
         ) from err
     report = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}.html"
     storage.get_storage().get_file(str(outputs["report_uri"]), report)
-    return {
-        **outputs,
-        "tracking_uri": tracking.configure(),
-        "report": str(report),
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    result = {**outputs, "tracking_uri": tracking.configure(), "report": str(report)}
+    if result["tracking_uri"].startswith(("http://", "https://")):  # a tracking server: its UI shows the version
+        result["mlflow_ui"] = f"{result['tracking_uri']}/#/models/{outputs['model_name']}/versions/{outputs['version']}"
+    return {**result, "seconds": round(time.monotonic() - started, 1)}

@@ -9,7 +9,7 @@ so a curation setting that changes later never needs the source read again.
 Processes, not threads: measured on 2 cores, both ran the decode-and-measure work about 1.9x faster than one,
 so Pillow and numpy release the GIL for most of it; but the rest (a few percent, by that measurement) would cap
 threads near 9x on 16 cores, where processes keep scaling. Workers start by forkserver (or spawn), never fork:
-the calling process has threads (the MLflow client, an embedded S3 endpoint).
+the calling process has threads (the MLflow client's, for one).
 """
 
 from __future__ import annotations
