@@ -8,18 +8,20 @@ from artlora.components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def register(config_json: str, adapter_uri: str, run_id: str) -> NamedTuple(
-    "RegisterOutputs", model_name=str, version=str, alias=str
+def register(config_json: str, adapter_uri: str, run_id: str, cache_uri: str) -> NamedTuple(
+    "RegisterOutputs", model_name=str, version=str, alias=str, reason=str
 ):
-    """Create an MLflow model version with lineage tags; alias it champion or challenger.
+    """Create an MLflow model version with lineage tags; the gate aliases it champion or challenger.
 
     Args:
         config_json: the resolved pipeline config (artlora.config.PipelineConfig) as JSON.
         adapter_uri: the trained adapter from the train component.
         run_id: the training's MLflow run, holding the evaluation metrics.
+        cache_uri: the latent cache index holding the validation split, on which a champion evaluated on other
+            data is measured again.
 
     Returns:
-        model_name, version, alias.
+        model_name, version, alias, and the gate's reason for the alias.
     """
     from collections import namedtuple
 
@@ -29,6 +31,6 @@ def register(config_json: str, adapter_uri: str, run_id: str) -> NamedTuple(
 
     log.configure()
     config = PipelineConfig.model_validate_json(config_json).register
-    result = stage.run(with_inputs(config, adapter_uri=adapter_uri, run_id=run_id))
-    outputs = namedtuple("RegisterOutputs", ["model_name", "version", "alias"])
-    return outputs(result.model_name, result.version, result.alias)
+    result = stage.run(with_inputs(config, adapter_uri=adapter_uri, run_id=run_id, cache_uri=cache_uri))
+    outputs = namedtuple("RegisterOutputs", ["model_name", "version", "alias", "reason"])
+    return outputs(result.model_name, result.version, result.alias, result.reason)

@@ -8,7 +8,9 @@ from artlora.components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def train(config_json: str, cache_uri: str) -> NamedTuple("TrainOutputs", adapter_uri=str, run_id=str):
+def train(config_json: str, cache_uri: str) -> NamedTuple(
+    "TrainOutputs", adapter_uri=str, run_id=str, steps=int, adapter_step=int, stopped_early=bool
+):
     """Train a LoRA adapter on the UNet; a restarted task continues from its latest checkpoint.
 
     Args:
@@ -18,6 +20,9 @@ def train(config_json: str, cache_uri: str) -> NamedTuple("TrainOutputs", adapte
     Returns:
         adapter_uri: s3:// prefix of the trained adapter (diffusers layout plus one kohya/A1111/ComfyUI file).
         run_id: the MLflow run holding the training's params, metrics and adapter.
+        steps: optimizer steps taken (fewer than train.max_steps when early stopping fired).
+        adapter_step: the step whose adapter was kept (the best validated one, or the last).
+        stopped_early: whether early stopping ended the training.
     """
     from collections import namedtuple
 
@@ -28,4 +33,6 @@ def train(config_json: str, cache_uri: str) -> NamedTuple("TrainOutputs", adapte
     log.configure()
     config = PipelineConfig.model_validate_json(config_json).train
     result = stage.run(with_inputs(config, cache_uri=cache_uri))
-    return namedtuple("TrainOutputs", ["adapter_uri", "run_id"])(result.adapter_uri, result.run_id)
+    outputs = namedtuple("TrainOutputs", ["adapter_uri", "run_id", "steps", "adapter_step", "stopped_early"])
+    adapter_step = result.steps if result.adapter_step is None else result.adapter_step
+    return outputs(result.adapter_uri, result.run_id, result.steps, adapter_step, result.stopped_early)

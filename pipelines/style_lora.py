@@ -22,8 +22,14 @@ class Outputs(NamedTuple):
     model_name: str
     version: str
     alias: str
+    reason: str  # why the gate chose the alias
     report_uri: str
     dataset_fingerprint: str
+    adapter_uri: str
+    run_id: str
+    steps: int
+    adapter_step: int
+    stopped_early: bool
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Curate a style dataset, train a LoRA, evaluate and register it.")
@@ -47,13 +53,22 @@ def style_lora_pipeline(
         run_id=trained.outputs["run_id"],
     ).set_caching_options(False)
     registered = register(
-        config_json=config_json, adapter_uri=trained.outputs["adapter_uri"], run_id=trained.outputs["run_id"]
+        config_json=config_json,
+        adapter_uri=trained.outputs["adapter_uri"],
+        run_id=trained.outputs["run_id"],
+        cache_uri=cached.output,
     ).set_caching_options(False)
     registered.after(evaluated)
     return Outputs(
         model_name=registered.outputs["model_name"],
         version=registered.outputs["version"],
         alias=registered.outputs["alias"],
+        reason=registered.outputs["reason"],
         report_uri=evaluated.outputs["report_uri"],
         dataset_fingerprint=curated.outputs["fingerprint"],
+        adapter_uri=trained.outputs["adapter_uri"],
+        run_id=trained.outputs["run_id"],
+        steps=trained.outputs["steps"],
+        adapter_step=trained.outputs["adapter_step"],
+        stopped_early=trained.outputs["stopped_early"],
     )

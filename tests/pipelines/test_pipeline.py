@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 
-import mlflow
 import numpy as np
 import pytest
 import requests
 import torch
+import yaml
 from service_environment import without_services
 
+from artlora.cli import main
 from artlora.diffusion import loading
 from artlora.io import local_services, tracking
 from artlora.pipelines import build
@@ -43,21 +44,41 @@ def local_services_up(monkeypatch):
 
 
 @pytest.mark.slow
-def test_pipeline_runs_locally_and_registers_a_loadable_champion(small_config, tiny_model_dir, local_services_up):
+def test_pipeline_runs_locally_and_registers_a_loadable_champion(
+    capsys, small_config, tiny_model_dir, local_services_up, tmp_path
+):
     config = small_config.model_copy(update={"train": small_config.train.model_copy(update={"learning_rate": 0.01})})
-    outputs = build.run_local(config.model_dump_json(), pipeline_root=tempfile.mkdtemp())
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert main(["pipeline", "run", "--local", "--config", str(config_file)]) == 0
+    printed = capsys.readouterr()
+    outputs = json.loads(printed.out[printed.out.rfind("\n{\n") + 1 :])  # the result, after any task output
 
     assert outputs["alias"] == "champion" and outputs["model_name"] == config.model_name
+    assert outputs["reason"] == "passed all 1 gate rule(s)"
+    assert (outputs["steps"], outputs["adapter_step"], outputs["stopped_early"]) == (4, 4, False)
+    # The end of the run names what a user looks for next.
+    for line in (
+        f"adapter          : {outputs['adapter_uri']}",
+        f"MLflow run       : {outputs['run_id']} at {local_services_up}",
+        f"MLflow UI        : {outputs['mlflow_ui']}",
+        "training         : ran all 4 steps; kept the adapter of step 4",
+        f"registered model : {config.model_name} version {outputs['version']} (alias: champion)",
+        "why that alias   : passed all 1 gate rule(s)",
+        f"evaluation report: {outputs['report']}",
+        f"artlora generate --model models:/{config.model_name}/{outputs['version']}",
+    ):
+        assert line in printed.err
     tracking.configure()
     version = tracking.version_by_alias(config.model_name, "champion")
     assert str(version.version) == outputs["version"]
     assert version.tags["dataset_fingerprint"] == outputs["dataset_fingerprint"]
 
-    adapter_dir = mlflow.artifacts.download_artifacts(artifact_uri=version.source)
+    adapter_dir = tracking.download_version(version, tmp_path / "download")
     pipe = loading.load_pipeline(str(tiny_model_dir))
     pipe.set_progress_bar_config(disable=True)
     before = _image(pipe)
-    pipe.load_lora_weights(adapter_dir)
+    pipe.load_lora_weights(str(adapter_dir))
     after = _image(pipe)
     assert np.abs(after - before).max() > 1e-3, "the registered adapter does not change the model's output"
 

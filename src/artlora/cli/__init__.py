@@ -1,8 +1,9 @@
 """artlora's one entry point: `artlora <command>`. Run `artlora --help`, or `artlora <command> --help`.
 
-Each group of commands lives in its own module here (`stages`, `pipeline`, `services`, `demo`), which adds its
-parsers and handlers; this module assembles them and turns every error a user or the environment can cause into
-one line, `artlora <command>: error: <what> (<what to do>)`, with exit code 2 (`-v` adds the traceback).
+Each group of commands lives in its own module here (`stages`, `pipeline`, `services`, `demo`, `models`,
+`generate`), which adds its parsers and handlers; this module assembles them and turns every error a user or the
+environment can cause into one line, `artlora <command>: error: <what> (<what to do>)`, with exit code 2 (`-v`
+adds the traceback).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import traceback
 
 from artlora import log
-from artlora.cli import demo, pipeline, services, stages
+from artlora.cli import demo, generate, models, pipeline, services, stages
 from artlora.errors import ArtloraError
 
 EXAMPLES = """examples:
@@ -23,6 +24,8 @@ EXAMPLES = """examples:
   artlora train --help                                  the train stage's config keys, with defaults
   artlora train --config configs/sd15.yaml --set train.cache_uri=s3://artlora/cache/index/<key>.json
   artlora pipeline compile                              write pipelines/style_lora.yaml for Kubeflow
+  artlora models list                                   the registered styles: versions, aliases, metrics
+  artlora generate --model models:/demo-style@champion --prompt "a woodcut of a tree" --out images/
   accelerate launch --multi_gpu --num_processes 4 -m artlora.cli train --config ...   one run on 4 GPUs (DDP)
 
 environment:
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for group in (stages, pipeline, services, demo):
+    for group in (stages, pipeline, services, demo, models, generate):
         group.add_commands(commands)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from artlora.cli.common import command, config_arguments, group, print_result
 from artlora.config import load_config
@@ -42,5 +43,31 @@ def run_pipeline(args: argparse.Namespace) -> int:
         )
     config = load_config(args.config, args.overrides)
     local_services.ensure()
-    print_result(run_local(config))
+    outputs = run_local(config)
+    print_result(outputs)
+    print("\n".join(summary(outputs)), file=sys.stderr)  # stdout stays JSON for scripts
     return 0
+
+
+def summary(outputs: dict) -> list[str]:
+    """What a user looks for after a run: the adapter, the MLflow run, how training went, the model version with
+    its alias and why, the report, and how to paint with it."""
+    steps = outputs["steps"]
+    training = f"stopped early after {steps} steps" if outputs["stopped_early"] else f"ran all {steps} steps"
+    lines = [
+        f"adapter          : {outputs['adapter_uri']}",
+        f"MLflow run       : {outputs['run_id']} at {outputs['tracking_uri']}",
+    ]
+    if "mlflow_ui" in outputs:  # a tracking server
+        lines.append(f"MLflow UI        : {outputs['mlflow_ui']} (the run, its images and report, the model)")
+    model = f"{outputs['model_name']}/{outputs['version']}"
+    return [
+        *lines,
+        f"training         : {training}; kept the adapter of step {outputs['adapter_step']}",
+        f"registered model : {outputs['model_name']} version {outputs['version']} (alias: {outputs['alias']})",
+        f"why that alias   : {outputs['reason']}",
+        f"dataset          : fingerprint {outputs['dataset_fingerprint']}",
+        f"evaluation report: {outputs['report']}",
+        f"paint with it    : artlora generate --model models:/{model} --prompt '...' --out images/",
+        f"pipeline time    : {outputs['seconds']} s",
+    ]

@@ -68,10 +68,26 @@ def key_lines(model: type[BaseModel], section: str) -> list[str]:
         elif field.is_required():
             default = "required"
         else:
-            default = f"default {json.dumps(field.default, default=str)}"
+            default = f"default {json.dumps(field.default, default=_as_written)}"
         lines.append(f"  {section}.{name}  ({type_name(field.annotation)}; {default})")
         lines += textwrap.wrap(field.description or "", 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        item = _list_item(field.annotation)
+        if item is not None:  # a list of settings groups (register.gate's rules): their keys too
+            lines += key_lines(item, f"{section}.{name}[]")
     return lines
+
+
+def _as_written(value: object) -> object:
+    """A default as a user would write it in YAML: a settings group by the keys it sets."""
+    return value.model_dump(exclude_defaults=True) if isinstance(value, BaseModel) else str(value)
+
+
+def _list_item(annotation: object) -> type[BaseModel] | None:
+    """The settings model of a `tuple[Model, ...]` field, else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is not tuple or len(args) != 2 or args[1] is not Ellipsis:
+        return None
+    return args[0] if isinstance(args[0], type) and issubclass(args[0], BaseModel) else None
 
 
 def type_name(annotation: object) -> str:
@@ -85,6 +101,8 @@ def type_name(annotation: object) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"list of {type_name(args[0])}"
         return f"[{', '.join(type_name(arg) for arg in args)}]"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping"
     return {"str": "text", "int": "integer", "float": "number", "bool": "true/false"}.get(
         getattr(annotation, "__name__", ""), str(annotation)
     )
