@@ -68,7 +68,7 @@ def check_changes(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def unchanged(message: str, model_name: str, version: str, alias: str, dataset_fingerprint: str) -> NamedTuple(
-    "UnchangedOutputs", model_name=str, version=str, alias=str, report_uri=str, dataset_fingerprint=str
+    "UnchangedOutputs", model_name=str, version=str, alias=str, reason=str, report_uri=str, dataset_fingerprint=str
 ):
     """Nothing changed since a registered version was trained: say which version covers this run.
 
@@ -77,10 +77,11 @@ def unchanged(message: str, model_name: str, version: str, alias: str, dataset_f
         model_name, version, alias, dataset_fingerprint: the covering version, from the check.
 
     Returns:
-        the covering version, as the pipeline's outputs (report_uri is empty: nothing was evaluated).
+        the covering version, as the pipeline's outputs (the reason is the check's verdict; report_uri is empty:
+        nothing was evaluated).
     """
     from collections import namedtuple
 
     print(f"{message}: nothing trained, nothing registered")
-    outputs = namedtuple("UnchangedOutputs", ["model_name", "version", "alias", "report_uri", "dataset_fingerprint"])
-    return outputs(model_name, version, alias, "", dataset_fingerprint)
+    names = ["model_name", "version", "alias", "reason", "report_uri", "dataset_fingerprint"]
+    return namedtuple("UnchangedOutputs", names)(model_name, version, alias, message, "", dataset_fingerprint)

@@ -34,7 +34,7 @@ def plan_search(config_json: str) -> NamedTuple("PlanOutputs", parent_run_id=str
 def pick_best(config_json: str, parent_run_id: str, run_ids: list[str]) -> NamedTuple(
     "PickOutputs", run_id=str, adapter_uri=str, metric=float, summary_uri=str
 ):
-    """Pick the trial with the lowest gate metric (register.gate_metric) and write the search's summary page.
+    """Pick the best trial by the gate's first metric rule (register.gate) and write the search's summary page.
 
     Args:
         config_json: the resolved pipeline config (artlora.config.PipelineConfig) as JSON.

@@ -38,6 +38,7 @@ class Outputs(NamedTuple):
     model_name: str
     version: str
     alias: str
+    reason: str  # why the gate chose the alias, or the check's verdict when nothing changed
     report_uri: str  # the evaluation report, or a search's summary page ("" when unchanged)
     dataset_fingerprint: str
 
@@ -145,6 +146,7 @@ def build(config: PipelineConfig, search: bool = False):
                 config_json=resolved,
                 adapter_uri=trained.adapter_uri,
                 run_id=trained.run_id,
+                cache_uri=cached.output,
                 source_fingerprint=checked.outputs["source_fingerprint"],
                 config_digest=checked.outputs["config_digest"],
             )
@@ -164,6 +166,7 @@ def build(config: PipelineConfig, search: bool = False):
             model_name=dsl.OneOf(registered.outputs["model_name"], skipped.outputs["model_name"]),
             version=dsl.OneOf(registered.outputs["version"], skipped.outputs["version"]),
             alias=dsl.OneOf(registered.outputs["alias"], skipped.outputs["alias"]),
+            reason=dsl.OneOf(registered.outputs["reason"], skipped.outputs["reason"]),
             report_uri=dsl.OneOf(trained.report_uri, skipped.outputs["report_uri"]),
             dataset_fingerprint=dsl.OneOf(curated.outputs["fingerprint"], skipped.outputs["dataset_fingerprint"]),
         )

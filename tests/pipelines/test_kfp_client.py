@@ -17,6 +17,7 @@ import yaml
 from kfp_standin import StandIn, serve
 
 from artlora import cli
+from artlora.data import lineage
 from artlora.io import storage, tracking
 from artlora.orchestration import changes, cluster
 from artlora.orchestration.parameters import arguments
@@ -121,12 +122,12 @@ def test_retrain_submits_inline_when_changed_and_nothing_when_a_version_covers_t
     adapter = storage.join(small_config.storage_root, "runs", "x", "adapter")
     store.mark_complete(adapter)
     tags = {
-        changes.SOURCE_TAG: checked.source_fingerprint,
-        changes.CONFIG_TAG: checked.config_digest,
-        "adapter_uri": adapter,
+        lineage.SOURCE_FINGERPRINT: checked.source_fingerprint,
+        lineage.PIPELINE_DIGEST: checked.config_digest,
+        lineage.ADAPTER_URI: adapter,
     }
     with tracking.stage_run("train", small_config.train) as mlflow_run:
-        version = tracking.create_version(small_config.model_name, adapter, mlflow_run.info.run_id, tags)
+        version = tracking.create_version(small_config.model_name, adapter, mlflow_run.info.run_id, tags, None)
     tracking.set_alias(small_config.model_name, "champion", version.version)
     status, out, _ = artlora(capsys, *command)
     assert status == 3 and out.strip() == changes.check(small_config).describe()

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import requests
 import torch
+import yaml
 from mlflow.tracking import MlflowClient
 from service_environment import without_services
 from small_configs import small_config_for
 
+from artlora.cli import main
 from artlora.config import load_config
 from artlora.data import sample_data
 from artlora.diffusion import loading
@@ -58,18 +60,17 @@ def local_services_up(monkeypatch):
     local_services.down()
 
 
-def _everything_logged(config, capfd) -> str:
+def _everything_logged(config, logs: list[str]) -> str:
     """The run's output (every task's log) and every MLflow param and tag of the experiment and the model."""
-    out, err = capfd.readouterr()
     client = MlflowClient()
     runs = mlflow.search_runs(experiment_names=[config.experiment], output_format="list")
-    logged = [out, err] + [json.dumps([run.data.params, run.data.tags]) for run in runs]
+    logged = logs + [json.dumps([run.data.params, run.data.tags]) for run in runs]
     logged += [json.dumps(version.tags) for version in client.search_model_versions(f"name = '{config.model_name}'")]
     return "\n".join(logged)
 
 
 @pytest.mark.slow
-def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data_changed(
+def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_changed(
     bucket, sample_folder, tiny_model_dir, tmp_path, local_services_up, capfd
 ):
     # The local services' generated keys, as a cluster's Secret would give them to the tasks: they must show up
@@ -77,25 +78,46 @@ def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data
     secrets = [os.environ[name] for name in ("ARTLORA_S3_ACCESS_KEY", "ARTLORA_S3_SECRET_KEY")]
     source = shutil.copytree(sample_folder, tmp_path / "source")
     config = small_config_for(bucket, tiny_model_dir, source, "train.learning_rate=0.01")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    logs: list[str] = []
 
-    def run() -> dict:
-        # Every argument is passed, so the committed YAML's own defaults (configs/sd15.yaml's) do not matter.
-        return build.run_local(build.COMPILED, arguments(config), pipeline_root=tmp_path / "kfp")
+    def run_command() -> tuple[dict, str]:
+        """`artlora pipeline run --local`: its JSON result, and the summary it ends with."""
+        assert main(["pipeline", "run", "--local", "--config", str(config_file)]) == 0
+        printed = capfd.readouterr()
+        logs.extend([printed.out, printed.err])
+        return json.loads(printed.out[printed.out.rfind("\n{\n") + 1 :]), printed.err
 
-    first = run()
+    first, said = run_command()
     assert first["changed"] is True and first["alias"] == "champion" and first["version"] == "1"
+    assert first["reason"] == "passed all 1 gate rule(s)"
+    training = first["training"]
+    assert (training["steps"], training["adapter_step"], training["stopped_early"]) == (4, 4, False)
+    # The end of the run names what a user looks for next.
+    for line in (
+        f"adapter          : {first['adapter_uri']} (trained now)",
+        f"MLflow run       : {first['run_id']} at {local_services_up}",
+        f"MLflow UI        : {first['mlflow_ui']}",
+        "training         : ran all 4 steps; kept the adapter of step 4",
+        f"registered model : {config.model_name} version 1 (alias: champion)",
+        "why that alias   : passed all 1 gate rule(s)",
+        f"evaluation report: {first['report']}",
+        f"artlora generate --model models:/{config.model_name}/1",
+    ):
+        assert line in said
     tracking.configure()
     version = tracking.version_by_alias(config.model_name, "champion")
     assert version.tags["dataset_fingerprint"] == first["dataset_fingerprint"]
-    assert version.tags["source_fingerprint"] and version.tags["config_digest"]
+    assert version.tags["source_fingerprint"] and version.tags["pipeline_config_digest"]
     # retrain-if-changed, outside the pipeline, comes to the same verdict from the same config.
     assert changes.check(config).covering.version == "1"
 
-    adapter_dir = mlflow.artifacts.download_artifacts(artifact_uri=version.source)
+    adapter_dir = tracking.download_version(version, tmp_path / "download")
     pipe = loading.load_pipeline(str(tiny_model_dir))
     pipe.set_progress_bar_config(disable=True)
     before = _image(pipe)
-    pipe.load_lora_weights(adapter_dir)
+    pipe.load_lora_weights(str(adapter_dir))
     assert np.abs(_image(pipe) - before).max() > 1e-3, "the registered adapter does not change the model's output"
 
     # The local MLflow server's REST API, which its UI reads, lists the run with its images and report.
@@ -108,20 +130,23 @@ def test_committed_pipeline_registers_a_champion_and_retrains_only_when_the_data
     listed = requests.get(f"{api}/artifacts/list", params={"run_id": version.run_id, "path": "eval"}, timeout=30)
     assert {"eval/grid.png", "eval/report.html"} <= {entry["path"] for entry in listed.json()["files"]}
 
-    again = run()
+    again, said = run_command()
     assert again["changed"] is False and again["message"].startswith("unchanged")
     assert (again["version"], again["alias"], again["report_uri"]) == ("1", "champion", "")
-    assert again["dataset_fingerprint"] == first["dataset_fingerprint"]
+    assert (again["dataset_fingerprint"], again["adapter_uri"]) == (first["dataset_fingerprint"], first["adapter_uri"])
+    assert f"adapter          : {first['adapter_uri']} (trained before, reused)" in said
     assert _train_runs(config.experiment) == 1, "an unchanged run trained"
     assert len(MlflowClient().search_model_versions(f"name = '{config.model_name}'")) == 1
 
     image, caption = sample_data.render("woodcut", index=999, size=64, seed=7)
     image.save(source / "woodcut" / "added.png")
     (source / "woodcut" / "added.txt").write_text(caption)
-    third = run()
+    # The committed YAML runs too; every argument is passed, so its own defaults (configs/sd15.yaml's) do not matter.
+    third = build.run_local(build.COMPILED, arguments(config), pipeline_root=tmp_path / "kfp")
     assert third["changed"] is True and third["version"] == "2"
     assert third["dataset_fingerprint"] != first["dataset_fingerprint"]
     assert _train_runs(config.experiment) == 2
 
-    seen = _everything_logged(config, capfd) + json.dumps(arguments(config))
+    printed = capfd.readouterr()
+    seen = _everything_logged(config, [*logs, printed.out, printed.err]) + json.dumps(arguments(config))
     assert "check-changes" in seen and not any(value in seen for value in secrets)

@@ -35,7 +35,7 @@ def test_a_three_trial_grid_registers_only_the_best(bucket, tiny_model_dir, samp
     best = min(children, key=lambda child: child.data.metrics["val_loss_lora"])
     assert versions[0].run_id == best.info.run_id
     assert parent.data.tags[search.WINNER_TAG] == best.info.run_id
-    assert versions[0].tags["source_fingerprint"] and versions[0].tags["config_digest"]
+    assert versions[0].tags["source_fingerprint"] and versions[0].tags["pipeline_config_digest"]
 
     page = Path(outputs["report"]).read_text()
     assert page.count("data:image/png;base64,") == 3 and "<svg" in page

@@ -1,8 +1,9 @@
 """artlora's one entry point: `artlora <command>`. Run `artlora --help`, or `artlora <command> --help`.
 
-Each group of commands lives in its own module here (`stages`, `pipeline`, `services`, `demo`), which adds its
-parsers and handlers; this module assembles them and turns every error a user or the environment can cause into
-one line, `artlora <command>: error: <what> (<what to do>)`, with exit code 2 (`-v` adds the traceback).
+Each group of commands lives in its own module here (`stages`, `pipeline`, `services`, `demo`, `models`,
+`generate`), which adds its parsers and handlers; this module assembles them and turns every error a user or the
+environment can cause into one line, `artlora <command>: error: <what> (<what to do>)`, with exit code 2 (`-v`
+adds the traceback).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import traceback
 
 from artlora import log
-from artlora.cli import demo, pipeline, retrain, search, services, stages
+from artlora.cli import demo, generate, models, pipeline, retrain, search, services, stages
 from artlora.errors import ArtloraError
 
 EXAMPLES = """examples:
@@ -26,6 +27,8 @@ EXAMPLES = """examples:
   artlora pipeline submit --host http://localhost:8080 --config configs/sd15.yaml --wait   a run on a cluster
   artlora search --local --config configs/demo.yaml --set search.rank=[4,8]   grid search, best one registered
   artlora retrain-if-changed --config FILE --host URL   submit only when the data or config changed (exit 3: not)
+  artlora models list                                   the registered styles: versions, aliases, metrics
+  artlora generate --model models:/demo-style@champion --prompt "a woodcut of a tree" --out images/
   accelerate launch --multi_gpu --num_processes 4 -m artlora.cli train --config ...   one run on 4 GPUs (DDP)
 
 environment:
@@ -73,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for group in (stages, pipeline, search, retrain, services, demo):
+    for group in (stages, pipeline, search, retrain, services, demo, models, generate):
         group.add_commands(commands)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from artlora.cli.common import (
     cluster_arguments,
@@ -101,7 +102,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     local_services.ensure()
-    print_result(run_local(config))
+    outputs = run_local(config)
+    print_result(outputs)
+    print("\n".join(summary(outputs)), file=sys.stderr)  # stdout stays JSON for scripts
     return 0
 
 
@@ -142,3 +145,30 @@ def list_schedules(args: argparse.Namespace) -> int:
         )
     print(f"{len(found)} recurring run(s)")
     return 0
+
+
+def summary(outputs: dict) -> list[str]:
+    """What a user looks for after a run: the change check, the adapter, the MLflow run, how training went, the
+    model version with its alias and why, the report, and how to paint with it."""
+    training = outputs["training"]
+    steps = training.get("steps")
+    how = f"stopped early after {steps} steps" if training.get("stopped_early") else f"ran all {steps} steps"
+    trained = "trained now" if outputs["changed"] else "trained before, reused"
+    model = f"{outputs['model_name']}/{outputs['version']}"
+    lines = [
+        f"change check     : {outputs['message']}",
+        f"adapter          : {outputs['adapter_uri']} ({trained})",
+        f"MLflow run       : {outputs['run_id']} at {outputs['tracking_uri']}",
+    ]
+    if "mlflow_ui" in outputs:  # a tracking server
+        lines.append(f"MLflow UI        : {outputs['mlflow_ui']} (the run, its images and report, the model)")
+    return [
+        *lines,
+        f"training         : {how}; kept the adapter of step {training.get('adapter_step')}",
+        f"registered model : {model.replace('/', ' version ')} (alias: {outputs['alias'] or 'none'})",
+        f"why that alias   : {outputs['reason']}",
+        f"dataset          : fingerprint {outputs['dataset_fingerprint']}",
+        f"evaluation report: {outputs['report'] or '(nothing evaluated: nothing changed)'}",
+        f"paint with it    : artlora generate --model models:/{model} --prompt '...' --out images/",
+        f"pipeline time    : {outputs['seconds']} s",
+    ]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from artlora.cli.common import cluster_arguments, command, config_arguments, experiment_argument, print_result
+from artlora.cli.pipeline import summary
 from artlora.cli.stages import key_lines
 from artlora.config import SearchConfig, load_config
 
 SEARCH_HELP = """Train and evaluate one trial per combination of the `search:` section's values (or `draws` of
-them), `search.parallel` at a time, after one ingest and one augment; register only the trial with the lowest
-register.gate_metric (val_loss_lora by default). In MLflow the trials are child runs of one parent run, whose
-search/summary.html compares them (settings, metrics, loss curves, image grids) and names the winner.
+them), `search.parallel` at a time, after one ingest and one augment; register only the best trial by the first
+metric rule of register.gate (the lowest val_loss_lora by default). In MLflow the trials are child runs of one
+parent run, whose search/summary.html compares them (settings, metrics, loss curves, image grids) and names the winner.
 
   search:
     learning_rate: [1.0e-4, 3.0e-4]
@@ -43,7 +45,9 @@ def run_search(args: argparse.Namespace) -> int:
         from artlora.orchestration.local import run_local
 
         local_services.ensure()
-        print_result(run_local(config, search=True))
+        outputs = run_local(config, search=True)
+        print_result(outputs)
+        print("\n".join(summary(outputs)), file=sys.stderr)  # stdout stays JSON for scripts
         return 0
     from artlora.cli.pipeline import submit_run
 

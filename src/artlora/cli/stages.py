@@ -78,14 +78,26 @@ def key_lines(model: type[BaseModel], section: str, values: BaseModel | None = N
         elif values is None and field.is_required():
             default = "required"
         else:
-            default = f"default {json.dumps(value, default=_plain)}"
+            default = f"default {json.dumps(value, default=_as_written)}"
         lines.append(f"  {section}.{name}  ({type_name(field.annotation)}; {default})")
         lines += textwrap.wrap(field.description or "", 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        item = _list_item(field.annotation)
+        if item is not None:  # a list of settings groups (register.gate's rules): their keys too
+            lines += key_lines(item, f"{section}.{name}[]")
     return lines
 
 
-def _plain(value: object) -> object:
-    return value.model_dump(mode="json", exclude_none=True) if isinstance(value, BaseModel) else str(value)
+def _as_written(value: object) -> object:
+    """A default as a user would write it in YAML: a settings group by the keys it sets."""
+    return value.model_dump(mode="json", exclude_defaults=True) if isinstance(value, BaseModel) else str(value)
+
+
+def _list_item(annotation: object) -> type[BaseModel] | None:
+    """The settings model of a `tuple[Model, ...]` field, else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is not tuple or len(args) != 2 or args[1] is not Ellipsis:
+        return None
+    return args[0] if isinstance(args[0], type) and issubclass(args[0], BaseModel) else None
 
 
 def type_name(annotation: object) -> str:

@@ -1,10 +1,10 @@
 """Has anything changed since a registered version was trained? The cheap check before a pipeline trains.
 
-Two digests decide it, and the register stage writes both on every version it creates (as tags):
+Two digests decide it, and the register stage writes both on every version a pipeline registers (as tags):
 - `source_fingerprint`: the source as listed, no image decoded. Under s3:// each object's key, size and ETag;
   in a local folder each file's path and size, with the content hash of small files (captions, metadata) and
   the modification time of the others (images). Hidden files are left out, as ingest leaves them out.
-- `config_digest`: the resolved config, less the `cluster:` section (where tasks run does not change the
+- `pipeline_config_digest`: the resolved config, less the `cluster:` section (where tasks run does not change the
   model) and, for the single-run pipeline, less the `search:` section it does not read.
 A version carrying both digests covers the run when its adapter is still in the object store. The champion is
 named when it is one of those versions.
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from artlora.config import PipelineConfig
+from artlora.data import lineage
 from artlora.data.digests import digest
 from artlora.errors import ArtloraError
 from artlora.io import storage, tracking
 
 log = logging.getLogger(__name__)
 
-SOURCE_TAG, CONFIG_TAG = "source_fingerprint", "config_digest"
 # Files up to this size are hashed (captions, metadata.jsonl); larger ones are represented by size and mtime.
 SMALL_FILE = 64 * 1024
 CHAMPION = "champion"
@@ -99,18 +99,18 @@ def config_digest(config: PipelineConfig, search: bool = False) -> str:
 
 def covering_version(config: PipelineConfig, source_fingerprint: str, config_hash: str) -> Covering | None:
     """The registered version trained on this listing and config whose adapter is still stored, if any."""
-    tags = {SOURCE_TAG: source_fingerprint, CONFIG_TAG: config_hash}
+    tags = {lineage.SOURCE_FINGERPRINT: source_fingerprint, lineage.PIPELINE_DIGEST: config_hash}
     stored = [
         version
-        for version in tracking.versions_tagged(config.model_name, tags)
-        if version.tags.get("adapter_uri") and storage.get_storage().is_complete(version.tags["adapter_uri"])
+        for version in reversed(tracking.model_versions(config.model_name, tags))  # newest first
+        if version.tags.get(lineage.ADAPTER_URI)
+        and storage.get_storage().is_complete(version.tags[lineage.ADAPTER_URI])
     ]
     if not stored:
         return None
-    champion = tracking.version_by_alias(config.model_name, CHAMPION)
-    chosen = next((v for v in stored if champion and v.version == champion.version), stored[0])
-    alias = CHAMPION if champion and chosen.version == champion.version else ""
-    return Covering(config.model_name, str(chosen.version), alias, chosen.tags.get("dataset_fingerprint", ""))
+    chosen = next((version for version in stored if CHAMPION in version.aliases), stored[0])
+    alias = CHAMPION if CHAMPION in chosen.aliases else ""
+    return Covering(config.model_name, chosen.version, alias, chosen.tags.get(lineage.DATASET_FINGERPRINT, ""))
 
 
 def check(config: PipelineConfig, search: bool = False) -> ChangeCheck:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from artlora.config import PipelineConfig, TaskSettings
+from artlora.data import lineage
 from artlora.diffusion import loading
 from artlora.errors import ArtloraError
 from artlora.io import settings, storage, tracking
@@ -54,7 +55,17 @@ def run_local(config: PipelineConfig, search: bool = False) -> dict[str, object]
         suffix = "-search" if search else ""
         path = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}{suffix}.html"
         report = str(storage.get_storage().get_file(str(outputs["report_uri"]), path))
-    result = {**outputs, "tracking_uri": tracking.configure(), "report": report}
+    result = {**outputs, **_trained(outputs), "tracking_uri": tracking.configure(), "report": report}
     if result["tracking_uri"].startswith(("http://", "https://")):  # a tracking server: its UI shows the version
         result["mlflow_ui"] = f"{result['tracking_uri']}/#/models/{outputs['model_name']}/versions/{outputs['version']}"
     return {**result, "seconds": round(time.monotonic() - started, 1)}
+
+
+def _trained(outputs: dict) -> dict[str, object]:
+    """The version's adapter and MLflow run, and how its training went (the train stage's summary, stored with
+    the adapter): what a user looks at next, also when the run reused a version trained before."""
+    version = tracking.model_version(str(outputs["model_name"]), str(outputs["version"]))
+    adapter_uri = version.tags.get(lineage.ADAPTER_URI, "") if version else ""
+    marker = storage.join(adapter_uri, storage.COMPLETE_MARKER) if adapter_uri else ""
+    training = storage.get_storage().get_json(marker) if marker else {}
+    return {"adapter_uri": adapter_uri, "run_id": version.run_id if version else "", "training": training}

@@ -76,11 +76,11 @@ class Winner:
 
 def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
     run = tracking.get_run(run_id)
-    metric = config.register.gate_metric
+    metric = config.register.ranking_rule.metric
     if metric not in run.data.metrics or "artlora.adapter_uri" not in run.data.tags:
         raise SearchError(
-            f"trial run {run_id} has no {metric!r} metric or no adapter (register.gate_metric names the metric "
-            "evaluate logs; check the trial's train and evaluate tasks)"
+            f"trial run {run_id} has no {metric!r} metric or no adapter (the first metric rule of register.gate "
+            "names it; check the trial's train and evaluate tasks)"
         )
     settings = {name: run.data.params.get(f"train.{name}", "?") for name in config.search.space()}
     return TrialReport(
@@ -95,11 +95,12 @@ def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
 
 
 def pick(config: PipelineConfig, parent_run_id: str, run_ids: list[str]) -> Winner:
-    """The trial with the lowest gate metric; every trial is named in MLflow and compared on the summary page,
+    """The best trial by the gate's first metric rule; every trial is named in MLflow and compared on the summary page,
     which goes to the parent run (`search/summary.html`) and to the object store."""
-    metric = config.register.gate_metric
+    rule = config.register.ranking_rule
+    metric = rule.metric
     reports = [_trial(config, run_id, number) for number, run_id in enumerate(run_ids, start=1)]
-    best = min(reports, key=lambda report: report.metrics[metric])
+    best = (min if rule.direction == "lower" else max)(reports, key=lambda report: report.metrics[metric])
     for report in reports:
         tracking.set_run_tags(report.run_id, {tracking.RUN_NAME_TAG: f"trial {report.number}: {report.label}"})
     page = summary_html(config, reports, best).encode()

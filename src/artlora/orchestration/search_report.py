@@ -73,7 +73,8 @@ def _grid(trial: TrialReport) -> str:
 
 
 def summary_html(config: PipelineConfig, trials: list[TrialReport], winner: TrialReport) -> str:
-    metric = config.register.gate_metric
+    rule = config.register.ranking_rule
+    metric = rule.metric
     header = "".join(f"<th>{name}</th>" for name in METRICS)
     rows = "".join(_row(trial, winner) for trial in trials)
     return f"""<!doctype html>
@@ -85,8 +86,8 @@ img{{image-rendering:pixelated;width:100%;max-width:900px}}
 </head><body>
 <h1>Search for {html.escape(config.model_name)}: {len(trials)} trials ({config.search.strategy})</h1>
 <p>Winner: <strong>trial {winner.number}</strong> ({html.escape(winner.label)}), {html.escape(metric)}
-{winner.metrics[metric]:.6f} (lower is better), adapter <code>{html.escape(winner.adapter_uri)}</code>. It is the
-one version this search registers.</p>
+{winner.metrics[metric]:.6f} ({rule.direction} is better), adapter <code>{html.escape(winner.adapter_uri)}</code>.
+It is the one version this search registers.</p>
 <h2>Trials</h2>
 <table><tr><th>trial</th><th>settings</th>{header}<th>MLflow run</th></tr>{rows}</table>
 <p>Every trial has the rest of its settings from <code>train:</code>; held-out losses at fixed timesteps and noise,
