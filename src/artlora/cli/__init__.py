@@ -15,6 +15,7 @@ import traceback
 from artlora import log
 from artlora.cli import demo, generate, models, pipeline, retrain, search, services, stages
 from artlora.errors import ArtloraError
+from artlora.io import local_services
 
 EXAMPLES = """examples:
   artlora demo                                          the whole pipeline on generated art, CPU only
@@ -32,10 +33,10 @@ EXAMPLES = """examples:
   accelerate launch --multi_gpu --num_processes 4 -m artlora.cli train --config ...   one run on 4 GPUs (DDP)
 
 environment:
-  ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else, for demo and
-                                                        pipeline run --local, the local services)
-  MLFLOW_TRACKING_URI                                   your MLflow server (else the local services' one, or
-                                                        SQLite in ARTLORA_WORK_DIR for a stage run alone)
+  ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else the local services
+                                                        when they run; demo and pipeline run --local start them)
+  MLFLOW_TRACKING_URI                                   your MLflow server (else the local services' one when they
+                                                        run, or SQLite in ARTLORA_WORK_DIR)
   ARTLORA_S3_PORT, ARTLORA_MLFLOW_PORT                  the local services' ports (default 8333, 5000)
   ARTLORA_WORK_DIR                                      local caches and reports (default ./.artlora)
   ARTLORA_KFP_TOKEN                                     bearer token for the Kubeflow Pipelines API (--host)
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log.configure(verbose=args.verbose)
     try:
+        if args.command != "services":  # the services commands manage them; every other command may use them
+            local_services.use_running()
         return args.handler(args) or 0
     except USER_ERRORS as err:
         if args.verbose:

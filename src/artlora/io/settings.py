@@ -46,10 +46,11 @@ def s3_settings() -> S3Settings | None:
     )
 
 
-def work_dir() -> Path:
+def work_dir(create: bool = True) -> Path:
     """Local folder for caches, the default MLflow store and downloaded reports."""
     path = Path(os.environ.get(WORK_DIR, ".artlora")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
