@@ -77,11 +77,11 @@ def unchanged(message: str, model_name: str, version: str, alias: str, dataset_f
         model_name, version, alias, dataset_fingerprint: the covering version, from the check.
 
     Returns:
-        the covering version, as the pipeline's outputs (the reason is the check's verdict; report_uri is empty:
-        nothing was evaluated).
+        the covering version, as the pipeline's outputs (report_uri is empty: nothing was evaluated).
     """
     from collections import namedtuple
 
     print(f"{message}: nothing trained, nothing registered")
     names = ["model_name", "version", "alias", "reason", "report_uri", "dataset_fingerprint"]
-    return namedtuple("UnchangedOutputs", names)(model_name, version, alias, message, "", dataset_fingerprint)
+    reason = "nothing changed, so nothing was registered: the aliases stay as they were"
+    return namedtuple("UnchangedOutputs", names)(model_name, version, alias, reason, "", dataset_fingerprint)

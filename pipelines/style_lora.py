@@ -38,7 +38,7 @@ class Outputs(NamedTuple):
     model_name: str
     version: str
     alias: str
-    reason: str  # why the gate chose the alias, or the check's verdict when nothing changed
+    reason: str  # why the gate chose the alias (when nothing changed: that the aliases stayed)
     report_uri: str  # the evaluation report, or a search's summary page ("" when unchanged)
     dataset_fingerprint: str
 
