@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/hadolint docker/Dockerfile
 
 compile: $(STAMP)
-	$(BIN)/artlora pipeline compile
+	$(BIN)/artlora pipeline compile --config configs/sd15.yaml --out pipelines/style_lora.yaml
 
 # Needs a Docker engine (not on the dev and CI machines). `docker run IMAGE artlora ...` runs the CLI.
 image:

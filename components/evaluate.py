@@ -9,7 +9,7 @@ from artlora.components.image import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate(config_json: str, adapter_uri: str, cache_uri: str, run_id: str) -> NamedTuple(
-    "EvaluateOutputs", report_uri=str, val_loss_base=float, val_loss_lora=float
+    "EvaluateOutputs", report_uri=str, val_loss_base=float, val_loss_lora=float, run_id=str
 ):
     """Measure the adapter against its base model and write an HTML report.
 
@@ -20,7 +20,7 @@ def evaluate(config_json: str, adapter_uri: str, cache_uri: str, run_id: str) ->
         run_id: the training's MLflow run, which receives the metrics.
 
     Returns:
-        report_uri, val_loss_base, val_loss_lora.
+        report_uri, val_loss_base, val_loss_lora, and the run_id that now holds them (a search collects it).
     """
     from collections import namedtuple
 
@@ -31,5 +31,5 @@ def evaluate(config_json: str, adapter_uri: str, cache_uri: str, run_id: str) ->
     log.configure()
     config = PipelineConfig.model_validate_json(config_json).evaluate
     result = stage.run(with_inputs(config, adapter_uri=adapter_uri, cache_uri=cache_uri, run_id=run_id))
-    outputs = namedtuple("EvaluateOutputs", ["report_uri", "val_loss_base", "val_loss_lora"])
-    return outputs(result.report_uri, result.val_loss_base, result.val_loss_lora)
+    outputs = namedtuple("EvaluateOutputs", ["report_uri", "val_loss_base", "val_loss_lora", "run_id"])
+    return outputs(result.report_uri, result.val_loss_base, result.val_loss_lora, run_id)

@@ -1,12 +1,14 @@
 """Shared fixtures: real servers on loopback (SeaweedFS, PostgreSQL, an MLflow server), a private work folder,
-the tiny model."""
+the tiny model, and one trained and evaluated style adapter for the tests that look it up or paint with it."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -136,3 +138,34 @@ def mlflow_db(work_dir, _mlflow_db_template) -> Path:
 
     work_dir.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copyfile(_mlflow_db_template, work_dir / "mlflow.db"))
+
+
+@dataclass(frozen=True)
+class StyleRun:
+    """A style adapter trained and evaluated on the sample data, tracked to the session's MLflow server."""
+
+    config: object  # the PipelineConfig it was trained with
+    adapter_uri: str
+    run_id: str
+    cache_uri: str
+
+
+@pytest.fixture(scope="session")
+def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory) -> StyleRun:
+    """Trained once per session (a few steps at a high LoRA scale, so that its images differ visibly from the
+    base model's) and evaluated; register it under a model name of your own."""
+    from small_configs import small_config_for
+
+    from artlora.config import with_inputs
+    from artlora.stages import augment, evaluate, ingest, train
+
+    work = tmp_path_factory.mktemp("style-run")
+    environment = {settings.TRACKING_URI: mlflow_server.url, settings.WORK_DIR: str(work)}
+    with mock.patch.dict(os.environ, environment):
+        config = small_config_for(f"{TEST_BUCKET}/style-run", tiny_model_dir, sample_folder, "train.alpha=32")
+        dataset = ingest.run(config.ingest)
+        cache_uri = augment.run(with_inputs(config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
+        trained = train.run(with_inputs(config.train, cache_uri=cache_uri, learning_rate=0.01))
+        inputs = {"adapter_uri": trained.adapter_uri, "cache_uri": cache_uri, "run_id": trained.run_id}
+        evaluate.run(with_inputs(config.evaluate, **inputs))
+    return StyleRun(config, trained.adapter_uri, trained.run_id, cache_uri)

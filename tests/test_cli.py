@@ -21,7 +21,8 @@ def artlora(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def test_help_teaches_the_commands():
     out = artlora("--help").stdout
-    for command in ("ingest", "augment", "train", "evaluate", "register", "pipeline", "demo", "sample-data"):
+    commands = ("ingest", "augment", "train", "evaluate", "register", "pipeline", "demo", "sample-data", "models")
+    for command in (*commands, "generate"):
         assert command in out
     assert "ARTLORA_S3_ENDPOINT" in out and "MLFLOW_TRACKING_URI" in out
     train = artlora("train", "--help").stdout

@@ -48,9 +48,21 @@ def test_a_bad_config_value_names_the_field(capsys, config_file, stage):
     fails_clearly(capsys, [stage, "--config", config_file, "--set", BAD_VALUES[stage]], stage, field, config_file)
 
 
-@pytest.mark.parametrize("argv", [["pipeline", "run", "--local"], ["demo"]], ids=["pipeline-run", "demo"])
-def test_whole_pipeline_commands_name_the_bad_field_and_the_missing_file(capsys, config_file, argv):
-    command = " ".join(argv[:2]) if argv[0] == "pipeline" else "demo"
+NOWHERE = "http://127.0.0.1:9"  # the config is refused before any host is asked
+WHOLE_PIPELINE = {
+    "pipeline run": ["pipeline", "run", "--local"],
+    "pipeline compile": ["pipeline", "compile", "--out", "pipeline.yaml"],
+    "pipeline submit": ["pipeline", "submit", "--host", NOWHERE],
+    "pipeline schedule": ["pipeline", "schedule", "--host", NOWHERE, "--cron", "0 0 3 * * *"],
+    "search": ["search", "--local"],
+    "retrain-if-changed": ["retrain-if-changed", "--local"],
+    "demo": ["demo"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(WHOLE_PIPELINE))
+def test_whole_pipeline_commands_name_the_bad_field_and_the_missing_file(capsys, config_file, command):
+    argv = WHOLE_PIPELINE[command]
     fails_clearly(capsys, [*argv, "--config", config_file, "--set", "train.max_steps=0"], command, "train.max_steps")
     fails_clearly(capsys, [*argv, "--config", "missing.yaml"], command, "missing.yaml")
 
@@ -136,9 +148,17 @@ def test_an_output_that_is_a_file_is_named(capsys, tmp_path, command):
     fails_clearly(capsys, [command, "--out", str(taken / "sub")], command, str(taken))
 
 
-def test_compile_to_a_missing_folder_is_named(capsys, tmp_path):
+def test_compile_to_a_missing_folder_is_named(capsys, config_file, tmp_path):
     out = str(tmp_path / "no" / "such" / "folder" / "pipeline.yaml")
-    fails_clearly(capsys, ["pipeline", "compile", "--out", out], "pipeline compile", "pipeline.yaml")
+    fails_clearly(
+        capsys, ["pipeline", "compile", "--config", config_file, "--out", out], "pipeline compile", "pipeline.yaml"
+    )
+
+
+def test_retrain_if_changed_names_a_missing_source(capsys, config_file, tmp_path, s3_endpoint):
+    missing = str(tmp_path / "no-images-here")
+    argv = ["retrain-if-changed", "--local", "--config", config_file, "--set", f"ingest.source={missing}"]
+    fails_clearly(capsys, argv, "retrain-if-changed", missing)
 
 
 def test_verbose_adds_the_traceback(capsys, config_file):

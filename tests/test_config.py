@@ -63,10 +63,25 @@ def test_shipped_config_validates(path: Path):
         if key in raw:
             assert getattr(config, key) == raw[key]
     for stage in STAGES:
-        section = getattr(config, stage)
+        # As YAML holds them: lists for tuples, mappings for settings groups (register.gate's rules).
+        section = getattr(config, stage).model_dump(mode="json", exclude_unset=True)
         for key, value in (raw.get(stage) or {}).items():
-            got = getattr(section, key)
-            assert (list(got) if isinstance(got, tuple) else got) == value, f"{stage}.{key}"
+            assert section[key] == value, f"{stage}.{key}"
+    resolved = config.model_dump(mode="json")
+    for section in ("search", "cluster"):
+        _assert_within(raw.get(section) or {}, resolved[section], section)
+
+
+def _assert_within(given, resolved, where: str) -> None:
+    """Every value a nested section sets is in the resolved config (the rest are defaults)."""
+    if isinstance(given, dict):
+        for key, value in given.items():
+            _assert_within(value, resolved[key], f"{where}.{key}")
+    elif isinstance(given, list) and given and isinstance(given[0], dict):
+        for index, (item, got) in enumerate(zip(given, resolved, strict=True)):
+            _assert_within(item, got, f"{where}[{index}]")
+    else:
+        assert resolved == given, where
 
 
 # -- shared keys --------------------------------------------------------------------------------------
@@ -143,7 +158,8 @@ def test_set_replaces_file_values_and_shared_keys(tmp_path):
 
 
 def test_set_creates_a_missing_section(minimal):
-    assert load_config(minimal, ["register.gate_metric=val_loss"]).register.gate_metric == "val_loss"
+    config = load_config(minimal, ["register.gate=[{metric: val_loss, over_champion: 0}]"])
+    assert config.register.gate[0].metric == "val_loss"
 
 
 def test_set_value_may_contain_equals_signs_and_later_sets_win(minimal):

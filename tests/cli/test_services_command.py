@@ -82,6 +82,18 @@ def test_up_again_leaves_them_as_they_are(env):
     assert all(f"pid {pid} " in result.stderr for pid in pids.values())
 
 
+def test_other_commands_find_the_running_services_without_exports(env):
+    variables = exports(artlora(env, "services", "up").stdout)
+    client = MlflowClient(variables["MLFLOW_TRACKING_URI"])
+    client.create_registered_model("found-style")
+    client.create_model_version("found-style", "s3://artlora/runs/x/adapter")
+
+    listed = artlora(env, "models", "list", "--json")  # the user's shell has none of the exports
+
+    assert listed.returncode == 0, listed.stderr
+    assert [row["model"] for row in json.loads(listed.stdout)] == ["found-style"]
+
+
 def test_objects_and_runs_survive_down_and_up(env):
     variables = exports(artlora(env, "services", "up").stdout)
     s3 = settings.S3Settings(

@@ -138,6 +138,9 @@ def test_the_cronjob_checks_once_at_a_time_as_a_kfp_only_identity(manifests, ove
         "artlora-s3",
     }
     assert pod["serviceAccountName"] == "artlora-retrain"
+    variables = {variable["name"]: variable for variable in retrain["env"]}
+    # Multi-user KFP: the runs go to the CronJob's own (profile) namespace.
+    assert variables["ARTLORA_KFP_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     rules = find(documents, "Role", "artlora-retrain", namespace)["rules"]
     assert {group for rule in rules for group in rule["apiGroups"]} == {"pipelines.kubeflow.org"}
     assert {resource for rule in rules for resource in rule["resources"]} == {"experiments", "runs"}
@@ -153,7 +156,7 @@ def test_the_cronjob_counts_unchanged_data_as_success(manifests, tmp_path, statu
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/args"\nexit {status}\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    env |= {variable["name"]: variable["value"] for variable in retrain["env"]}
+    env |= {variable["name"]: variable["value"] for variable in retrain["env"] if "value" in variable}
     result = subprocess.run(["/bin/sh", "-c", *retrain["args"]], env=env, capture_output=True, text=True)
     assert result.returncode == job_status, result.stdout + result.stderr
     assert (tmp_path / "args").read_text().split() == [

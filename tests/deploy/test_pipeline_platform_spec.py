@@ -44,15 +44,6 @@ def references(settings: dict) -> list[tuple[str, str, set[str]]]:
     return found
 
 
-NO_PLATFORM_SPEC = pytest.mark.xfail(
-    not executors(),
-    reason="pipelines/style_lora.yaml has no Kubernetes platform spec yet: the pipeline does not mount "
-    "artlora-s3 and artlora-endpoints into its tasks (kfp-kubernetes use_secret_as_env / use_config_map_as_env)",
-    strict=False,
-)
-
-
-@NO_PLATFORM_SPEC
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_secret_and_configmap_the_pipeline_mounts_is_created(manifests, overlay):
     mounted = [reference for settings in executors().values() for reference in references(settings)]
@@ -62,7 +53,6 @@ def test_every_secret_and_configmap_the_pipeline_mounts_is_created(manifests, ov
         assert keys <= set(created["data"]), f"{kind} {name} lacks {keys - set(created['data'])}"
 
 
-@NO_PLATFORM_SPEC
 def test_every_task_gets_the_store_keys_and_the_endpoints():
     tasks = executors()
     assert tasks

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 
-import mlflow
-
 from artlora.config import with_inputs
 from artlora.io import tracking
 from artlora.stages import evaluate, register, train
 
 
-def test_stages_track_and_register_through_a_tracking_server(tracking_server, small_config, latent_cache, store):
+def test_stages_track_and_register_through_a_tracking_server(
+    tracking_server, small_config, latent_cache, store, tmp_path
+):
     trained = train.run(with_inputs(small_config.train, cache_uri=latent_cache, learning_rate=0.01))
     evaluate.run(
         with_inputs(
@@ -30,5 +30,5 @@ def test_stages_track_and_register_through_a_tracking_server(tracking_server, sm
     assert str(version.version) == result.version
     # The adapter went through the server's artifact proxy into the object store, and comes back from there.
     assert any(uri.endswith("pytorch_lora_weights.safetensors") for uri in store.list("s3://mlflow-server/artifacts"))
-    adapter_dir = mlflow.artifacts.download_artifacts(artifact_uri=version.source)
+    adapter_dir = tracking.download_version(version, tmp_path)
     assert "pytorch_lora_weights.safetensors" in os.listdir(adapter_dir)

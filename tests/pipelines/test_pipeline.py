@@ -1,24 +1,37 @@
-"""The compiled pipeline is current, and runs end to end through kfp.local into the MLflow registry."""
+"""The committed pipeline is a fresh compile, runs end to end through kfp.local into the MLflow registry, and
+trains again only when the dataset changed."""
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
+import shutil
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import requests
 import torch
+import yaml
+from mlflow.tracking import MlflowClient
 from service_environment import without_services
+from small_configs import small_config_for
 
+from artlora.cli import main
+from artlora.config import load_config
+from artlora.data import sample_data
 from artlora.diffusion import loading
 from artlora.io import local_services, tracking
+from artlora.orchestration import changes
+from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_committed_pipeline_yaml_equals_a_fresh_compile(tmp_path):
-    fresh = build.compile_pipeline(tmp_path / "style_lora.yaml")
+    fresh = build.compile_pipeline(load_config(REPO / build.COMPILED_FROM), tmp_path / "style_lora.yaml")
     assert fresh.read_text() == build.COMPILED.read_text(), "run `make compile` and commit pipelines/style_lora.yaml"
 
 
@@ -26,6 +39,11 @@ def _image(pipe) -> np.ndarray:
     generator = torch.Generator().manual_seed(0)
     out = pipe("a woodcut of a tree", num_inference_steps=2, height=32, width=32, generator=generator, output_type="np")
     return out.images[0]
+
+
+def _train_runs(experiment: str) -> int:
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`artlora.stage` = 'train'")
+    return len(runs)
 
 
 @pytest.fixture
@@ -42,24 +60,65 @@ def local_services_up(monkeypatch):
     local_services.down()
 
 
-@pytest.mark.slow
-def test_pipeline_runs_locally_and_registers_a_loadable_champion(small_config, tiny_model_dir, local_services_up):
-    config = small_config.model_copy(update={"train": small_config.train.model_copy(update={"learning_rate": 0.01})})
-    outputs = build.run_local(config.model_dump_json(), pipeline_root=tempfile.mkdtemp())
+def _everything_logged(config, logs: list[str]) -> str:
+    """The run's output (every task's log) and every MLflow param and tag of the experiment and the model."""
+    client = MlflowClient()
+    runs = mlflow.search_runs(experiment_names=[config.experiment], output_format="list")
+    logged = logs + [json.dumps([run.data.params, run.data.tags]) for run in runs]
+    logged += [json.dumps(version.tags) for version in client.search_model_versions(f"name = '{config.model_name}'")]
+    return "\n".join(logged)
 
-    assert outputs["alias"] == "champion" and outputs["model_name"] == config.model_name
+
+@pytest.mark.slow
+def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_changed(
+    bucket, sample_folder, tiny_model_dir, tmp_path, local_services_up, capfd
+):
+    # The local services' generated keys, as a cluster's Secret would give them to the tasks: they must show up
+    # in no log line, no MLflow param or tag and no pipeline argument.
+    secrets = [os.environ[name] for name in ("ARTLORA_S3_ACCESS_KEY", "ARTLORA_S3_SECRET_KEY")]
+    source = shutil.copytree(sample_folder, tmp_path / "source")
+    config = small_config_for(bucket, tiny_model_dir, source, "train.learning_rate=0.01")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    logs: list[str] = []
+
+    def run_command() -> tuple[dict, str]:
+        """`artlora pipeline run --local`: its JSON result, and the summary it ends with."""
+        assert main(["pipeline", "run", "--local", "--config", str(config_file)]) == 0
+        printed = capfd.readouterr()
+        logs.extend([printed.out, printed.err])
+        return json.loads(printed.out[printed.out.rfind("\n{\n") + 1 :]), printed.err
+
+    first, said = run_command()
+    assert first["changed"] is True and first["alias"] == "champion" and first["version"] == "1"
+    assert first["reason"] == "passed all 1 gate rule(s)"
+    training = first["training"]
+    assert (training["steps"], training["adapter_step"], training["stopped_early"]) == (4, 4, False)
+    # The end of the run names what a user looks for next.
+    for line in (
+        f"adapter          : {first['adapter_uri']} (trained now)",
+        f"MLflow run       : {first['run_id']} at {local_services_up}",
+        f"MLflow UI        : {first['mlflow_ui']}",
+        "training         : ran all 4 steps; kept the adapter of step 4",
+        f"registered model : {config.model_name} version 1 (alias: champion)",
+        "why that alias   : passed all 1 gate rule(s)",
+        f"evaluation report: {first['report']}",
+        f"artlora generate --model models:/{config.model_name}/1",
+    ):
+        assert line in said
     tracking.configure()
     version = tracking.version_by_alias(config.model_name, "champion")
-    assert str(version.version) == outputs["version"]
-    assert version.tags["dataset_fingerprint"] == outputs["dataset_fingerprint"]
+    assert version.tags["dataset_fingerprint"] == first["dataset_fingerprint"]
+    assert version.tags["source_fingerprint"] and version.tags["pipeline_config_digest"]
+    # retrain-if-changed, outside the pipeline, comes to the same verdict from the same config.
+    assert changes.check(config).covering.version == "1"
 
-    adapter_dir = mlflow.artifacts.download_artifacts(artifact_uri=version.source)
+    adapter_dir = tracking.download_version(version, tmp_path / "download")
     pipe = loading.load_pipeline(str(tiny_model_dir))
     pipe.set_progress_bar_config(disable=True)
     before = _image(pipe)
-    pipe.load_lora_weights(adapter_dir)
-    after = _image(pipe)
-    assert np.abs(after - before).max() > 1e-3, "the registered adapter does not change the model's output"
+    pipe.load_lora_weights(str(adapter_dir))
+    assert np.abs(_image(pipe) - before).max() > 1e-3, "the registered adapter does not change the model's output"
 
     # The local MLflow server's REST API, which its UI reads, lists the run with its images and report.
     api = f"{local_services_up}/api/2.0/mlflow"
@@ -70,3 +129,24 @@ def test_pipeline_runs_locally_and_registers_a_loadable_champion(small_config, t
     assert version.run_id in [run["info"]["run_id"] for run in runs]
     listed = requests.get(f"{api}/artifacts/list", params={"run_id": version.run_id, "path": "eval"}, timeout=30)
     assert {"eval/grid.png", "eval/report.html"} <= {entry["path"] for entry in listed.json()["files"]}
+
+    again, said = run_command()
+    assert again["changed"] is False and again["message"].startswith("unchanged")
+    assert (again["version"], again["alias"], again["report_uri"]) == ("1", "champion", "")
+    assert (again["dataset_fingerprint"], again["adapter_uri"]) == (first["dataset_fingerprint"], first["adapter_uri"])
+    assert f"adapter          : {first['adapter_uri']} (trained before, reused)" in said
+    assert _train_runs(config.experiment) == 1, "an unchanged run trained"
+    assert len(MlflowClient().search_model_versions(f"name = '{config.model_name}'")) == 1
+
+    image, caption = sample_data.render("woodcut", index=999, size=64, seed=7)
+    image.save(source / "woodcut" / "added.png")
+    (source / "woodcut" / "added.txt").write_text(caption)
+    # The committed YAML runs too; every argument is passed, so its own defaults (configs/sd15.yaml's) do not matter.
+    third = build.run_local(build.COMPILED, arguments(config), pipeline_root=tmp_path / "kfp")
+    assert third["changed"] is True and third["version"] == "2"
+    assert third["dataset_fingerprint"] != first["dataset_fingerprint"]
+    assert _train_runs(config.experiment) == 2
+
+    printed = capfd.readouterr()
+    seen = _everything_logged(config, [*logs, printed.out, printed.err]) + json.dumps(arguments(config))
+    assert "check-changes" in seen and not any(value in seen for value in secrets)

@@ -1,8 +1,9 @@
 """artlora's one entry point: `artlora <command>`. Run `artlora --help`, or `artlora <command> --help`.
 
-Each group of commands lives in its own module here (`stages`, `pipeline`, `services`, `demo`), which adds its
-parsers and handlers; this module assembles them and turns every error a user or the environment can cause into
-one line, `artlora <command>: error: <what> (<what to do>)`, with exit code 2 (`-v` adds the traceback).
+Each group of commands lives in its own module here (`stages`, `pipeline`, `services`, `demo`, `models`,
+`generate`), which adds its parsers and handlers; this module assembles them and turns every error a user or the
+environment can cause into one line, `artlora <command>: error: <what> (<what to do>)`, with exit code 2 (`-v`
+adds the traceback).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import sys
 import traceback
 
 from artlora import log
-from artlora.cli import demo, pipeline, services, stages
+from artlora.cli import demo, generate, models, pipeline, retrain, search, services, stages
 from artlora.errors import ArtloraError, Stopped
+from artlora.io import local_services
 
 EXAMPLES = """examples:
   artlora demo                                          the whole pipeline on generated art, CPU only
@@ -23,19 +25,25 @@ EXAMPLES = """examples:
   artlora pipeline run --local --config configs/demo.yaml
   artlora train --help                                  the train stage's config keys, with defaults
   artlora train --config configs/sd15.yaml --set train.cache_uri=s3://artlora/cache/index/<key>.json
-  artlora pipeline compile                              write pipelines/style_lora.yaml for Kubeflow
+  artlora pipeline compile --config configs/sd15.yaml --out pipeline.yaml      the pipeline's IR YAML for Kubeflow
+  artlora pipeline submit --host http://localhost:8080 --config configs/sd15.yaml --wait   a run on a cluster
+  artlora search --local --config configs/demo.yaml --set search.rank=[4,8]   grid search, best one registered
+  artlora retrain-if-changed --config FILE --host URL   submit only when the data or config changed (exit 3: not)
+  artlora models list                                   the registered styles: versions, aliases, metrics
+  artlora generate --model models:/demo-style@champion --prompt "a woodcut of a tree" --out images/
   accelerate launch --multi_gpu --num_processes 4 -m artlora.cli train --config ...   one run on 4 GPUs (DDP)
 
 environment:
-  ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else, for demo and
-                                                        pipeline run --local, the local services)
-  MLFLOW_TRACKING_URI                                   your MLflow server (else the local services' one, or
-                                                        SQLite in ARTLORA_WORK_DIR for a stage run alone)
+  ARTLORA_S3_ENDPOINT, ARTLORA_S3_ACCESS_KEY, ARTLORA_S3_SECRET_KEY   your MinIO/S3 (else the local services
+                                                        when they run; demo and pipeline run --local start them)
+  MLFLOW_TRACKING_URI                                   your MLflow server (else the local services' one when they
+                                                        run, or SQLite in ARTLORA_WORK_DIR)
   ARTLORA_S3_PORT, ARTLORA_MLFLOW_PORT                  the local services' ports (default 8333, 5000)
   ARTLORA_WORK_DIR                                      local caches and reports (default ./.artlora)
   ARTLORA_S3_CONNECT_TIMEOUT, ARTLORA_S3_READ_TIMEOUT, ARTLORA_S3_RETRIES   how long to wait for the store
                                                         (default 5 s, 10 s, 3: a store that froze is reported
                                                         within about a minute)
+  ARTLORA_KFP_TOKEN                                     bearer token for the Kubeflow Pipelines API (--host)
 """
 
 # What a user or the environment can cause: artlora's own errors (a bad config, a missing model, an unreachable
@@ -48,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     log.configure(verbose=args.verbose)
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
+        if args.command != "services":  # the services commands manage them; every other command may use them
+            local_services.use_running()
         return args.handler(args) or 0
     except USER_ERRORS as err:
         if args.verbose:
@@ -83,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for group in (stages, pipeline, services, demo):
+    for group in (stages, pipeline, search, retrain, services, demo, models, generate):
         group.add_commands(commands)
     return parser
 

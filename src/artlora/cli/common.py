@@ -56,3 +56,46 @@ def print_result(result: object) -> None:
         return
     data = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
     print(json.dumps(data, indent=2, default=str))
+
+
+def cluster_arguments(parser: argparse.ArgumentParser, local: str = "") -> None:
+    """Where the Kubeflow Pipelines API is and who we are there; with `local` (its help), `--local` is the
+    alternative to `--host`, and one of them is required."""
+    where = parser
+    if local:
+        where = parser.add_mutually_exclusive_group(required=True)
+        where.add_argument("--local", action="store_true", help=local)
+    where.add_argument(
+        "--host",
+        required=not local,
+        metavar="URL",
+        help="the KFP API or UI address, e.g. http://localhost:8080 (after `kubectl -n kubeflow port-forward "
+        "svc/ml-pipeline-ui 8080:80`) or http://ml-pipeline.kubeflow.svc.cluster.local:8888 in the cluster",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a service-account token for KFP, re-read on every request (in a pod: a projected token with "
+        "audience pipelines.kubeflow.org); without it, $ARTLORA_KFP_TOKEN if set, else no token",
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="multi-user KFP: the profile namespace to run in (default: $ARTLORA_KFP_NAMESPACE; standalone KFP "
+        "has none)",
+    )
+
+
+def experiment_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--experiment", metavar="NAME", help="KFP experiment to file the run under (default: the config's experiment)"
+    )
+
+
+def connection(args: argparse.Namespace):
+    """The KFP connection the cluster options describe (an artlora.pipelines.client.Connection)."""
+    from artlora.io import settings
+    from artlora.pipelines.client import Connection
+
+    namespace = args.namespace or os.environ.get(settings.KFP_NAMESPACE) or None
+    return Connection(args.host, namespace, settings.kfp_token(), args.token_file)

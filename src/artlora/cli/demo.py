@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from artlora.cli.common import command, config_arguments
+from artlora.cli.pipeline import summary
 from artlora.config import load_config
 from artlora.io import storage
 
@@ -92,11 +93,5 @@ def run_demo(args: argparse.Namespace) -> int:
         print("running the pipeline: ingest -> augment -> train -> evaluate -> register")
         outputs = run_local(config)
     print()
-    print(f"registered model : {outputs['model_name']} version {outputs['version']} (alias: {outputs['alias']})")
-    print(f"dataset          : fingerprint {outputs['dataset_fingerprint']}")
-    print(f"MLflow tracking  : {outputs['tracking_uri']}")
-    if "mlflow_ui" in outputs:
-        print(f"MLflow UI        : {outputs['mlflow_ui']} (the run, its images and report, the model)")
-    print(f"evaluation report: {outputs['report']}")
-    print(f"pipeline time    : {outputs['seconds']} s")
+    print("\n".join(summary(outputs)))
     return 0

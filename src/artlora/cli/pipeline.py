@@ -1,33 +1,98 @@
-"""`artlora pipeline compile | run`: the whole pipeline, compiled for Kubeflow or run here."""
+"""`artlora pipeline compile | run | submit | schedule | schedules`: the whole pipeline, here or on a cluster."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from artlora.cli.common import command, config_arguments, group, print_result
-from artlora.config import load_config
+from artlora.cli.common import (
+    cluster_arguments,
+    command,
+    config_arguments,
+    connection,
+    experiment_argument,
+    group,
+    print_result,
+)
+from artlora.cli.stages import key_lines
+from artlora.config import ClusterConfig, load_config
 
-RUN_HELP = """Run the compiled pipeline (pipelines/style_lora.yaml) with the given config. With --local, the tasks
-run as subprocesses here through kfp.local; when ARTLORA_S3_ENDPOINT is unset, they use artlora's local SeaweedFS
-and MLflow server (`artlora services`), started if they are not running and left running afterwards. The
-evaluation report is also copied to ARTLORA_WORK_DIR."""
+COMPILE_HELP = "\n".join(
+    [
+        "Compile the pipeline (or, with --search, the grid search) from the config. What the config's cluster:",
+        "section says is fixed in the YAML: the Secret and ConfigMap every task reads its S3 and MLflow settings",
+        "from, each task's CPU, memory, deadline and retries, the GPUs of train (train.gpus) and evaluate with their",
+        "node selector and tolerations, the /data/work volume and /dev/shm. The typed parameters (dataset_source,",
+        "base_model, model_name, max_steps, learning_rate, rank, perceptual_weight) and config_json default to",
+        "the config's values. A key of cluster.<task> left out keeps that task's default.",
+        "",
+        "config keys (cluster.KEY):",
+        *key_lines(ClusterConfig, "cluster"),
+    ]
+)
+
+RUN_HELP = """Run the pipeline with the given config here: the tasks run as subprocesses through kfp.local. When
+ARTLORA_S3_ENDPOINT is unset, they use artlora's local SeaweedFS and MLflow server (`artlora services`), started if
+they are not running and left running afterwards. The run starts with the change check: when the source listing and
+the config are those of a registered version whose adapter is stored, nothing is trained. The evaluation report is
+copied to ARTLORA_WORK_DIR. On a cluster: `artlora pipeline submit`."""
+
+SUBMIT_HELP = """Compile the pipeline from the config, upload it to Kubeflow Pipelines as a version named after the
+package version, the code revision and the spec's digest (reused when it is already there), start a run and print
+its URL. With --wait, follow the run to its end (exit status 2 unless it succeeds). The tasks read the S3 and
+MLflow settings from the Secret and ConfigMap named in the config's cluster: section, never from this command."""
+
+SCHEDULE_HELP = """Upload the pipeline as `submit` does and create a recurring run of it: no catch-up of missed
+times, at most one run at a time. Every run starts with the change check, so days without new data cost one small
+task. The cron expression has 6 fields, seconds first: "0 0 3 * * *" is 03:00 every day."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    actions = group(commands, "pipeline", "compile the Kubeflow pipeline, or run it here")
-    compile_ = command(actions, "compile", "write the pipeline's IR YAML", group="pipeline")
-    compile_.add_argument("--out", metavar="FILE", help="output file (default: the packaged pipelines/style_lora.yaml)")
+    actions = group(commands, "pipeline", "compile the Kubeflow pipeline, run it here, or submit and schedule it")
+    compile_ = command(
+        actions,
+        "compile",
+        "write the pipeline's IR YAML, compiled from a config",
+        group="pipeline",
+        description=COMPILE_HELP,
+    )
+    config_arguments(compile_)
+    compile_.add_argument("--search", action="store_true", help="the grid-search pipeline (the config's search:)")
+    compile_.add_argument("--out", metavar="FILE", required=True, help="the YAML file to write")
     compile_.set_defaults(handler=compile_pipeline)
-    run = command(actions, "run", "run the compiled pipeline", group="pipeline", description=RUN_HELP)
-    run.add_argument("--local", action="store_true", help="run here with kfp.local (no cluster, no Docker)")
+
+    run = command(actions, "run", "run the whole pipeline here", group="pipeline", description=RUN_HELP)
+    run.add_argument("--local", action="store_true", required=True, help="run here with kfp.local (no cluster)")
     config_arguments(run)
     run.set_defaults(handler=run_pipeline)
+
+    submit = command(actions, "submit", "start a run on Kubeflow Pipelines", group="pipeline", description=SUBMIT_HELP)
+    _remote_arguments(submit)
+    submit.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    submit.set_defaults(handler=submit_run)
+
+    schedule = command(actions, "schedule", "run on a schedule", group="pipeline", description=SCHEDULE_HELP)
+    _remote_arguments(schedule)
+    schedule.add_argument("--cron", required=True, metavar="CRON", help='6 fields, seconds first: "0 0 3 * * *"')
+    schedule.set_defaults(handler=schedule_runs)
+
+    schedules = command(actions, "schedules", "list the recurring runs, or delete one", group="pipeline")
+    cluster_arguments(schedules)
+    schedules.add_argument("--delete", metavar="ID", help="delete the recurring run with this id")
+    schedules.set_defaults(handler=list_schedules)
+
+
+def _remote_arguments(parser: argparse.ArgumentParser) -> None:
+    config_arguments(parser)
+    cluster_arguments(parser)
+    experiment_argument(parser)
 
 
 def compile_pipeline(args: argparse.Namespace) -> int:
     from artlora.pipelines import build
 
-    print(f"compiled {build.compile_pipeline(args.out or build.COMPILED)}")
+    config = load_config(args.config, args.overrides)
+    print(f"compiled {build.compile_pipeline(config, args.out, search=args.search)}")
     return 0
 
 
@@ -35,12 +100,75 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from artlora.io import local_services
     from artlora.orchestration.local import run_local
 
-    if not args.local:
-        raise ValueError(
-            "only --local runs are built in so far (for a cluster, compile the pipeline with "
-            "`artlora pipeline compile` and upload pipelines/style_lora.yaml to your Kubeflow Pipelines UI)"
-        )
     config = load_config(args.config, args.overrides)
     local_services.ensure()
-    print_result(run_local(config))
+    outputs = run_local(config)
+    print_result(outputs)
+    print("\n".join(summary(outputs)), file=sys.stderr)  # stdout stays JSON for scripts
     return 0
+
+
+def submit_run(args: argparse.Namespace, search: bool = False) -> int:
+    from artlora.orchestration import cluster
+
+    config = load_config(args.config, args.overrides)
+    where = connection(args)
+    submitted = cluster.submit(where, config, args.experiment, search=search)
+    print(f"submitted run {submitted.run_id} of pipeline version {submitted.version}: {submitted.url}")
+    if args.wait:
+        cluster.follow(where, submitted.run_id, say=print)
+    return 0
+
+
+def schedule_runs(args: argparse.Namespace) -> int:
+    from artlora.orchestration import cluster
+
+    config = load_config(args.config, args.overrides)
+    scheduled = cluster.schedule(connection(args), config, args.cron, args.experiment)
+    print(f"scheduled {scheduled.name!r} ({args.cron}) as recurring run {scheduled.schedule_id}")
+    print(f"pipeline version {scheduled.version}")
+    return 0
+
+
+def list_schedules(args: argparse.Namespace) -> int:
+    from artlora.pipelines.client import Kfp
+
+    kfp = Kfp(connection(args))
+    if args.delete:
+        kfp.delete_schedule(args.delete)
+        print(f"deleted recurring run {args.delete}")
+        return 0
+    found = kfp.schedules()
+    for schedule in found:
+        print(
+            f"{schedule.schedule_id}  {schedule.cron:<16}  {schedule.mode:<8}  {schedule.created_at}  {schedule.name}"
+        )
+    print(f"{len(found)} recurring run(s)")
+    return 0
+
+
+def summary(outputs: dict) -> list[str]:
+    """What a user looks for after a run: the change check, the adapter, the MLflow run, how training went, the
+    model version with its alias and why, the report, and how to paint with it."""
+    training = outputs["training"]
+    steps = training.get("steps")
+    how = f"stopped early after {steps} steps" if training.get("stopped_early") else f"ran all {steps} steps"
+    trained = "trained now" if outputs["changed"] else "trained before, reused"
+    model = f"{outputs['model_name']}/{outputs['version']}"
+    lines = [
+        f"change check     : {outputs['message']}",
+        f"adapter          : {outputs['adapter_uri']} ({trained})",
+        f"MLflow run       : {outputs['run_id']} at {outputs['tracking_uri']}",
+    ]
+    if "mlflow_ui" in outputs:  # a tracking server
+        lines.append(f"MLflow UI        : {outputs['mlflow_ui']} (the run, its images and report, the model)")
+    return [
+        *lines,
+        f"training         : {how}; kept the adapter of step {training.get('adapter_step')}",
+        f"registered model : {model.replace('/', ' version ')} (alias: {outputs['alias'] or 'none'})",
+        f"why that alias   : {outputs['reason']}",
+        f"dataset          : fingerprint {outputs['dataset_fingerprint']}",
+        f"evaluation report: {outputs['report'] or '(nothing evaluated: nothing changed)'}",
+        f"paint with it    : artlora generate --model models:/{model} --prompt '...' --out images/",
+        f"pipeline time    : {outputs['seconds']} s",
+    ]

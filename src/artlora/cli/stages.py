@@ -38,11 +38,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_stage(args: argparse.Namespace) -> int:
     # Imported here, not at the top: they load torch and diffusers, which `artlora --help` does not need.
-    from artlora.stages import augment, evaluate, ingest, register, train
+    from artlora.orchestration.launch import run_train
+    from artlora.stages import augment, evaluate, ingest, register
 
-    modules = {"ingest": ingest, "augment": augment, "train": train, "evaluate": evaluate, "register": register}
+    modules = {"ingest": ingest, "augment": augment, "evaluate": evaluate, "register": register}
     config = load_config(args.config, args.overrides)
-    print_result(modules[args.command].run(getattr(config, args.command)))
+    if args.command == "train":  # with train.gpus >= 2, under `accelerate launch` (unless already launched)
+        print_result(run_train(config))
+    else:
+        print_result(modules[args.command].run(getattr(config, args.command)))
     return 0
 
 
@@ -60,18 +64,40 @@ def stage_help(stage: str) -> str:
     )
 
 
-def key_lines(model: type[BaseModel], section: str) -> list[str]:
+def key_lines(model: type[BaseModel], section: str, values: BaseModel | None = None) -> list[str]:
+    """One entry per key of the section, with its type, default and description; a nested section (such as
+    cluster.train) lists its own keys, with the defaults it has there (`values`)."""
     lines = []
     for name, field in model.model_fields.items():
+        value = getattr(values, name) if values is not None else field.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel):
+            lines += key_lines(type(value), f"{section}.{name}", value)
+            continue
         if name.endswith(INPUTS):
             default = "from the stage before"
-        elif field.is_required():
+        elif values is None and field.is_required():
             default = "required"
         else:
-            default = f"default {json.dumps(field.default, default=str)}"
+            default = f"default {json.dumps(value, default=_as_written)}"
         lines.append(f"  {section}.{name}  ({type_name(field.annotation)}; {default})")
         lines += textwrap.wrap(field.description or "", 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        item = _list_item(field.annotation)
+        if item is not None:  # a list of settings groups (register.gate's rules): their keys too
+            lines += key_lines(item, f"{section}.{name}[]")
     return lines
+
+
+def _as_written(value: object) -> object:
+    """A default as a user would write it in YAML: a settings group by the keys it sets."""
+    return value.model_dump(mode="json", exclude_defaults=True) if isinstance(value, BaseModel) else str(value)
+
+
+def _list_item(annotation: object) -> type[BaseModel] | None:
+    """The settings model of a `tuple[Model, ...]` field, else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is not tuple or len(args) != 2 or args[1] is not Ellipsis:
+        return None
+    return args[0] if isinstance(args[0], type) and issubclass(args[0], BaseModel) else None
 
 
 def type_name(annotation: object) -> str:
@@ -85,6 +111,10 @@ def type_name(annotation: object) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"list of {type_name(args[0])}"
         return f"[{', '.join(type_name(arg) for arg in args)}]"
+    if origin is dict:
+        return f"mapping of {type_name(args[0])} to {type_name(args[1])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "{" + ", ".join(annotation.model_fields) + "}"
     return {"str": "text", "int": "integer", "float": "number", "bool": "true/false"}.get(
         getattr(annotation, "__name__", ""), str(annotation)
     )

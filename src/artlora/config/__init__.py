@@ -9,23 +9,31 @@ runs alone, the user passes them with `--set`.
 
 from artlora.config.augment import AugmentConfig
 from artlora.config.base import ConfigError, StageConfig
+from artlora.config.cluster import ClusterConfig, ScratchVolume, TaskSettings, Toleration
 from artlora.config.evaluate import EvaluateConfig
 from artlora.config.ingest import IngestConfig
 from artlora.config.load import apply_overrides, load_config, parse_override, validate, with_inputs
 from artlora.config.pipeline import SHARED_KEYS, STAGES, PipelineConfig
 from artlora.config.register import RegisterConfig
+from artlora.config.search import SEARCHABLE, SearchConfig
 from artlora.config.train import TrainConfig
 
 __all__ = [
     "STAGES",
     "SHARED_KEYS",
+    "SEARCHABLE",
     "AugmentConfig",
+    "ClusterConfig",
     "ConfigError",
     "EvaluateConfig",
     "IngestConfig",
     "PipelineConfig",
     "RegisterConfig",
+    "ScratchVolume",
+    "SearchConfig",
     "StageConfig",
+    "TaskSettings",
+    "Toleration",
     "TrainConfig",
     "apply_overrides",
     "load_config",

@@ -5,13 +5,15 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from artlora.config.augment import AugmentConfig
 from artlora.config.base import BaseModelRef, Experiment, Seed, StorageRoot
+from artlora.config.cluster import ClusterConfig
 from artlora.config.evaluate import EvaluateConfig
 from artlora.config.ingest import IngestConfig
 from artlora.config.register import RegisterConfig
+from artlora.config.search import SearchConfig
 from artlora.config.train import TrainConfig
 
 SHARED_KEYS = ("storage_root", "base_model", "experiment", "seed", "model_name")
@@ -32,6 +34,10 @@ class _Pipeline(BaseModel):
     augment: AugmentConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    search: SearchConfig = Field(default_factory=SearchConfig, description="the grid search (`artlora search`)")
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig, description="where the tasks run on Kubernetes (read at compile time)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -50,12 +56,30 @@ class _Pipeline(BaseModel):
             data[stage] = {**shared, **section}
         return data
 
+    @field_validator("search")
+    @classmethod
+    def _searched_values_are_train_values(cls, search: SearchConfig, info: ValidationInfo) -> SearchConfig:
+        train = info.data.get("train")
+        if train is None:  # the train section itself is invalid; pydantic names that
+            return search
+        for name, values in search.space().items():
+            for value in values:
+                try:
+                    TrainConfig.model_validate({**train.model_dump(), name: value})
+                except ValidationError as err:
+                    raise ValueError(f"{name}: {value!r} is not a valid train.{name}: {_first(err)}") from None
+        return search
+
     @field_validator("base_model")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must name a base model")
         return value
+
+
+def _first(err: ValidationError) -> str:
+    return err.errors()[0]["msg"]
 
 
 # pydantic warns, when the class is made, that a field named "register" shadows BaseModel's inherited

@@ -1,17 +1,115 @@
-"""The register stage's settings: the registered model and its gate."""
+"""The register stage's settings: the registered model and its gate.
+
+The gate is a list of rules; a new version becomes `champion` when every rule passes, else `challenger`. A rule
+either checks one metric of the run (its direction, its improvement over the base model and over the champion,
+absolute bounds) or, with `no_memorisation`, that no generated image was flagged as a near copy of a training
+image (the evaluate stage's `memorised_images`).
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from artlora.config.base import BaseModelRef, StageConfig
+
+MEMORISATION_METRIC = "memorised_images"
+
+
+class GateRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str | None = Field(
+        None, description="run metric this rule checks (e.g. val_loss_lora); not with no_memorisation"
+    )
+    direction: Literal["lower", "higher"] = Field("lower", description="which way the metric gets better")
+    over_champion: float | None = Field(
+        None,
+        ge=0,
+        description="must beat the champion's value by at least this fraction of it (0.02 = 2%; 0 = any margin); "
+        "passes when there is no champion yet",
+    )
+    base_metric: str | None = Field(
+        None, description="the base model's value of the same measure (e.g. val_loss_base), for over_base"
+    )
+    over_base: float | None = Field(
+        None, ge=0, description="must beat base_metric by at least this fraction of it (0.02 = 2%; 0 = any margin)"
+    )
+    min: float | None = Field(None, description="absolute lower bound on the metric (inclusive)")
+    max: float | None = Field(None, description="absolute upper bound on the metric (inclusive)")
+    no_memorisation: bool = Field(
+        False,
+        description=f"pass only when the run's {MEMORISATION_METRIC} is 0 (fails, saying so, when the run has no "
+        "such metric)",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GateRule:
+        if self.no_memorisation:
+            if self.metric is not None or self.checks():
+                raise ValueError("a no_memorisation rule takes no metric and no thresholds: give it a rule of its own")
+            return self
+        if self.metric is None:
+            raise ValueError("a rule needs a metric (or no_memorisation: true)")
+        if not self.checks():
+            raise ValueError(f"rule on {self.metric} checks nothing: set over_champion, over_base, min or max")
+        if (self.over_base is None) != (self.base_metric is None):
+            raise ValueError(f"rule on {self.metric}: over_base and base_metric go together")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"rule on {self.metric}: min {self.min} is above max {self.max}")
+        return self
+
+    def checks(self) -> list[str]:
+        """The checks this rule makes, by field name."""
+        return [name for name in ("over_champion", "over_base", "min", "max") if getattr(self, name) is not None]
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every run metric the rule reads."""
+        if self.no_memorisation:
+            return (MEMORISATION_METRIC,)
+        return tuple(name for name in (self.metric, self.base_metric) if name)
+
+
+DEFAULT_GATE = (GateRule(metric="val_loss_lora", direction="lower", over_champion=0.0),)
 
 
 class RegisterConfig(StageConfig):
     adapter_uri: str | None = Field(None, description="trained adapter folder (train's output)")
     run_id: str | None = Field(None, description="MLflow run of the training, holding the metrics")
+    cache_uri: str | None = Field(
+        None,
+        description="latent cache index of the new version's held-out data: a champion evaluated on other data "
+        "is measured again on it",
+    )
     base_model: str = BaseModelRef
     model_name: str = Field(
         description="MLflow registered model name", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128
     )
-    gate_metric: str = Field("val_loss_lora", description="lower is better; beats the champion's to take over")
+    source_fingerprint: str | None = Field(
+        None,
+        description="fingerprint of the source listing the dataset came from (the pipeline fills it); recorded "
+        "on the version so that a run on unchanged data can skip training",
+    )
+    config_digest: str | None = Field(
+        None,
+        description="digest of the pipeline config the version was trained with (the pipeline fills it); "
+        "recorded on the version beside source_fingerprint",
+    )
+    gate: tuple[GateRule, ...] = Field(
+        DEFAULT_GATE,
+        min_length=1,
+        description="rules a new version must all pass to become champion (else challenger); each rule: metric, "
+        "direction (lower|higher), over_champion, base_metric + over_base (fractions), min, max; or "
+        "no_memorisation: true",
+    )
+
+    @property
+    def gate_metrics(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for rule in self.gate for name in rule.metrics))
+
+    @property
+    def ranking_rule(self) -> GateRule:
+        """The gate's first rule on a metric (the default rule when it has none): what a search ranks trials by."""
+        return next((rule for rule in self.gate if rule.metric), DEFAULT_GATE[0])

@@ -101,6 +101,14 @@ class TrainConfig(StageConfig):
     torch_compile: bool = Field(
         False, description="torch.compile the UNet (GPU; the first steps of each latent size compile, then faster)"
     )
+    gpus: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="GPUs of one node for this run: the pipeline's train task asks for them, and with 2 or more "
+        "the run trains with DDP under `accelerate launch`, one process per GPU (effective batch x gpus); 0 asks "
+        "for none (CPU)",
+    )
     # -- checkpoints, validation, early stopping
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints in the object store")
     keep_checkpoints: int = Field(

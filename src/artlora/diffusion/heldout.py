@@ -38,6 +38,11 @@ def heldout_loss(unet, scheduler: DDPMScheduler, data: LatentSet, timesteps: tup
     return total / count
 
 
+def heldout_metrics(base: float, lora: float) -> dict[str, float]:
+    """The held-out losses under the names evaluate logs them and register compares them by."""
+    return {"val_loss_base": base, "val_loss_lora": lora, "val_loss_delta": lora - base}
+
+
 def validation_data(cache_uri: str) -> LatentSet:
     """The validation split's first view per image; the training split if there is none (with a warning)."""
     try:

@@ -168,6 +168,22 @@ def ensure() -> list[str]:
     return started
 
 
+def use_running() -> bool:
+    """Unless the environment names an S3 endpoint or a tracking server: the local services, when they are running,
+    exported to this process, so that `artlora models list`, `generate` and the stage commands find what the demo
+    registered. Starts nothing, and creates no folder. True when it exported them."""
+    if settings.s3_settings() is not None or os.environ.get(settings.TRACKING_URI):
+        return False
+    if not (settings.work_dir(create=False) / "services").is_dir():
+        return False
+    try:
+        os.environ.update(exports())
+    except ServicesNotRunning:
+        return False
+    log.debug("using artlora's local services (`artlora services status`)")
+    return True
+
+
 # -- pid files -----------------------------------------------------------------------------------------------
 
 

@@ -26,6 +26,8 @@ S3_READ_TIMEOUT = "ARTLORA_S3_READ_TIMEOUT"
 S3_RETRIES = "ARTLORA_S3_RETRIES"
 WORK_DIR = "ARTLORA_WORK_DIR"
 TRACKING_URI = "MLFLOW_TRACKING_URI"
+KFP_TOKEN = "ARTLORA_KFP_TOKEN"  # a bearer token for the Kubeflow Pipelines API, when no token file is given
+KFP_NAMESPACE = "ARTLORA_KFP_NAMESPACE"  # multi-user KFP: the profile namespace, when --namespace is not given
 
 # MLflow's defaults (120 s per request, 7 retries with back-off factor 2) take about 4 minutes to report a server
 # that went away; these report it within about a minute: 4 tries of at most 10 s, 0 + 2 + 4 s back-off between
@@ -122,10 +124,11 @@ def s3_settings() -> S3Settings | None:
     )
 
 
-def work_dir() -> Path:
+def work_dir(create: bool = True) -> Path:
     """Local folder for caches, the default MLflow store and downloaded reports."""
     path = Path(os.environ.get(WORK_DIR, ".artlora")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -154,3 +157,8 @@ def exported(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def kfp_token() -> str | None:
+    """The bearer token for the Kubeflow Pipelines API from the environment, if any."""
+    return os.environ.get(KFP_TOKEN, "").strip() or None

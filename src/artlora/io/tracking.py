@@ -11,11 +11,15 @@ stage calls `check` before its work, so a tracking server that is down is report
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import json
 import os
+import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -27,6 +31,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+import artlora
 from artlora.config import StageConfig
 from artlora.errors import ArtloraError
 from artlora.io import settings, storage
@@ -40,6 +45,7 @@ ONE_SHORT_TRY = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 # Codes with which MLflow says that what was asked for is not there.
 _ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class TrackingError(ArtloraError):
@@ -262,20 +268,136 @@ def run_tags(run_id: str) -> dict[str, str]:
     return dict(get_run(run_id).data.tags)
 
 
-def artifact_uri(run_id: str, path: str) -> str:
-    return f"{get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
-
-
 # -- registry ------------------------------------------------------------------------------------------
 
+# The logged MLflow Model of an adapter: the adapter folder is its data, artlora (installed, as in the image) its
+# code. Loading it calls `_load_pyfunc` of this module; nothing in it is unpickled.
+PYFUNC_LOADER = "artlora.generate.pyfunc"
+MODEL_NAME = "adapter_model"  # the logged model's name within the run
+ADAPTER_DATA = "adapter"  # the adapter folder's name under the model's data/
 
-@_tracked("register a model version")
-def create_version(name: str, source: str, run_id: str, tags: Mapping[str, str]) -> ModelVersion:
-    """Register `source` (an artifact folder) as a new version of `name`, creating the model if needed.
 
-    MLflow 3's `register_model("runs:/...")` expects a logged MLflow Model; an adapter is a plain artifact
-    folder, so the version is created from its URI directly.
-    """
+@dataclass(frozen=True)
+class Version:
+    """A registered model version, as artlora reads it."""
+
+    name: str
+    version: str
+    source: str  # where its files are: the logged model (models:/m-...) or, for older versions, an artifact folder
+    run_id: str | None
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+    created: datetime.datetime  # UTC
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def _version(entity: ModelVersion) -> Version:
+    return Version(
+        name=entity.name,
+        version=str(entity.version),
+        source=entity.source,
+        run_id=entity.run_id or None,
+        tags=dict(entity.tags or {}),
+        aliases=tuple(sorted(entity.aliases or ())),
+        created=datetime.datetime.fromtimestamp(entity.creation_timestamp / 1000, tz=datetime.UTC),
+    )
+
+
+def _pages(search, **options) -> list:
+    """Every item of a paginated MLflow search."""
+    items, token = [], None
+    while True:
+        page = search(max_results=1000, page_token=token, **options)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def _or_none(what: str, call: Callable[[], T]) -> T | None:
+    """call(), or None when MLflow answers that the thing does not exist (an unknown model or version answers
+    RESOURCE_DOES_NOT_EXIST, an unknown alias INVALID_PARAMETER_VALUE); any other refusal is a TrackingError."""
+    configure()
+    with _asking(what):
+        try:
+            return call()
+        except MlflowException as err:
+            if err.error_code in _ABSENT:
+                return None
+            raise
+
+
+def registered_models() -> list[str]:
+    """The names of every registered model, sorted."""
+    configure()
+    with _asking("list registered models"):
+        return sorted(model.name for model in _pages(MlflowClient().search_registered_models))
+
+
+def model_aliases(name: str) -> dict[str, str] | None:
+    """A registered model's aliases (alias -> version), or None when there is no model of that name."""
+    model = _or_none(f"read model {name!r}", lambda: MlflowClient().get_registered_model(name))
+    return None if model is None else {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def model_versions(name: str, tags: Mapping[str, str] | None = None) -> list[Version]:
+    """Every version of a model (optionally only those carrying every one of `tags`), oldest first."""
+    configure()
+    # Model names and the tags searched by are artlora's own (letters, digits, `_.-`): nothing to escape.
+    query = " and ".join([f"name = '{name}'", *(f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items())])
+    with _asking(f"list the versions of {name!r}"):
+        found = _pages(MlflowClient().search_model_versions, filter_string=query)
+    # A search leaves the versions' aliases out; the model has them.
+    aliases = model_aliases(name) or {}
+    versions = [
+        replace(_version(entity), aliases=tuple(sorted(a for a, v in aliases.items() if v == str(entity.version))))
+        for entity in found
+    ]
+    return sorted(versions, key=lambda v: int(v.version))
+
+
+def model_version(name: str, version: str) -> Version | None:
+    entity = _or_none(f"read {name} version {version}", lambda: MlflowClient().get_model_version(name, version))
+    return None if entity is None else _version(entity)
+
+
+def version_by_alias(name: str, alias: str) -> Version | None:
+    entity = _or_none(f"read {name}@{alias}", lambda: MlflowClient().get_model_version_by_alias(name, alias))
+    return None if entity is None else _version(entity)
+
+
+def log_adapter_model(folder: str | Path, params: Mapping[str, Any]) -> tuple[str, str]:
+    """Log an adapter folder as an MLflow Model of the active run, loadable with `mlflow.pyfunc.load_model`;
+    `params` are its predict() parameters with their defaults. Returns (source URI, logged model id)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    types = {str: "string", int: "long", float: "double", bool: "boolean"}
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string")]),  # unnamed: a list of prompts is accepted as it is
+        params=ParamSchema([ParamSpec(key, types[type(value)], value) for key, value in params.items()]),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / ADAPTER_DATA
+        shutil.copytree(folder, data)
+        with warnings.catch_warnings(), _asking("log the adapter as an MLflow Model"):
+            # Its advice, an input example, would make MLflow load the base model here to check it.
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                loader_module=PYFUNC_LOADER,
+                data_path=str(data),
+                signature=signature,
+                pip_requirements=[f"artlora=={artlora.__version__}"],
+            )
+    return info.model_uri, info.model_id
+
+
+def create_version(name: str, source: str, run_id: str, tags: Mapping[str, str], model_id: str | None) -> Version:
+    """A new version of `name` (created if needed) from a logged model's URI."""
     configure()
     client = MlflowClient()
     try:
@@ -283,22 +405,108 @@ def create_version(name: str, source: str, run_id: str, tags: Mapping[str, str])
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    return client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    with _asking(f"register a version of {name!r}"):
+        entity = client.create_model_version(
+            name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
+        )
+    return _version(entity)
 
 
-@_tracked("look up a model alias")
-def version_by_alias(name: str, alias: str) -> ModelVersion | None:
-    """The version `alias` points at; None when the model or the alias is not there."""
-    configure()
-    try:
-        return MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException as err:
-        if err.error_code in _ABSENT:
-            return None
-        raise
-
-
-@_tracked("set a model alias")
 def set_alias(name: str, alias: str, version: str) -> None:
     configure()
-    MlflowClient().set_registered_model_alias(name, alias, version)
+    with _asking(f"set alias {alias!r} of {name!r} to version {version}"):
+        MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
+    configure()
+    client = MlflowClient()
+    with _asking(f"tag {name} version {version}"):
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, str(value))
+
+
+def download_version(version: Version, destination: str | Path) -> Path:
+    """Download a version's files into `destination`; returns the adapter folder among them (the logged model's
+    data, or the whole download for versions registered from a plain artifact folder)."""
+    configure()
+    Path(destination).mkdir(parents=True, exist_ok=True)
+    with _asking(f"download {version.uri} from {version.source}"):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(destination)))
+    logged = local / "data" / ADAPTER_DATA
+    return logged if logged.is_dir() else local
+
+
+def load_run_json(run_id: str, path: str) -> dict | None:
+    """A JSON artifact of a run (e.g. `config/evaluate.json`), or None when the run has none."""
+    configure()
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+    except (MlflowException, OSError):
+        return None
+
+
+# -- runs by id: a search's parent run and its trials ---------------------------------------------------
+
+PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow show a run as another's child
+RUN_NAME_TAG = "mlflow.runName"
+
+
+def start_parent_run(experiment: str, storage_root: str, name: str, params: Mapping[str, str]) -> str:
+    """A run that the trials of a search hang under; it stays open until `finish_run`. Returns its id."""
+    configure()
+    with _asking(f"start run {name!r} in experiment {experiment!r}"):
+        client = MlflowClient()
+        run = client.create_run(_experiment_id(experiment, storage_root), run_name=name)
+        for key, value in params.items():
+            client.log_param(run.info.run_id, key, value)
+        return run.info.run_id
+
+
+def finish_run(run_id: str) -> None:
+    configure()
+    with _asking(f"finish run {run_id}"):
+        MlflowClient().set_terminated(run_id, "FINISHED")
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    """Tags on a run that is not this process's active run (a trial, from the task that trained it)."""
+    configure()
+    with _asking(f"tag run {run_id}"):
+        client = MlflowClient()
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+
+
+def log_run_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
+    configure()
+    with _asking(f"log metrics to run {run_id}"):
+        client = MlflowClient()
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, float(value))
+
+
+def log_run_bytes(run_id: str, data: bytes, name: str) -> None:
+    """An artifact file `name` (may include folders) on a run that is not this process's active run."""
+    configure()
+    with tempfile.TemporaryDirectory() as tmp, _asking(f"log {name} to run {run_id}"):
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(data)
+        parent = str(Path(name).parent)
+        MlflowClient().log_artifact(run_id, str(path), None if parent == "." else parent)
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged value of a metric, in step order."""
+    configure()
+    with _asking(f"read metric {key} of run {run_id}"):
+        history = MlflowClient().get_metric_history(run_id, key)
+    return sorted((metric.step, metric.value) for metric in history)
+
+
+def run_artifact_bytes(run_id: str, path: str) -> bytes:
+    """An artifact file of a run."""
+    configure()
+    with tempfile.TemporaryDirectory() as tmp, _asking(f"read artifact {path} of run {run_id}"):
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+        return Path(local).read_bytes()

@@ -1,4 +1,5 @@
-"""The whole pipeline, run here: the compiled pipeline through kfp.local, each task a subprocess.
+"""A whole pipeline, run here: compiled from the config, then run through kfp.local, each task a subprocess of
+this Python. The same pipeline as on a cluster (its Kubernetes settings are ignored here).
 
 kfp.local's orchestrator runs in a process group of its own (`process_group`), so that Ctrl-C or SIGTERM stops
 the orchestrator and every task it started, instead of a task being retried while the run goes on.
@@ -13,19 +14,35 @@ import tempfile
 import time
 from pathlib import Path
 
-from artlora.config import PipelineConfig
+from artlora.config import PipelineConfig, TaskSettings
+from artlora.data import lineage
 from artlora.diffusion import loading
 from artlora.errors import ArtloraError
 from artlora.io import settings, storage, tracking
 from artlora.orchestration import process_group
+from artlora.orchestration.parameters import arguments
+from artlora.pipelines import build
 
 
 class PipelineFailed(ArtloraError):
     """A task of the local pipeline failed; its own error is in the log above."""
 
 
-def run_local(config: PipelineConfig) -> dict[str, object]:
-    """Run the compiled pipeline with kfp.local and fetch its evaluation report; S3 must be configured."""
+def without_retries(config: PipelineConfig) -> PipelineConfig:
+    """The config with no task retried: here a failed task fails the run at once, while on a cluster retries
+    (after a minute or more) get a pod past a node's or a store's passing trouble."""
+    cluster = config.cluster
+    tasks = {
+        name: getattr(cluster, name).model_copy(update={"retries": 0})
+        for name, field in type(cluster).model_fields.items()
+        if field.annotation is TaskSettings
+    }
+    return config.model_copy(update={"cluster": cluster.model_copy(update=tasks)})
+
+
+def run_local(config: PipelineConfig, search: bool = False) -> dict[str, object]:
+    """Run the pipeline (or, with `search`, the grid search) with kfp.local; S3 must be configured. When it
+    trained, the evaluation report (or the search's summary page) is copied into the work folder."""
     # A bad base model or an unreachable tracking server fails here, not minutes later in a task.
     for reference in {config.augment.base_model, config.train.base_model, config.evaluate.base_model}:
         loading.check_reference(reference)
@@ -33,22 +50,27 @@ def run_local(config: PipelineConfig) -> dict[str, object]:
     work = settings.work_dir()
     os.environ[settings.WORK_DIR] = str(work)  # the tasks are subprocesses: give them the same absolute folder
     started = time.monotonic()
-    outputs = run_pipeline(config.model_dump_json(), work / "kfp")
-    report = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}.html"
-    storage.get_storage().get_file(str(outputs["report_uri"]), report)
-    result = {**outputs, "tracking_uri": tracking.configure(), "report": str(report)}
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = build.compile_pipeline(without_retries(config), Path(tmp) / "pipeline.yaml", search=search)
+        outputs = run_pipeline(compiled, arguments(config), work / "kfp")
+    report = ""
+    if outputs["report_uri"]:
+        suffix = "-search" if search else ""
+        path = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}{suffix}.html"
+        report = str(storage.get_storage().get_file(str(outputs["report_uri"]), path))
+    result = {**outputs, **_trained(outputs), "tracking_uri": tracking.configure(), "report": report}
     if result["tracking_uri"].startswith(("http://", "https://")):  # a tracking server: its UI shows the version
         result["mlflow_ui"] = f"{result['tracking_uri']}/#/models/{outputs['model_name']}/versions/{outputs['version']}"
     return {**result, "seconds": round(time.monotonic() - started, 1)}
 
 
-def run_pipeline(config_json: str, pipeline_root: Path) -> dict[str, object]:
+def run_pipeline(compiled: Path, pipeline_arguments: dict, pipeline_root: Path) -> dict[str, object]:
     """The pipeline's outputs, from kfp.local run in a process group of its own (`pipelines/build.py`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        config_file, outputs_file = Path(tmp) / "config.json", Path(tmp) / "outputs.json"
-        config_file.write_text(config_json)
-        runner = [sys.executable, "-m", "artlora.pipelines.build", str(config_file), str(pipeline_root)]
-        code = process_group.run([*runner, str(outputs_file)])
+        arguments_file, outputs_file = Path(tmp) / "arguments.json", Path(tmp) / "outputs.json"
+        arguments_file.write_text(json.dumps(pipeline_arguments))
+        runner = [sys.executable, "-m", "artlora.pipelines.build", str(compiled), str(arguments_file)]
+        code = process_group.run([*runner, str(pipeline_root), str(outputs_file)])
         result = json.loads(outputs_file.read_text()) if outputs_file.is_file() else {}
     if "outputs" in result:
         return result["outputs"]
@@ -56,3 +78,13 @@ def run_pipeline(config_json: str, pipeline_root: Path) -> dict[str, object]:
     raise PipelineFailed(
         f"{error} (the task's error is in its log above; fix it and run again: finished stages are reused)"
     )
+
+
+def _trained(outputs: dict) -> dict[str, object]:
+    """The version's adapter and MLflow run, and how its training went (the train stage's summary, stored with
+    the adapter): what a user looks at next, also when the run reused a version trained before."""
+    version = tracking.model_version(str(outputs["model_name"]), str(outputs["version"]))
+    adapter_uri = version.tags.get(lineage.ADAPTER_URI, "") if version else ""
+    marker = storage.join(adapter_uri, storage.COMPLETE_MARKER) if adapter_uri else ""
+    training = storage.get_storage().get_json(marker) if marker else {}
+    return {"adapter_uri": adapter_uri, "run_id": version.run_id if version else "", "training": training}

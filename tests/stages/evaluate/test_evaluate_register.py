@@ -1,4 +1,4 @@
-"""Evaluate compares base and LoRA; register versions the adapter in MLflow and gates the champion alias."""
+"""Evaluate compares base and LoRA (register and its gate: tests/stages/register/)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pytest
 
 from artlora.config import with_inputs
 from artlora.io import storage, tracking
-from artlora.stages import evaluate, register, train
-from artlora.stages.register.gate import choose_alias
+from artlora.stages import evaluate, train
 
 
 @pytest.fixture
@@ -35,41 +34,6 @@ def test_evaluate_logs_losses_grid_and_report(small_config, latent_cache, traine
 
     again = evaluate.run(config)  # fixed timesteps and fixed noise: the same numbers every time
     assert again.val_loss_lora == result.val_loss_lora and again.val_loss_base == result.val_loss_base
-
-
-def _log_eval(run_id: str, val_loss: float) -> None:
-    tracking.configure()
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({"val_loss_lora": val_loss, "val_loss_base": 1.0})
-
-
-def test_register_gates_the_champion_alias(small_config, trained):
-    config = with_inputs(small_config.register, adapter_uri=trained.adapter_uri, run_id=trained.run_id)
-    with pytest.raises(ValueError, match="val_loss_lora"):
-        register.run(config)  # not evaluated yet
-
-    _log_eval(trained.run_id, 0.5)
-    first = register.run(config)
-    assert (first.version, first.alias) == ("1", "champion")
-    version = tracking.version_by_alias(config.model_name, "champion")
-    assert version.tags["dataset_fingerprint"] and version.tags["base_model"] == config.base_model
-    assert float(version.tags["val_loss_lora"]) == 0.5
-
-    _log_eval(trained.run_id, 0.7)  # worse than the champion: a challenger, the champion stays
-    second = register.run(config)
-    assert (second.version, second.alias, second.champion_metric) == ("2", "challenger", 0.5)
-    assert str(tracking.version_by_alias(config.model_name, "champion").version) == "1"
-
-    _log_eval(trained.run_id, 0.3)  # better: it takes over
-    third = register.run(config)
-    assert third.alias == "champion"
-    assert str(tracking.version_by_alias(config.model_name, "champion").version) == "3"
-
-
-def test_choose_alias():
-    assert choose_alias(1.0, None) == "champion"
-    assert choose_alias(0.9, 1.0) == "champion"
-    assert choose_alias(1.0, 1.0) == "challenger"
 
 
 def test_evaluating_again_with_other_settings_keeps_the_run_usable(small_config, latent_cache, trained):

@@ -19,8 +19,8 @@ from PIL import Image
 
 from artlora.config import EvaluateConfig
 from artlora.diffusion import loading
-from artlora.diffusion.heldout import heldout_loss, validation_data
-from artlora.diffusion.text_encoding import TextEncoders
+from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapter
+from artlora.diffusion.heldout import heldout_loss, heldout_metrics, validation_data
 from artlora.io import storage, tracking
 from artlora.stages.evaluate.report import grid, report_html
 
@@ -70,16 +70,12 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     base_images = sample_images(pipe, config)
     with tempfile.TemporaryDirectory() as adapter_dir:
         store.download_dir(config.adapter_uri, adapter_dir)
-        pipe.load_lora_weights(adapter_dir)
-    encoders = TextEncoders.of(pipe)
-    for part in (pipe.unet, *encoders.encoders):
-        part.eval()  # the injected LoRA layers start in training mode: their dropout would blur the measure
-    if any(getattr(encoder, "peft_config", None) for encoder in encoders.encoders):
-        data = data.reencoded(encoders.encode_captions)  # the adapter trained the text encoder(s) too
+        load_adapter(pipe, adapter_file(adapter_dir))  # LoRA dropout off: it would blur the measure
+    data = read_by_adapter(pipe, data)  # encoded again if the adapter trained the text encoder(s) too
     lora_loss = heldout_loss(pipe.unet, scheduler, data, config.loss_timesteps, config.seed)
     lora_images = sample_images(pipe, config)
 
-    metrics = {"val_loss_base": base_loss, "val_loss_lora": lora_loss, "val_loss_delta": lora_loss - base_loss}
+    metrics = heldout_metrics(base_loss, lora_loss)
     image = grid(base_images, lora_images)
     eval_uri = storage.join(config.adapter_uri.rstrip("/").rsplit("/", 1)[0], "eval")
     report = report_html(config, metrics, image, config.adapter_uri)

@@ -7,7 +7,7 @@ flat dict whose keys are `<component>.<peft key>`.
 
 The saved file carries two kinds of safetensors metadata: diffusers' own `lora_adapter_metadata` (the peft
 LoraConfig, so DoRA and per-module ranks load as trained) and `artlora.*` provenance (base model, dataset
-fingerprint, resolved config, step), which `read_metadata` returns.
+fingerprint, resolved config, step), which `read_metadata` (in `diffusion.adapters`) returns.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from artlora.config import TrainConfig
+from artlora.diffusion.adapters import METADATA_PREFIX, read_metadata
 from artlora.diffusion.architecture import is_sdxl
 
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
-METADATA_PREFIX = "artlora."
 
 # Named groups of UNet layers. peft matches a name against the end of each module's dotted path.
 TARGET_GROUPS: dict[str, tuple[str, ...]] = {
@@ -143,9 +142,3 @@ def save_adapter(parts: Parts, directory: str | Path, metadata: Mapping[str, str
         # diffusers writes only its own metadata; add ours beside it (a LoRA file is megabytes: rewrite it).
         save_file(load_file(path), path, metadata={**read_metadata(path, prefix=""), **metadata})
     return path
-
-
-def read_metadata(path: str | Path, prefix: str = METADATA_PREFIX) -> dict[str, str]:
-    """A safetensors file's metadata entries whose keys start with `prefix` (all of them for "")."""
-    with safe_open(str(path), framework="pt") as handle:
-        return {k: v for k, v in (handle.metadata() or {}).items() if k.startswith(prefix)}

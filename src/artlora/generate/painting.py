@@ -1,0 +1,90 @@
+"""A base model with a style adapter loaded once, painting one image per (prompt, seed), on the CPU or a GPU.
+
+The noise comes from a CPU generator seeded per image, so a seed gives the same starting noise on any device;
+the images then agree across devices up to the device's arithmetic (and half precision's rounding on a GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from artlora.diffusion import loading
+from artlora.diffusion.adapters import ADAPTER_NAME, load_adapter
+from artlora.diffusion.device import default_device
+from artlora.errors import ArtloraError
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class GenerateError(ArtloraError):
+    """A request that cannot be painted as asked (e.g. half precision on a machine without a GPU)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one image is painted; with the prompt and seed, what its PNG records."""
+
+    negative_prompt: str = ""
+    strength: float = 1.0  # the adapter's weight: 0 is the base model, 1 the style as trained
+    steps: int = 25
+    guidance: float = 7.5
+
+
+def choose_device(name: str | None) -> torch.device:
+    """The device asked for, else the GPU when there is one, else the CPU."""
+    if not name:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise GenerateError(f"unknown device {name!r} (give cpu, cuda or cuda:N)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GenerateError(f"device {name!r} asked for, but torch sees no CUDA GPU here (use --device cpu)")
+    return device
+
+
+def choose_precision(device: torch.device, precision: str) -> torch.dtype:
+    """`auto`: bf16 on a GPU that has it, else fp16 on a GPU; fp32 on the CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision not in PRECISIONS:
+        raise GenerateError(f"unknown precision {precision!r} (choose auto, {', '.join(PRECISIONS)})")
+    if precision == "fp16" and device.type == "cpu":
+        raise GenerateError("fp16 needs a GPU and this one runs on the CPU (use fp32, or bf16: slower, less exact)")
+    return PRECISIONS[precision]
+
+
+class Painter:
+    """The base model and the adapter, on one device, every module in eval mode."""
+
+    def __init__(self, base_model: str, adapter: str | Path, device: str | None = None, precision: str = "auto"):
+        self.device = choose_device(device)
+        self.dtype = choose_precision(self.device, precision)
+        self.pipe = loading.load_pipeline(base_model, torch_dtype=self.dtype)
+        load_adapter(self.pipe, adapter)
+        self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)  # the caller shows progress per image
+        self.strength = 1.0
+
+    @torch.no_grad()
+    def paint(self, prompt: str, seed: int, settings: Settings) -> Image.Image:
+        if settings.strength != self.strength:
+            self.pipe.set_adapters([ADAPTER_NAME], adapter_weights=[settings.strength])
+            self.strength = settings.strength
+        return self.pipe(
+            prompt,
+            negative_prompt=settings.negative_prompt or None,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        ).images[0]
+
+    @property
+    def precision(self) -> str:
+        return next(name for name, dtype in PRECISIONS.items() if dtype == self.dtype)

@@ -1,0 +1,76 @@
+"""The MLflow pyfunc flavour of a registered style: `mlflow.pyfunc.load_model("models:/NAME@champion")` loads the
+base model with the adapter, and `.predict(prompts)` paints.
+
+MLflow imports this module (the logged model's `loader_module`; artlora must be installed, as in its image) and
+calls `_load_pyfunc` with the model's `data/adapter` folder. Nothing is unpickled.
+
+- input: prompts: a list of strings, one string, or a DataFrame with a `prompt` column;
+- params (optional, with these defaults): negative_prompt "", strength 1.0, steps 25, guidance 7.5, seed 0
+  (the i-th prompt is painted with seed + i);
+- output: a list with one PNG file (bytes) per prompt, which records its prompt, seed, model and settings in its
+  text chunks; `PIL.Image.open(io.BytesIO(png))` opens one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from artlora.diffusion.adapters import adapter_file, read_metadata
+from artlora.generate import png
+from artlora.generate.painting import GenerateError, Painter, Settings
+
+PARAMS = {**asdict(Settings()), "seed": 0}
+# Written by MLflow beside a model it downloads as models:/NAME/VERSION or models:/NAME@alias.
+REGISTERED_META = "registered_model_meta"
+
+
+class StyleModel:
+    """What `mlflow.pyfunc.load_model` returns (wrapped): the painter, and where its adapter came from."""
+
+    def __init__(self, folder: Path):
+        adapter = adapter_file(folder)
+        base_model = read_metadata(adapter).get("artlora.base_model")
+        if not base_model:
+            raise GenerateError(
+                f"{adapter} records no base model (artlora.base_model) (register adapters trained by artlora)"
+            )
+        self.painter = Painter(base_model, adapter)
+        self.model = _registered_as(folder)
+        self.base_model = base_model
+
+    def predict(self, data, params: dict | None = None) -> list[bytes]:
+        values = {**PARAMS, **(params or {})}
+        seed = int(values.pop("seed"))
+        settings = Settings(**values)
+        described = {**asdict(settings), "base_model": self.base_model, "precision": self.painter.precision}
+        images = []
+        for offset, prompt in enumerate(_prompts(data)):
+            image = self.painter.paint(prompt, seed + offset, settings)
+            images.append(png.encode(image, png.text_chunks(prompt, seed + offset, self.model, described)))
+        return images
+
+
+def _load_pyfunc(data_path: str, model_config: dict | None = None) -> StyleModel:
+    return StyleModel(Path(data_path))
+
+
+def _prompts(data) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if hasattr(data, "columns"):  # MLflow passes a DataFrame after checking the input against the signature
+        column = data["prompt"] if "prompt" in data.columns else data.iloc[:, 0]
+        return [str(prompt) for prompt in column]
+    return [str(prompt) for prompt in data]
+
+
+def _registered_as(folder: Path) -> str:
+    """`models:/NAME/VERSION` when MLflow loaded the model through the registry, else the adapter folder."""
+    meta = folder.parents[1] / REGISTERED_META
+    if meta.is_file():
+        values = yaml.safe_load(meta.read_text()) or {}
+        if "model_name" in values and "model_version" in values:
+            return f"models:/{values['model_name']}/{values['model_version']}"
+    return str(folder)

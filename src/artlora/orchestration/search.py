@@ -1,0 +1,116 @@
+"""The grid search's bookkeeping: the trials a `search:` section asks for, the parent run they hang under in
+MLflow, and the pick of the best by the register gate's metric (lower is better), with a summary page.
+
+The search pipeline (pipelines/style_lora.py) opens the parent run and writes out the trials' configs in one task,
+trains and evaluates every trial, then picks the best in another.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from artlora.config import PipelineConfig, with_inputs
+from artlora.errors import ArtloraError
+from artlora.io import storage, tracking
+from artlora.orchestration.search_report import TrialReport, summary_html
+
+log = logging.getLogger(__name__)
+
+WINNER_TAG = "artlora.search.winner"  # on the parent run: the winning trial's run id
+
+
+class SearchError(ArtloraError):
+    """A trial of the search did not produce what picking the best needs."""
+
+
+def trials(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Each trial's train settings that differ from `train:`: every combination, or `draws` of them."""
+    space = config.search.space()
+    combinations = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    if config.search.strategy == "random" and config.search.draws < len(combinations):
+        chosen = sorted(random.Random(config.seed).sample(range(len(combinations)), config.search.draws))
+        combinations = [combinations[index] for index in chosen]
+    return combinations
+
+
+def trial_config(config: PipelineConfig, settings: dict[str, Any]) -> PipelineConfig:
+    return config.model_copy(update={"train": with_inputs(config.train, **settings)})
+
+
+def label(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in settings.items()) or "train: as configured"
+
+
+def trial_configs(config: PipelineConfig) -> list[str]:
+    """Each trial's whole config, as JSON."""
+    return [trial_config(config, settings).model_dump_json() for settings in trials(config)]
+
+
+def open_parent(config: PipelineConfig) -> str:
+    """Open the run that the search's trials are filed under in MLflow; its id."""
+    count = len(trials(config))
+    params = {
+        "search.strategy": config.search.strategy,
+        "search.trials": str(count),
+        "search.parallel": str(config.search.parallel),
+        **{f"search.{name}": json.dumps(values) for name, values in config.search.space().items()},
+    }
+    parent = tracking.start_parent_run(config.experiment, config.storage_root, f"search {config.model_name}", params)
+    tracking.set_run_tags(parent, {tracking.STAGE_TAG: "search"})
+    log.info("search run %s: %d trials, %d at once", parent, count, config.search.parallel)
+    return parent
+
+
+@dataclass(frozen=True)
+class Winner:
+    run_id: str
+    adapter_uri: str
+    metric: float
+    summary_uri: str
+
+
+def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
+    run = tracking.get_run(run_id)
+    metric = config.register.ranking_rule.metric
+    if metric not in run.data.metrics or "artlora.adapter_uri" not in run.data.tags:
+        raise SearchError(
+            f"trial run {run_id} has no {metric!r} metric or no adapter (the first metric rule of register.gate "
+            "names it; check the trial's train and evaluate tasks)"
+        )
+    settings = {name: run.data.params.get(f"train.{name}", "?") for name in config.search.space()}
+    return TrialReport(
+        number=number,
+        run_id=run_id,
+        label=label(settings),
+        adapter_uri=run.data.tags["artlora.adapter_uri"],
+        metrics=dict(run.data.metrics),
+        curves={key: tracking.metric_history(run_id, key) for key in ("loss", "val_loss")},
+        grid_png=tracking.run_artifact_bytes(run_id, "eval/grid.png"),
+    )
+
+
+def pick(config: PipelineConfig, parent_run_id: str, run_ids: list[str]) -> Winner:
+    """The best trial by the gate's first metric rule; every trial is named in MLflow and compared on the summary page,
+    which goes to the parent run (`search/summary.html`) and to the object store."""
+    rule = config.register.ranking_rule
+    metric = rule.metric
+    reports = [_trial(config, run_id, number) for number, run_id in enumerate(run_ids, start=1)]
+    best = (min if rule.direction == "lower" else max)(reports, key=lambda report: report.metrics[metric])
+    for report in reports:
+        tracking.set_run_tags(report.run_id, {tracking.RUN_NAME_TAG: f"trial {report.number}: {report.label}"})
+    page = summary_html(config, reports, best).encode()
+    summary_uri = storage.join(config.storage_root, "searches", parent_run_id, "summary.html")
+    storage.get_storage().put_bytes(summary_uri, page, content_type="text/html")
+    tracking.log_run_bytes(parent_run_id, page, "search/summary.html")
+    tracking.log_run_metrics(parent_run_id, {f"best_{metric}": best.metrics[metric]})
+    tracking.set_run_tags(parent_run_id, {WINNER_TAG: best.run_id})
+    tracking.finish_run(parent_run_id)
+    log.info(
+        "best of %d trials: trial %d (%s), %s %.6f", len(reports), best.number, best.label, metric, best.metrics[metric]
+    )
+    return Winner(best.run_id, best.adapter_uri, best.metrics[metric], summary_uri)

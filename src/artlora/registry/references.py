@@ -1,0 +1,71 @@
+"""Model version references (`models:/NAME@alias`, `NAME/3`, `NAME`) and resolving them, with errors that say
+what exists instead."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from artlora.errors import ArtloraError
+from artlora.io import settings, tracking
+
+_REFERENCE = re.compile(
+    r"^(?:models:/)?(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))?$"
+)
+
+
+class RegistryError(ArtloraError):
+    """A model, alias or version that is not in the registry, or a reference that cannot name one."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str
+    alias: str | None = None
+    version: str | None = None  # neither alias nor version: the latest version
+
+    def __str__(self) -> str:
+        return self.name + (f"@{self.alias}" if self.alias else f"/{self.version}" if self.version else "")
+
+
+def parse(text: str) -> Reference:
+    match = _REFERENCE.match(text.strip())
+    if not match:
+        raise RegistryError(
+            f"{text!r} is not a model reference (write NAME, NAME@ALIAS or NAME/VERSION, optionally after models:/, "
+            "e.g. models:/demo-style@champion)"
+        )
+    return Reference(match["name"], match["alias"], match["version"])
+
+
+def resolve(text: str) -> tracking.Version:
+    """The model version a reference names; a RegistryError naming what exists when there is none."""
+    reference = parse(text)
+    aliases = tracking.model_aliases(reference.name)
+    if aliases is None:
+        known = tracking.registered_models()
+        raise RegistryError(
+            f"no registered model {reference.name!r} in MLflow at {settings.tracking_uri()} "
+            f"(registered: {', '.join(known) or 'none'}; `artlora models list` shows them)"
+        )
+    if reference.alias:
+        if reference.alias not in aliases:
+            have = ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items())) or "none"
+            raise RegistryError(f"model {reference.name!r} has no alias {reference.alias!r} (its aliases: {have})")
+        return tracking.model_version(reference.name, aliases[reference.alias])
+    if reference.version:
+        found = tracking.model_version(reference.name, reference.version)
+        if found is None:
+            raise RegistryError(
+                f"model {reference.name!r} has no version {reference.version} ({_versions(reference.name)})"
+            )
+        return found
+    versions = tracking.model_versions(reference.name)
+    if not versions:
+        raise RegistryError(f"model {reference.name!r} has no versions yet (register an adapter first)")
+    return versions[-1]
+
+
+def _versions(name: str) -> str:
+    numbers = [version.version for version in tracking.model_versions(name)]
+    return f"its versions: {', '.join(numbers)}" if numbers else "it has no versions"

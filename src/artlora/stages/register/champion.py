@@ -1,0 +1,63 @@
+"""The champion's values as the gate compares them, like for like.
+
+A champion evaluated on the same held-out data (same dataset fingerprint) is compared by the metrics copied to
+its version tags. When the dataset changed, its held-out losses on its own data say nothing about the new data:
+its adapter is measured again on the new version's held-out data, with the new version's evaluation settings
+(timesteps, noise seed), exactly as the evaluate stage measures. Other metrics keep their recorded values.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+from diffusers import DDPMScheduler
+
+from artlora.config import RegisterConfig
+from artlora.data import lineage
+from artlora.diffusion import loading
+from artlora.diffusion.adapters import adapter_file, heldout_losses
+from artlora.diffusion.heldout import heldout_metrics, validation_data
+from artlora.io import tracking
+from artlora.stages.register.gate import CHAMPION, Champion
+
+log = logging.getLogger(__name__)
+EVALUATE_CONFIG = "config/evaluate.json"  # the evaluate stage's resolved config, logged to the training run
+
+
+def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | None:
+    """The champion to compare with (None when there is none), its held-out losses on this version's data."""
+    version = tracking.version_by_alias(config.model_name, CHAMPION)
+    if version is None:
+        return None
+    compared = set(config.gate_metrics) | set(heldout_metrics(0.0, 0.0))
+    metrics = lineage.tag_metrics(version.tags, compared)
+    theirs = version.tags.get(lineage.DATASET_FINGERPRINT, "")
+    if theirs == fingerprint:
+        return Champion(version.version, metrics, f"evaluated on the same held-out data (dataset {fingerprint[:12]})")
+    other = f"evaluated on other held-out data (dataset {theirs[:12] or 'unknown'}, this version's {fingerprint[:12]})"
+    settings = tracking.load_run_json(config.run_id, EVALUATE_CONFIG)
+    if not config.cache_uri or settings is None:
+        missing = "register.cache_uri is not set" if not config.cache_uri else f"the run has no {EVALUATE_CONFIG}"
+        return Champion(version.version, metrics, f"{other}; not measured again ({missing}), so not like for like")
+    measured = remeasure(version, config, settings)
+    before = metrics.get("val_loss_lora")
+    was = "" if before is None else f", {before:.6g} on its own data"
+    note = (
+        f"{other}; measured again on this version's held-out data: val_loss_lora {measured['val_loss_lora']:.6g}{was}"
+    )
+    return Champion(version.version, {**metrics, **measured}, note)
+
+
+def remeasure(version: tracking.Version, config: RegisterConfig, settings: dict) -> dict[str, float]:
+    """The champion adapter's held-out losses on this version's validation data, as evaluate measured them."""
+    base_model = version.tags.get(lineage.BASE_MODEL) or config.base_model
+    log.info("measuring champion version %s again on %s", version.version, config.cache_uri)
+    data = validation_data(config.cache_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = tracking.download_version(version, tmp)
+        pipe = loading.load_pipeline(base_model)
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        timesteps = tuple(settings["loss_timesteps"])
+        base, lora = heldout_losses(pipe, scheduler, data, adapter_file(folder), timesteps, settings["seed"])
+    return heldout_metrics(base, lora)
