@@ -22,6 +22,7 @@ from artlora.io import settings, storage, tracking
 from artlora.orchestration import process_group
 from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
+from artlora.stages import train
 
 
 class PipelineFailed(ArtloraError):
@@ -85,6 +86,5 @@ def _trained(outputs: dict) -> dict[str, object]:
     the adapter): what a user looks at next, also when the run reused a version trained before."""
     version = tracking.model_version(str(outputs["model_name"]), str(outputs["version"]))
     adapter_uri = version.tags.get(lineage.ADAPTER_URI, "") if version else ""
-    marker = storage.join(adapter_uri, storage.COMPLETE_MARKER) if adapter_uri else ""
-    training = storage.get_storage().get_json(marker) if marker else {}
+    training = train.published(storage.get_storage(), adapter_uri) if adapter_uri else {}
     return {"adapter_uri": adapter_uri, "run_id": version.run_id if version else "", "training": training}
