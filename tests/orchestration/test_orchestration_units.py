@@ -128,7 +128,7 @@ def test_curves_draw_one_line_per_trial_that_logged_the_metric():
 
     svg = curve_svg([trial(1, [(1, 0.5), (2, 0.4)]), trial(2, [(1, 0.6), (2, 0.3)]), trial(3, [])], "loss")
     assert svg.count("<polyline") == 2 and "0.3 to 0.6" in svg
-    assert "No trial logged" in curve_svg([trial(1, [])], "loss")
+    assert "Nothing was logged for loss" in curve_svg([trial(1, [])], "loss")
 
 
 # -- launching the training ---------------------------------------------------------------------------

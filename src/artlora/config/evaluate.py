@@ -1,4 +1,4 @@
-"""The evaluate stage's settings: the held-out loss and the sample images."""
+"""The evaluate stage's settings: the held-out loss, the per-style evidence and the sample images."""
 
 from __future__ import annotations
 
@@ -26,4 +26,33 @@ class EvaluateConfig(StageConfig):
     guidance_scale: float = Field(7.5, ge=1.0, description="classifier-free guidance scale")
     loss_timesteps: tuple[int, ...] = Field(
         (100, 300, 500, 700, 900), min_length=1, description="fixed timesteps of the held-out denoising loss"
+    )
+    images_per_style: int = Field(
+        8,
+        ge=2,
+        le=256,
+        description="images painted per style from its held-out captions (seeds 0..n-1), and real images per style "
+        "and split they are compared with (style distances, confusion matrices)",
+    )
+    strengths: tuple[float, ...] = Field(
+        (0.0, 0.5, 0.75, 1.0), min_length=1, description="LoRA strengths of the strength sweep (same seeds each)"
+    )
+    content_prompts: tuple[str, ...] = Field(
+        ("a red circle on a blue background", "a white square on a green background"),
+        min_length=1,
+        description="prompts outside the styles: how far the LoRA moves their images from the base model's "
+        "(content kept)",
+    )
+    memorisation_pixel_distance: float = Field(
+        0.04,
+        ge=0.0,
+        le=1.0,
+        description="a painted image this close (RMS over RGB in [0, 1]) to a training image, and with a pHash "
+        "within memorisation_hash_bits, is flagged as a near copy",
+    )
+    memorisation_hash_bits: int = Field(6, ge=0, le=64, description="pHash bits that may differ in a near copy")
+    clip_model: str | None = Field(
+        None,
+        description="a CLIP model (transformers layout, safetensors) in a local folder or an s3:// mirror: adds "
+        "CLIP score and KID on CLIP features; never downloaded. Without it the report says they were skipped",
     )

@@ -54,14 +54,15 @@ def _groups(
 ) -> tuple:
     """One LatentGroup per latent size, ordered by size; each view paired with its image's caption states (and
     for SDXL its caption's pooled embedding and its own time ids)."""
-    by_size: dict[tuple[int, ...], tuple[list, list, list, list, set, list]] = {}
+    by_size: dict[tuple[int, ...], tuple[list, list, list, list, set, list, list]] = {}
     for entry, image_views in zip(entries, latents, strict=True):
         size = tuple(image_views.shape[1:])
-        lat, txt, pooled, ids, buckets, captions = by_size.setdefault(size, ([], [], [], [], set(), []))
+        lat, txt, pooled, ids, buckets, captions, styles = by_size.setdefault(size, ([], [], [], [], set(), [], []))
         lat.append(image_views)
         shard = text[entry["text"]["uri"]]
         txt.extend([shard["hidden"]] * len(image_views))
         captions.extend([entry["caption"]] * len(image_views))
+        styles.extend([entry.get("style", "")] * len(image_views))
         if sdxl:
             pooled.extend([shard["pooled"]] * len(image_views))
             ids.extend(entry["time_ids"][: len(image_views)])
@@ -74,6 +75,7 @@ def _groups(
             torch.stack(pooled) if sdxl else None,
             torch.tensor(ids, dtype=torch.float32) if sdxl else None,
             tuple(captions),
+            tuple(styles),
         )
-        for _, (lat, txt, pooled, ids, buckets, captions) in sorted(by_size.items())
+        for _, (lat, txt, pooled, ids, buckets, captions, styles) in sorted(by_size.items())
     )

@@ -21,6 +21,7 @@ class LatentGroup:
     pooled: torch.Tensor | None = None  # SDXL: [views, dim], each view's caption's pooled embedding
     time_ids: torch.Tensor | None = None  # SDXL: [views, 6], each view's size and crop conditioning
     captions: tuple[str, ...] = ()  # each view's caption (what `text` encodes)
+    styles: tuple[str, ...] = ()  # each view's style (its image's folder in the source); () in older indexes
 
     def __len__(self) -> int:
         return len(self.latents)

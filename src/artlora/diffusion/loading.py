@@ -190,6 +190,21 @@ def local_model_path(ref: str) -> str:
     )
 
 
+def local_folder(ref: str) -> str:
+    """A model folder that is not a pipeline (e.g. a CLIP model for evaluation): a local folder as it is, or an
+    s3:// prefix downloaded once, with the same refusal of pickle-based weights. Never a hub id."""
+    folder = Path(_download_s3(ref) if storage.is_s3(ref) else Path(ref).expanduser())
+    check_weight_files(ref, folder)
+    files = [f for f in folder.iterdir() if f.is_file()]
+    pickles = sorted(f.name for f in files if f.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles and not any(f.suffix == ".safetensors" for f in files):
+        raise ModelLoadError(
+            f"model {ref!r}: {pickles[0]} is a pickle-based weights file, which artlora does not load because "
+            "loading it can run code; re-save the model with save_pretrained(FOLDER, safe_serialization=True)"
+        )
+    return str(folder)
+
+
 def _pipeline_class(source: str, revision: str | None) -> type[DiffusionPipeline]:
     """SDXL for a folder or hub id whose model_index.json names an SDXL pipeline; Stable Diffusion 1.x/2.x
     otherwise (a model_index.json that cannot be read is left for from_pretrained to report)."""

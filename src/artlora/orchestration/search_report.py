@@ -6,6 +6,7 @@ import base64
 import html
 from dataclasses import dataclass
 
+from artlora import charts
 from artlora.config import PipelineConfig
 
 METRICS = ("val_loss_base", "val_loss_lora", "val_loss_delta", "val_loss_best")
@@ -23,33 +24,10 @@ class TrialReport:
     grid_png: bytes
 
 
-def _polyline(points: list[tuple[int, float]], box: tuple[float, float, float, float], colour: str) -> str:
-    """An SVG line through the points, scaled into the box (lowest step, highest step, lowest, highest value)."""
-    left, right, low, high = box
-    coordinates = " ".join(
-        f"{(step - left) / ((right - left) or 1) * 560 + 30:.1f},{200 - (value - low) / ((high - low) or 1) * 180:.1f}"
-        for step, value in points
-    )
-    return f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coordinates}"/>'
-
-
 def curve_svg(trials: list[TrialReport], metric: str) -> str:
     """One chart of `metric` against the step, one line per trial (in the table's colours)."""
-    lines = [(trial, trial.curves.get(metric, [])) for trial in trials]
-    points = [point for _, series in lines for point in series]
-    if not points:
-        return f"<p>No trial logged {html.escape(metric)}.</p>"
-    steps, values = [step for step, _ in points], [value for _, value in points]
-    box = (min(steps), max(steps), min(values), max(values))
-    drawn = "".join(
-        _polyline(series, box, COLOURS[(trial.number - 1) % len(COLOURS)]) for trial, series in lines if series
-    )
-    return (
-        f'<svg width="600" height="215" role="img" aria-label="{html.escape(metric)} per step">'
-        f'<rect x="30" y="20" width="560" height="180" fill="none" stroke="#ccc"/>{drawn}'
-        f'<text x="30" y="14" font-size="11">{html.escape(metric)}: {box[2]:.4g} to {box[3]:.4g}, '
-        f"steps {box[0]} to {box[1]}</text></svg>"
-    )
+    lines = [(trial.curves.get(metric, []), COLOURS[(trial.number - 1) % len(COLOURS)]) for trial in trials]
+    return charts.line_chart(metric, lines)
 
 
 def _row(trial: TrialReport, winner: TrialReport) -> str:

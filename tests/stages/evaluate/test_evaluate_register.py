@@ -25,12 +25,31 @@ def test_evaluate_logs_losses_grid_and_report(small_config, latent_cache, traine
     assert result.val_loss_base > 0 and result.val_loss_lora > 0
     assert result.val_loss_base != result.val_loss_lora  # the adapter changed the UNet
     report = store.get_bytes(result.report_uri).decode()
-    assert "data:image/png;base64," in report and f"{result.val_loss_lora:.6f}" in report
+    assert "data:image/png;base64," in report and f"{result.val_loss_lora:.4f}" in report
     assert store.exists(storage.join(result.report_uri.rsplit("/", 1)[0], "grid.png"))
     metrics = tracking.run_metrics(trained.run_id)
     assert metrics["val_loss_lora"] == pytest.approx(result.val_loss_lora)
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(trained.run_id, "eval")}
     assert artifacts == {"eval/grid.png", "eval/report.html"}
+
+    styles = {"geometric", "op_art", "pointillist", "watercolour", "woodcut"}
+    for side in ("base", "lora"):
+        assert {f"val_loss_{side}/{style}" for style in styles} <= set(metrics)
+        assert {f"style_distance_{side}/{style}" for style in styles} <= set(metrics)
+        assert 0 <= metrics[f"style_hits_{side}"] <= 5 and f"caption_gap_{side}" in metrics
+    assert metrics["val_loss_zero_predictor"] > 0 and metrics["memorised_images"] >= 0
+    assert result.metrics == pytest.approx({k: v for k, v in metrics.items() if k in result.metrics})
+    for section in (
+        "Training",
+        "Dataset",
+        "Style confusion matrices",
+        "LoRA strength sweep",
+        "Content kept",
+        "Memorisation",
+        "CLIP score and KID were skipped",
+    ):
+        assert section in report, section
+    assert report == result.report_html
 
     again = evaluate.run(config)  # fixed timesteps and fixed noise: the same numbers every time
     assert again.val_loss_lora == result.val_loss_lora and again.val_loss_base == result.val_loss_base

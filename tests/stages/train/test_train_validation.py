@@ -12,9 +12,9 @@ from diffusers import DDPMScheduler
 
 from artlora.config import ConfigError, TrainConfig, load_config, with_inputs
 from artlora.diffusion import loading
+from artlora.diffusion.heldout import heldout_loss, validation_data
 from artlora.io import storage, tracking
 from artlora.stages import train
-from artlora.stages.evaluate import heldout_loss, validation_data
 from artlora.stages.train import checkpoints
 from artlora.stages.train.early_stopping import EarlyStopping
 

@@ -1,0 +1,46 @@
+"""Memorisation: is a generated image a near copy of a training image?
+
+For each generated image, its nearest training image by pixel distance (root mean square over RGB in [0, 1], both
+at the generated image's size) and the Hamming distance of their perceptual hashes (64-bit pHash). An image is
+flagged when both say "near copy": the pixel distance is at most `pixel_threshold` and the hashes differ in at
+most `hash_bits` bits. Requiring both keeps flat, featureless images from being flagged on pixels alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Match:
+    generated: int  # index into the generated images
+    training: int  # index of its nearest training image
+    pixel_distance: float
+    hash_bits: int
+    flagged: bool
+
+
+def _phash(image: np.ndarray) -> imagehash.ImageHash:
+    return imagehash.phash(Image.fromarray(image))
+
+
+def nearest_training_images(
+    generated: np.ndarray, training: np.ndarray, pixel_threshold: float, hash_bits: int
+) -> list[Match]:
+    """One Match per generated image (uint8 [n, h, w, 3]); `training` is uint8 [m, h, w, 3] at the same size."""
+    gen = generated.reshape(len(generated), -1).astype(np.float32) / 255
+    train = training.reshape(len(training), -1).astype(np.float32) / 255
+    # Squared distances through one matrix product: |g|^2 - 2 g.t + |t|^2.
+    squared = (gen**2).sum(1)[:, None] - 2 * gen @ train.T + (train**2).sum(1)[None, :]
+    nearest = squared.argmin(1)
+    rms = np.sqrt(np.maximum(squared[np.arange(len(gen)), nearest], 0) / gen.shape[1])
+    matches = []
+    for i, j in enumerate(nearest.tolist()):
+        bits = _phash(generated[i]) - _phash(training[j])
+        flagged = bool(rms[i] <= pixel_threshold and bits <= hash_bits)
+        matches.append(Match(i, j, float(rms[i]), int(bits), flagged))
+    return matches

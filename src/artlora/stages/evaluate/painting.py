@@ -1,0 +1,75 @@
+"""The images evaluation compares: the dataset's own, per style and split, and the ones a pipeline paints.
+
+All are uint8 arrays [n, size, size, 3] at the evaluation's resolution (centre square crop, then resized), so
+every distance compares like with like.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+from PIL import Image
+
+from artlora.data import dataset, images
+from artlora.io import storage
+
+
+def _square(image: Image.Image, size: int) -> np.ndarray:
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def dataset_images(dataset_uri: str, size: int, per_style: int) -> dict[str, dict[str, tuple[np.ndarray, list]]]:
+    """{split: {style: (images, captions)}}, at most `per_style` images of each style per split, in manifest
+    order (ingest's order, so the same images every time)."""
+    store = storage.get_storage()
+    background = dataset.load_background(dataset_uri)
+    chosen: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for item in dataset.load_items(dataset_uri):
+        picked = chosen[item.split][item.style]
+        if len(picked) < per_style:
+            picked.append(item)
+    flat = [item for split in chosen.values() for items in split.values() for item in items]
+    pixels = storage.parallel(lambda item: _square(images.open_rgb(store.get_bytes(item.file), background), size), flat)
+    by_file = {item.file: array for item, array in zip(flat, pixels, strict=True)}
+    return {
+        split: {
+            style: (np.stack([by_file[item.file] for item in items]), [item.caption for item in items])
+            for style, items in sorted(styles.items())
+        }
+        for split, styles in chosen.items()
+    }
+
+
+@torch.no_grad()
+def paint(pipe, prompts: list[str], seeds: list[int], config, lora_scale: float | None = None) -> np.ndarray:
+    """One image per (prompt, seed) pair, uint8 [n, size, size, 3]. `lora_scale` sets the loaded adapter's
+    strength for these images only."""
+    extra = {} if lora_scale is None else {"cross_attention_kwargs": {"scale": lora_scale}}
+    out = []
+    for start in range(0, len(prompts), 8):  # a few at a time: bounded memory on large models
+        batch = slice(start, start + 8)
+        result = pipe(
+            prompts[batch],
+            height=config.resolution,
+            width=config.resolution,
+            num_inference_steps=config.inference_steps,
+            guidance_scale=config.guidance_scale,
+            generator=[torch.Generator().manual_seed(seed) for seed in seeds[batch]],
+            output_type="np",
+            **extra,
+        )
+        out.append((result.images * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def through_vae(vae, pictures: np.ndarray) -> np.ndarray:
+    """The pictures encoded and decoded by the VAE: the best any image the model paints can match them."""
+    x = torch.from_numpy(pictures).permute(0, 3, 1, 2).float().to(vae.device, vae.dtype) / 127.5 - 1
+    decoded = vae.decode(vae.encode(x).latent_dist.mean).sample
+    return ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,66 @@
+"""The weight-free measures evaluate builds its evidence from: style distances, confusion matrices,
+memorisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from artlora.data import sample_data
+from artlora.stages.evaluate.memorisation import nearest_training_images
+from artlora.stages.evaluate.style_distance import StyleDistance, combined, diagonal_minima, scales
+
+
+def _style_images(style: str, start: int, count: int = 8) -> np.ndarray:
+    return np.stack([np.asarray(sample_data.render(style, start + 5 * i, size=64)[0]) for i in range(count)])
+
+
+@pytest.fixture(scope="module")
+def real():
+    """Two disjoint sets of each sample style: 'training' and 'held-out'."""
+    return (
+        [_style_images(s, 0) for s in sample_data.STYLES],
+        [_style_images(s, 1000) for s in sample_data.STYLES],
+    )
+
+
+def test_real_images_of_each_style_are_closest_to_their_own_style(real):
+    training, heldout = real
+    distance = StyleDistance(seed=0)
+    matrices = distance.matrices(training, heldout)
+    for measure, matrix in matrices.items():
+        assert sum(diagonal_minima(matrix)) >= 4, (measure, matrix.round(3))
+    assert all(diagonal_minima(combined(matrices, scales(matrices))))
+
+
+def test_a_set_has_no_distance_to_itself_and_the_measures_are_seeded(real):
+    training, _ = real
+    a, b = StyleDistance(seed=0), StyleDistance(seed=0)
+    same = a.between(a.summary(training[0]), a.summary(training[0]))
+    assert same == {"colour": 0.0, "texture": 0.0}
+    assert (
+        a.matrices(training[:2], training[2:4])["texture"].tolist()
+        == b.matrices(training[:2], training[2:4])["texture"].tolist()
+    )
+
+
+def test_images_of_one_style_painted_for_every_style_miss_the_diagonal(real):
+    """A model that paints one style whatever the caption says gets at most that style's row right."""
+    training, heldout = real
+    matrices = StyleDistance().matrices([training[3]] * 5, heldout)
+    assert sum(diagonal_minima(combined(matrices, scales(StyleDistance().matrices(training, heldout))))) <= 1
+
+
+def test_diagonal_minima_reads_rows():
+    matrix = np.array([[0.1, 0.5], [0.2, 0.3]])
+    assert diagonal_minima(matrix) == [True, False]
+
+
+def test_a_copy_of_a_training_image_is_flagged_and_a_new_image_is_not(real):
+    training, heldout = real
+    train = np.concatenate(training)
+    copy = train[7].astype(np.int16) + np.random.default_rng(0).integers(-3, 4, train[7].shape)
+    painted = np.stack([np.clip(copy, 0, 255).astype(np.uint8), heldout[2][0]])
+    first, second = nearest_training_images(painted, train, pixel_threshold=0.04, hash_bits=6)
+    assert first.flagged and first.training == 7 and first.pixel_distance < 0.02 and first.hash_bits <= 6
+    assert not second.flagged and second.pixel_distance > 0.04
