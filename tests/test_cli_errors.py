@@ -166,3 +166,12 @@ def test_verbose_adds_the_traceback(capsys, config_file):
     assert "Traceback" in capsys.readouterr().err
     assert cli.main(["train", "-v", "--config", config_file]) == 2  # after the command too
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_rebuild_without_pretrained_says_what_to_add(capsys, tmp_path):
+    fails_clearly(capsys, ["tiny-model", "--out", str(tmp_path / "m"), "--rebuild"], "tiny-model", "--pretrained")
+
+
+def test_the_pretrained_base_is_sd1_only(capsys, tmp_path):
+    argv = ["tiny-model", "--out", str(tmp_path / "m"), "--pretrained", "--arch", "sdxl"]
+    fails_clearly(capsys, argv, "tiny-model", "drop --arch")

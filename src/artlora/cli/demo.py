@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from artlora.cli.common import command, config_arguments
 from artlora.cli.pipeline import summary
 from artlora.config import load_config
+from artlora.errors import ArtloraError
 from artlora.io import storage
 
 
@@ -23,6 +25,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     config_arguments(demo, required=False)
     demo.set_defaults(config="configs/demo.yaml")
     demo.add_argument("--count", type=int, default=500, help="sample images to generate (default 500)")
+    demo.add_argument(
+        "--random-base",
+        action="store_true",
+        help="use the random tiny model instead of the pretrained one (plumbing only: nothing learned is visible)",
+    )
     demo.set_defaults(handler=run_demo)
 
     sample = command(commands, "sample-data", "write procedural artworks in 5 styles, with captions (demo, tests)")
@@ -32,9 +39,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sample.add_argument("--seed", type=int, default=0, help="same seed, same images (default 0)")
     sample.set_defaults(handler=sample_data)
 
-    tiny = command(commands, "tiny-model", "save the tiny Stable Diffusion built in code (tests, demos)")
+    tiny = command(
+        commands,
+        "tiny-model",
+        "save a tiny Stable Diffusion: random weights built in code (tests of shapes), or --pretrained: one that "
+        "has learned to paint simple scenes (the demo's base; built once, about 10 minutes on 2 CPU cores)",
+    )
     tiny.add_argument("--out", required=True, help="local folder or s3:// prefix for the diffusers layout")
-    tiny.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
+    tiny.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="the pretrained tiny base (SD 1.x architecture): the copy shipped with artlora while its recipe is "
+        "the current one, else built once into the work folder's cache (ARTLORA_WORK_DIR/cache)",
+    )
+    tiny.add_argument(
+        "--rebuild", action="store_true", help="with --pretrained: build it again from its recipe, even if cached"
+    )
+    tiny.add_argument("--seed", type=int, default=0, help="weights seed of the random model (default 0)")
     tiny.add_argument(
         "--arch",
         choices=("sd1", "sd2", "sdxl"),  # diffusion.tiny.BUILDERS (not imported here: it loads torch)
@@ -54,12 +75,34 @@ def sample_data(args: argparse.Namespace) -> int:
 
 
 def tiny_model(args: argparse.Namespace) -> int:
+    if args.rebuild and not args.pretrained:
+        raise ArtloraError("--rebuild rebuilds the pretrained base: give --pretrained too")
+    if args.pretrained:
+        if args.arch != "sd1":
+            raise ArtloraError(f"the pretrained tiny base is SD 1.x only (--arch {args.arch} was given); drop --arch")
+        _put(args.out, _pretrained_base(args.rebuild))
+        print(f"wrote the pretrained tiny Stable Diffusion to {args.out}")
+        return 0
     from artlora.diffusion import tiny
 
     with _local_or_s3(args.out) as folder:
         tiny.save_tiny(folder, args.arch, seed=args.seed)
     print(f"wrote the tiny Stable Diffusion ({args.arch}, seed {args.seed}) to {args.out}")
     return 0
+
+
+def _pretrained_base(rebuild: bool = False) -> Path:
+    from artlora.diffusion import pretrained
+
+    return pretrained.ensure(rebuild=rebuild, progress=lambda line: print(f"  {line}", flush=True))
+
+
+def _put(out: str, folder: Path) -> None:
+    """Copy a model folder to a local folder or an s3:// prefix (its build record included)."""
+    if storage.is_s3(out):
+        storage.get_storage().upload_dir(folder, out)
+    else:
+        shutil.copytree(folder, out, dirs_exist_ok=True)
 
 
 @contextlib.contextmanager
@@ -87,9 +130,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"writing {args.count} sample artworks to {config.ingest.source}")
         sample_data.generate(Path(tmp) / "raw", count=args.count, seed=config.seed)
         store.upload_dir(Path(tmp) / "raw", config.ingest.source)
-        print(f"writing the tiny Stable Diffusion to {config.base_model}")
-        tiny.save_tiny(Path(tmp) / "model", seed=config.seed)
-        store.upload_dir(Path(tmp) / "model", config.base_model)
+        if args.random_base:
+            print(f"writing the random tiny Stable Diffusion to {config.base_model}")
+            tiny.save_tiny(Path(tmp) / "model", seed=config.seed)
+            store.upload_dir(Path(tmp) / "model", config.base_model)
+        else:
+            print(f"writing the pretrained tiny Stable Diffusion to {config.base_model}")
+            _put(config.base_model, _pretrained_base())
         print("running the pipeline: ingest -> augment -> train -> evaluate -> register")
         outputs = run_local(config)
     print()

@@ -70,7 +70,7 @@ _TINY_UNET = {
 
 
 # Stable Diffusion's training noise schedule (SD 1.x, 2.x and SDXL alike).
-_SD_NOISE_SCHEDULE = {
+SD_NOISE_SCHEDULE = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -113,7 +113,7 @@ def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon", *, sd2: bool 
     torch.manual_seed(seed)
     text_encoder = _tiny_text_encoder(tokenizer, **(_SD2_TEXT if sd2 else {}))
     scheduler = DDIMScheduler(
-        **_SD_NOISE_SCHEDULE,
+        **SD_NOISE_SCHEDULE,
         prediction_type=prediction_type,
         clip_sample=False,
         set_alpha_to_one=False,
@@ -169,7 +169,7 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon") -> StableDi
     torch.manual_seed(seed)
     vae = _tiny_vae()
     scheduler = EulerDiscreteScheduler(
-        **_SD_NOISE_SCHEDULE,
+        **SD_NOISE_SCHEDULE,
         prediction_type=prediction_type,
         timestep_spacing="leading",
         steps_offset=1,
