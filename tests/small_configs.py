@@ -22,6 +22,7 @@ def small_config_for(bucket: str, base_model: Path, source: Path, *extra: str) -
         "train.batch_size=4",
         "train.checkpoint_every=2",
         "train.perceptual_weight=0",
+        "train.train_text_encoder=false",
         "evaluate.resolution=32",
         "evaluate.inference_steps=2",
         "evaluate.prompts=[a woodcut of a tree]",

@@ -100,6 +100,8 @@ def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_
         f"MLflow run       : {first['run_id']} at {local_services_up}",
         f"MLflow UI        : {first['mlflow_ui']}",
         "training         : ran all 4 steps; kept the adapter of step 4",
+        f"evaluation       : held-out loss {first['evaluation']['val_loss_base']:.4f} (base) -> ",
+        f"styles painted closest to their own: base {first['evaluation']['style_hits_base']:.0f}, LoRA ",
         f"registered model : {config.model_name} version 1 (alias: champion)",
         "why that alias   : passed all 1 gate rule(s)",
         f"evaluation report: {first['report']}",

@@ -162,9 +162,21 @@ def summary(outputs: dict) -> list[str]:
     ]
     if "mlflow_ui" in outputs:  # a tracking server
         lines.append(f"MLflow UI        : {outputs['mlflow_ui']} (the run, its images and report, the model)")
+    lines.append(f"training         : {how}; kept the adapter of step {training.get('adapter_step')}")
+    evaluation = outputs.get("evaluation") or {}
+    if "val_loss_lora" in evaluation:
+        lines.append(
+            f"evaluation       : held-out loss {evaluation['val_loss_base']:.4f} (base) -> "
+            f"{evaluation['val_loss_lora']:.4f} (LoRA)"
+            + (
+                f"; styles painted closest to their own: base {evaluation['style_hits_base']:.0f}, "
+                f"LoRA {evaluation['style_hits_lora']:.0f}"
+                if "style_hits_lora" in evaluation
+                else ""
+            )
+        )
     return [
         *lines,
-        f"training         : {how}; kept the adapter of step {training.get('adapter_step')}",
         f"registered model : {model.replace('/', ' version ')} (alias: {outputs['alias'] or 'none'})",
         f"why that alias   : {outputs['reason']}",
         f"dataset          : fingerprint {outputs['dataset_fingerprint']}",

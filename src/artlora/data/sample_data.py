@@ -3,7 +3,9 @@
 `generate` paints `count` small images spread round-robin over a few visibly different styles
 (`STYLES`), and writes each as `<out_dir>/<style>/<style>_<index:04d>.png` with a one-line caption in a
 `.txt` sidecar beside it. The styles differ in palette, texture and edge structure, so a style LoRA (or a
-simple classifier in the tests) has something real to learn.
+simple classifier in the tests) has something real to learn. Every texture (dots, stripes, hatching) is sized
+relative to the image and coarse enough to survive at 64 px through a VAE that downsamples by 4 (the pretrained
+tiny base's): a period of at least 8 pixels there, so a LoRA on that base can paint it.
 
 Every image is painted from its own `numpy.random.default_rng(seed + index)`: the same arguments give
 byte-identical files, and `render` can redo any single image without painting the ones before it.
@@ -193,7 +195,7 @@ def _paper(rng: np.random.Generator, size: int, colour: tuple[int, int, int], gr
 def _pointillist(rng: np.random.Generator, size: int, palette: np.ndarray) -> np.ndarray:
     """Separate dots of pure colour on a light ground; dot colours follow a hidden scene so shapes emerge."""
     img = _paper(rng, size, (246, 240, 226), 2.0)
-    radius = max(1, round(size * rng.uniform(0.008, 0.014)))
+    radius = max(1, round(size * rng.uniform(0.03, 0.045)))
     # Hidden scene: horizontal bands bent by noise, each band favouring one palette colour.
     y, x = _grid(size)
     scene = 0.7 * y + 0.3 * _smooth_noise(rng, size, 4) + 0.1 * np.sin(6 * x + rng.uniform(0, 6))
@@ -279,7 +281,7 @@ def _op_art(rng: np.random.Generator, size: int, palette: np.ndarray) -> np.ndar
     r = np.hypot(y - cy, x - cx)
     # A lens-like bulge around the centre bends every pattern, the classic Riley/Vasarely move.
     bulge = rng.uniform(0.1, 0.3) * np.exp(-(r**2) / rng.uniform(0.02, 0.08))
-    freq = rng.uniform(8, 16)
+    freq = rng.uniform(3, 6)
     kind = rng.integers(3)
     if kind == 0:
         angle = rng.uniform(0, np.pi)
@@ -336,7 +338,7 @@ def _woodcut(rng: np.random.Generator, size: int, palette: np.ndarray) -> np.nda
     tone[label == layers + 1] = 0.05
     # Each region hatched at its own angle; line width grows with darkness, like a deeper cut.
     angles = rng.uniform(0, np.pi, layers + 2)[label]
-    freq = size / rng.uniform(4, 6)
+    freq = rng.uniform(5, 8)
     wobble = 0.015 * _smooth_noise(rng, size, 8)
     hatch = ((x * np.cos(angles) + y * np.sin(angles) + wobble) * freq) % 1.0 < tone
     edges = (np.diff(label, axis=0, prepend=label[:1]) != 0) | (np.diff(label, axis=1, prepend=label[:, :1]) != 0)

@@ -82,8 +82,9 @@ COMMITTED = Path(__file__).parent / "tiny_pretrained"
 BUILD_RECORD = "build.json"
 
 
-def recipe_digest(recipe: dict = RECIPE) -> str:
-    text = json.dumps({"recipe": recipe, "build_version": BUILD_VERSION}, sort_keys=True)
+def recipe_digest(recipe: dict | None = None) -> str:
+    """The digest a build of `recipe` (the current RECIPE by default) is known by."""
+    text = json.dumps({"recipe": RECIPE if recipe is None else recipe, "build_version": BUILD_VERSION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -99,7 +100,7 @@ def ensure(rebuild: bool = False, progress: Callable[[str], None] = log.info) ->
     cached.parent.mkdir(parents=True, exist_ok=True)
     # Built beside its place and renamed in, so a half-built folder is never taken for a whole one.
     with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
-        build(Path(tmp) / "model", RECIPE, progress)
+        build(Path(tmp) / "model", progress=progress)
         if cached.exists():
             shutil.rmtree(cached)
         os.replace(Path(tmp) / "model", cached)
@@ -322,7 +323,7 @@ def _heldout(unet, text_encoder, tokenizer, latents, captions) -> dict[str, floa
     return {key: value / len(LOSS_TIMESTEPS) for key, value in sums.items()}
 
 
-def build(out: Path, recipe: dict = RECIPE, progress: Callable[[str], None] = log.info) -> dict:
+def build(out: Path, recipe: dict | None = None, progress: Callable[[str], None] = log.info) -> dict:
     """Train the tiny base by `recipe` and save it to `out` (diffusers layout, safetensors) with `build.json`:
     the recipe's digest, the measures of the result and the time each part took. Returns that record.
 
@@ -331,7 +332,7 @@ def build(out: Path, recipe: dict = RECIPE, progress: Callable[[str], None] = lo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _build(out, recipe, progress)
+        return _build(out, RECIPE if recipe is None else recipe, progress)
     finally:
         torch.set_num_threads(threads)
 

@@ -82,9 +82,15 @@ def run_pipeline(compiled: Path, pipeline_arguments: dict, pipeline_root: Path) 
 
 
 def _trained(outputs: dict) -> dict[str, object]:
-    """The version's adapter and MLflow run, and how its training went (the train stage's summary, stored with
-    the adapter): what a user looks at next, also when the run reused a version trained before."""
+    """The version's adapter and MLflow run, how its training went (the train stage's summary, stored with the
+    adapter) and its evaluation's metrics: what a user looks at next, also when the run reused a version."""
     version = tracking.model_version(str(outputs["model_name"]), str(outputs["version"]))
     adapter_uri = version.tags.get(lineage.ADAPTER_URI, "") if version else ""
     training = train.published(storage.get_storage(), adapter_uri) if adapter_uri else {}
-    return {"adapter_uri": adapter_uri, "run_id": version.run_id if version else "", "training": training}
+    metrics = tracking.run_metrics(version.run_id) if version and version.run_id else {}
+    return {
+        "adapter_uri": adapter_uri,
+        "run_id": version.run_id if version else "",
+        "training": training,
+        "evaluation": metrics,
+    }

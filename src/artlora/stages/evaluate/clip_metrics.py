@@ -66,9 +66,7 @@ def measure(
     texts = [prompt for s in styles for prompt in prompts[s][: len(painted[s])]]
     real_images = torch.from_numpy(np.concatenate([real[s][0] for s in styles])).permute(0, 3, 1, 2)
     features = _ImageFeatures(model, processor)
-    kid = KernelInceptionDistance(
-        feature=features, subset_size=min(len(fake), len(real_images)), subsets=20
-    )
+    kid = KernelInceptionDistance(feature=features, subset_size=min(len(fake), len(real_images)), subsets=20)
     kid.update(real_images, real=True)
     kid.update(fake, real=False)
     kid_mean, _ = kid.compute()
