@@ -270,7 +270,8 @@ def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = PARALLEL) 
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(fn, item) for item in items]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((future for future in done if future.exception() is not None), None)
+        # Of the calls failed by now, the earliest item's error: the same message on every run where it can be.
+        failed = next((future for future in futures if future in done and future.exception() is not None), None)
         if failed is not None:
             for future in futures:
                 future.cancel()

@@ -62,7 +62,7 @@ def test_training_stops_early_on_an_overfitting_config_and_keeps_the_best_adapte
     config = with_inputs(
         small_config.train,
         cache_uri=latent_cache,
-        learning_rate=0.05,
+        learning_rate=0.3,
         warmup_steps=0,
         lr_schedule="constant",
         max_steps=40,

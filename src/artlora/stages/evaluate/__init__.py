@@ -81,7 +81,9 @@ def _paint_side(pipe, config: EvaluateConfig, prompts: dict[str, list[str]], los
 
 
 def _rms(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(((a.astype(np.float32) - b.astype(np.float32)) / 255).__pow__(2).mean()))
+    """Root mean square pixel difference of two same-size uint8 images, colours in [0, 1]."""
+    difference = (a.astype(np.float32) - b.astype(np.float32)) / 255
+    return float(np.sqrt(np.mean(difference**2)))
 
 
 def run(config: EvaluateConfig) -> EvaluateResult:
