@@ -27,6 +27,9 @@ def small_config_for(bucket: str, base_model: Path, source: Path, *extra: str) -
         "evaluate.inference_steps=2",
         "evaluate.prompts=[a woodcut of a tree]",
         "evaluate.image_seeds=[0]",
+        "evaluate.images_per_style=2",
+        "evaluate.strengths=[0, 1]",
+        "evaluate.content_prompts=[a red circle]",
         *extra,
     ]
     return load_config(DEMO_CONFIG, overrides)

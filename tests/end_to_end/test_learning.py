@@ -40,7 +40,7 @@ HALVES = (("op_art", "pointillist", "woodcut"), ("geometric", "watercolour"))
 TRAIN = [
     "augment.resolution=64",
     "augment.views_per_image=2",
-    "train.max_steps=300",
+    "train.max_steps=200",
     "train.batch_size=16",
     "train.learning_rate=0.005",
     "train.rank=8",
@@ -60,9 +60,9 @@ def environment(mlflow_server, tmp_path_factory):
 
 
 def _train(work: Path, name: str, styles=sample_data.STYLES, shuffle: bool = False):
-    """Ingest, augment and train on 50 sample images per style (the captions shuffled, if asked)."""
+    """Ingest, augment and train on 40 sample images per style (the captions shuffled, if asked)."""
     folder = work / name
-    sample_data.generate(folder, count=50 * len(styles), size=64, seed=0, styles=styles)
+    sample_data.generate(folder, count=40 * len(styles), size=64, seed=0, styles=styles)
     if shuffle:
         sidecars = sorted(folder.rglob("*.txt"))
         captions = [path.read_text() for path in sidecars]
@@ -138,13 +138,13 @@ def test_shuffled_captions_leave_no_evidence_that_the_styles_were_learned(enviro
     shuffled = _measure(_train(environment, "shuffled", shuffle=True).adapter_uri, heldout_cache)
     everything = sample_data.STYLES
     # Trained on the right captions, each half's adapter reads its styles from their captions: another style's
-    # caption costs it clearly more than it costs the base model (measured: 0.050 and 0.011, base -0.003).
+    # caption costs it clearly more than it costs the base model (measured: 0.028 and 0.006, base -0.003).
     own_gaps = []
     for half, measured in zip(HALVES, halves, strict=True):
         own_gaps.append(_mean(measured.gap_lora, half))
         assert own_gaps[-1] > _mean(measured.gap_base, half) + 0.005, (half, measured)
     # Trained on shuffled captions, the adapter learns only the data's average look: its held-out loss falls for
     # every style, so loss alone cannot tell it from a real one, but its caption gap stays near the base model's
-    # (measured: 0.0007).
+    # (measured: -0.0003).
     assert all(change < 0 for change in shuffled.loss_change.values()), shuffled
     assert _mean(shuffled.gap_lora, everything) < 0.25 * min(own_gaps), (own_gaps, shuffled)
