@@ -222,6 +222,10 @@ class Storage:
     def is_complete(self, prefix_uri: str) -> bool:
         return self.exists(join(prefix_uri, COMPLETE_MARKER))
 
+    def completion(self, prefix_uri: str) -> dict[str, Any]:
+        """What `mark_complete` recorded for a finished write."""
+        return self.get_json(join(prefix_uri, COMPLETE_MARKER))
+
     # -- internals ------------------------------------------------------------------------------------
 
     def _writable(self, uri: str) -> tuple[str, str]:

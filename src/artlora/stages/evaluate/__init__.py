@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from diffusers import DDPMScheduler
@@ -112,9 +112,13 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     data = read_by_adapter(pipe, data)  # encoded again if the adapter trained the text encoder(s) too
     lora = _paint_side(pipe, config, prompts, heldout_loss_by_style(pipe.unet, scheduler, data, *_noise(config)))
     lora_gap = _caption_gap(pipe, scheduler, data, config, lora.loss)
+    # Strengths 0 and 1 are the base's and the LoRA's first image per style (first caption, seed 0): reused.
+    at_ends = {0.0: base.by_style, 1.0: lora.by_style}
     sweep_prompts = [prompts[style][0] for style in styles]
     sweep = {
-        strength: painting.paint(pipe, sweep_prompts, [0] * len(styles), config, lora_scale=strength)
+        strength: np.stack([at_ends[strength][style][0] for style in styles])
+        if strength in at_ends
+        else painting.paint(pipe, sweep_prompts, [0] * len(styles), config, lora_scale=strength)
         for strength in config.strengths
     }
     extra = clip_metrics.measure(config.clip_model, prompts, lora.by_style, heldout)
@@ -127,26 +131,12 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     for side in (base, lora):
         side.matrices = distance.matrices([side.by_style[style] for style in styles], columns)
     floor = distance.matrices([vae_floor[style] for style in styles], columns)
-    painted = np.concatenate([lora.by_style[style] for style in styles])
-    train_pixels = np.concatenate([images for images, _ in training.values()])
+    # Memorisation compares what the evidence holds: the LoRA's images with the training images, in style order.
+    evidence = report.Evidence(styles, base, lora, reference, floor, unit, sweep, heldout, training, [], extra)
     matches = nearest_training_images(
-        painted, train_pixels, config.memorisation_pixel_distance, config.memorisation_hash_bits
+        evidence.painted, evidence.train_pixels, config.memorisation_pixel_distance, config.memorisation_hash_bits
     )
-    evidence = report.Evidence(
-        styles=styles,
-        base=base,
-        lora=lora,
-        reference=reference,
-        floor=floor,
-        unit=unit,
-        sweep=sweep,
-        heldout=heldout,
-        training=training,
-        painted=painted,
-        train_pixels=train_pixels,
-        matches=matches,
-        extra=extra,
-    )
+    evidence = replace(evidence, matches=matches)
     metrics = {
         **heldout_metrics(base.loss.loss, lora.loss.loss),
         "val_loss_zero_predictor": base.loss.zero_predictor,
@@ -210,6 +200,6 @@ def _png(image: Image.Image) -> bytes:
 def _training_summary(store: storage.Storage, config: EvaluateConfig) -> dict:
     """The training's curve (loss, validation loss, learning rate by step) from its MLflow run, and the summary
     its completion marker holds (steps, the step whose adapter was kept, early stopping)."""
-    completed = store.get_json(storage.join(config.adapter_uri, storage.COMPLETE_MARKER))
+    completed = store.completion(config.adapter_uri)
     curves = {name: tracking.metric_history(config.run_id, name) for name in ("loss", "val_loss", "lr")}
     return {"completed": completed, "curves": curves}

@@ -46,10 +46,18 @@ class Evidence:
     sweep: dict[float, np.ndarray]  # strength -> one image per style
     heldout: dict[str, tuple[np.ndarray, list[str]]]
     training: dict[str, tuple[np.ndarray, list[str]]]
-    painted: np.ndarray  # the LoRA's images per style, concatenated in style order
-    train_pixels: np.ndarray  # the training images memorisation compared with, concatenated in style order
-    matches: list[Match]
+    matches: list[Match]  # per painted image (in `painted` order), its nearest training image
     extra: dict[str, float]
+
+    @property
+    def painted(self) -> np.ndarray:
+        """The LoRA's images of every style, in style order: what memorisation checks."""
+        return np.concatenate([self.lora.by_style[style] for style in self.styles])
+
+    @property
+    def train_pixels(self) -> np.ndarray:
+        """The training images memorisation compares with, in style order."""
+        return np.concatenate([images for images, _ in self.training.values()])
 
 
 def _png(image: Image.Image | np.ndarray, scale: int = 2) -> str:

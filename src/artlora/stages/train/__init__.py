@@ -296,7 +296,7 @@ def publish(
 
 def published(store: storage.Storage, adapter_uri: str) -> dict:
     """The summary a finished run's completion marker holds: TrainResult's fields besides the URI and resume."""
-    return store.get_json(storage.join(adapter_uri, storage.COMPLETE_MARKER))
+    return store.completion(adapter_uri)
 
 
 def _save_kohya(trainer: Trainer, path: Path, metadata: dict[str, str]) -> str | None:
