@@ -95,8 +95,11 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     store = storage.get_storage()
     data = validation_data(config.cache_uri)
     index = store.get_json(config.cache_uri)
-    real = painting.dataset_images(index["dataset_uri"], config.resolution, config.images_per_style)
-    heldout = real.get("val") or real["train"]  # validation_data warned already when there is no split
+    # Every image of the dataset: memorisation compares with all training images; the style measures use the
+    # first `images_per_style` of each style.
+    real = painting.dataset_images(index["dataset_uri"], config.resolution)
+    # validation_data warned already when there is no split
+    heldout = painting.first(real.get("val") or real["train"], config.images_per_style)
     styles = sorted(heldout)
     prompts = {style: heldout[style][1] for style in styles}
     pipe = loading.load_pipeline(config.base_model)
@@ -126,7 +129,8 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     distance = StyleDistance(config.seed)
     columns = [heldout[style][0] for style in styles]
     training = real.get("train", heldout)
-    reference = distance.matrices([training.get(style, heldout[style])[0] for style in styles], columns)
+    examples = painting.first(training, config.images_per_style)
+    reference = distance.matrices([examples.get(style, heldout[style])[0] for style in styles], columns)
     unit = scales(reference)
     for side in (base, lora):
         side.matrices = distance.matrices([side.by_style[style] for style in styles], columns)

@@ -29,15 +29,22 @@ def _phash(image: np.ndarray) -> imagehash.ImageHash:
 
 
 def nearest_training_images(
-    generated: np.ndarray, training: np.ndarray, pixel_threshold: float, hash_bits: int
+    generated: np.ndarray, training: np.ndarray, pixel_threshold: float, hash_bits: int, chunk: int = 256
 ) -> list[Match]:
-    """One Match per generated image (uint8 [n, h, w, 3]); `training` is uint8 [m, h, w, 3] at the same size."""
+    """One Match per generated image (uint8 [n, h, w, 3]); `training` is uint8 [m, h, w, 3] at the same size,
+    every training image (compared `chunk` at a time, so memory stays bounded on a large dataset)."""
     gen = generated.reshape(len(generated), -1).astype(np.float32) / 255
-    train = training.reshape(len(training), -1).astype(np.float32) / 255
-    # Squared distances through one matrix product: |g|^2 - 2 g.t + |t|^2.
-    squared = (gen**2).sum(1)[:, None] - 2 * gen @ train.T + (train**2).sum(1)[None, :]
-    nearest = squared.argmin(1)
-    rms = np.sqrt(np.maximum(squared[np.arange(len(gen)), nearest], 0) / gen.shape[1])
+    closest = np.full(len(gen), np.inf, dtype=np.float32)
+    nearest = np.zeros(len(gen), dtype=int)
+    for start in range(0, len(training), chunk):
+        train = training[start : start + chunk].reshape(-1, gen.shape[1]).astype(np.float32) / 255
+        # Squared distances through one matrix product: |g|^2 - 2 g.t + |t|^2.
+        squared = (gen**2).sum(1)[:, None] - 2 * gen @ train.T + (train**2).sum(1)[None, :]
+        best = squared.argmin(1)
+        distance = squared[np.arange(len(gen)), best]
+        closer = distance < closest
+        closest[closer], nearest[closer] = distance[closer], start + best[closer]
+    rms = np.sqrt(np.maximum(closest, 0) / gen.shape[1])
     matches = []
     for i, j in enumerate(nearest.tolist()):
         bits = _phash(generated[i]) - _phash(training[j])

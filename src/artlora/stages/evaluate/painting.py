@@ -23,16 +23,17 @@ def _square(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
-def dataset_images(dataset_uri: str, size: int, per_style: int) -> dict[str, dict[str, tuple[np.ndarray, list]]]:
-    """{split: {style: (images, captions)}}, at most `per_style` images of each style per split, in manifest
-    order (ingest's order, so the same images every time)."""
+Sets = dict[str, tuple[np.ndarray, list[str]]]  # style -> (images, captions)
+
+
+def dataset_images(dataset_uri: str, size: int) -> dict[str, Sets]:
+    """{split: {style: (images, captions)}}: every image of the dataset, in manifest order (ingest's order, so the
+    same images every time)."""
     store = storage.get_storage()
     background = dataset.load_background(dataset_uri)
     chosen: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for item in dataset.load_items(dataset_uri):
-        picked = chosen[item.split][item.style]
-        if len(picked) < per_style:
-            picked.append(item)
+        chosen[item.split][item.style].append(item)
     flat = [item for split in chosen.values() for items in split.values() for item in items]
     pixels = storage.parallel(lambda item: _square(images.open_rgb(store.get_bytes(item.file), background), size), flat)
     by_file = {item.file: array for item, array in zip(flat, pixels, strict=True)}
@@ -43,6 +44,11 @@ def dataset_images(dataset_uri: str, size: int, per_style: int) -> dict[str, dic
         }
         for split, styles in chosen.items()
     }
+
+
+def first(sets: Sets, count: int) -> Sets:
+    """The first `count` images (and captions) of each style."""
+    return {style: (pictures[:count], captions[:count]) for style, (pictures, captions) in sets.items()}
 
 
 @torch.no_grad()

@@ -45,7 +45,7 @@ class Evidence:
     unit: dict[str, float]
     sweep: dict[float, np.ndarray]  # strength -> one image per style
     heldout: dict[str, tuple[np.ndarray, list[str]]]
-    training: dict[str, tuple[np.ndarray, list[str]]]
+    training: dict[str, tuple[np.ndarray, list[str]]]  # every training image, which memorisation compares with
     matches: list[Match]  # per painted image (in `painted` order), its nearest training image
     extra: dict[str, float]
 
@@ -285,9 +285,11 @@ def _memorisation(config: EvaluateConfig, ev: Evidence, show: int = 6) -> str:
         for m in shown[:show]
     )
     verdict = (
-        f"{len(flagged)} of {len(ev.matches)} painted images are flagged as near copies of a training image"
+        f"{len(flagged)} of {len(ev.matches)} painted images are flagged as near copies of one of the "
+        f"{len(ev.train_pixels)} training images"
         if flagged
-        else f"No painted image of {len(ev.matches)} is a near copy of a training image; the closest pairs"
+        else f"No painted image of {len(ev.matches)} is a near copy of any of the {len(ev.train_pixels)} training "
+        "images; the closest pairs"
     )
     return (
         f"<p class='note'>{verdict} (flagged at RMS pixel distance at most {config.memorisation_pixel_distance} "
