@@ -20,6 +20,10 @@ def small_config_for(bucket: str, base_model: Path, source: Path, *extra: str) -
         "augment.batch_size=16",
         "train.max_steps=4",
         "train.batch_size=4",
+        # A small adapter, whatever the demo's: tests of the machinery stay fast.
+        "train.target_modules=[attention]",
+        "train.rank=8",
+        "train.alpha=8",
         "train.checkpoint_every=2",
         "train.perceptual_weight=0",
         "train.train_text_encoder=false",

@@ -63,6 +63,9 @@ def test_two_processes_train_like_one_with_twice_the_accumulation(small_config, 
     assert both.keys() == one.keys() and any(key.startswith("text_encoder.") for key in one)
     changed = False
     for key, value in one.items():
-        torch.testing.assert_close(both[key], value, atol=1e-6, rtol=1e-5)
+        # Adam divides each gradient by its own scale, so the rounding of a sum taken in another order can move a
+        # weight whose gradient is near zero by a sliver of one step (measured: 6e-6 at a rate of 1e-2); a wrong
+        # average or a doubled micro-batch moves every weight by a good part of a step.
+        torch.testing.assert_close(both[key], value, atol=1e-4, rtol=1e-5)
         changed |= "lora_B" in key and bool(value.abs().sum() > 0)
     assert changed, "the adapters were trained"
