@@ -43,8 +43,9 @@ TRAIN = [
     "train.max_steps=200",
     "train.batch_size=16",
     "train.learning_rate=0.005",
-    "train.rank=8",
-    "train.alpha=8",
+    "train.target_modules=[attention,feed_forward,convolutions,proj_in,proj_out]",  # as the demo's adapter
+    "train.rank=16",
+    "train.alpha=16",
     "train.train_text_encoder=true",
     "train.eval_every=1000",
     "train.checkpoint_every=1000",
@@ -138,13 +139,13 @@ def test_shuffled_captions_leave_no_evidence_that_the_styles_were_learned(enviro
     shuffled = _measure(_train(environment, "shuffled", shuffle=True).adapter_uri, heldout_cache)
     everything = sample_data.STYLES
     # Trained on the right captions, each half's adapter reads its styles from their captions: another style's
-    # caption costs it clearly more than it costs the base model (measured: 0.028 and 0.006, base -0.003).
+    # caption costs it clearly more than it costs the base model (measured: 0.048 and 0.011, base 0.002 and -0.001).
     own_gaps = []
     for half, measured in zip(HALVES, halves, strict=True):
         own_gaps.append(_mean(measured.gap_lora, half))
         assert own_gaps[-1] > _mean(measured.gap_base, half) + 0.005, (half, measured)
     # Trained on shuffled captions, the adapter learns only the data's average look: its held-out loss falls for
     # every style, so loss alone cannot tell it from a real one, but its caption gap stays near the base model's
-    # (measured: -0.0003).
+    # (measured: 0.00005).
     assert all(change < 0 for change in shuffled.loss_change.values()), shuffled
     assert _mean(shuffled.gap_lora, everything) < 0.25 * min(own_gaps), (own_gaps, shuffled)

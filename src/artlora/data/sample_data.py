@@ -5,7 +5,9 @@
 `.txt` sidecar beside it. The styles differ in palette, texture and edge structure, so a style LoRA (or a
 simple classifier in the tests) has something real to learn. Every texture (dots, stripes, hatching) is sized
 relative to the image and coarse enough to survive at 64 px through a VAE that downsamples by 4 (the pretrained
-tiny base's): a period of at least 8 pixels there, so a LoRA on that base can paint it.
+tiny base's): a period of at least 8 pixels there, so a LoRA on that base can paint it. Woodcut hatching is
+bolder still (a period of 14 to 21 pixels, lines at least 30% of it): thinner lines came back from that VAE as
+pink and green noise, and nothing learned from them looked like a woodcut.
 
 Every image is painted from its own `numpy.random.default_rng(seed + index)`: the same arguments give
 byte-identical files, and `render` can redo any single image without painting the ones before it.
@@ -334,11 +336,11 @@ def _woodcut(rng: np.random.Generator, size: int, palette: np.ndarray) -> np.nda
         label[y > horizon[None, :]] = k
     sun = np.hypot(y - rng.uniform(0.1, 0.25), x - rng.uniform(0.2, 0.8)) < rng.uniform(0.07, 0.12)
     label[sun & (label == 0)] = layers + 1
-    tone = np.linspace(0.15, 0.75, layers + 2)[np.minimum(label, layers + 1)]
+    tone = np.linspace(0.3, 0.8, layers + 2)[np.minimum(label, layers + 1)]
     tone[label == layers + 1] = 0.05
     # Each region hatched at its own angle; line width grows with darkness, like a deeper cut.
     angles = rng.uniform(0, np.pi, layers + 2)[label]
-    freq = rng.uniform(5, 8)
+    freq = rng.uniform(3, 4.5)
     wobble = 0.015 * _smooth_noise(rng, size, 8)
     hatch = ((x * np.cos(angles) + y * np.sin(angles) + wobble) * freq) % 1.0 < tone
     edges = (np.diff(label, axis=0, prepend=label[:1]) != 0) | (np.diff(label, axis=1, prepend=label[:, :1]) != 0)
