@@ -62,8 +62,12 @@ def test_a_copy_of_a_training_image_is_flagged_and_a_new_image_is_not(real):
     copy = train[7].astype(np.int16) + np.random.default_rng(0).integers(-3, 4, train[7].shape)
     painted = np.stack([np.clip(copy, 0, 255).astype(np.uint8), heldout[2][0]])
     # Compared 4 training images at a time: the copy's original is in the second chunk.
-    first, second = nearest_training_images(painted, train, pixel_threshold=0.04, hash_bits=6, chunk=4)
+    chunks = [train[start : start + 4] for start in range(0, len(train), 4)]
+    nearest = nearest_training_images(painted, iter(chunks), pixel_threshold=0.04, hash_bits=6)
+    first, second = nearest.matches
+    assert nearest.compared == len(train)
     assert first.flagged and first.training == 7 and first.pixel_distance < 0.02 and first.hash_bits <= 6
+    assert np.array_equal(first.training_image, train[7])
     assert not second.flagged and second.pixel_distance > 0.04
-    at_once = nearest_training_images(painted, train, pixel_threshold=0.04, hash_bits=6)
+    at_once = nearest_training_images(painted, [train], pixel_threshold=0.04, hash_bits=6).matches
     assert [(m.training, m.flagged) for m in at_once] == [(first.training, True), (second.training, False)]

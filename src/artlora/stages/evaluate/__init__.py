@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from diffusers import DDPMScheduler
@@ -95,11 +95,8 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     store = storage.get_storage()
     data = validation_data(config.cache_uri)
     index = store.get_json(config.cache_uri)
-    # Every image of the dataset: memorisation compares with all training images; the style measures use the
-    # first `images_per_style` of each style.
-    real = painting.dataset_images(index["dataset_uri"], config.resolution)
-    # validation_data warned already when there is no split
-    heldout = painting.first(real.get("val") or real["train"], config.images_per_style)
+    real = painting.dataset_images(index["dataset_uri"], config.resolution, config.images_per_style)
+    heldout = real.get("val") or real["train"]  # validation_data warned already when there is no split
     styles = sorted(heldout)
     prompts = {style: heldout[style][1] for style in styles}
     pipe = loading.load_pipeline(config.base_model)
@@ -129,18 +126,20 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     distance = StyleDistance(config.seed)
     columns = [heldout[style][0] for style in styles]
     training = real.get("train", heldout)
-    examples = painting.first(training, config.images_per_style)
-    reference = distance.matrices([examples.get(style, heldout[style])[0] for style in styles], columns)
+    reference = distance.matrices([training.get(style, heldout[style])[0] for style in styles], columns)
     unit = scales(reference)
     for side in (base, lora):
         side.matrices = distance.matrices([side.by_style[style] for style in styles], columns)
     floor = distance.matrices([vae_floor[style] for style in styles], columns)
-    # Memorisation compares what the evidence holds: the LoRA's images with the training images, in style order.
-    evidence = report.Evidence(styles, base, lora, reference, floor, unit, sweep, heldout, training, [], extra)
-    matches = nearest_training_images(
-        evidence.painted, evidence.train_pixels, config.memorisation_pixel_distance, config.memorisation_hash_bits
+    # Memorisation: the LoRA's images, in style order, against every training image, read a chunk at a time.
+    painted = np.concatenate([lora.by_style[style] for style in styles])
+    nearest = nearest_training_images(
+        painted,
+        painting.training_images(index["dataset_uri"], config.resolution),
+        config.memorisation_pixel_distance,
+        config.memorisation_hash_bits,
     )
-    evidence = replace(evidence, matches=matches)
+    evidence = report.Evidence(styles, base, lora, reference, floor, unit, sweep, heldout, painted, nearest, extra)
     metrics = {
         **heldout_metrics(base.loss.loss, lora.loss.loss),
         "val_loss_zero_predictor": base.loss.zero_predictor,
@@ -157,7 +156,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
         "style_change": float(
             np.mean([_rms(a, b) for s in styles for a, b in zip(base.by_style[s], lora.by_style[s], strict=True)])
         ),
-        "memorised_images": float(sum(match.flagged for match in matches)),
+        "memorised_images": float(sum(match.flagged for match in nearest.matches)),
         **extra,
     }
     metrics = {key: value for key, value in metrics.items() if np.isfinite(value)}

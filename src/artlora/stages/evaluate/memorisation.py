@@ -8,7 +8,8 @@ most `hash_bits` bits. Requiring both keeps flat, featureless images from being 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import imagehash
 import numpy as np
@@ -18,10 +19,17 @@ from PIL import Image
 @dataclass(frozen=True)
 class Match:
     generated: int  # index into the generated images
-    training: int  # index of its nearest training image
+    training: int  # index of its nearest training image, in the order they were compared
     pixel_distance: float
     hash_bits: int
     flagged: bool
+    training_image: np.ndarray = field(compare=False, repr=False)  # that training image, for the report
+
+
+@dataclass(frozen=True)
+class Nearest:
+    matches: list[Match]  # one per generated image
+    compared: int  # training images compared with
 
 
 def _phash(image: np.ndarray) -> imagehash.ImageHash:
@@ -29,25 +37,31 @@ def _phash(image: np.ndarray) -> imagehash.ImageHash:
 
 
 def nearest_training_images(
-    generated: np.ndarray, training: np.ndarray, pixel_threshold: float, hash_bits: int, chunk: int = 256
-) -> list[Match]:
-    """One Match per generated image (uint8 [n, h, w, 3]); `training` is uint8 [m, h, w, 3] at the same size,
-    every training image (compared `chunk` at a time, so memory stays bounded on a large dataset)."""
+    generated: np.ndarray, training: Iterable[np.ndarray], pixel_threshold: float, hash_bits: int
+) -> Nearest:
+    """Each generated image's (uint8 [n, h, w, 3]) nearest training image; `training` yields the training images
+    in chunks (uint8 [m, h, w, 3], the same size), so only one chunk is held at a time."""
     gen = generated.reshape(len(generated), -1).astype(np.float32) / 255
     closest = np.full(len(gen), np.inf, dtype=np.float32)
     nearest = np.zeros(len(gen), dtype=int)
-    for start in range(0, len(training), chunk):
-        train = training[start : start + chunk].reshape(-1, gen.shape[1]).astype(np.float32) / 255
+    nearest_images = np.zeros_like(generated)
+    compared = 0
+    for chunk in training:
+        train = chunk.reshape(len(chunk), -1).astype(np.float32) / 255
         # Squared distances through one matrix product: |g|^2 - 2 g.t + |t|^2.
         squared = (gen**2).sum(1)[:, None] - 2 * gen @ train.T + (train**2).sum(1)[None, :]
         best = squared.argmin(1)
         distance = squared[np.arange(len(gen)), best]
         closer = distance < closest
-        closest[closer], nearest[closer] = distance[closer], start + best[closer]
+        closest[closer], nearest[closer] = distance[closer], compared + best[closer]
+        nearest_images[closer] = chunk[best[closer]]
+        compared += len(chunk)
+    if not compared:
+        return Nearest([], 0)
     rms = np.sqrt(np.maximum(closest, 0) / gen.shape[1])
     matches = []
     for i, j in enumerate(nearest.tolist()):
-        bits = _phash(generated[i]) - _phash(training[j])
+        bits = _phash(generated[i]) - _phash(nearest_images[i])
         flagged = bool(rms[i] <= pixel_threshold and bits <= hash_bits)
-        matches.append(Match(i, j, float(rms[i]), int(bits), flagged))
-    return matches
+        matches.append(Match(i, j, float(rms[i]), int(bits), flagged, nearest_images[i]))
+    return Nearest(matches, compared)

@@ -7,6 +7,7 @@ every distance compares like with like.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,17 +27,25 @@ def _square(image: Image.Image, size: int) -> np.ndarray:
 Sets = dict[str, tuple[np.ndarray, list[str]]]  # style -> (images, captions)
 
 
-def dataset_images(dataset_uri: str, size: int) -> dict[str, Sets]:
-    """{split: {style: (images, captions)}}: every image of the dataset, in manifest order (ingest's order, so the
-    same images every time)."""
+def _reader(dataset_uri: str, size: int) -> Callable[[list], list[np.ndarray]]:
+    """Reads dataset items as evaluation-sized squares, several at once."""
     store = storage.get_storage()
     background = dataset.load_background(dataset_uri)
+    return lambda items: storage.parallel(
+        lambda item: _square(images.open_rgb(store.get_bytes(item.file), background), size), items
+    )
+
+
+def dataset_images(dataset_uri: str, size: int, per_style: int) -> dict[str, Sets]:
+    """{split: {style: (images, captions)}}, at most `per_style` images of each style per split, in manifest
+    order (ingest's order, so the same images every time)."""
     chosen: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for item in dataset.load_items(dataset_uri):
-        chosen[item.split][item.style].append(item)
+        picked = chosen[item.split][item.style]
+        if len(picked) < per_style:
+            picked.append(item)
     flat = [item for split in chosen.values() for items in split.values() for item in items]
-    pixels = storage.parallel(lambda item: _square(images.open_rgb(store.get_bytes(item.file), background), size), flat)
-    by_file = {item.file: array for item, array in zip(flat, pixels, strict=True)}
+    by_file = {item.file: array for item, array in zip(flat, _reader(dataset_uri, size)(flat), strict=True)}
     return {
         split: {
             style: (np.stack([by_file[item.file] for item in items]), [item.caption for item in items])
@@ -46,9 +55,13 @@ def dataset_images(dataset_uri: str, size: int) -> dict[str, Sets]:
     }
 
 
-def first(sets: Sets, count: int) -> Sets:
-    """The first `count` images (and captions) of each style."""
-    return {style: (pictures[:count], captions[:count]) for style, (pictures, captions) in sets.items()}
+def training_images(dataset_uri: str, size: int, chunk: int = 256) -> Iterator[np.ndarray]:
+    """Every training image, `chunk` at a time in manifest order: what memorisation compares with, read so that
+    memory stays bounded however large the dataset."""
+    read = _reader(dataset_uri, size)
+    items = [item for item in dataset.load_items(dataset_uri) if item.split == "train"]
+    for start in range(0, len(items), chunk):
+        yield np.stack(read(items[start : start + chunk]))
 
 
 @torch.no_grad()

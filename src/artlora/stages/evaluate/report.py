@@ -22,7 +22,7 @@ from PIL import Image
 from artlora import charts
 from artlora.config import EvaluateConfig
 from artlora.stages.evaluate import clip_metrics
-from artlora.stages.evaluate.memorisation import Match
+from artlora.stages.evaluate.memorisation import Nearest
 from artlora.stages.evaluate.style_distance import MEASURES, combined, diagonal_minima
 
 _STYLE = """
@@ -45,19 +45,9 @@ class Evidence:
     unit: dict[str, float]
     sweep: dict[float, np.ndarray]  # strength -> one image per style
     heldout: dict[str, tuple[np.ndarray, list[str]]]
-    training: dict[str, tuple[np.ndarray, list[str]]]  # every training image, which memorisation compares with
-    matches: list[Match]  # per painted image (in `painted` order), its nearest training image
+    painted: np.ndarray  # the LoRA's images of every style, in style order: what memorisation checked
+    nearest: Nearest  # per painted image, its nearest training image
     extra: dict[str, float]
-
-    @property
-    def painted(self) -> np.ndarray:
-        """The LoRA's images of every style, in style order: what memorisation checks."""
-        return np.concatenate([self.lora.by_style[style] for style in self.styles])
-
-    @property
-    def train_pixels(self) -> np.ndarray:
-        """The training images memorisation compares with, in style order."""
-        return np.concatenate([images for images, _ in self.training.values()])
 
 
 def _png(image: Image.Image | np.ndarray, scale: int = 2) -> str:
@@ -208,7 +198,7 @@ def _metric_table(metrics, ev: Evidence, base_c, lora_c, ref_c, floor_c) -> str:
             metrics["content_change"],
             f"on style prompts {metrics['style_change']:.4f}",
         ),
-        ("images flagged as near copies", "", metrics["memorised_images"], f"of {len(ev.matches)} painted"),
+        ("images flagged as near copies", "", metrics["memorised_images"], f"of {len(ev.nearest.matches)} painted"),
     ]
     table = ["<table><tr><th class='l'>measure</th><th>base</th><th>base + LoRA</th><th class='l'>reference</th></tr>"]
     for name, base, lora, reference in rows:
@@ -277,19 +267,20 @@ def _content(config: EvaluateConfig, metrics: dict, ev: Evidence) -> str:
 
 
 def _memorisation(config: EvaluateConfig, ev: Evidence, show: int = 6) -> str:
-    flagged = [m for m in ev.matches if m.flagged]
-    shown = flagged or sorted(ev.matches, key=lambda m: m.pixel_distance)[:show]
+    matches, compared = ev.nearest.matches, ev.nearest.compared
+    flagged = [m for m in matches if m.flagged]
+    shown = flagged or sorted(matches, key=lambda m: m.pixel_distance)[:show]
     rows = "".join(
-        f"<tr><td>{_png(ev.painted[m.generated])}</td><td>{_png(ev.train_pixels[m.training])}</td>"
+        f"<tr><td>{_png(ev.painted[m.generated])}</td><td>{_png(m.training_image)}</td>"
         f"<td>{m.pixel_distance:.4f}</td><td>{m.hash_bits}</td><td>{'near copy' if m.flagged else ''}</td></tr>"
         for m in shown[:show]
     )
     verdict = (
-        f"{len(flagged)} of {len(ev.matches)} painted images are flagged as near copies of one of the "
-        f"{len(ev.train_pixels)} training images"
+        f"{len(flagged)} of {len(matches)} painted images are flagged as near copies of one of the {compared} "
+        "training images"
         if flagged
-        else f"No painted image of {len(ev.matches)} is a near copy of any of the {len(ev.train_pixels)} training "
-        "images; the closest pairs"
+        else f"No painted image of {len(matches)} is a near copy of any of the {compared} training images; the "
+        "closest pairs"
     )
     return (
         f"<p class='note'>{verdict} (flagged at RMS pixel distance at most {config.memorisation_pixel_distance} "
