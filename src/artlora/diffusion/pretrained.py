@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from tokenizers import pre_tokenizers
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from artlora.diffusion import toy_scenes
-from artlora.diffusion.tiny import SD_NOISE_SCHEDULE
+from artlora.diffusion.tiny import SD_NOISE_SCHEDULE, tiny_text_encoder, tiny_unet
 from artlora.io import settings
 
 log = logging.getLogger(__name__)
@@ -148,17 +148,11 @@ def word_tokenizer(words) -> CLIPTokenizer:
 def _parts(r: dict) -> tuple[CLIPTokenizer, CLIPTextModel, AutoencoderKL, UNet2DConditionModel]:
     tokenizer = word_tokenizer(toy_scenes.WORDS)
     torch.manual_seed(r["seed"])
-    unet = UNet2DConditionModel(
+    unet = tiny_unet(
         sample_size=r["image_size"] // 4,
         in_channels=r["latent_channels"],
         out_channels=r["latent_channels"],
         block_out_channels=tuple(r["unet_channels"]),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        norm_num_groups=32,
-        cross_attention_dim=32,
     )
     torch.manual_seed(r["seed"])
     vae = AutoencoderKL(
@@ -171,19 +165,7 @@ def _parts(r: dict) -> tuple[CLIPTokenizer, CLIPTextModel, AutoencoderKL, UNet2D
         sample_size=r["image_size"],
     )
     torch.manual_seed(r["seed"])
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = tiny_text_encoder(tokenizer)
     return tokenizer, text_encoder, vae, unet
 
 

@@ -50,7 +50,8 @@ def _tiny_text_config(tokenizer: CLIPTokenizer, **changes) -> CLIPTextConfig:
     return CLIPTextConfig(**{**values, **changes})
 
 
-def _tiny_text_encoder(tokenizer: CLIPTokenizer, **extra) -> CLIPTextModel:
+def tiny_text_encoder(tokenizer: CLIPTokenizer, **extra) -> CLIPTextModel:
+    """The tiny CLIP text encoder (random weights), `extra` changing its config."""
     return CLIPTextModel(_tiny_text_config(tokenizer, **extra))
 
 
@@ -78,7 +79,8 @@ SD_NOISE_SCHEDULE = {
 }
 
 
-def _tiny_unet(**extra) -> UNet2DConditionModel:
+def tiny_unet(**extra) -> UNet2DConditionModel:
+    """The tiny SD 1.x UNet (random weights), `extra` changing its arguments."""
     return UNet2DConditionModel(**{"cross_attention_dim": 32, **_TINY_UNET, **extra})
 
 
@@ -107,11 +109,11 @@ def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon", *, sd2: bool 
     tokenizer = byte_tokenizer()
     # Seeding before each part keeps every part's weights independent of how the others are built.
     torch.manual_seed(seed)
-    unet = _tiny_unet(**(_SD2_UNET if sd2 else {}))
+    unet = tiny_unet(**(_SD2_UNET if sd2 else {}))
     torch.manual_seed(seed)
     vae = _tiny_vae()
     torch.manual_seed(seed)
-    text_encoder = _tiny_text_encoder(tokenizer, **(_SD2_TEXT if sd2 else {}))
+    text_encoder = tiny_text_encoder(tokenizer, **(_SD2_TEXT if sd2 else {}))
     scheduler = DDIMScheduler(
         **SD_NOISE_SCHEDULE,
         prediction_type=prediction_type,
