@@ -45,7 +45,15 @@ BAD_VALUES = {
 @pytest.mark.parametrize("stage", sorted(BAD_VALUES))
 def test_a_bad_config_value_names_the_field(capsys, config_file, stage):
     field = BAD_VALUES[stage].split("=")[0]
-    fails_clearly(capsys, [stage, "--config", config_file, "--set", BAD_VALUES[stage]], stage, field, config_file)
+    argv = [stage, "--config", config_file, "--set", BAD_VALUES[stage]]
+    line = fails_clearly(capsys, argv, stage, field, config_file)
+    assert f"invalid config in {config_file}: {field}: " in line, line  # reads on, no stray '; '
+
+
+def test_several_bad_config_values_are_listed_on_the_one_line(capsys, config_file):
+    argv = ["train", "--config", config_file, "--set", "train.rank=0", "--set", "train.max_steps=0"]
+    line = fails_clearly(capsys, argv, "train", "train.rank", "train.max_steps")
+    assert f"invalid config in {config_file}: train." in line and "; train." in line, line
 
 
 NOWHERE = "http://127.0.0.1:9"  # the config is refused before any host is asked

@@ -79,9 +79,15 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def one_line(err: BaseException) -> str:
-    """The error's message on one line (a config error lists each bad field; they are joined with '; ')."""
+    """The error's message on one line (a config error lists each bad field under a heading ending in ':'; the
+    heading runs on into the first, the rest are joined with '; ')."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return "; ".join(lines) or type(err).__name__
+    if not lines:
+        return type(err).__name__
+    text = lines[0]
+    for previous, line in zip(lines, lines[1:], strict=False):
+        text += (" " if previous.endswith(":") else "; ") + line
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
