@@ -43,7 +43,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         commands,
         "tiny-model",
         "save a tiny Stable Diffusion: random weights built in code (tests of shapes), or --pretrained: one that "
-        "has learned to paint simple scenes (the demo's base; built once, about 10 minutes on 2 CPU cores)",
+        "has learned to paint simple scenes (the demo's base; shipped, or built once in about 7 minutes on the CPU)",
     )
     tiny.add_argument("--out", required=True, help="local folder or s3:// prefix for the diffusers layout")
     tiny.add_argument(
