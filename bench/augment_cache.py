@@ -27,10 +27,10 @@ import torch
 from diffusers import AutoencoderKL
 
 from artlora.config import AugmentConfig, IngestConfig
-from artlora.data import sample_data
-from artlora.diffusion import tiny
+from artlora.demo import sample_data, tiny
 from artlora.io import services
-from artlora.stages import augment, ingest
+from artlora.stages.augment import run as augment
+from artlora.stages.ingest import run as ingest
 
 
 def machine() -> dict:
@@ -105,7 +105,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> dict:
     warm = timed_run(config)
     return {
         "benchmark": "augment latent cache: cold run vs rerun on unchanged inputs",
-        "model": "tiny Stable Diffusion (artlora.diffusion.tiny.build_tiny_sd, VAE channels 32-32-64)",
+        "model": "tiny Stable Diffusion (artlora.demo.tiny.build_tiny_sd, VAE channels 32-32-64)",
         "object_store": "SeaweedFS on loopback (a separate process sharing the cores)",
         "images": dataset.accepted,
         "resolution": args.resolution,

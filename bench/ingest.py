@@ -118,7 +118,7 @@ def measure_decode(source: Path, workers: int) -> dict:
 def warm_up(source: Path, work: Path) -> None:
     """One small ingest first, so that no measured run pays for creating the MLflow store's tables."""
     from artlora.config import IngestConfig
-    from artlora.stages import ingest
+    from artlora.stages.ingest import run as ingest
 
     folder = work / "warm-up" / STYLES[0]
     folder.mkdir(parents=True)
@@ -130,7 +130,7 @@ def warm_up(source: Path, work: Path) -> None:
 def measure(source: Path, workers: int, count: int) -> list[dict]:
     """Cold then warm ingest into a fresh storage root; one result row each."""
     from artlora.config import IngestConfig
-    from artlora.stages import ingest
+    from artlora.stages.ingest import run as ingest
 
     config = IngestConfig(source=str(source), storage_root=f"s3://bench-ingest-w{workers}", workers=workers)
     rows = []

@@ -91,7 +91,7 @@ def run_stage(stage: str, config_json: str) -> dict:
     from artlora.config import AugmentConfig, IngestConfig
 
     config = (IngestConfig if stage == "ingest" else AugmentConfig).model_validate_json(config_json)
-    module = importlib.import_module(f"artlora.stages.{stage}")  # only this stage's imports count
+    module = importlib.import_module(f"artlora.stages.{stage}.run")  # only this stage's imports count
     with TreePeak() as tree:
         started = time.monotonic()
         result = module.run(config)
@@ -119,7 +119,7 @@ def in_child(stage: str, config_json: str) -> dict:
 
 def measure(count: int, work: Path, model: Path) -> list[dict]:
     from artlora.config import AugmentConfig, IngestConfig
-    from artlora.data import sample_data
+    from artlora.demo import sample_data
 
     source = work / f"images-{count}"
     started = time.monotonic()
@@ -154,7 +154,7 @@ def main() -> int:
         print(json.dumps(run_stage(args.child, sys.stdin.read())))
         return 0
 
-    from artlora.diffusion import tiny
+    from artlora.demo import tiny
     from artlora.io import services
 
     host = machine()
@@ -169,7 +169,7 @@ def main() -> int:
     report = {
         "benchmark": "load",
         "label": args.label,
-        "images": "procedural artworks with captions, 64 px PNG, 5 styles (artlora.data.sample_data)",
+        "images": "procedural artworks with captions, 64 px PNG, 5 styles (artlora.demo.sample_data)",
         "augment": "tiny Stable Diffusion, 64 px, 2 views per image, batch 64, cold cache",
         "storage": "SeaweedFS on loopback (a process of its own, not counted)",
         "machine": host,

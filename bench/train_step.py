@@ -42,7 +42,7 @@ from diffusers.optimization import get_scheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from artlora.config import TrainConfig
-from artlora.diffusion import tiny
+from artlora.demo import tiny
 from artlora.diffusion.device import default_device
 from artlora.stages.train import lora
 from artlora.stages.train.trainer import PRECISIONS, Trainer

@@ -18,7 +18,7 @@ def augment(config_json: str, dataset_uri: str) -> str:
     """
     from artlora import log
     from artlora.config import PipelineConfig, with_inputs
-    from artlora.stages import augment as stage
+    from artlora.stages.augment import run as stage
 
     log.configure()
     config = PipelineConfig.model_validate_json(config_json).augment

@@ -45,7 +45,7 @@ def check_changes(
     from collections import namedtuple
 
     from artlora import log
-    from artlora.orchestration import changes, parameters
+    from artlora.tasks import changes, parameters
 
     log.configure()
     knobs = {name: value for name, value in locals().items() if name in parameters.KNOBS}

@@ -15,9 +15,7 @@ def evaluate(
     run_id: str,
     report: dsl.Output[dsl.HTML],
     metrics: dsl.Output[dsl.Metrics],
-) -> NamedTuple(
-    "EvaluateOutputs", report_uri=str, val_loss_base=float, val_loss_lora=float, run_id=str
-):
+) -> NamedTuple("EvaluateOutputs", report_uri=str, val_loss_base=float, val_loss_lora=float, run_id=str):
     """Measure the adapter against its base model and write an HTML report.
 
     Args:
@@ -35,7 +33,7 @@ def evaluate(
 
     from artlora import log
     from artlora.config import PipelineConfig, with_inputs
-    from artlora.stages import evaluate as stage
+    from artlora.stages.evaluate import run as stage
 
     log.configure()
     config = PipelineConfig.model_validate_json(config_json).evaluate

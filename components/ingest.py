@@ -22,7 +22,7 @@ def ingest(config_json: str) -> NamedTuple("IngestOutputs", dataset_uri=str, fin
 
     from artlora import log
     from artlora.config import PipelineConfig
-    from artlora.stages import ingest as stage
+    from artlora.stages.ingest import run as stage
 
     log.configure()
     result = stage.run(PipelineConfig.model_validate_json(config_json).ingest)

@@ -29,7 +29,7 @@ def register(
 
     from artlora import log
     from artlora.config import PipelineConfig, with_inputs
-    from artlora.stages import register as stage
+    from artlora.stages.register import run as stage
 
     log.configure()
     config = with_inputs(

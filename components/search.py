@@ -22,7 +22,7 @@ def plan_search(config_json: str) -> NamedTuple("PlanOutputs", parent_run_id=str
 
     from artlora import log
     from artlora.config import PipelineConfig
-    from artlora.orchestration import search
+    from artlora.tasks import search
 
     log.configure()
     config = PipelineConfig.model_validate_json(config_json)
@@ -48,7 +48,7 @@ def pick_best(config_json: str, parent_run_id: str, run_ids: list[str]) -> Named
 
     from artlora import log
     from artlora.config import PipelineConfig
-    from artlora.orchestration import search
+    from artlora.tasks import search
 
     log.configure()
     best = search.pick(PipelineConfig.model_validate_json(config_json), parent_run_id, run_ids)

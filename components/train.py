@@ -31,13 +31,13 @@ def train(config_json: str, cache_uri: str, parent_run_id: str = "") -> NamedTup
 
     from artlora import log
     from artlora.config import PipelineConfig
-    from artlora.io import tracking
-    from artlora.orchestration.launch import run_train
+    from artlora.tasks.launch import run_train
+    from artlora.tasks.search import file_trial
 
     log.configure()
     result = run_train(PipelineConfig.model_validate_json(config_json), cache_uri=cache_uri)
     if parent_run_id:
-        tracking.set_run_tags(result.run_id, {tracking.PARENT_TAG: parent_run_id})
+        file_trial(result.run_id, parent_run_id)
     outputs = namedtuple("TrainOutputs", ["adapter_uri", "run_id", "steps", "adapter_step", "stopped_early"])
     adapter_step = result.steps if result.adapter_step is None else result.adapter_step
     return outputs(result.adapter_uri, result.run_id, result.steps, adapter_step, result.stopped_early)

@@ -25,8 +25,8 @@ from artlora.components.register import register
 from artlora.components.search import pick_best, plan_search
 from artlora.components.train import train
 from artlora.config import PipelineConfig
-from artlora.orchestration.parameters import KNOBS, knob_values
 from artlora.pipelines.platform import place
+from artlora.tasks.parameters import KNOBS, knob_values
 
 PIPELINE_NAME = "artlora-style-lora"
 SEARCH_PIPELINE_NAME = "artlora-style-lora-search"

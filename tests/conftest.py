@@ -82,7 +82,7 @@ def work_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny Stable Diffusion saved once, in the diffusers layout, for every test that loads a base model."""
-    from artlora.diffusion import tiny
+    from artlora.demo import tiny
 
     return tiny.save_tiny(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
 
@@ -90,7 +90,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_folder(tmp_path_factory) -> Path:
     """A few generated artworks in every sample style, with captions (64 px: the tiny model's size)."""
-    from artlora.data import sample_data
+    from artlora.demo import sample_data
 
     folder = tmp_path_factory.mktemp("raw") / "styles"
     sample_data.generate(folder, count=20, size=64, seed=0)
@@ -109,7 +109,8 @@ def small_config(bucket, tiny_model_dir, sample_folder):
 def latent_cache(small_config) -> str:
     """Ingest and augment the samples; the latent cache index URI."""
     from artlora.config import with_inputs
-    from artlora.stages import augment, ingest
+    from artlora.stages.augment import run as augment
+    from artlora.stages.ingest import run as ingest
 
     dataset = ingest.run(small_config.ingest)
     return augment.run(with_inputs(small_config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
@@ -157,7 +158,10 @@ def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory) ->
     from small_configs import small_config_for
 
     from artlora.config import with_inputs
-    from artlora.stages import augment, evaluate, ingest, train
+    from artlora.stages.augment import run as augment
+    from artlora.stages.evaluate import run as evaluate
+    from artlora.stages.ingest import run as ingest
+    from artlora.stages.train import run as train
 
     work = tmp_path_factory.mktemp("style-run")
     environment = {settings.TRACKING_URI: mlflow_server.url, settings.WORK_DIR: str(work)}

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from artlora.config import RegisterConfig, with_inputs
 from artlora.diffusion.adapters import DIFFUSERS_FILE, read_metadata
 from artlora.io import storage, tracking
-from artlora.stages import register
+from artlora.stages.register import run as register
 
 
 def unique_model_name() -> str:

@@ -1,14 +1,25 @@
 """The layout's rules, checked over the import graph of `src/artlora` (every import, also inside functions).
 
+- No package cycle: `components/` and `pipelines/` are linked into the package (they install as
+  `artlora.components` and `artlora.pipelines`), so their imports count like any other; what runs inside the
+  pipeline's tasks (`tasks/`) sits below them and what drives whole pipelines (`orchestration/`) above.
 - No stage imports another stage: what two stages share lives in `data/` or `diffusion/`.
 - The shared layers (`io/`, `data/`, `diffusion/`, `config/`) import no stage.
 - Only `io/` imports the object-store client or MLflow.
 - Only the pipeline-building code (`components/`, `pipelines/`) imports kfp.
+- A name two stages agree on (a run tag, a metadata key) is written once: each `artlora.` string that is not a
+  module's name appears once in `src/`.
+- Importing the trainer loads neither the object-store client nor MLflow.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,29 +30,68 @@ IO_ONLY = ("minio", "mlflow")
 PIPELINE_BUILDING = ("components", "pipelines")
 
 
-def modules() -> dict[str, set[str]]:
-    """Each module's dotted name -> the dotted names it imports (absolute, as written)."""
-    graph = {}
-    for path in sorted(PACKAGE.rglob("*.py")):  # rglob follows the components/ and pipelines/ links
+def sources() -> dict[str, tuple[Path, ast.Module]]:
+    """Each module's dotted name -> its file and syntax tree. The walk follows the components/ and pipelines/
+    links, so those modules get the names they are imported by."""
+    found = {}
+    files = [Path(folder, name) for folder, _, names in os.walk(PACKAGE, followlinks=True) for name in names]
+    for path in sorted(file for file in files if file.suffix == ".py"):
         parts = path.relative_to(PACKAGE).with_suffix("").parts
         name = ".".join(("artlora", *parts)).removesuffix(".__init__")
-        imported = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                imported.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                imported.update([node.module, *(f"{node.module}.{alias.name}" for alias in node.names)])
-        graph[name] = imported
-    return graph
+        found[name] = (path, ast.parse(path.read_text(), str(path)))
+    return found
 
 
-GRAPH = modules()
+def imports_of(tree: ast.Module) -> set[str]:
+    """The dotted names a module imports (absolute, as written; `from a import b` gives both a and a.b)."""
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.update([node.module, *(f"{node.module}.{alias.name}" for alias in node.names)])
+    return imported
+
+
+SOURCES = sources()
+GRAPH = {name: imports_of(tree) for name, (_, tree) in SOURCES.items()}
 
 
 def area(module: str) -> tuple[str, ...]:
     """`artlora.stages.train.trainer` -> ("stages", "train"); `artlora.io.storage` -> ("io",)."""
     parts = module.split(".")[1:]
     return tuple(parts[:2]) if parts[:1] == ["stages"] else tuple(parts[:1]) or ("",)
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[tuple[str, ...], set[tuple[str, ...]]]:
+    """Which package imports which (each stage its own package), from the module graph; artlora's own only."""
+    packages: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    for module, targets in graph.items():
+        edges = packages.setdefault(area(module), set())
+        for target in targets:
+            if target.startswith("artlora.") and target in graph and area(target) != area(module):
+                edges.add(area(target))
+    return packages
+
+
+def cycles(packages: dict[tuple[str, ...], set[tuple[str, ...]]]) -> list[list[str]]:
+    """Every cycle between packages, as found by a depth-first search (each once, from its first package)."""
+    found, state = [], {}  # state: 1 = on the current path, 2 = done
+
+    def visit(node: tuple[str, ...], path: list[tuple[str, ...]]) -> None:
+        state[node] = 1
+        for target in sorted(packages.get(node, ())):
+            if state.get(target) == 1:
+                loop = path[path.index(target) :] + [target]
+                found.append([".".join(part) for part in loop])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[node] = 2
+
+    for node in sorted(packages):
+        if node not in state:
+            visit(node, [node])
+    return found
 
 
 def offenders(select, forbidden) -> list[str]:
@@ -57,8 +107,27 @@ def offenders(select, forbidden) -> list[str]:
 def test_the_graph_covers_every_stage_and_layer():
     areas = {area(module) for module in GRAPH}
     stages = {("stages", name) for name in ("ingest", "augment", "train", "evaluate", "register")}
-    assert stages | {(layer,) for layer in SHARED_LAYERS} <= areas
+    layers = {(layer,) for layer in (*SHARED_LAYERS, *PIPELINE_BUILDING, "tasks", "orchestration")}
+    assert stages | layers <= areas
     assert any("stages" in target for imports in GRAPH.values() for target in imports)
+
+
+def test_no_cycle_between_packages():
+    assert cycles(package_graph(GRAPH)) == []
+
+
+def test_a_planted_cycle_is_found():
+    """The check sees through the symlinked names: a task importing a component closes a loop."""
+    planted = {**GRAPH, "artlora.tasks.planted": {"artlora.components.train"}}
+    found = cycles(package_graph(planted))
+    assert any({"tasks", "components"} <= set(loop) for loop in found), found
+
+
+def test_tasks_sit_below_the_pipeline_code_and_orchestration_above():
+    def upward(module: str, target: str) -> bool:
+        return area(target)[0] in (*PIPELINE_BUILDING, "orchestration", "cli")
+
+    assert offenders(lambda m: area(m) == ("tasks",), upward) == []
 
 
 def test_no_stage_imports_another_stage():
@@ -82,3 +151,44 @@ def test_only_io_talks_to_storage_and_tracking():
 
 def test_only_the_pipeline_code_imports_kfp():
     assert offenders(lambda m: area(m)[0] not in PIPELINE_BUILDING, lambda m, t: t.split(".")[0] == "kfp") == []
+
+
+# -- names two stages agree on ------------------------------------------------------------------------------
+
+TAG_LIKE = re.compile(r"^artlora\.[a-z_][a-z0-9_.]*$")
+
+
+def tag_strings(trees: dict[str, ast.Module]) -> Counter:
+    """How often each `artlora.`-prefixed string literal appears, module names (`-m artlora.cli`, a pyfunc
+    loader, a logger) left out: a tag or key written twice is two places that must agree."""
+    counts: Counter = Counter()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and TAG_LIKE.match(text) and text not in GRAPH:
+                counts[text] += 1
+    return counts
+
+
+def test_each_tag_string_is_written_once():
+    trees = {name: tree for name, (_, tree) in SOURCES.items()}
+    assert {text: n for text, n in tag_strings(trees).items() if n > 1} == {}
+
+
+def test_a_planted_second_tag_string_is_found():
+    planted = ast.parse('runs.set_tags({"artlora.dataset_fingerprint": fingerprint})')
+    trees = {name: tree for name, (_, tree) in SOURCES.items()} | {"artlora.stages.planted": planted}
+    assert tag_strings(trees)["artlora.dataset_fingerprint"] == 2
+
+
+# -- light imports ------------------------------------------------------------------------------------------
+
+
+def test_importing_the_trainer_loads_neither_the_store_client_nor_mlflow():
+    """The benchmarks time the trainer on a GPU machine that has neither; a stage package's __init__ is light."""
+    code = (
+        "import sys, artlora.stages.train.trainer; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'minio', 'mlflow', 'kfp'}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

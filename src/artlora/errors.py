@@ -2,9 +2,11 @@
 
 Each message names the input (file, field, URI, host) and says what to do; the CLI prints it as one line,
 `artlora <command>: error: <message>`, and exits with code 2. Each layer raises its own kind (ConfigError,
-StorageError, ModelLoadError, TrackingError), all of them an ArtloraError.
+StorageError, ModelLoadError, TrackingError, ...), all of them an ArtloraError. Anything else that escapes a
+command is a bug, and the CLI shows its traceback.
 """
 
+import errno
 import signal
 
 
@@ -19,3 +21,28 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
         self.signum = signum
+
+
+class EnvironmentFault(ArtloraError):
+    """The machine refused a file operation for a reason of its own: a full disk, a read-only file system, no
+    permission. Never a bug: the same command succeeds once the machine allows it."""
+
+
+# What each such refusal asks of the user.
+_ENVIRONMENT_ADVICE = {
+    errno.ENOSPC: "free some space there, or point ARTLORA_WORK_DIR or the output elsewhere, then run again",
+    errno.EDQUOT: "your disk quota is used up: free some of it, then run again",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.EACCES: "you may not use this path: choose another or change its permissions",
+    errno.EPERM: "you may not use this path: choose another or change its permissions",
+}
+
+
+def environment_fault(err: OSError) -> EnvironmentFault | None:
+    """The OSError as an EnvironmentFault naming the path and what to do, when the machine caused it; else None
+    (a missing file or a bad path that artlora itself chose is a bug, and keeps its traceback)."""
+    advice = _ENVIRONMENT_ADVICE.get(err.errno or 0)
+    if advice is None:
+        return None
+    where = f": {err.filename}" if err.filename else ""
+    return EnvironmentFault(f"{err.strerror or type(err).__name__}{where} ({advice})")

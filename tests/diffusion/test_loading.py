@@ -16,7 +16,8 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2D
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from artlora.diffusion import loading, tiny
+from artlora.demo import tiny
+from artlora.diffusion import loading
 from artlora.diffusion.architecture import is_sdxl
 from artlora.io import storage
 from artlora.stages.train import kohya

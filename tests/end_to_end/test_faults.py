@@ -26,10 +26,12 @@ import yaml
 from adapter_files import adapter_weights
 
 from artlora.config import with_inputs
-from artlora.data import sample_data
+from artlora.demo import sample_data
 from artlora.io import services, settings, storage
-from artlora.stages import augment, ingest, train
+from artlora.stages.augment import run as augment
+from artlora.stages.ingest import run as ingest
 from artlora.stages.train import checkpoints
+from artlora.stages.train import run as train
 
 # Every stage run here tracks to a local SQLite store copied from a migrated template (no schema migrations).
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]

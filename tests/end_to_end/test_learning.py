@@ -24,12 +24,15 @@ from diffusers import DDPMScheduler
 from small_configs import small_config_for
 
 from artlora.config import with_inputs
-from artlora.data import sample_data
-from artlora.diffusion import loading, pretrained
+from artlora.data.latent_cache import validation_data
+from artlora.demo import pretrained, sample_data
+from artlora.diffusion import loading
 from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapter
-from artlora.diffusion.heldout import heldout_loss_by_style, validation_data, with_other_styles_captions
+from artlora.diffusion.heldout import heldout_loss_by_style, with_other_styles_captions
 from artlora.io import settings, storage
-from artlora.stages import augment, ingest, train
+from artlora.stages.augment import run as augment
+from artlora.stages.ingest import run as ingest
+from artlora.stages.train import run as train
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,13 @@ import torch
 from small_configs import small_config_for
 
 from artlora.config import with_inputs
-from artlora.diffusion import loading, tiny
-from artlora.stages import augment, evaluate, ingest, train
+from artlora.demo import tiny
+from artlora.diffusion import loading
+from artlora.stages.augment import run as augment
+from artlora.stages.evaluate import run as evaluate
+from artlora.stages.ingest import run as ingest
 from artlora.stages.train import lora
+from artlora.stages.train import run as train
 
 # End to end: `pytest -m "not slow"` leaves these out for a quick loop; `make test` runs them.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]

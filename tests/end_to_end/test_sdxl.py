@@ -15,10 +15,15 @@ from small_configs import small_config_for
 from artlora.config import TrainConfig, with_inputs
 from artlora.data.latent_cache import load_split, read_shard
 from artlora.data.latents import LatentGroup, LatentSet
-from artlora.diffusion import loading, tiny
+from artlora.demo import tiny
+from artlora.diffusion import loading
 from artlora.diffusion.architecture import is_sdxl
-from artlora.stages import augment, evaluate, ingest, train
 from artlora.stages.augment import cache_keys
+from artlora.stages.augment import run as augment
+from artlora.stages.evaluate import run as evaluate
+from artlora.stages.ingest import run as ingest
+from artlora.stages.train import run as train
+from artlora.stages.train.errors import TrainError
 from artlora.stages.train.trainer import Trainer
 
 # End to end: `pytest -m "not slow"` leaves these out for a quick loop; `make test` runs them.
@@ -139,11 +144,11 @@ def sdxl_latent_set() -> LatentSet:
     n = 8
     ids = torch.tensor([[64.0, 48, 3, 0, 32, 32]]).expand(n, 6).clone()
     group = LatentGroup(
-        torch.randn(n, 4, 8, 8, generator=gen),
-        torch.randn(n, 77, 64, generator=gen),
-        (32, 32),
-        torch.randn(n, 32, generator=gen),
-        ids,
+        latents=torch.randn(n, 4, 8, 8, generator=gen),
+        text=torch.randn(n, 77, 64, generator=gen),
+        bucket=(32, 32),
+        pooled=torch.randn(n, 32, generator=gen),
+        time_ids=ids,
     )
     return LatentSet((group,), torch.zeros(77, 64), "fp", empty_pooled=torch.zeros(32))
 
@@ -167,8 +172,10 @@ def test_sdxl_caption_dropout_drops_the_pooled_embeds_with_the_caption():
 
 def test_a_cache_of_the_other_architecture_is_refused_clearly():
     config = TrainConfig(storage_root="s3://tests", base_model="tiny", batch_size=4)
-    with pytest.raises(ValueError, match="made for SDXL but the base model is Stable Diffusion"):
+    with pytest.raises(TrainError, match="made for SDXL but the base model is Stable Diffusion"):
         Trainer(config, sdxl_latent_set(), tiny.build_tiny_sd())
-    sd1 = LatentSet((LatentGroup(torch.zeros(4, 4, 8, 8), torch.zeros(4, 77, 64)),), torch.zeros(77, 64), "fp")
-    with pytest.raises(ValueError, match="base model is SDXL"):
+    sd1 = LatentSet(
+        (LatentGroup(latents=torch.zeros(4, 4, 8, 8), text=torch.zeros(4, 77, 64)),), torch.zeros(77, 64), "fp"
+    )
+    with pytest.raises(TrainError, match="base model is SDXL"):
         Trainer(config, sd1, tiny.build_tiny_sdxl())

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 
 from artlora.config import with_inputs
-from artlora.io import tracking
-from artlora.stages import evaluate, register, train
+from artlora.io import model_registry, tracking
+from artlora.stages.evaluate import run as evaluate
+from artlora.stages.register import run as register
+from artlora.stages.train import run as train
 
 
 def test_stages_track_and_register_through_a_tracking_server(
@@ -26,9 +28,9 @@ def test_stages_track_and_register_through_a_tracking_server(
     result = register.run(registering)
 
     assert tracking.configure() == tracking_server
-    version = tracking.version_by_alias("tracking-server", "champion")
+    version = model_registry.version_by_alias("tracking-server", "champion")
     assert str(version.version) == result.version
     # The adapter went through the server's artifact proxy into the object store, and comes back from there.
     assert any(uri.endswith("pytorch_lora_weights.safetensors") for uri in store.list("s3://mlflow-server/artifacts"))
-    adapter_dir = tracking.download_version(version, tmp_path)
+    adapter_dir = model_registry.download_version(version, tmp_path)
     assert "pytorch_lora_weights.safetensors" in os.listdir(adapter_dir)

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from artlora.config import TrainConfig
-from artlora.io import storage, tracking
+from artlora.io import runs, storage
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
 
@@ -62,12 +62,12 @@ def _monitor_threads() -> list[threading.Thread]:
 
 @pytest.mark.usefixtures("fast_sampling")
 def test_system_metrics_are_logged_and_continue_in_a_resumed_run(config, monitor_log):
-    with tracking.stage_run("train", config, system_metrics=True) as run:
+    with runs.stage_run("train", config, system_metrics=True) as run:
         _busy(1.0)
     run_id = run.info.run_id
     assert not _monitor_threads()  # the run's end stopped the sampling thread
 
-    metrics = tracking.run_metrics(run_id)
+    metrics = runs.run_metrics(run_id)
     for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
         assert key in metrics and len(_history(run_id, key)) >= 1
     assert {"system/disk_usage_megabytes", "system/network_receive_megabytes"} <= metrics.keys()
@@ -76,7 +76,7 @@ def test_system_metrics_are_logged_and_continue_in_a_resumed_run(config, monitor
     first_steps = _history(run_id, "system/cpu_utilization_percentage")
 
     # A resumed training continues the run: its samples carry on after the steps already logged.
-    with tracking.stage_run("train", config, run_id=run_id, system_metrics=True):
+    with runs.stage_run("train", config, run_id=run_id, system_metrics=True):
         _busy(0.8)
     assert not _monitor_threads()
     steps = _history(run_id, "system/cpu_utilization_percentage")
@@ -92,7 +92,7 @@ def test_no_system_metrics_unless_asked(config, monkeypatch):
     # MLflow's global switch in the environment does not turn them on for a stage that did not ask.
     monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(SAMPLING_INTERVAL_S))
-    with tracking.stage_run("train", config) as run:
+    with runs.stage_run("train", config) as run:
         assert not _monitor_threads()
         _busy(0.5)
-    assert not [key for key in tracking.run_metrics(run.info.run_id) if key.startswith("system/")]
+    assert not [key for key in runs.run_metrics(run.info.run_id) if key.startswith("system/")]

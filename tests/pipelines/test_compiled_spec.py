@@ -13,8 +13,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from small_configs import small_config_for
 
 from artlora.config import PipelineConfig, load_config
-from artlora.orchestration.parameters import KNOBS, knob_values
 from artlora.pipelines import build
+from artlora.tasks.parameters import KNOBS, knob_values
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_VALUES = ("AKIA-sentinel-access-7f3a", "sentinel-secret-9c1e-do-not-print")

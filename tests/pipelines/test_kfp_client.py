@@ -18,9 +18,10 @@ from kfp_standin import StandIn, serve
 
 from artlora import cli
 from artlora.data import lineage
-from artlora.io import storage, tracking
-from artlora.orchestration import changes, cluster
-from artlora.orchestration.parameters import arguments
+from artlora.io import model_registry, runs, storage
+from artlora.orchestration import cluster
+from artlora.tasks import changes
+from artlora.tasks.parameters import arguments
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
 TOKEN = "sentinel-kfp-token-6a1f"
@@ -126,9 +127,9 @@ def test_retrain_submits_inline_when_changed_and_nothing_when_a_version_covers_t
         lineage.PIPELINE_DIGEST: checked.config_digest,
         lineage.ADAPTER_URI: adapter,
     }
-    with tracking.stage_run("train", small_config.train) as mlflow_run:
-        version = tracking.create_version(small_config.model_name, adapter, mlflow_run.info.run_id, tags, None)
-    tracking.set_alias(small_config.model_name, "champion", version.version)
+    with runs.stage_run("train", small_config.train) as mlflow_run:
+        version = model_registry.create_version(small_config.model_name, adapter, mlflow_run.info.run_id, tags, None)
+    model_registry.set_alias(small_config.model_name, "champion", version.version)
     status, out, _ = artlora(capsys, *command)
     assert status == 3 and out.strip() == changes.check(small_config).describe()
     assert f"version {version.version} (champion)" in out and len(standin.runs) == 1

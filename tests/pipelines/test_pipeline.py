@@ -20,12 +20,12 @@ from small_configs import small_config_for
 
 from artlora.cli import main
 from artlora.config import load_config
-from artlora.data import sample_data
+from artlora.demo import sample_data
 from artlora.diffusion import loading
-from artlora.io import local_services, tracking
-from artlora.orchestration import changes
-from artlora.orchestration.parameters import arguments
+from artlora.io import local_services, model_registry, tracking
 from artlora.pipelines import build
+from artlora.tasks import changes
+from artlora.tasks.parameters import arguments
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,13 +109,13 @@ def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_
     ):
         assert line in said
     tracking.configure()
-    version = tracking.version_by_alias(config.model_name, "champion")
+    version = model_registry.version_by_alias(config.model_name, "champion")
     assert version.tags["dataset_fingerprint"] == first["dataset_fingerprint"]
     assert version.tags["source_fingerprint"] and version.tags["pipeline_config_digest"]
     # retrain-if-changed, outside the pipeline, comes to the same verdict from the same config.
     assert changes.check(config).covering.version == "1"
 
-    adapter_dir = tracking.download_version(version, tmp_path / "download")
+    adapter_dir = model_registry.download_version(version, tmp_path / "download")
     pipe = loading.load_pipeline(str(tiny_model_dir))
     pipe.set_progress_bar_config(disable=True)
     before = _image(pipe)

@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient
 from small_configs import small_config_for
 
 from artlora.io import tracking
-from artlora.orchestration import search
 from artlora.orchestration.local import run_local
+from artlora.tasks import search
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 

@@ -11,7 +11,7 @@ import pytest
 from registered import register_as, run_with, scaled_adapter, unique_model_name
 
 from artlora.cli import main
-from artlora.io import storage, tracking
+from artlora.io import model_registry, runs, storage
 
 pytestmark = pytest.mark.usefixtures("tracking_server")
 
@@ -22,8 +22,8 @@ def model(style_run, mlflow_server, tmp_path_factory) -> str:
     name = unique_model_name()
     with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": mlflow_server.url}):
         register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
-        metrics = tracking.run_metrics(style_run.run_id)
-        fingerprint = tracking.run_tags(style_run.run_id)["artlora.dataset_fingerprint"]
+        metrics = runs.run_metrics(style_run.run_id)
+        fingerprint = runs.run_tags(style_run.run_id)["artlora.dataset_fingerprint"]
         worse = run_with({**metrics, "val_loss_lora": metrics["val_loss_lora"] + 0.5}, fingerprint)
         other = scaled_adapter(storage.get_storage(), style_run.adapter_uri, 2.0, tmp_path_factory.mktemp("v2"))
         assert register_as(style_run.config.register, name, other, worse).alias == "challenger"
@@ -42,10 +42,10 @@ def as_json(capsys, *args: str):
 def test_list_shows_versions_aliases_key_metrics_dataset_and_age(capsys, model, style_run):
     rows = as_json(capsys, "models", "list", model)
     assert [(row["version"], row["aliases"]) for row in rows] == [("1", ["champion"]), ("2", ["challenger"])]
-    loss = tracking.run_metrics(style_run.run_id)["val_loss_lora"]
+    loss = runs.run_metrics(style_run.run_id)["val_loss_lora"]
     assert rows[0]["metrics"]["val_loss_lora"] == pytest.approx(loss)
     assert rows[1]["metrics"]["val_loss_lora"] == pytest.approx(loss + 0.5)
-    assert rows[0]["dataset_fingerprint"] == tracking.run_tags(style_run.run_id)["artlora.dataset_fingerprint"]
+    assert rows[0]["dataset_fingerprint"] == runs.run_tags(style_run.run_id)["artlora.dataset_fingerprint"]
     assert rows[0]["age"][-1] in "smh"
 
     text = artlora(capsys, "models", "list").splitlines()
@@ -58,7 +58,7 @@ def test_show_names_the_lineage_metrics_gate_and_reports(capsys, model, style_ru
     shown = as_json(capsys, "models", "show", f"models:/{model}@champion")
     assert (shown["version"], shown["run_id"]) == ("1", style_run.run_id)
     assert set(shown["lineage"]) >= {"dataset_fingerprint", "base_model", "config_digest", "code_version"}
-    assert shown["metrics"]["val_loss_lora"] == pytest.approx(tracking.run_metrics(style_run.run_id)["val_loss_lora"])
+    assert shown["metrics"]["val_loss_lora"] == pytest.approx(runs.run_metrics(style_run.run_id)["val_loss_lora"])
     assert shown["gate"]["decision"] == "champion" and shown["gate"]["rules"]
     assert shown["reports"]["evaluation"].endswith("/eval/report.html")
     assert shown["reports"]["evaluation_artifact"] == f"runs:/{style_run.run_id}/eval/report.html"
@@ -96,7 +96,9 @@ def test_download_each_format_once_into_the_cache(capsys, model, style_run, stor
     assert len(list((work_dir / "adapters").iterdir())) == 1  # fetched into the cache once
 
     # From now on the cache answers: MLflow is not asked for the files again.
-    monkeypatch.setattr(tracking, "download_version", lambda *args: pytest.fail("downloaded a cached version again"))
+    monkeypatch.setattr(
+        model_registry, "download_version", lambda *args: pytest.fail("downloaded a cached version again")
+    )
     artlora(capsys, "models", "download", f"{model}@champion", "--out", str(tmp_path / "k"), "--format", "kohya")
     assert (tmp_path / "k" / kohya).read_bytes() == trained[kohya]
     artlora(capsys, "models", "download", f"{model}/1", "--out", str(tmp_path / "both"))
@@ -106,8 +108,8 @@ def test_download_each_format_once_into_the_cache(capsys, model, style_run, stor
 def test_promote_moves_the_alias_and_records_who_and_why(capsys, model):
     done = as_json(capsys, "models", "promote", f"{model}/2", "--alias", "champion", "--reason", "review: sharper")
     assert (done["version"], done["previous"], done["reason"]) == ("2", "1", "review: sharper")
-    assert tracking.version_by_alias(model, "champion").version == "2"
-    tags = tracking.model_version(model, "2").tags
+    assert model_registry.version_by_alias(model, "champion").version == "2"
+    tags = model_registry.model_version(model, "2").tags
     assert tags["promoted.champion.reason"] == "review: sharper" and tags["promoted.champion.previous"] == "1"
     assert tags["promoted.champion.by"] and tags["promoted.champion.at"].startswith("20")
 
@@ -115,7 +117,7 @@ def test_promote_moves_the_alias_and_records_who_and_why(capsys, model):
     assert (
         line.strip() == f"{model} version 1 is now champion (was version 2); recorded by {tags['promoted.champion.by']}"
     )
-    assert tracking.version_by_alias(model, "champion").version == "1"
+    assert model_registry.version_by_alias(model, "champion").version == "1"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ import traceback
 
 from artlora import log
 from artlora.cli import demo, generate, models, pipeline, retrain, search, services, stages
-from artlora.errors import ArtloraError, Stopped
+from artlora.config import load_config
+from artlora.errors import ArtloraError, Stopped, environment_fault
 from artlora.io import local_services
 
 EXAMPLES = """examples:
@@ -46,23 +47,26 @@ environment:
   ARTLORA_KFP_TOKEN                                     bearer token for the Kubeflow Pipelines API (--host)
 """
 
-# What a user or the environment can cause: artlora's own errors (a bad config, a missing model, an unreachable
-# store), files the OS refuses, values the libraries refuse. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ArtloraError, OSError, ValueError)
-
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log.configure(verbose=args.verbose)
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
+        if "overrides" in args:  # validated before any command imports torch, diffusers or kfp: a bad value is quick
+            args.pipeline_config = load_config(args.config, args.overrides)
         if args.command != "services":  # the services commands manage them; every other command may use them
             local_services.use_running()
         return args.handler(args) or 0
-    except USER_ERRORS as err:
+    except (ArtloraError, OSError) as err:
+        # Only artlora's own errors, and the machine's refusals (a full disk, no permission), are the user's to
+        # fix; anything else is a bug and keeps its traceback.
+        fault = err if isinstance(err, ArtloraError) else environment_fault(err)
+        if fault is None:
+            raise
         if args.verbose:
             traceback.print_exc()
-        print(f"artlora {args.command_name}: error: {one_line(err)}", file=sys.stderr)
+        print(f"artlora {args.command_name}: error: {one_line(fault)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Stopped) else signal.SIGINT

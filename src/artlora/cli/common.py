@@ -6,6 +6,9 @@ import argparse
 import dataclasses
 import json
 import os
+from pathlib import Path
+
+from artlora.errors import ArtloraError
 
 # `-v` is accepted after the command too (`artlora train -v ...`); SUPPRESS keeps the top-level default then.
 _VERBOSE = argparse.ArgumentParser(add_help=False)
@@ -48,6 +51,26 @@ def config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> 
         metavar="KEY=VALUE",
         help="override a setting, e.g. --set train.max_steps=200 (repeatable; values are YAML)",
     )
+
+
+def output_folder(path: str | Path) -> Path:
+    """A local folder the command writes into (`--out`), created with its parents; an error naming it when a file
+    stands in the way."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        where = f"--out {path}: a file stands where a folder must be ({err.filename}; choose a folder)"
+        raise ArtloraError(where) from err
+    return folder
+
+
+def output_file(path: str | Path) -> Path:
+    """A local file the command writes (`--out`); an error naming it when its folder does not exist."""
+    file = Path(path)
+    if not file.parent.is_dir():
+        raise ArtloraError(f"--out {path}: the folder {file.parent} does not exist (create it, or choose another)")
+    return file
 
 
 def print_result(result: object) -> None:

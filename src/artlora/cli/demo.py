@@ -9,9 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from artlora.cli.common import command, config_arguments
+from artlora.cli.common import command, config_arguments, output_folder
 from artlora.cli.pipeline import summary
-from artlora.config import load_config
 from artlora.errors import ArtloraError
 from artlora.io import storage
 
@@ -58,7 +57,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tiny.add_argument("--seed", type=int, default=0, help="weights seed of the random model (default 0)")
     tiny.add_argument(
         "--arch",
-        choices=("sd1", "sd2", "sdxl"),  # diffusion.tiny.BUILDERS (not imported here: it loads torch)
+        choices=("sd1", "sd2", "sdxl"),  # demo.tiny.BUILDERS (not imported here: it loads torch)
         default="sd1",
         help="architecture: SD 1.x (default), SD 2.x (v-prediction) or SDXL (two text encoders)",
     )
@@ -66,7 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def sample_data(args: argparse.Namespace) -> int:
-    from artlora.data import sample_data
+    from artlora.demo import sample_data
 
     with _local_or_s3(args.out) as folder:
         paths = sample_data.generate(folder, count=args.count, size=args.size, seed=args.seed)
@@ -83,7 +82,7 @@ def tiny_model(args: argparse.Namespace) -> int:
         _put(args.out, _pretrained_base(args.rebuild))
         print(f"wrote the pretrained tiny Stable Diffusion to {args.out}")
         return 0
-    from artlora.diffusion import tiny
+    from artlora.demo import tiny
 
     with _local_or_s3(args.out) as folder:
         tiny.save_tiny(folder, args.arch, seed=args.seed)
@@ -92,7 +91,7 @@ def tiny_model(args: argparse.Namespace) -> int:
 
 
 def _pretrained_base(rebuild: bool = False) -> Path:
-    from artlora.diffusion import pretrained
+    from artlora.demo import pretrained
 
     return pretrained.ensure(rebuild=rebuild, progress=lambda line: print(f"  {line}", flush=True))
 
@@ -109,7 +108,7 @@ def _put(out: str, folder: Path) -> None:
 def _local_or_s3(out: str) -> Iterator[Path]:
     """A local folder to write into: `out` itself, or a temporary one uploaded to the s3:// prefix `out`."""
     if not storage.is_s3(out):
-        yield Path(out)
+        yield output_folder(out)
         return
     with tempfile.TemporaryDirectory() as tmp:
         yield Path(tmp)
@@ -118,12 +117,11 @@ def _local_or_s3(out: str) -> Iterator[Path]:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Sample data and the tiny model into the object store, then the whole pipeline, locally."""
-    from artlora.data import sample_data
-    from artlora.diffusion import tiny
+    from artlora.demo import sample_data, tiny
     from artlora.io import local_services
     from artlora.orchestration.local import run_local
 
-    config = load_config(args.config, args.overrides)
+    config = args.pipeline_config
     local_services.ensure()
     with tempfile.TemporaryDirectory() as tmp:
         store = storage.get_storage()

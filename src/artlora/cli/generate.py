@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from artlora.cli.common import command, print_result
+from artlora.cli.common import command, output_folder, print_result
+from artlora.errors import ArtloraError
 
 DESCRIPTION = """Paint images with a registered style. The model version's lineage names its base model; its
 adapter is downloaded once into ARTLORA_WORK_DIR/adapters/ and reused. Each PNG records its prompt, seed, model
@@ -51,12 +51,12 @@ def run_generate(args: argparse.Namespace) -> int:
     from artlora.generate.painting import Settings
 
     if args.count < 1 or args.steps < 1:
-        raise ValueError("--count and --steps must be at least 1")
+        raise ArtloraError("--count and --steps must be at least 1")
     settings = Settings(negative_prompt=args.negative, strength=args.strength, steps=args.steps, guidance=args.guidance)
     request = Request(
         model=args.model,
         prompt=args.prompt,
-        out=Path(args.out),
+        out=output_folder(args.out),
         settings=settings,
         seed=args.seed,
         count=args.count,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from artlora.cli.common import command, group
+from artlora.cli.common import command, group, output_folder
 
 HELP = """Look registered styles up in MLflow (MLFLOW_TRACKING_URI, else the local store in ARTLORA_WORK_DIR).
 A version is named NAME (its latest version), NAME@ALIAS or NAME/VERSION, with or without models:/ before it.
@@ -101,7 +101,7 @@ def download_model(args: argparse.Namespace) -> int:
     from artlora.registry import files, references
 
     version = references.resolve(args.reference)
-    written = files.download(version, args.out, args.format)
+    written = files.download(version, output_folder(args.out), args.format)
     data = {"model": version.name, "version": version.version, "files": [str(path) for path in written]}
     return _print(args, data, [f"{version.uri}: wrote {path}" for path in written])
 

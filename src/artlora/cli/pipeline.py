@@ -12,10 +12,11 @@ from artlora.cli.common import (
     connection,
     experiment_argument,
     group,
+    output_file,
     print_result,
 )
 from artlora.cli.stages import key_lines
-from artlora.config import ClusterConfig, load_config
+from artlora.config import ClusterConfig
 
 COMPILE_HELP = "\n".join(
     [
@@ -91,8 +92,8 @@ def _remote_arguments(parser: argparse.ArgumentParser) -> None:
 def compile_pipeline(args: argparse.Namespace) -> int:
     from artlora.pipelines import build
 
-    config = load_config(args.config, args.overrides)
-    print(f"compiled {build.compile_pipeline(config, args.out, search=args.search)}")
+    config = args.pipeline_config
+    print(f"compiled {build.compile_pipeline(config, output_file(args.out), search=args.search)}")
     return 0
 
 
@@ -100,7 +101,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from artlora.io import local_services
     from artlora.orchestration.local import run_local
 
-    config = load_config(args.config, args.overrides)
+    config = args.pipeline_config
     local_services.ensure()
     outputs = run_local(config)
     print_result(outputs)
@@ -111,7 +112,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 def submit_run(args: argparse.Namespace, search: bool = False) -> int:
     from artlora.orchestration import cluster
 
-    config = load_config(args.config, args.overrides)
+    config = args.pipeline_config
     where = connection(args)
     submitted = cluster.submit(where, config, args.experiment, search=search)
     print(f"submitted run {submitted.run_id} of pipeline version {submitted.version}: {submitted.url}")
@@ -123,7 +124,7 @@ def submit_run(args: argparse.Namespace, search: bool = False) -> int:
 def schedule_runs(args: argparse.Namespace) -> int:
     from artlora.orchestration import cluster
 
-    config = load_config(args.config, args.overrides)
+    config = args.pipeline_config
     scheduled = cluster.schedule(connection(args), config, args.cron, args.experiment)
     print(f"scheduled {scheduled.name!r} ({args.cron}) as recurring run {scheduled.schedule_id}")
     print(f"pipeline version {scheduled.version}")

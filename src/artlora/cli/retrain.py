@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from artlora.cli.common import cluster_arguments, command, config_arguments, connection, experiment_argument
-from artlora.config import load_config
 
 UNCHANGED = 3  # exit status: nothing changed, nothing submitted
 
@@ -32,9 +31,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def retrain_if_changed(args: argparse.Namespace) -> int:
-    from artlora.orchestration import changes
+    from artlora.tasks import changes
 
-    config = load_config(args.config, args.overrides)
+    config = args.pipeline_config
     if args.local:
         from artlora.io import local_services
 

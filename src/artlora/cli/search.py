@@ -8,7 +8,7 @@ import sys
 from artlora.cli.common import cluster_arguments, command, config_arguments, experiment_argument, print_result
 from artlora.cli.pipeline import summary
 from artlora.cli.stages import key_lines
-from artlora.config import SearchConfig, load_config
+from artlora.config import SearchConfig
 
 SEARCH_HELP = """Train and evaluate one trial per combination of the `search:` section's values (or `draws` of
 them), `search.parallel` at a time, after one ingest and one augment; register only the best trial by the first
@@ -39,7 +39,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    config = args.pipeline_config
     if args.local:
         from artlora.io import local_services
         from artlora.orchestration.local import run_local

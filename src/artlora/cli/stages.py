@@ -11,7 +11,7 @@ import typing
 from pydantic import BaseModel
 
 from artlora.cli.common import command, config_arguments, print_result
-from artlora.config import STAGES, PipelineConfig, load_config
+from artlora.config import STAGES, PipelineConfig
 
 SUMMARY = {
     "ingest": "curate raw images into a versioned dataset, every input accounted for",
@@ -38,11 +38,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_stage(args: argparse.Namespace) -> int:
     # Imported here, not at the top: they load torch and diffusers, which `artlora --help` does not need.
-    from artlora.orchestration.launch import run_train
-    from artlora.stages import augment, evaluate, ingest, register
+    from artlora.stages.augment import run as augment
+    from artlora.stages.evaluate import run as evaluate
+    from artlora.stages.ingest import run as ingest
+    from artlora.stages.register import run as register
+    from artlora.tasks.launch import run_train
 
     modules = {"ingest": ingest, "augment": augment, "evaluate": evaluate, "register": register}
-    config = load_config(args.config, args.overrides)
+    config = args.pipeline_config
     if args.command == "train":  # with train.gpus >= 2, under `accelerate launch` (unless already launched)
         print_result(run_train(config))
     else:

@@ -10,12 +10,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from artlora.data.images import RGB
+from artlora.errors import ArtloraError
 from artlora.io import storage
 
 MANIFEST = "manifest.json"
 
 
-@dataclass(frozen=True)
+class DatasetError(ArtloraError):
+    """A dataset version that is not there, not whole, or of a format this artlora does not read."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Item:
     """One accepted image."""
 
@@ -59,8 +64,10 @@ def load_background(dataset_uri: str) -> RGB:
 def _manifest(dataset_uri: str) -> dict:
     store = storage.get_storage()
     if not store.is_complete(dataset_uri):
-        raise ValueError(f"{dataset_uri} is not a complete dataset version; run the ingest stage first")
+        raise DatasetError(f"{dataset_uri} is not a complete dataset version (run the ingest stage first)")
     manifest = store.get_json(storage.join(dataset_uri, MANIFEST))
     if "background" not in manifest:
-        raise ValueError(f"{dataset_uri} was curated by an older artlora (no buckets); run the ingest stage again")
+        raise DatasetError(
+            f"{dataset_uri} was curated by an older artlora, with no buckets (run the ingest stage again)"
+        )
     return manifest

@@ -12,13 +12,21 @@ SDXL caches (`"architecture": "sdxl"`) add, per caption shard, the pooled embedd
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import torch
 from safetensors.torch import load
 
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.data.shards import CorruptShardError
+from artlora.errors import ArtloraError
 from artlora.io import storage
+
+log = logging.getLogger(__name__)
+
+
+class CacheError(ArtloraError):
+    """A latent cache without what a stage needs from it."""
 
 
 def read_shard(store: storage.Storage, shard: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -35,7 +43,9 @@ def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSe
     index = store.get_json(cache_uri)
     entries = [entry for entry in index["entries"] if entry["split"] == split]
     if not entries:
-        raise ValueError(f"the latent cache {cache_uri} has no {split!r} images")
+        raise CacheError(
+            f"the latent cache {cache_uri} has no {split!r} images (give ingest a val_fraction, or a cache with one)"
+        )
     texts = {entry["text"]["uri"]: entry["text"] for entry in entries}
     # Many small GETs: latency-bound, so fetched in parallel.
     latents = storage.parallel(lambda e: read_shard(store, e["latents"])["latents"][:views], entries)
@@ -69,13 +79,22 @@ def _groups(
         buckets.add(tuple(entry["bucket"]) if "bucket" in entry else None)
     return tuple(
         LatentGroup(
-            torch.cat(lat),
-            torch.stack(txt),
-            buckets.pop() if len(buckets) == 1 else None,
-            torch.stack(pooled) if sdxl else None,
-            torch.tensor(ids, dtype=torch.float32) if sdxl else None,
-            tuple(captions),
-            tuple(styles),
+            latents=torch.cat(lat),
+            text=torch.stack(txt),
+            bucket=buckets.pop() if len(buckets) == 1 else None,
+            pooled=torch.stack(pooled) if sdxl else None,
+            time_ids=torch.tensor(ids, dtype=torch.float32) if sdxl else None,
+            captions=tuple(captions),
+            styles=tuple(styles),
         )
         for _, (lat, txt, pooled, ids, buckets, captions, styles) in sorted(by_size.items())
     )
+
+
+def validation_data(cache_uri: str) -> LatentSet:
+    """The validation split's first view per image; the training split if there is none (with a warning)."""
+    try:
+        return load_split(cache_uri, "val", views=1)
+    except CacheError:
+        log.warning("no validation images in %s: the held-out loss is measured on training images", cache_uri)
+        return load_split(cache_uri, "train", views=1)

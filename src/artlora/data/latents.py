@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LatentGroup:
     """Cached views that share one latent size (one aspect-ratio bucket), so they can share a batch."""
 

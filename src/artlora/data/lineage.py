@@ -13,7 +13,7 @@ ADAPTER_URI = "adapter_uri"  # the train stage's adapter folder in the object st
 ADAPTER_DIGEST = "adapter_digest"  # content digest of the adapter files: one version per adapter
 ADAPTER_STEP = "adapter_step"  # the training step whose adapter was kept
 CONFIG_DIGEST = "config_digest"  # digest of the resolved train config
-# What a pipeline's change check compares the next run with (orchestration/changes.py): the dataset source as
+# What a pipeline's change check compares the next run with (tasks/changes.py): the dataset source as
 # listed, and the resolved pipeline config less where its tasks run.
 SOURCE_FINGERPRINT = "source_fingerprint"
 PIPELINE_DIGEST = "pipeline_config_digest"

@@ -15,6 +15,7 @@ import torch
 from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
 from safetensors import safe_open
 
+from artlora import contracts
 from artlora.data.latents import LatentSet
 from artlora.diffusion.heldout import heldout_loss
 from artlora.diffusion.text_encoding import TextEncoders
@@ -24,14 +25,13 @@ from artlora.errors import ArtloraError
 # kohya-layout copy the train stage writes beside it.
 DIFFUSERS_FILE = LORA_WEIGHT_NAME_SAFE
 ADAPTER_NAME = "style"
-METADATA_PREFIX = "artlora."  # the train stage's provenance entries in an adapter file's metadata
 
 
 class AdapterError(ArtloraError):
     """An adapter folder without the file asked for."""
 
 
-def read_metadata(path: str | Path, prefix: str = METADATA_PREFIX) -> dict[str, str]:
+def read_metadata(path: str | Path, prefix: str = contracts.METADATA_PREFIX) -> dict[str, str]:
     """A safetensors file's metadata entries whose keys start with `prefix` (all of them for "")."""
     with safe_open(str(path), framework="pt") as handle:
         return {k: v for k, v in (handle.metadata() or {}).items() if k.startswith(prefix)}

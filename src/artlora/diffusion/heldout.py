@@ -6,17 +6,13 @@ Every validation view is noised at each of a fixed set of timesteps with noise f
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 
 import torch
 from diffusers import DDPMScheduler
 
-from artlora.data.latent_cache import load_split
 from artlora.data.latents import LatentSet
 from artlora.diffusion.losses import diffusion_target
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,12 +95,3 @@ def heldout_loss(unet, scheduler: DDPMScheduler, data: LatentSet, timesteps: tup
 def heldout_metrics(base: float, lora: float) -> dict[str, float]:
     """The held-out losses under the names evaluate logs them and register compares them by."""
     return {"val_loss_base": base, "val_loss_lora": lora, "val_loss_delta": lora - base}
-
-
-def validation_data(cache_uri: str) -> LatentSet:
-    """The validation split's first view per image; the training split if there is none (with a warning)."""
-    try:
-        return load_split(cache_uri, "val", views=1)
-    except ValueError:
-        log.warning("no validation images in %s: the held-out loss is measured on training images", cache_uri)
-        return load_split(cache_uri, "train", views=1)

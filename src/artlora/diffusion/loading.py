@@ -2,7 +2,7 @@
 
 A reference is a local diffusers folder, a local single-file `.safetensors` checkpoint, an `s3://bucket/prefix`
 holding a diffusers folder (downloaded once into the work folder), or a Hugging Face hub id (`org/name`). Tests
-and the demo load the tiny pipelines of `artlora.diffusion.tiny` through the same paths.
+and the demo load the tiny pipelines of `artlora.demo.tiny` through the same paths.
 
 Weights load from safetensors only (`use_safetensors=True`): pickle-based files (`.ckpt`, `.bin`, `.pt`,
 `.pth`) can run code when loaded, so they are refused with an error that names the file and how to convert it.

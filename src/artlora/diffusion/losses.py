@@ -6,6 +6,12 @@ import lpips
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
+from artlora.errors import ArtloraError
+
+
+class UnsupportedObjective(ArtloraError):
+    """The base model's scheduler asks for a training target artlora does not train."""
+
 
 def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> torch.Tensor:
     """What the UNet should predict: the noise (epsilon models) or the velocity (v-prediction models)."""
@@ -14,7 +20,10 @@ def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> tor
         return noise
     if kind == "v_prediction":
         return scheduler.get_velocity(latents, noise, timesteps)
-    raise ValueError(f"unsupported prediction_type {kind!r} in the base model's scheduler")
+    raise UnsupportedObjective(
+        f"the base model's scheduler predicts {kind!r}: artlora trains epsilon and v_prediction models "
+        "(use such a base)"
+    )
 
 
 def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from artlora import contracts
 from artlora.diffusion.adapters import adapter_file, read_metadata
 from artlora.generate import png
 from artlora.generate.painting import GenerateError, Painter, Settings
@@ -32,7 +33,7 @@ class StyleModel:
 
     def __init__(self, folder: Path):
         adapter = adapter_file(folder)
-        base_model = read_metadata(adapter).get("artlora.base_model")
+        base_model = read_metadata(adapter).get(contracts.BASE_MODEL_METADATA)
         if not base_model:
             raise GenerateError(
                 f"{adapter} records no base model (artlora.base_model) (register adapters trained by artlora)"

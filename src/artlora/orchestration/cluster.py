@@ -21,10 +21,10 @@ from pathlib import Path
 
 from artlora import __version__
 from artlora.config import ConfigError, PipelineConfig
-from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
 from artlora.pipelines.client import FINISHED, Connection, Kfp, KfpError
 from artlora.pipelines.style_lora import PIPELINE_NAME, SEARCH_PIPELINE_NAME
+from artlora.tasks.parameters import arguments
 
 REVISION = "ARTLORA_REVISION"  # set in the image to the commit it was built from
 POLL_S = 15

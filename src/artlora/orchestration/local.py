@@ -18,11 +18,11 @@ from artlora.config import PipelineConfig, TaskSettings
 from artlora.data import lineage
 from artlora.diffusion import loading
 from artlora.errors import ArtloraError
-from artlora.io import settings, storage, tracking
+from artlora.io import model_registry, runs, settings, storage, tracking
 from artlora.orchestration import process_group
-from artlora.orchestration.parameters import arguments
 from artlora.pipelines import build
-from artlora.stages import train
+from artlora.stages.train import run as train
+from artlora.tasks.parameters import arguments
 
 
 class PipelineFailed(ArtloraError):
@@ -84,10 +84,10 @@ def run_pipeline(compiled: Path, pipeline_arguments: dict, pipeline_root: Path) 
 def _trained(outputs: dict) -> dict[str, object]:
     """The version's adapter and MLflow run, how its training went (the train stage's summary, stored with the
     adapter) and its evaluation's metrics: what a user looks at next, also when the run reused a version."""
-    version = tracking.model_version(str(outputs["model_name"]), str(outputs["version"]))
+    version = model_registry.model_version(str(outputs["model_name"]), str(outputs["version"]))
     adapter_uri = version.tags.get(lineage.ADAPTER_URI, "") if version else ""
     training = train.published(storage.get_storage(), adapter_uri) if adapter_uri else {}
-    metrics = tracking.run_metrics(version.run_id) if version and version.run_id else {}
+    metrics = runs.run_metrics(version.run_id) if version and version.run_id else {}
     return {
         "adapter_uri": adapter_uri,
         "run_id": version.run_id if version else "",

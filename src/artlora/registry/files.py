@@ -14,13 +14,13 @@ import tempfile
 from pathlib import Path
 
 from artlora.diffusion.adapters import adapter_file
-from artlora.io import settings, tracking
+from artlora.io import model_registry, settings
 
 DONE_MARKER = ".artlora-download-complete"  # written last: a folder without it is an interrupted download
 LAYOUTS = ("diffusers", "kohya")
 
 
-def adapter_folder(version: tracking.Version) -> Path:
+def adapter_folder(version: model_registry.Version) -> Path:
     """The local folder holding the version's adapter files, downloaded on first use."""
     target = settings.work_dir() / "adapters" / hashlib.sha256(version.source.encode()).hexdigest()[:16]
     if (target / DONE_MARKER).is_file():
@@ -30,7 +30,7 @@ def adapter_folder(version: tracking.Version) -> Path:
     # half-written folder where a finished one is expected.
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        folder = tracking.download_version(version, staging / "download")
+        folder = model_registry.download_version(version, staging / "download")
         os.replace(folder, staging / "adapter")
         (staging / DONE_MARKER).write_text(f"{version.uri} {version.source}\n")
         if not (target / DONE_MARKER).is_file():
@@ -41,7 +41,7 @@ def adapter_folder(version: tracking.Version) -> Path:
     return target / "adapter"
 
 
-def download(version: tracking.Version, out: str | Path, layout: str | None = None) -> list[Path]:
+def download(version: model_registry.Version, out: str | Path, layout: str | None = None) -> list[Path]:
     """Copy the version's adapter into `out`: the file of one layout, or with none given every adapter file."""
     folder = adapter_folder(version)
     files = [adapter_file(folder, layout)] if layout else sorted(folder.glob("*.safetensors"))

@@ -8,7 +8,7 @@ import getpass
 import os
 
 from artlora.data import lineage
-from artlora.io import tracking
+from artlora.io import model_registry
 from artlora.registry import references
 
 
@@ -27,15 +27,15 @@ def promote(reference: str, alias: str, reason: str) -> dict:
             f"{reference!r} names no version (give NAME/VERSION or NAME@ALIAS: the version to promote)"
         )
     version = references.resolve(reference)
-    previous = (tracking.model_aliases(version.name) or {}).get(alias)
-    tracking.set_alias(version.name, alias, version.version)
+    previous = (model_registry.model_aliases(version.name) or {}).get(alias)
+    model_registry.set_alias(version.name, alias, version.version)
     record = {
         "by": current_user(),
         "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "reason": reason,
         "previous": previous or "",
     }
-    tracking.set_version_tags(
+    model_registry.set_version_tags(
         version.name,
         version.version,
         {f"{lineage.PROMOTED_PREFIX}{alias}.{key}": value for key, value in record.items()},

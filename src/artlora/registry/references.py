@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from artlora.errors import ArtloraError
-from artlora.io import settings, tracking
+from artlora.io import model_registry, settings
 
 _REFERENCE = re.compile(
     r"^(?:models:/)?(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))?$"
@@ -38,12 +38,12 @@ def parse(text: str) -> Reference:
     return Reference(match["name"], match["alias"], match["version"])
 
 
-def resolve(text: str) -> tracking.Version:
+def resolve(text: str) -> model_registry.Version:
     """The model version a reference names; a RegistryError naming what exists when there is none."""
     reference = parse(text)
-    aliases = tracking.model_aliases(reference.name)
+    aliases = model_registry.model_aliases(reference.name)
     if aliases is None:
-        known = tracking.registered_models()
+        known = model_registry.registered_models()
         raise RegistryError(
             f"no registered model {reference.name!r} in MLflow at {settings.tracking_uri()} "
             f"(registered: {', '.join(known) or 'none'}; `artlora models list` shows them)"
@@ -52,20 +52,20 @@ def resolve(text: str) -> tracking.Version:
         if reference.alias not in aliases:
             have = ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items())) or "none"
             raise RegistryError(f"model {reference.name!r} has no alias {reference.alias!r} (its aliases: {have})")
-        return tracking.model_version(reference.name, aliases[reference.alias])
+        return model_registry.model_version(reference.name, aliases[reference.alias])
     if reference.version:
-        found = tracking.model_version(reference.name, reference.version)
+        found = model_registry.model_version(reference.name, reference.version)
         if found is None:
             raise RegistryError(
                 f"model {reference.name!r} has no version {reference.version} ({_versions(reference.name)})"
             )
         return found
-    versions = tracking.model_versions(reference.name)
+    versions = model_registry.model_versions(reference.name)
     if not versions:
         raise RegistryError(f"model {reference.name!r} has no versions yet (register an adapter first)")
     return versions[-1]
 
 
 def _versions(name: str) -> str:
-    numbers = [version.version for version in tracking.model_versions(name)]
+    numbers = [version.version for version in model_registry.model_versions(name)]
     return f"its versions: {', '.join(numbers)}" if numbers else "it has no versions"

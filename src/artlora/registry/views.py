@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 
+from artlora import contracts
 from artlora.data import lineage
-from artlora.io import tracking
+from artlora.io import model_registry
 
 
 def age(created: datetime.datetime, now: datetime.datetime | None = None) -> str:
@@ -18,7 +19,7 @@ def age(created: datetime.datetime, now: datetime.datetime | None = None) -> str
     return f"{seconds}s"
 
 
-def version_row(version: tracking.Version) -> dict:
+def version_row(version: model_registry.Version) -> dict:
     """One line of `models list`: the version, its aliases, key metrics, dataset and age."""
     return {
         "model": version.name,
@@ -32,11 +33,11 @@ def version_row(version: tracking.Version) -> dict:
 
 
 def all_versions(name: str | None = None) -> list[dict]:
-    names = [name] if name else tracking.registered_models()
-    return [version_row(version) for model in names for version in tracking.model_versions(model)]
+    names = [name] if name else model_registry.registered_models()
+    return [version_row(version) for model in names for version in model_registry.model_versions(model)]
 
 
-def details(version: tracking.Version) -> dict:
+def details(version: model_registry.Version) -> dict:
     """Everything `models show` tells: lineage, metrics, the gate's outcome, promotions and reports."""
     tags = version.tags
     promoted = {
@@ -47,7 +48,7 @@ def details(version: tracking.Version) -> dict:
     run_reports = {}
     if version.run_id:
         run_reports = {
-            "evaluation_artifact": f"runs:/{version.run_id}/eval/report.html",
+            "evaluation_artifact": f"runs:/{version.run_id}/{contracts.REPORT_ARTIFACT}",
             "gate_artifact": f"runs:/{version.run_id}/register/gate.html",
         }
     return {
@@ -75,7 +76,7 @@ def details(version: tracking.Version) -> dict:
     }
 
 
-def comparison(versions: Sequence[tracking.Version]) -> dict:
+def comparison(versions: Sequence[model_registry.Version]) -> dict:
     """The versions' metrics and lineage side by side (a value is None where a version has none)."""
     metrics = [lineage.tag_metrics(version.tags) for version in versions]
     ordered = lineage.display_order(name for values in metrics for name in values)

@@ -1,1 +1,2 @@
-"""The five pipeline stages, each a plain `run(config) -> result` function."""
+"""The five pipeline stages. Each is a package whose `run.py` holds its `run(config) -> result`; no stage imports
+another (what two share lives in `data/` or `diffusion/`)."""

@@ -13,13 +13,17 @@ from PIL import Image
 from safetensors.torch import load
 
 from artlora.config import AugmentConfig, ConfigError, IngestConfig
-from artlora.data import latent_cache, sample_data, shards
+from artlora.data import latent_cache, shards
+from artlora.data.dataset import DatasetError
 from artlora.data.dataset import load_items as dataset_items
+from artlora.data.latent_cache import CacheError
 from artlora.data.shards import CorruptShardError
-from artlora.diffusion import loading, tiny
+from artlora.demo import sample_data, tiny
+from artlora.diffusion import loading
 from artlora.io import storage
-from artlora.stages import augment, ingest
 from artlora.stages.augment import cache_keys
+from artlora.stages.augment import run as augment
+from artlora.stages.ingest import run as ingest
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
 
@@ -360,7 +364,7 @@ def test_corrupt_and_partial_shards_are_refused_then_rebuilt(store, bucket, raw,
 def test_dataset_uri_is_required_and_must_be_complete(store, bucket, model_dir):
     with pytest.raises(ConfigError, match=r"--set augment\.dataset_uri="):
         augment.run(augment_config(bucket, model_dir, None))
-    with pytest.raises(ValueError, match="not a complete dataset version"):
+    with pytest.raises(DatasetError, match="not a complete dataset version"):
         augment.run(augment_config(bucket, model_dir, storage.join(bucket, "datasets", "nothing")))
 
 
@@ -368,7 +372,7 @@ def test_a_split_without_images_is_an_error(store, bucket, raw, model_dir):
     dataset = ingest.run(IngestConfig(source=str(raw), storage_root=bucket, val_fraction=0.0))
     cache_uri = augment.run(augment_config(bucket, model_dir, dataset.dataset_uri, views_per_image=1)).cache_uri
     assert len(latent_cache.load_split(cache_uri, "train")) == IMAGES
-    with pytest.raises(ValueError, match="no 'val' images"):
+    with pytest.raises(CacheError, match="no .val. images"):
         latent_cache.load_split(cache_uri, "val")
 
 

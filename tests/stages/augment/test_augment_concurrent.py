@@ -16,7 +16,8 @@ import yaml
 
 from artlora.config import with_inputs
 from artlora.data import latent_cache
-from artlora.stages import ingest, train
+from artlora.stages.ingest import run as ingest
+from artlora.stages.train import run as train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 

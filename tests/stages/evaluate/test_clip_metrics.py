@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
+from artlora.demo.tiny import byte_tokenizer
 from artlora.diffusion.loading import ModelLoadError
-from artlora.diffusion.tiny import byte_tokenizer
 from artlora.stages.evaluate import clip_metrics
 
 

@@ -6,8 +6,9 @@ import mlflow
 import pytest
 
 from artlora.config import with_inputs
-from artlora.io import storage, tracking
-from artlora.stages import evaluate, train
+from artlora.io import runs, storage
+from artlora.stages.evaluate import run as evaluate
+from artlora.stages.train import run as train
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_evaluate_logs_losses_grid_and_report(small_config, latent_cache, traine
     report = store.get_bytes(result.report_uri).decode()
     assert "data:image/png;base64," in report and f"{result.val_loss_lora:.4f}" in report
     assert store.exists(storage.join(result.report_uri.rsplit("/", 1)[0], "grid.png"))
-    metrics = tracking.run_metrics(trained.run_id)
+    metrics = runs.run_metrics(trained.run_id)
     assert metrics["val_loss_lora"] == pytest.approx(result.val_loss_lora)
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(trained.run_id, "eval")}
     assert artifacts == {"eval/grid.png", "eval/report.html"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from artlora.data import sample_data
+from artlora.demo import sample_data
 from artlora.stages.evaluate.memorisation import nearest_training_images
 from artlora.stages.evaluate.style_distance import StyleDistance, combined, diagonal_minima, scales
 

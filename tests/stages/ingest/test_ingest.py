@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 
 from artlora.config import IngestConfig
-from artlora.data import dataset, sample_data
+from artlora.data import dataset
 from artlora.data.dataset import Item
+from artlora.demo import sample_data
 from artlora.io import storage
-from artlora.stages import ingest
+from artlora.stages.ingest import run as ingest
+from artlora.stages.ingest.sources import SourceError
 from artlora.stages.ingest.split import split
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
@@ -195,7 +197,16 @@ def test_val_fraction_is_respected_per_style(store, bucket, raw, val_fraction, p
 
 
 def test_split_keeps_a_lone_image_in_train():
-    item = Item("a" * 64, "solo/x.png", "s3://b/x.png", "", "solo", 64, 64, (64, 64))
+    item = Item(
+        sha256="a" * 64,
+        source="solo/x.png",
+        file="s3://b/x.png",
+        caption="",
+        style="solo",
+        width=64,
+        height=64,
+        bucket=(64, 64),
+    )
     assert [i.split for i in split([item], 0.9, seed=0)] == ["train"]
 
 
@@ -297,7 +308,7 @@ def test_all_bad_folder_raises(store, bucket, tmp_path):
     (raw / "empty.png").write_bytes(b"")
     (raw / "fake.jpg").write_text("not an image")
     (raw / "small.png").write_bytes(png_bytes(sample_data.render("woodcut", 1, size=32)[0]))
-    with pytest.raises(ValueError, match="rejected"):
+    with pytest.raises(SourceError, match="rejected"):
         ingest.run(config_for(bucket, raw))
     # No dataset version; only the scan's caches (the decodable image's bytes and the index) are kept.
     caches = tuple(storage.join(bucket, "datasets", name) + "/" for name in ("blobs", "index"))
@@ -309,14 +320,14 @@ def test_folder_without_images_raises(store, bucket, tmp_path):
     raw.mkdir()
     (raw / "notes.pdf").write_bytes(b"%PDF")
     (raw / "readme.txt").write_text("hello")
-    with pytest.raises(ValueError, match="no image files"):
+    with pytest.raises(SourceError, match="no image files"):
         ingest.run(config_for(bucket, raw))
 
 
 def test_missing_source_raises(store, bucket, tmp_path):
-    with pytest.raises(FileNotFoundError, match="ingest.source"):
+    with pytest.raises(SourceError, match="ingest.source"):
         ingest.run(config_for(bucket, tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match="ingest.source"):
+    with pytest.raises(SourceError, match="ingest.source"):
         ingest.run(config_for(bucket, storage.join(bucket, "empty-prefix")))
 
 
@@ -332,7 +343,19 @@ def test_reused_dataset_report_accounts_for_the_current_inputs(store, bucket, ra
 
 @pytest.mark.parametrize(("count", "val_fraction"), [(2, 0.75), (4, 0.9)])
 def test_split_keeps_at_least_one_training_image_per_style(count, val_fraction):
-    items = [Item(f"{i:064x}", f"s/{i}.png", f"s3://b/{i}.png", "", "s", 64, 64, (64, 64)) for i in range(count)]
+    items = [
+        Item(
+            sha256=f"{i:064x}",
+            source=f"s/{i}.png",
+            file=f"s3://b/{i}.png",
+            caption="",
+            style="s",
+            width=64,
+            height=64,
+            bucket=(64, 64),
+        )
+        for i in range(count)
+    ]
     assert "train" in {item.split for item in split(items, val_fraction, seed=0)}
 
 

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from artlora.config import IngestConfig, validate
 from artlora.io import storage
-from artlora.stages import ingest
 from artlora.stages.ingest import captions
+from artlora.stages.ingest import run as ingest
 from artlora.stages.ingest.sources import list_source
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")

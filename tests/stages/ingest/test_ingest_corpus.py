@@ -17,7 +17,7 @@ from PIL import Image, ImageFilter
 
 from artlora.config import IngestConfig
 from artlora.io import storage, tracking
-from artlora.stages import ingest
+from artlora.stages.ingest import run as ingest
 
 # Accepted: file -> upright (width, height).
 GOOD = {

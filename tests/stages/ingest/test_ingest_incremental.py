@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from artlora.config import IngestConfig
-from artlora.data import dataset, sample_data
+from artlora.data import dataset
+from artlora.demo import sample_data
 from artlora.io import storage
-from artlora.stages import ingest
+from artlora.stages.ingest import run as ingest
 from artlora.stages.ingest import scan_index
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")

@@ -16,8 +16,8 @@ from PIL import Image
 from artlora.config import IngestConfig
 from artlora.data.dataset import Item, load_items
 from artlora.io import storage
-from artlora.stages import ingest
 from artlora.stages.ingest import buckets, near_duplicates, split
+from artlora.stages.ingest import run as ingest
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
 
@@ -108,7 +108,16 @@ def test_cap_per_style_is_reported_and_deterministic(store, bucket, raw):
 
 def fake_items(count: int, styles: int = 3) -> list[Item]:
     return [
-        Item(f"{i:064x}", f"s{i % styles}/{i:03d}.png", f"s3://b/{i}", "", f"s{i % styles}", 64, 64, (64, 64))
+        Item(
+            sha256=f"{i:064x}",
+            source=f"s{i % styles}/{i:03d}.png",
+            file=f"s3://b/{i}",
+            caption="",
+            style=f"s{i % styles}",
+            width=64,
+            height=64,
+            bucket=(64, 64),
+        )
         for i in range(count)
     ]
 

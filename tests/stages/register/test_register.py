@@ -10,8 +10,10 @@ from registered import register_as, run_with, scaled_adapter, unique_model_name
 from artlora.config import with_inputs
 from artlora.data import lineage
 from artlora.errors import ArtloraError
-from artlora.io import storage, tracking
-from artlora.stages import augment, evaluate, ingest
+from artlora.io import model_registry, runs, storage
+from artlora.stages.augment import run as augment
+from artlora.stages.evaluate import run as evaluate
+from artlora.stages.ingest import run as ingest
 
 pytestmark = pytest.mark.usefixtures("tracking_server")
 
@@ -21,11 +23,11 @@ def test_a_version_carries_its_lineage_metrics_and_gate_outcome(style_run, store
     result = register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
 
     assert (result.version, result.alias, result.reused) == ("1", "champion", False)
-    version = tracking.version_by_alias(name, "champion")
+    version = model_registry.version_by_alias(name, "champion")
     tags = version.tags
-    metrics = tracking.run_metrics(style_run.run_id)
+    metrics = runs.run_metrics(style_run.run_id)
     assert float(tags["val_loss_lora"]) == pytest.approx(metrics["val_loss_lora"])
-    assert tags[lineage.DATASET_FINGERPRINT] == tracking.run_tags(style_run.run_id)["artlora.dataset_fingerprint"]
+    assert tags[lineage.DATASET_FINGERPRINT] == runs.run_tags(style_run.run_id)["artlora.dataset_fingerprint"]
     assert tags[lineage.BASE_MODEL] == style_run.config.base_model
     assert tags[lineage.ADAPTER_URI] == style_run.adapter_uri and tags[lineage.ADAPTER_STEP] == "4"
     assert len(tags[lineage.CONFIG_DIGEST]) == 32 and tags[lineage.CODE_VERSION].startswith("artlora ")
@@ -36,7 +38,7 @@ def test_a_version_carries_its_lineage_metrics_and_gate_outcome(style_run, store
     assert "is <em>champion</em>" in page and "no champion yet" in page
     assert mlflow.artifacts.load_text(f"runs:/{style_run.run_id}/register/gate.html") == page
     # The version is a logged MLflow Model (pyfunc flavour) whose data is the adapter in both layouts.
-    files = sorted(path.name for path in tracking.download_version(version, tmp_path).iterdir())
+    files = sorted(path.name for path in model_registry.download_version(version, tmp_path).iterdir())
     assert files == sorted(
         path.rsplit("/", 1)[1] for path in store.list(style_run.adapter_uri) if "_COMPLETE" not in path
     )
@@ -55,7 +57,7 @@ def test_the_same_adapter_registered_again_is_the_same_version(style_run, store,
 
     assert (again.version, again.alias, again.reused) == (first.version, "champion", True)
     assert "already version 1" in again.reason and again.gate == first.gate
-    assert [version.version for version in tracking.model_versions(name)] == ["1"]
+    assert [version.version for version in model_registry.model_versions(name)] == ["1"]
 
 
 def test_a_gate_on_any_metric_finds_the_champions_value(style_run, store, tmp_path):
@@ -73,8 +75,8 @@ def test_a_gate_on_any_metric_finds_the_champions_value(style_run, store, tmp_pa
     worse = version_with(0.7, 1.2)
     assert worse.alias == "challenger" and "0.7 vs champion v1 0.8: 12.5% worse" in worse.reason
     assert version_with(0.9, 1.3).alias == "champion"
-    assert tracking.version_by_alias(name, "champion").version == "3"
-    assert tracking.version_by_alias(name, "challenger").version == "2"
+    assert model_registry.version_by_alias(name, "champion").version == "3"
+    assert model_registry.version_by_alias(name, "challenger").version == "2"
 
 
 def test_a_run_without_the_gates_metric_is_refused(style_run):
@@ -85,7 +87,7 @@ def test_a_run_without_the_gates_metric_is_refused(style_run):
 def test_a_champion_evaluated_on_other_data_is_measured_again_on_the_new_data(style_run, store, tmp_path):
     name = unique_model_name()
     register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)  # the champion, on data A
-    on_a = tracking.run_metrics(style_run.run_id)["val_loss_lora"]
+    on_a = runs.run_metrics(style_run.run_id)["val_loss_lora"]
     # Data B: the same images split differently, so another validation split and dataset fingerprint.
     config = style_run.config
     dataset = ingest.run(with_inputs(config.ingest, storage_root=f"{config.storage_root}-b", val_fraction=0.4))
@@ -106,7 +108,7 @@ def test_a_champion_evaluated_on_other_data_is_measured_again_on_the_new_data(st
     result = register_as(config.register, name, challenger, run, cache_uri=cache_b)
 
     assert result.alias == ("champion" if value < on_b else "challenger")
-    note = tracking.model_version(name, result.version).tags[lineage.GATE_COMPARED]
+    note = model_registry.model_version(name, result.version).tags[lineage.GATE_COMPARED]
     assert "measured again on this version's held-out data" in note and f"{on_b:.6g}" in note
     assert f"vs champion v1 {on_b:.6g}" in result.gate[0]
     assert "measured again" in store.get_bytes(result.gate_report_uri).decode()
@@ -114,5 +116,5 @@ def test_a_champion_evaluated_on_other_data_is_measured_again_on_the_new_data(st
     # Registered alone without the new data's cache, the comparison cannot be like for like, and says so.
     other = scaled_adapter(store, style_run.adapter_uri, 0.25, tmp_path)
     alone = register_as(config.register, name, other, run_with({"val_loss_lora": value}, "data-c"))
-    tags = tracking.model_version(name, alone.version).tags
+    tags = model_registry.model_version(name, alone.version).tags
     assert "not measured again (register.cache_uri is not set), so not like for like" in tags[lineage.GATE_COMPARED]

@@ -12,8 +12,8 @@ from adapter_files import adapter_weights
 
 from artlora.config import with_inputs
 from artlora.io import storage
-from artlora.stages import train
 from artlora.stages.train import checkpoints
+from artlora.stages.train import run as train
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
 

@@ -11,7 +11,7 @@ from peft import LoraConfig
 from safetensors.torch import load_file as load
 
 from artlora.config import TrainConfig
-from artlora.diffusion import tiny
+from artlora.demo import tiny
 from artlora.stages.train import kohya, lora
 
 ALL_GROUPS = ("attention", "feed_forward", "convolutions")

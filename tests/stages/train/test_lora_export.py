@@ -11,7 +11,7 @@ import torch
 from peft.utils import get_peft_model_state_dict
 
 from artlora.config import TrainConfig
-from artlora.diffusion import tiny
+from artlora.demo import tiny
 from artlora.stages.train import kohya, lora
 
 ALL_GROUPS = ("attention", "feed_forward", "convolutions")

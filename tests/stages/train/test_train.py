@@ -18,11 +18,11 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load
 
 from artlora.config import TrainConfig, with_inputs
-from artlora.diffusion import tiny
+from artlora.demo import tiny
 from artlora.diffusion.losses import PerceptualLoss, diffusion_target, predicted_x0
 from artlora.io import storage, tracking
-from artlora.stages import train
 from artlora.stages.train import checkpoints
+from artlora.stages.train import run as train
 from artlora.stages.train.sampling import batch_for_step, sampler_position
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")
@@ -45,7 +45,7 @@ def test_batches_visit_every_view_once_per_epoch_one_bucket_at_a_time():
 def test_the_trainer_draws_the_same_batches_as_batch_for_step():
     from artlora.data.latents import LatentGroup, LatentSet
 
-    groups = tuple(LatentGroup(torch.zeros(n, 4, 8, 8), torch.zeros(n, 77, 32)) for n in (12, 5, 3))
+    groups = tuple(LatentGroup(latents=torch.zeros(n, 4, 8, 8), text=torch.zeros(n, 77, 32)) for n in (12, 5, 3))
     config = TrainConfig(storage_root="s3://tests", base_model="tiny", batch_size=4, seed=3)
     trainer = train.Trainer(config, LatentSet(groups, torch.zeros(77, 32), "fp"), tiny.build_tiny_sd())
     for step in [*range(14), 3, 0]:  # across epochs, and back

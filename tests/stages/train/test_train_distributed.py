@@ -19,8 +19,8 @@ from adapter_files import adapter_weights
 
 from artlora.config import with_inputs
 from artlora.io import storage, tracking
-from artlora.stages import train
 from artlora.stages.train import checkpoints
+from artlora.stages.train import run as train
 
 # End to end: `pytest -m "not slow"` leaves these out for a quick loop; `make test` runs them.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from artlora.config import TrainConfig
+from artlora.config import ConfigError, TrainConfig
 from artlora.data.latents import LatentGroup, LatentSet
-from artlora.diffusion import tiny
+from artlora.demo import tiny
 from artlora.diffusion.losses import (
     PerceptualLoss,
     diffusion_target,
@@ -31,7 +31,7 @@ def latent_set(text_dim: int = 32) -> LatentSet:
     """Two buckets of random latents (16x16 and 16x24: the tiny VAE downsamples by 4) with caption states."""
     gen = torch.Generator().manual_seed(0)
     groups = tuple(
-        LatentGroup(torch.randn(n, 4, 16, w, generator=gen), torch.randn(n, 77, text_dim, generator=gen))
+        LatentGroup(latents=torch.randn(n, 4, 16, w, generator=gen), text=torch.randn(n, 77, text_dim, generator=gen))
         for n, w in ((8, 16), (4, 24))
     )
     return LatentSet(groups, torch.zeros(77, text_dim), "fingerprint")
@@ -199,5 +199,5 @@ def test_target_groups_dora_and_a_clear_error_for_unknown_modules():
     assert any("lora_magnitude_vector" in n for n, _ in model.unet.named_parameters())
     attention_only = trainer()
     assert all(".attn" in n for n, p in attention_only.unet.named_parameters() if p.requires_grad)
-    with pytest.raises(ValueError, match="target_modules"):
+    with pytest.raises(ConfigError, match="target_modules"):
         trainer(target_modules=("no_such_layer",))

@@ -9,10 +9,12 @@ from adapter_files import adapter_weights
 
 from artlora.config import TrainConfig, with_inputs
 from artlora.data.latents import LatentGroup, LatentSet
-from artlora.diffusion import tiny
+from artlora.demo import tiny
 from artlora.diffusion.text_encoding import TextEncoders
-from artlora.stages import evaluate, train
+from artlora.stages.evaluate import run as evaluate
 from artlora.stages.train import lora
+from artlora.stages.train import run as train
+from artlora.stages.train.errors import TrainError
 from artlora.stages.train.trainer import Trainer
 
 CAPTIONS = ("a woodcut of a tree", "ink wash mountains", "a linocut harbour", "pastel fields")
@@ -69,8 +71,8 @@ def test_caption_dropout_swaps_in_the_empty_captions_token_ids():
 
 
 def test_a_cache_without_captions_is_refused_for_text_encoder_training():
-    group = LatentGroup(torch.zeros(4, 4, 8, 8), torch.zeros(4, 77, 32))
-    with pytest.raises(ValueError, match="run augment again"):
+    group = LatentGroup(latents=torch.zeros(4, 4, 8, 8), text=torch.zeros(4, 77, 32))
+    with pytest.raises(TrainError, match="run augment again"):
         Trainer(text_config(), LatentSet((group,), torch.zeros(77, 32), "fp"), tiny.build_tiny_sd())
 
 

@@ -11,11 +11,12 @@ from adapter_files import adapter_weights
 from diffusers import DDPMScheduler
 
 from artlora.config import ConfigError, TrainConfig, load_config, with_inputs
+from artlora.data.latent_cache import validation_data
 from artlora.diffusion import loading
-from artlora.diffusion.heldout import heldout_loss, validation_data
+from artlora.diffusion.heldout import heldout_loss
 from artlora.io import storage, tracking
-from artlora.stages import train
 from artlora.stages.train import checkpoints
+from artlora.stages.train import run as train
 from artlora.stages.train.early_stopping import EarlyStopping
 
 pytestmark = pytest.mark.usefixtures("mlflow_db")

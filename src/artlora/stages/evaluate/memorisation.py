@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Match:
     generated: int  # index into the generated images
     training: int  # index of its nearest training image, in the order they were compared
@@ -63,5 +63,14 @@ def nearest_training_images(
     for i, j in enumerate(nearest.tolist()):
         bits = _phash(generated[i]) - _phash(nearest_images[i])
         flagged = bool(rms[i] <= pixel_threshold and bits <= hash_bits)
-        matches.append(Match(i, j, float(rms[i]), int(bits), flagged, nearest_images[i]))
+        matches.append(
+            Match(
+                generated=i,
+                training=j,
+                pixel_distance=float(rms[i]),
+                hash_bits=int(bits),
+                flagged=flagged,
+                training_image=nearest_images[i],
+            )
+        )
     return Nearest(matches, compared)

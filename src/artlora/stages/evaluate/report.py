@@ -23,6 +23,7 @@ from artlora import charts
 from artlora.config import EvaluateConfig
 from artlora.stages.evaluate import clip_metrics
 from artlora.stages.evaluate.memorisation import Nearest
+from artlora.stages.evaluate.sides import Side
 from artlora.stages.evaluate.style_distance import MEASURES, combined, diagonal_minima
 
 _STYLE = """
@@ -33,13 +34,13 @@ margin-right:2em;vertical-align:top} img{image-rendering:pixelated} .note{color:
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Evidence:
     """What evaluate measured, for the report."""
 
     styles: list[str]
-    base: Any  # evaluate.Side
-    lora: Any
+    base: Side
+    lora: Side
     reference: dict[str, np.ndarray]  # real training images of style i vs held-out images of style j
     floor: dict[str, np.ndarray]  # held-out images through the VAE vs held-out images
     unit: dict[str, float]

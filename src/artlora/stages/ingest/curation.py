@@ -33,7 +33,7 @@ REASONS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Candidate:
     file: SourceFile
     sha256: str
@@ -104,7 +104,7 @@ def judge(file: SourceFile, scan: Scanned | None, config: IngestConfig, blobs: s
         problem = "caption_missing", caption
     if problem is not None:
         return Rejection(file.name, *problem, file.style, blob)
-    return Candidate(file, scan.sha256, outcome, caption, bucket, blob)
+    return Candidate(file=file, sha256=scan.sha256, outcome=outcome, caption=caption, bucket=bucket, blob=blob)
 
 
 def image_problem(outcome: Outcome, config: IngestConfig) -> tuple[str, str] | None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from artlora.data import images
+from artlora.errors import ArtloraError
 from artlora.io import storage
 from artlora.stages.ingest import inspection, sources
 from artlora.stages.ingest.inspection import Outcome
@@ -33,6 +34,10 @@ from artlora.stages.ingest.inspection import Outcome
 IN_FLIGHT_PER_WORKER = 4
 BLOB_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "DIB": ".bmp"}
 BLOB_SUFFIX |= {"TIFF": ".tif", "GIF": ".gif"}
+
+
+class WorkerDied(ArtloraError):
+    """An ingest worker process died (out of memory, or a script that runs ingest when imported)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ def _pooled(jobs: list[tuple[str, str]], settings: ScanSettings, workers: int) -
     try:
         yield from _pool_map(jobs, settings, workers)
     except BrokenProcessPool as err:
-        raise RuntimeError(
+        raise WorkerDied(
             "an ingest worker process died: out of memory, or (in a script of your own) a module that runs "
             "ingest when imported; worker processes import the main module, so guard the call with "
             "`if __name__ == '__main__':`, or set ingest.workers=1 to decode in this process"

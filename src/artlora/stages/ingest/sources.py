@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from artlora.errors import ArtloraError
 from artlora.io import storage
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -26,6 +27,10 @@ METADATA_NAME = "metadata.jsonl"
 DEFAULT_STYLE = "default"
 # Caption files are small; reading them from S3 is latency-bound, so many at once.
 _CAPTION_READERS = 16
+
+
+class SourceError(ArtloraError):
+    """The dataset source cannot be read, or holds nothing to curate."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ def _read_texts(uris: list[str]) -> list[str]:
 def _local_entries(source: str) -> dict[str, str]:
     root = Path(source)
     if not root.is_dir():
-        raise FileNotFoundError(f"ingest.source {source!r} is not a folder (nor an s3:// prefix)")
+        raise SourceError(f"ingest.source {source!r} is not a folder (nor an s3:// prefix)")
     root = root.resolve()
     return {
         path.relative_to(root).as_posix(): str(path)
@@ -159,7 +164,7 @@ def _s3_entries(source: str) -> dict[str, str]:
         if not _hidden(name):
             entries[name] = uri
     if not entries:
-        raise FileNotFoundError(f"nothing under ingest.source {source!r}")
+        raise SourceError(f"nothing under ingest.source {source!r} (give the prefix the images are under)")
     return entries
 
 

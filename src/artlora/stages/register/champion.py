@@ -15,10 +15,11 @@ from diffusers import DDPMScheduler
 
 from artlora.config import RegisterConfig
 from artlora.data import lineage
+from artlora.data.latent_cache import validation_data
 from artlora.diffusion import loading
 from artlora.diffusion.adapters import adapter_file, heldout_losses
-from artlora.diffusion.heldout import heldout_metrics, validation_data
-from artlora.io import tracking
+from artlora.diffusion.heldout import heldout_metrics
+from artlora.io import model_registry, runs
 from artlora.stages.register.gate import CHAMPION, Champion
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ EVALUATE_CONFIG = "config/evaluate.json"  # the evaluate stage's resolved config
 
 def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | None:
     """The champion to compare with (None when there is none), its held-out losses on this version's data."""
-    version = tracking.version_by_alias(config.model_name, CHAMPION)
+    version = model_registry.version_by_alias(config.model_name, CHAMPION)
     if version is None:
         return None
     compared = set(config.gate_metrics) | set(heldout_metrics(0.0, 0.0))
@@ -36,7 +37,7 @@ def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | Non
     if theirs == fingerprint:
         return Champion(version.version, metrics, f"evaluated on the same held-out data (dataset {fingerprint[:12]})")
     other = f"evaluated on other held-out data (dataset {theirs[:12] or 'unknown'}, this version's {fingerprint[:12]})"
-    settings = tracking.load_run_json(config.run_id, EVALUATE_CONFIG)
+    settings = runs.load_run_json(config.run_id, EVALUATE_CONFIG)
     if not config.cache_uri or settings is None:
         missing = "register.cache_uri is not set" if not config.cache_uri else f"the run has no {EVALUATE_CONFIG}"
         return Champion(version.version, metrics, f"{other}; not measured again ({missing}), so not like for like")
@@ -49,13 +50,13 @@ def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | Non
     return Champion(version.version, {**metrics, **measured}, note)
 
 
-def remeasure(version: tracking.Version, config: RegisterConfig, settings: dict) -> dict[str, float]:
+def remeasure(version: model_registry.Version, config: RegisterConfig, settings: dict) -> dict[str, float]:
     """The champion adapter's held-out losses on this version's validation data, as evaluate measured them."""
     base_model = version.tags.get(lineage.BASE_MODEL) or config.base_model
     log.info("measuring champion version %s again on %s", version.version, config.cache_uri)
     data = validation_data(config.cache_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = tracking.download_version(version, tmp)
+        folder = model_registry.download_version(version, tmp)
         pipe = loading.load_pipeline(base_model)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         timesteps = tuple(settings["loss_timesteps"])

@@ -22,12 +22,13 @@ from typing import Any
 
 import torch
 
+from artlora import contracts
 from artlora.data import tensor_files
 from artlora.io import storage
 
 log = logging.getLogger(__name__)
 
-_STEP = re.compile(r"/checkpoints/step-(\d+)/")
+_STEP = re.compile(rf"/{contracts.CHECKPOINTS}/step-(\d+)/")
 ADAPTER, STATE_TENSORS, STATE_JSON = "adapter.safetensors", "state.safetensors", "state.json"
 
 
@@ -40,13 +41,13 @@ class Checkpoint:
 
 
 def checkpoint_uri(run_uri: str, step: int) -> str:
-    return storage.join(run_uri, "checkpoints", f"step-{step:08d}")
+    return contracts.checkpoint_folder(run_uri, step)
 
 
 def _steps(store: storage.Storage, run_uri: str) -> dict[int, bool]:
     """Every checkpoint step under a run, and whether it is complete."""
     steps: dict[int, bool] = {}
-    for uri in store.list(storage.join(run_uri, "checkpoints")):
+    for uri in store.list(contracts.checkpoints_folder(run_uri)):
         match = _STEP.search(uri)
         if match:
             step = int(match.group(1))

@@ -22,8 +22,9 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from artlora.config import TrainConfig
-from artlora.diffusion.adapters import METADATA_PREFIX, read_metadata
+from artlora import contracts
+from artlora.config import ConfigError, TrainConfig
+from artlora.diffusion.adapters import read_metadata
 from artlora.diffusion.architecture import is_sdxl
 
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
@@ -68,7 +69,7 @@ def add_lora(unet: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Parame
     try:
         unet.add_adapter(lora_config(config))
     except ValueError as err:  # peft: "Target modules {...} not found in the base model"
-        raise ValueError(f"train.target_modules {list(config.target_modules)}: {err}") from err
+        raise ConfigError(f"train.target_modules {list(config.target_modules)}: {err}") from err
     return [param for param in unet.parameters() if param.requires_grad]
 
 
@@ -118,14 +119,13 @@ def provenance(
     config: TrainConfig, step: int, dataset_fingerprint: str, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """Where an adapter came from, as safetensors metadata (strings only)."""
-    values = {
-        "base_model": config.base_model,
-        "dataset_fingerprint": dataset_fingerprint,
-        "step": str(step),
-        "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-        **(extra or {}),
+    return {
+        contracts.BASE_MODEL_METADATA: config.base_model,
+        contracts.DATASET_FINGERPRINT_METADATA: dataset_fingerprint,
+        contracts.STEP_METADATA: str(step),
+        contracts.CONFIG_METADATA: json.dumps(config.model_dump(mode="json"), sort_keys=True),
+        **{contracts.METADATA_PREFIX + key: value for key, value in (extra or {}).items()},
     }
-    return {METADATA_PREFIX + key: value for key, value in values.items()}
 
 
 def save_adapter(parts: Parts, directory: str | Path, metadata: Mapping[str, str] | None = None) -> Path:

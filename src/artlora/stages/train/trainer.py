@@ -46,6 +46,7 @@ from artlora.diffusion.losses import (
 )
 from artlora.diffusion.text_encoding import TextEncoders
 from artlora.stages.train import lora
+from artlora.stages.train.errors import TrainError
 from artlora.stages.train.sampling import epoch_batches, sampler_position, seed_for_dropout, step_generator
 
 PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,7 +69,7 @@ def check_architecture(data: LatentSet, unet: torch.nn.Module) -> None:
     names = {True: "SDXL", False: "Stable Diffusion 1.x/2.x"}
     cache_sdxl, base_sdxl = data.sdxl, is_sdxl(unet)
     if cache_sdxl != base_sdxl:
-        raise ValueError(
+        raise TrainError(
             f"the latent cache was made for {names[cache_sdxl]} but the base model is {names[base_sdxl]}: run "
             "augment with this base model"
         )
@@ -154,7 +155,7 @@ class Trainer:
                 getattr(encoder, "activation_checkpointing_enable", old_name)()
             encoder.train()
         if not all(group.captions for group in self.data.groups):
-            raise ValueError("this latent cache does not list each view's caption: run augment again")
+            raise TrainError("this latent cache does not list each view's caption: run augment again")
         self.token_ids = [tuple(map(self.to_device, encoders.tokenize(g.captions))) for g in self.data.groups]
         self.empty_ids = tuple(map(self.to_device, encoders.tokenize([""])))
         return encoders, params

@@ -21,7 +21,7 @@ import yaml
 
 from artlora.config import PipelineConfig, with_inputs
 from artlora.errors import ArtloraError
-from artlora.stages import train as stage
+from artlora.stages.train import run as stage
 
 log = logging.getLogger(__name__)
 

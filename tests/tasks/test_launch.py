@@ -7,8 +7,8 @@ import pytest
 
 from artlora.components.train import train
 from artlora.config import with_inputs
-from artlora.stages import train as stage
 from artlora.stages.train import checkpoints
+from artlora.stages.train import run as stage
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 

@@ -13,7 +13,7 @@ METRICS = ("val_loss_base", "val_loss_lora", "val_loss_delta", "val_loss_best")
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrialReport:
     number: int
     run_id: str

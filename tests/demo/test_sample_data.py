@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artlora.data import sample_data
-from artlora.data.sample_data import STYLES, generate, render
+from artlora.demo import sample_data
+from artlora.demo.sample_data import STYLES, generate, render
 
 
 @pytest.fixture

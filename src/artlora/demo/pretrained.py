@@ -1,6 +1,6 @@
 """The pretrained tiny base: a tiny Stable Diffusion that has learned to paint, built by artlora on the CPU.
 
-A random tiny model (`diffusion.tiny`) is enough for tests of shapes and plumbing, but a LoRA trained on it learns
+A random tiny model (`demo.tiny`) is enough for tests of shapes and plumbing, but a LoRA trained on it learns
 nothing one can see: its VAE's latents are near zero and its UNet cannot denoise. This base is trained, offline and
 deterministically, on the generic "toy scenes" family (`toy_scenes`, which holds none of the demo's art styles):
 
@@ -37,8 +37,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusi
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from artlora.diffusion import toy_scenes
-from artlora.diffusion.tiny import SD_NOISE_SCHEDULE, tiny_text_encoder, tiny_unet
+from artlora.demo import toy_scenes
+from artlora.demo.tiny import SD_NOISE_SCHEDULE, tiny_text_encoder, tiny_unet
 from artlora.io import settings
 
 log = logging.getLogger(__name__)

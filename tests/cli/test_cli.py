@@ -7,10 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import pytest
 import yaml
 
 from artlora.cli import build_parser
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def artlora(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -80,3 +85,20 @@ def test_no_object_store_is_a_clear_error(small_config, tmp_path):
     script = os.path.join(os.path.dirname(sys.executable), "artlora")
     result = subprocess.run([script, "ingest", "--config", str(config_path)], capture_output=True, text=True, env=env)
     assert result.returncode == 2 and "ARTLORA_S3_ENDPOINT" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["train"], ["pipeline", "run", "--local"], ["demo"], ["search", "--local"]])
+def test_a_bad_config_value_ends_in_one_line_within_3_seconds(command, tmp_path):
+    """The config is validated before torch, diffusers, kfp or MLflow are imported (each takes seconds), and
+    before any service is started: a typo costs the user no wait. The fastest of three tries counts, so that a
+    busy machine's passing stall does not decide it."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text((CONFIGS / "demo.yaml").read_text())
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        result = artlora(*command, "--config", str(config_path), "--set", "train.rank=0", check=False)
+        times.append(time.perf_counter() - started)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "train.rank" in lines[0], result.stderr
+    assert min(times) < 3.0, times

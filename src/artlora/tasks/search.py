@@ -14,14 +14,13 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from artlora import contracts
 from artlora.config import PipelineConfig, with_inputs
 from artlora.errors import ArtloraError
-from artlora.io import storage, tracking
-from artlora.orchestration.search_report import TrialReport, summary_html
+from artlora.io import runs, storage
+from artlora.tasks.search_report import TrialReport, summary_html
 
 log = logging.getLogger(__name__)
-
-WINNER_TAG = "artlora.search.winner"  # on the parent run: the winning trial's run id
 
 
 class SearchError(ArtloraError):
@@ -60,10 +59,15 @@ def open_parent(config: PipelineConfig) -> str:
         "search.parallel": str(config.search.parallel),
         **{f"search.{name}": json.dumps(values) for name, values in config.search.space().items()},
     }
-    parent = tracking.start_parent_run(config.experiment, config.storage_root, f"search {config.model_name}", params)
-    tracking.set_run_tags(parent, {tracking.STAGE_TAG: "search"})
+    parent = runs.start_parent_run(config.experiment, config.storage_root, f"search {config.model_name}", params)
+    runs.set_run_tags(parent, {contracts.STAGE_TAG: "search"})
     log.info("search run %s: %d trials, %d at once", parent, count, config.search.parallel)
     return parent
+
+
+def file_trial(run_id: str, parent_run_id: str) -> None:
+    """Show a trial's training run as a child of the search's run in MLflow."""
+    runs.set_run_tags(run_id, {contracts.PARENT_RUN_TAG: parent_run_id})
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,9 @@ class Winner:
 
 
 def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
-    run = tracking.get_run(run_id)
+    run = runs.get_run(run_id)
     metric = config.register.ranking_rule.metric
-    if metric not in run.data.metrics or "artlora.adapter_uri" not in run.data.tags:
+    if metric not in run.data.metrics or contracts.ADAPTER_URI_TAG not in run.data.tags:
         raise SearchError(
             f"trial run {run_id} has no {metric!r} metric or no adapter (the first metric rule of register.gate "
             "names it; check the trial's train and evaluate tasks)"
@@ -87,10 +91,10 @@ def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
         number=number,
         run_id=run_id,
         label=label(settings),
-        adapter_uri=run.data.tags["artlora.adapter_uri"],
+        adapter_uri=run.data.tags[contracts.ADAPTER_URI_TAG],
         metrics=dict(run.data.metrics),
-        curves={key: tracking.metric_history(run_id, key) for key in ("loss", "val_loss")},
-        grid_png=tracking.run_artifact_bytes(run_id, "eval/grid.png"),
+        curves={key: runs.metric_history(run_id, key) for key in ("loss", "val_loss")},
+        grid_png=runs.run_artifact_bytes(run_id, contracts.GRID_ARTIFACT),
     )
 
 
@@ -102,14 +106,14 @@ def pick(config: PipelineConfig, parent_run_id: str, run_ids: list[str]) -> Winn
     reports = [_trial(config, run_id, number) for number, run_id in enumerate(run_ids, start=1)]
     best = (min if rule.direction == "lower" else max)(reports, key=lambda report: report.metrics[metric])
     for report in reports:
-        tracking.set_run_tags(report.run_id, {tracking.RUN_NAME_TAG: f"trial {report.number}: {report.label}"})
+        runs.set_run_tags(report.run_id, {contracts.RUN_NAME_TAG: f"trial {report.number}: {report.label}"})
     page = summary_html(config, reports, best).encode()
     summary_uri = storage.join(config.storage_root, "searches", parent_run_id, "summary.html")
     storage.get_storage().put_bytes(summary_uri, page, content_type="text/html")
-    tracking.log_run_bytes(parent_run_id, page, "search/summary.html")
-    tracking.log_run_metrics(parent_run_id, {f"best_{metric}": best.metrics[metric]})
-    tracking.set_run_tags(parent_run_id, {WINNER_TAG: best.run_id})
-    tracking.finish_run(parent_run_id)
+    runs.log_run_bytes(parent_run_id, page, "search/summary.html")
+    runs.log_run_metrics(parent_run_id, {f"best_{metric}": best.metrics[metric]})
+    runs.set_run_tags(parent_run_id, {contracts.SEARCH_WINNER_TAG: best.run_id})
+    runs.finish_run(parent_run_id)
     log.info(
         "best of %d trials: trial %d (%s), %s %.6f", len(reports), best.number, best.label, metric, best.metrics[metric]
     )

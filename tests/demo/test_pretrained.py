@@ -10,8 +10,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-from artlora.diffusion import pretrained, tiny, toy_scenes
-from artlora.diffusion.tiny import SD_NOISE_SCHEDULE
+from artlora.demo import pretrained, tiny, toy_scenes
+from artlora.demo.tiny import SD_NOISE_SCHEDULE
 
 # The recipe at toy size: every step of the build runs, in seconds.
 TOY_RECIPE = {
@@ -34,7 +34,7 @@ def base() -> StableDiffusionPipeline:
 
 def test_the_shipped_base_was_built_by_the_current_recipe():
     """Changing the recipe (or BUILD_VERSION) without rebuilding the shipped copy fails here: rebuild it with
-    `artlora tiny-model --pretrained --rebuild --out src/artlora/diffusion/tiny_pretrained`."""
+    `artlora tiny-model --pretrained --rebuild --out src/artlora/demo/tiny_pretrained`."""
     record = json.loads((pretrained.COMMITTED / pretrained.BUILD_RECORD).read_text())
     assert record["recipe_digest"] == pretrained.recipe_digest()
     assert record["recipe"] == pretrained.RECIPE

@@ -21,7 +21,7 @@ from artlora.config import PipelineConfig
 from artlora.data import lineage
 from artlora.data.digests import digest
 from artlora.errors import ArtloraError
-from artlora.io import storage, tracking
+from artlora.io import model_registry, storage
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def covering_version(config: PipelineConfig, source_fingerprint: str, config_has
     tags = {lineage.SOURCE_FINGERPRINT: source_fingerprint, lineage.PIPELINE_DIGEST: config_hash}
     stored = [
         version
-        for version in reversed(tracking.model_versions(config.model_name, tags))  # newest first
+        for version in reversed(model_registry.model_versions(config.model_name, tags))  # newest first
         if version.tags.get(lineage.ADAPTER_URI)
         and storage.get_storage().is_complete(version.tags[lineage.ADAPTER_URI])
     ]

@@ -10,8 +10,8 @@ import pytest
 from small_configs import small_config_for
 
 from artlora.config import ConfigError, PipelineConfig
-from artlora.orchestration import changes, launch, parameters, search
-from artlora.orchestration.search_report import TrialReport, curve_svg
+from artlora.tasks import changes, launch, parameters, search
+from artlora.tasks.search_report import TrialReport, curve_svg
 
 
 @pytest.fixture
@@ -124,7 +124,15 @@ def test_trial_configs_change_only_the_searched_settings(bucket, tiny_model_dir,
 
 def test_curves_draw_one_line_per_trial_that_logged_the_metric():
     def trial(number: int, points: list) -> TrialReport:
-        return TrialReport(number, f"run{number}", "x", "s3://a/b", {}, {"loss": points}, b"")
+        return TrialReport(
+            number=number,
+            run_id=f"run{number}",
+            label="x",
+            adapter_uri="s3://a/b",
+            metrics={},
+            curves={"loss": points},
+            grid_png=b"",
+        )
 
     svg = curve_svg([trial(1, [(1, 0.5), (2, 0.4)]), trial(2, [(1, 0.6), (2, 0.3)]), trial(3, [])], "loss")
     assert svg.count("<polyline") == 2 and "0.3 to 0.6" in svg

@@ -22,6 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from artlora.errors import ArtloraError
+
+
+class SampleDataError(ArtloraError, ValueError):
+    """An argument of the sample-data generator out of its range (a command-line value, or a caller's)."""
+
+
 STYLES: tuple[str, ...] = ("pointillist", "geometric", "op_art", "watercolour", "woodcut")
 MIN_SIZE = 32
 
@@ -111,7 +118,7 @@ def generate(
 ) -> list[Path]:
     """Write `count` images (and caption sidecars) round-robin over `styles`; return the image paths."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be a positive integer, got {count!r}")
+        raise SampleDataError(f"count must be a positive integer, got {count!r}")
     styles = _check_styles(styles)
     _check_size(size)
     out_dir = Path(out_dir)
@@ -131,11 +138,11 @@ def generate(
 def render(style: str, index: int, size: int = 128, seed: int = 0) -> tuple[Image.Image, str]:
     """Paint image `index` of a `generate(seed=seed, size=size)` run in `style`: (RGB image, caption)."""
     if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+        raise SampleDataError(f"style must be one of {STYLES}, got {style!r}")
     _check_size(size)
     # default_rng rejects negative seeds with a message that names neither argument.
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 or index < 0:
-        raise ValueError(f"seed and index must be non-negative integers, got seed={seed!r}, index={index!r}")
+        raise SampleDataError(f"seed and index must be non-negative integers, got seed={seed!r}, index={index!r}")
     rng = np.random.default_rng(seed + index)
     palette_name = str(rng.choice(sorted(PALETTES[style])))
     palette = np.array(PALETTES[style][palette_name], dtype=np.float64)
@@ -147,18 +154,18 @@ def render(style: str, index: int, size: int = 128, seed: int = 0) -> tuple[Imag
 
 def _check_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE:
-        raise ValueError(f"size must be an integer >= {MIN_SIZE}, got {size!r}")
+        raise SampleDataError(f"size must be an integer >= {MIN_SIZE}, got {size!r}")
 
 
 def _check_styles(styles: Sequence[str]) -> tuple[str, ...]:
     # A bare string is a Sequence too; treating "op_art" as five one-letter styles would be a silent mistake.
     if isinstance(styles, str) or not styles:
-        raise ValueError(f"styles must be a non-empty sequence of names from {STYLES}, got {styles!r}")
+        raise SampleDataError(f"styles must be a non-empty sequence of names from {STYLES}, got {styles!r}")
     unknown = [s for s in styles if s not in STYLES]
     if unknown:
-        raise ValueError(f"styles has unknown style(s) {unknown}; choose from {STYLES}")
+        raise SampleDataError(f"styles has unknown style(s) {unknown}; choose from {STYLES}")
     if len(set(styles)) != len(styles):
-        raise ValueError(f"styles has duplicates: {list(styles)}")
+        raise SampleDataError(f"styles has duplicates: {list(styles)}")
     return tuple(styles)
 
 

@@ -1,0 +1,98 @@
+"""The names the stages agree on, each written once: the MLflow run tags one stage writes and another reads, the
+provenance entries of an adapter file, and the layout of a training run's folder in the object store.
+
+A training run lives under `<storage_root>/runs/<key>/` (the key hashes the resolved train config):
+
+    adapter/                     the kept adapter (both file layouts), completed by the train stage's marker
+    checkpoints/step-NNNNNNNN/   resumable checkpoints
+    eval/                        the evaluate stage's report.html, grid.png, metrics.json
+    register/gate.html           the gate's page
+
+The tags of a registered model version are `data.lineage`'s; the completion marker is `io.storage`'s.
+"""
+
+from __future__ import annotations
+
+# -- MLflow run tags ------------------------------------------------------------------------------------
+
+STAGE_TAG = "artlora.stage"  # which stage opened the run (or, suffixed `.<stage>`, continued it)
+# The dataset version a run's work came from: ingest, augment and train write it; register reads train's.
+DATASET_FINGERPRINT_TAG = "artlora.dataset_fingerprint"
+BASE_MODEL_TAG = "artlora.base_model"  # train's base model
+# The trained adapter's folder and the step whose weights it holds: train writes them; a search's pick reads them.
+ADAPTER_URI_TAG = "artlora.adapter_uri"
+ADAPTER_STEP_TAG = "artlora.adapter_step"
+SEARCH_WINNER_TAG = "artlora.search.winner"  # on a search's parent run: the winning trial's run id
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: what makes a run show as another's child (a search's trials)
+RUN_NAME_TAG = "mlflow.runName"  # MLflow's own: the name a run is listed by
+
+# -- an adapter file's provenance (safetensors metadata, strings only) ---------------------------------
+
+METADATA_PREFIX = "artlora."
+BASE_MODEL_METADATA = METADATA_PREFIX + "base_model"
+DATASET_FINGERPRINT_METADATA = METADATA_PREFIX + "dataset_fingerprint"
+STEP_METADATA = METADATA_PREFIX + "step"
+CONFIG_METADATA = METADATA_PREFIX + "config"  # the resolved train config, as JSON
+
+# -- a training run's folder ---------------------------------------------------------------------------
+
+RUNS = "runs"
+ADAPTER = "adapter"
+CHECKPOINTS = "checkpoints"
+EVALUATION = "eval"
+REPORT = "report.html"
+GRID = "grid.png"
+EVALUATION_METRICS = "metrics.json"
+GATE_PAGE = "register/gate.html"
+
+
+def _join(uri: str, *parts: str) -> str:
+    out = uri.rstrip("/")
+    for part in parts:
+        out += "/" + part.strip("/")
+    return out
+
+
+def run_folder(storage_root: str, key: str) -> str:
+    """`<storage_root>/runs/<key>`: one training run's folder."""
+    return _join(storage_root, RUNS, key)
+
+
+def adapter_folder(run: str) -> str:
+    return _join(run, ADAPTER)
+
+
+def run_of_adapter(adapter_uri: str) -> str:
+    """The run folder an adapter folder (`<run>/adapter`) sits in."""
+    return adapter_uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def evaluation_folder(adapter_uri: str) -> str:
+    """`<run>/eval`, beside the adapter it evaluates."""
+    return _join(run_of_adapter(adapter_uri), EVALUATION)
+
+
+def report_uri(adapter_uri: str) -> str:
+    return _join(evaluation_folder(adapter_uri), REPORT)
+
+
+def gate_page_uri(adapter_uri: str) -> str:
+    return _join(run_of_adapter(adapter_uri), GATE_PAGE)
+
+
+def checkpoints_folder(run: str) -> str:
+    return _join(run, CHECKPOINTS)
+
+
+def checkpoint_name(step: int) -> str:
+    """A checkpoint's folder name: `step-NNNNNNNN`, so that listing order is step order."""
+    return f"step-{step:08d}"
+
+
+def checkpoint_folder(run: str, step: int) -> str:
+    return _join(checkpoints_folder(run), checkpoint_name(step))
+
+
+# The same names as paths of the training run's MLflow artifacts.
+REPORT_ARTIFACT = f"{EVALUATION}/{REPORT}"
+GRID_ARTIFACT = f"{EVALUATION}/{GRID}"

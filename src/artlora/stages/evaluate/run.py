@@ -1,0 +1,231 @@
+"""Evaluate: the adapter against its base model, with evidence per style that the style was learned.
+
+Everything is measured the same way for the base model and for base + LoRA, with fixed noise and seeds:
+- held-out denoising loss on the validation split, overall and per style, beside the zero predictor's;
+- style distances (colour and texture, `style_distance`) of images painted from each style's held-out captions
+  to every style's held-out images: a confusion matrix for the base and for the LoRA, beside the same matrix for
+  real training images (what learning the styles looks like) and the distance the VAE alone already costs;
+- a LoRA strength sweep, how much prompts outside the styles change (content kept), and each painted image's
+  nearest training image (memorisation);
+- CLIP score and KID when a CLIP model is given locally (`clip_model`); otherwise the report says they were
+  skipped.
+
+The numbers go to the training's MLflow run as metrics; the report (HTML, with the training curve from the same
+run) and its images go beside the adapter (`<run>/eval/`) and to the run's artifacts.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+from diffusers import DDPMScheduler
+from PIL import Image
+
+from artlora import contracts
+from artlora.config import EvaluateConfig
+from artlora.data.latent_cache import validation_data
+from artlora.diffusion import loading
+from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapter
+from artlora.diffusion.heldout import heldout_metrics
+from artlora.io import runs, storage, tracking
+from artlora.stages.evaluate import clip_metrics, painting, report, sides
+from artlora.stages.evaluate.memorisation import Nearest, nearest_training_images
+from artlora.stages.evaluate.sides import Side
+from artlora.stages.evaluate.style_distance import StyleDistance, combined, diagonal_minima, scales
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateResult:
+    report_uri: str
+    val_loss_base: float
+    val_loss_lora: float
+    metrics: dict[str, float] = field(default_factory=dict)  # every number logged to the run
+    report_html: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heldout:
+    """The real images the measures compare with: per style, held-out images and captions (training images
+    where there is no validation split), and training images."""
+
+    styles: list[str]
+    images: painting.Sets  # style -> (held-out images, their captions)
+    training: painting.Sets
+    dataset_uri: str
+    index: dict  # the latent cache index (the dataset's entries)
+
+    @property
+    def prompts(self) -> dict[str, list[str]]:
+        """Per style, the held-out captions the models paint from."""
+        return {style: self.images[style][1] for style in self.styles}
+
+
+def run(config: EvaluateConfig) -> EvaluateResult:
+    config.require("adapter_uri", "cache_uri", "run_id")
+    # Before any work: a bad base model or a tracking store that does not answer fails at once.
+    loading.check_reference(config.base_model)
+    clip_metrics.check_reference(config.clip_model)
+    tracking.check()
+    data, heldout = validation_data(config.cache_uri), real_images(config)
+    pipe = loading.load_pipeline(config.base_model)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+
+    base = sides.measure(pipe, scheduler, data, config, heldout.prompts)
+    vae_floor = [painting.through_vae(pipe.vae, heldout.images[style][0]) for style in heldout.styles]
+    with tempfile.TemporaryDirectory() as adapter_dir:
+        storage.get_storage().download_dir(config.adapter_uri, adapter_dir)
+        load_adapter(pipe, adapter_file(adapter_dir))  # LoRA dropout off: it would blur the measure
+    data = read_by_adapter(pipe, data)  # encoded again if the adapter trained the text encoder(s) too
+    lora = sides.measure(pipe, scheduler, data, config, heldout.prompts)
+
+    evidence = report.Evidence(
+        styles=heldout.styles,
+        base=base,
+        lora=lora,
+        **style_matrices(config, heldout, (base, lora), vae_floor),
+        sweep=strength_sweep(pipe, config, heldout, base, lora),
+        heldout=heldout.images,
+        **memorisation(config, heldout, lora),
+        extra=clip_metrics.measure(config.clip_model, heldout.prompts, lora.by_style, heldout.images),
+    )
+    metrics = collect_metrics(evidence)
+    html = report.render(config, metrics, evidence, training_summary(config), heldout.index)
+    publish(config, metrics, html, report.grid(base.grid, lora.grid))
+    log.info(
+        "held-out loss: base %.5f, LoRA %.5f; styles closest to their own: base %d, LoRA %d of %d",
+        base.loss.loss,
+        lora.loss.loss,
+        metrics["style_hits_base"],
+        metrics["style_hits_lora"],
+        len(heldout.styles),
+    )
+    report_uri = storage.join(contracts.evaluation_folder(config.adapter_uri), contracts.REPORT)
+    return EvaluateResult(
+        report_uri=report_uri,
+        val_loss_base=base.loss.loss,
+        val_loss_lora=lora.loss.loss,
+        metrics=metrics,
+        report_html=html,
+    )
+
+
+def real_images(config: EvaluateConfig) -> Heldout:
+    """The dataset's held-out and training images per style, at the evaluation's resolution."""
+    index = storage.get_storage().get_json(config.cache_uri)
+    real = painting.dataset_images(index["dataset_uri"], config.resolution, config.images_per_style)
+    images = real.get("val") or real["train"]  # validation_data warned already when there is no split
+    return Heldout(
+        styles=sorted(images),
+        images=images,
+        training=real.get("train", images),
+        dataset_uri=index["dataset_uri"],
+        index=index,
+    )
+
+
+def style_matrices(
+    config: EvaluateConfig, heldout: Heldout, painted: tuple[Side, ...], vae_floor: list[np.ndarray]
+) -> dict[str, object]:
+    """Style distances of each side's images (into its `matrices`), of the real training images (the reference:
+    what learning the styles looks like) and of held-out images through the VAE alone (the floor), to every
+    style's held-out images; and the unit each measure counts in."""
+    distance = StyleDistance(config.seed)
+    styles = heldout.styles
+    columns = [heldout.images[style][0] for style in styles]
+    reference = distance.matrices([heldout.training.get(style, heldout.images[style])[0] for style in styles], columns)
+    for side in painted:
+        side.matrices = distance.matrices([side.by_style[style] for style in styles], columns)
+    floor = distance.matrices(vae_floor, columns)
+    return {"reference": reference, "floor": floor, "unit": scales(reference)}
+
+
+def strength_sweep(pipe, config: EvaluateConfig, heldout: Heldout, base: Side, lora: Side) -> dict[float, np.ndarray]:
+    """One image per style (first caption, seed 0) at each LoRA strength. Strengths 0 and 1 are the base's and
+    the LoRA's own first images: reused, not painted again."""
+    at_ends = {0.0: base.by_style, 1.0: lora.by_style}
+    prompts = [heldout.prompts[style][0] for style in heldout.styles]
+    return {
+        strength: np.stack([at_ends[strength][style][0] for style in heldout.styles])
+        if strength in at_ends
+        else painting.paint(pipe, prompts, [0] * len(prompts), config, lora_scale=strength)
+        for strength in config.strengths
+    }
+
+
+def memorisation(config: EvaluateConfig, heldout: Heldout, lora: Side) -> dict[str, np.ndarray | Nearest]:
+    """The LoRA's images, in style order, each with its nearest training image (every one of them compared, read
+    a chunk at a time)."""
+    painted = np.concatenate([lora.by_style[style] for style in heldout.styles])
+    nearest = nearest_training_images(
+        painted,
+        painting.training_images(heldout.dataset_uri, config.resolution),
+        config.memorisation_pixel_distance,
+        config.memorisation_hash_bits,
+    )
+    return {"painted": painted, "nearest": nearest}
+
+
+def collect_metrics(ev: report.Evidence) -> dict[str, float]:
+    """Every number the evaluation logs, by its metric name (the finite ones)."""
+    base, lora, styles = ev.base, ev.lora, ev.styles
+    base_c, lora_c = combined(base.matrices, ev.unit), combined(lora.matrices, ev.unit)
+    metrics = {
+        **heldout_metrics(base.loss.loss, lora.loss.loss),
+        "val_loss_zero_predictor": base.loss.zero_predictor,
+        "caption_gap_base": base.caption_gap,
+        "caption_gap_lora": lora.caption_gap,
+        **{f"val_loss_base/{s}": v for s, v in base.loss.per_style.items()},
+        **{f"val_loss_lora/{s}": v for s, v in lora.loss.per_style.items()},
+        "style_hits_base": float(sum(diagonal_minima(base_c))),
+        "style_hits_lora": float(sum(diagonal_minima(lora_c))),
+        "style_hits_reference": float(sum(diagonal_minima(combined(ev.reference, ev.unit)))),
+        **{f"style_distance_base/{s}": float(base_c[i, i]) for i, s in enumerate(styles)},
+        **{f"style_distance_lora/{s}": float(lora_c[i, i]) for i, s in enumerate(styles)},
+        "content_change": float(np.mean([_rms(a, b) for a, b in zip(base.content, lora.content, strict=True)])),
+        "style_change": float(
+            np.mean([_rms(a, b) for s in styles for a, b in zip(base.by_style[s], lora.by_style[s], strict=True)])
+        ),
+        "memorised_images": float(sum(match.flagged for match in ev.nearest.matches)),
+        **ev.extra,
+    }
+    return {key: value for key, value in metrics.items() if np.isfinite(value)}
+
+
+def _rms(a: np.ndarray, b: np.ndarray) -> float:
+    """Root mean square pixel difference of two same-size uint8 images, colours in [0, 1]."""
+    difference = (a.astype(np.float32) - b.astype(np.float32)) / 255
+    return float(np.sqrt(np.mean(difference**2)))
+
+
+def publish(config: EvaluateConfig, metrics: dict[str, float], html: str, grid: Image.Image) -> None:
+    """The report, the grid and the metrics beside the adapter (`<run>/eval/`), and to the training's run."""
+    store, folder = storage.get_storage(), contracts.evaluation_folder(config.adapter_uri)
+    grid_png = _png(grid)
+    store.put_bytes(storage.join(folder, contracts.GRID), grid_png, content_type="image/png")
+    store.put_json(storage.join(folder, contracts.EVALUATION_METRICS), metrics)
+    store.put_bytes(storage.join(folder, contracts.REPORT), html.encode(), content_type="text/html")
+    with runs.stage_run("evaluate", config, run_id=config.run_id):
+        runs.log_metrics(metrics)
+        runs.log_bytes(grid_png, contracts.GRID_ARTIFACT)
+        runs.log_bytes(html.encode(), contracts.REPORT_ARTIFACT)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def training_summary(config: EvaluateConfig) -> dict:
+    """The training's curve (loss, validation loss, learning rate by step) from its MLflow run, and the summary
+    its completion marker holds (steps, the step whose adapter was kept, early stopping)."""
+    completed = storage.get_storage().completion(config.adapter_uri)
+    curves = {name: runs.metric_history(config.run_id, name) for name in ("loss", "val_loss", "lr")}
+    return {"completed": completed, "curves": curves}

@@ -1,0 +1,148 @@
+"""Register: the adapter becomes an MLflow model version, and the gate decides its alias.
+
+The version is made from an MLflow Model logged in the training run: the adapter folder (both layouts) as its
+data and artlora as its code, so `mlflow.pyfunc.load_model("models:/NAME@champion").predict(prompts)` paints,
+and `artlora models download` and `artlora generate` fetch the same files. Its tags carry its lineage (dataset
+fingerprint, base model, config digest, code version, adapter location and digest, report; from a pipeline run
+also the source listing's fingerprint and the pipeline config's digest, which its change check reads), every
+metric of the run, and the gate's decision with each rule's outcome (see `data.lineage`);
+`<run>/register/gate.html` (beside `eval/`, and as the run's `register/gate.html` artifact) is the gate's section
+of the report.
+
+An adapter registered before (same weights: the same content digest) is not registered again: its version is
+returned, with the change check's tags of this run added.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import artlora
+from artlora import contracts
+from artlora.config import RegisterConfig
+from artlora.config.register import MEMORISATION_METRIC
+from artlora.data import lineage
+from artlora.data.digests import digest
+from artlora.diffusion.adapters import DIFFUSERS_FILE, adapter_digest, read_metadata
+from artlora.errors import ArtloraError
+from artlora.io import model_registry, runs, storage
+from artlora.stages.register.champion import current_champion
+from artlora.stages.register.gate import CHALLENGER, CHAMPION, Decision, decide
+from artlora.stages.register.report import gate_html, gate_tags
+
+log = logging.getLogger(__name__)
+
+
+class RegisterError(ArtloraError):
+    """The run cannot be registered as it is (e.g. a metric the gate reads is missing)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterResult:
+    model_name: str
+    version: str
+    alias: str
+    reason: str  # why this alias: the gate's outcome in one line
+    gate: list[str] = field(default_factory=list)  # each rule's outcome, as tagged on the version
+    reused: bool = False  # the adapter was registered before: this is its existing version
+    gate_report_uri: str | None = None
+
+
+def run(config: RegisterConfig) -> RegisterResult:
+    config.require("adapter_uri", "run_id")
+    metrics = runs.run_metrics(config.run_id)
+    missing = [name for name in config.gate_metrics if name not in metrics and name != MEMORISATION_METRIC]
+    if missing:
+        raise RegisterError(
+            f"run {config.run_id} has no metric {', '.join(missing)}, which register.gate reads (run the evaluate "
+            f"stage first, or fix the rule's metric name; the run has {', '.join(sorted(metrics)) or 'no metrics'})"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "adapter"
+        storage.get_storage().download_dir(config.adapter_uri, folder)
+        (folder / storage.COMPLETE_MARKER).unlink(missing_ok=True)  # the train stage's summary, not the adapter
+        content = adapter_digest(folder)
+        existing = model_registry.model_versions(config.model_name, {lineage.ADAPTER_DIGEST: content})
+        if existing:
+            return _registered_before(existing[0], change_check_tags(config))
+        tags = lineage_tags(config, folder, content) | lineage.metric_tags(metrics)
+        champion = current_champion(config, tags.get(lineage.DATASET_FINGERPRINT, ""))
+        decision = decide(config.gate, metrics, champion)
+        return _register(config, folder, tags, decision)
+
+
+def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decision: Decision) -> RegisterResult:
+    from artlora.generate.pyfunc import PARAMS  # the predict() parameters the logged model takes
+
+    gate_uri = contracts.gate_page_uri(config.adapter_uri)
+    with runs.stage_run("register", config, run_id=config.run_id):
+        source, model_id = model_registry.log_adapter_model(folder, PARAMS)
+        all_tags = {**tags, **gate_tags(decision), lineage.GATE_REPORT_URI: gate_uri}
+        version = model_registry.create_version(config.model_name, source, config.run_id, all_tags, model_id)
+        model_registry.set_alias(config.model_name, decision.alias, version.version)
+        page = gate_html(decision, config.model_name, version.version).encode()
+        runs.log_bytes(page, contracts.GATE_PAGE)
+    storage.get_storage().put_bytes(gate_uri, page, content_type="text/html")
+    log.info("registered %s version %s as %s: %s", config.model_name, version.version, decision.alias, decision.reason)
+    outcomes = lineage.rule_outcomes(all_tags)
+    return RegisterResult(
+        model_name=config.model_name,
+        version=version.version,
+        alias=decision.alias,
+        reason=decision.reason,
+        gate=outcomes,
+        gate_report_uri=gate_uri,
+    )
+
+
+def _registered_before(version: model_registry.Version, tags: dict[str, str]) -> RegisterResult:
+    if tags:  # the same adapter from this source and config: the next change check finds it
+        model_registry.set_version_tags(version.name, version.version, tags)
+    alias = CHAMPION if CHAMPION in version.aliases else version.tags.get(lineage.GATE_DECISION, CHALLENGER)
+    before = version.tags.get(lineage.GATE_REASON, "registered before")
+    reason = f"this adapter is already version {version.version}: {before}"
+    log.info("%s version %s already holds this adapter; not registering it again", version.name, version.version)
+    outcomes = lineage.rule_outcomes(version.tags)
+    gate_uri = version.tags.get(lineage.GATE_REPORT_URI)
+    return RegisterResult(
+        model_name=version.name,
+        version=version.version,
+        alias=alias,
+        reason=reason,
+        gate=outcomes,
+        reused=True,
+        gate_report_uri=gate_uri,
+    )
+
+
+def lineage_tags(config: RegisterConfig, folder: Path, content: str) -> dict[str, str]:
+    """Where the adapter came from: dataset, base model, config, code, adapter files and report."""
+    provenance = read_metadata(folder / DIFFUSERS_FILE)
+    run_tags = runs.run_tags(config.run_id)
+    code = f"artlora {artlora.__version__}"
+    if "mlflow.source.git.commit" in run_tags:
+        code += f" (git {run_tags['mlflow.source.git.commit'][:12]})"
+    report = contracts.report_uri(config.adapter_uri)
+    train_config = provenance.get(contracts.CONFIG_METADATA)
+    tags = {
+        lineage.DATASET_FINGERPRINT: run_tags.get(contracts.DATASET_FINGERPRINT_TAG, ""),
+        lineage.BASE_MODEL: config.base_model,
+        lineage.CONFIG_DIGEST: digest(json.loads(train_config)) if train_config else "",
+        lineage.CODE_VERSION: code,
+        lineage.ADAPTER_URI: config.adapter_uri,
+        lineage.ADAPTER_DIGEST: content,
+        lineage.ADAPTER_STEP: provenance.get(contracts.STEP_METADATA, ""),
+        lineage.REPORT_URI: report if storage.get_storage().exists(report) else "",
+        **change_check_tags(config),
+    }
+    return {key: value for key, value in tags.items() if value}
+
+
+def change_check_tags(config: RegisterConfig) -> dict[str, str]:
+    """The source fingerprint and pipeline config digest a pipeline run passes on (none from a stage run)."""
+    given = {lineage.SOURCE_FINGERPRINT: config.source_fingerprint, lineage.PIPELINE_DIGEST: config.config_digest}
+    return {key: value for key, value in given.items() if value}
