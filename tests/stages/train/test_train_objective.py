@@ -48,13 +48,32 @@ def trainer(prediction_type: str = "epsilon", **changes) -> Trainer:
 def test_min_snr_weights_follow_the_formula(prediction_type):
     scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
     timesteps = torch.tensor([1, 50, 300, 999])
-    ratio = snr(scheduler, timesteps)
+    alpha_bar = scheduler.alphas_cumprod[timesteps]
+    ratio = alpha_bar / (1 - alpha_bar)  # the SNR by its definition, not by the code under test
     weights = min_snr_weights(scheduler, timesteps, gamma=5.0)
     denominator = ratio + 1 if prediction_type == "v_prediction" else ratio
-    torch.testing.assert_close(weights, torch.minimum(ratio, torch.tensor(5.0)) / denominator)
+    torch.testing.assert_close(weights, torch.minimum(ratio, torch.tensor(5.0)) / denominator, rtol=1e-6, atol=0)
     assert ratio[0] > 5 > ratio[-1], "the test covers both sides of gamma"
     if prediction_type == "epsilon":
         assert weights[0] < 1 and weights[-1] == pytest.approx(1.0)  # clean steps down-weighted, noisy ones not
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear"])  # diffusers' default; Stable Diffusion's
+def test_snr_is_diffusers_compute_snr(prediction_type, schedule):
+    """The SNR the min-SNR weights use agrees with diffusers' `compute_snr` (which its training examples weight
+    with) and with its definition, alpha_bar / (1 - alpha_bar), to float32 rounding (measured: 4e-7 at most),
+    at every timestep."""
+    from diffusers.training_utils import compute_snr
+
+    betas = {"beta_start": 0.00085, "beta_end": 0.012} if schedule == "scaled_linear" else {}
+    scheduler = DDPMScheduler(beta_schedule=schedule, prediction_type=prediction_type, **betas)
+    timesteps = torch.arange(scheduler.config.num_train_timesteps)
+    ratio = snr(scheduler, timesteps)
+    alpha_bar = scheduler.alphas_cumprod.double()
+    torch.testing.assert_close(ratio, compute_snr(scheduler, timesteps), rtol=1e-6, atol=0)
+    torch.testing.assert_close(ratio.double(), alpha_bar / (1 - alpha_bar), rtol=1e-6, atol=0)
+    assert ratio.dtype == torch.float32
 
 
 def test_weighted_mse_weights_each_sample_mean():
