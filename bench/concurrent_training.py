@@ -43,6 +43,7 @@ from pathlib import Path
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
+QUIET = 0.1  # CPUs of other work during a run, at most, for the run to count as quiet
 # The train settings of tests/small_configs.py and of configs/demo.yaml, with their views' size in pixels.
 SIZES = {
     "test": {"resolution": 32, "batch_size": 4, "rank": 8, "alpha": 8, "target_modules": ("attention",)},
@@ -235,6 +236,17 @@ def machine() -> dict:
     }
 
 
+def revision() -> str:
+    """The commit measured (with "+changes" when the work tree differs from it)."""
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="test", help="the tests' training or the demo's")
@@ -257,6 +269,7 @@ def main() -> None:
     limits = Limits(f"artlora-bench-{os.getpid()}")
     result = {
         "machine": machine(),
+        "revision": revision(),
         "size": args.size,
         "train": SIZES[args.size],
         "limit": limits.kind,
@@ -281,16 +294,18 @@ def main() -> None:
 
 def ratios(rows: list[dict]) -> dict[str, float]:
     """Each pair's steps/s added up, as a ratio of the alone run's: means over the repeats, and (the cautious
-    figure: the alone run suffers most when another tenant takes a core) of the fastest alone run."""
-    speeds = {}
-    for row in rows:
-        speeds.setdefault(row["variant"], []).append(row["steps_per_s"])
-    alone = speeds.pop("alone")
-    mean = sum(alone) / len(alone)
+    figure) of the fastest alone run; over every run, and over the quiet ones (`_quiet`: other work took at most
+    QUIET CPUs), which are comparable."""
     out = {}
-    for name, values in sorted(speeds.items()):
-        out[f"{name}_vs_alone"] = sum(values) / len(values) / mean
-        out[f"{name}_vs_fastest_alone"] = sum(values) / len(values) / max(alone)
+    for suffix, chosen in (("", rows), ("_quiet", [row for row in rows if row["others_cpu"] <= QUIET])):
+        speeds: dict[str, list[float]] = {}
+        for row in chosen:
+            speeds.setdefault(row["variant"], []).append(row["steps_per_s"])
+        alone = speeds.pop("alone", [])
+        for name, values in sorted(speeds.items()) if alone else ():
+            mean = sum(values) / len(values)
+            out[f"{name}_vs_alone{suffix}"] = mean / (sum(alone) / len(alone))
+            out[f"{name}_vs_fastest_alone{suffix}"] = mean / max(alone)
     return out
 
 
@@ -303,7 +318,7 @@ def print_table(result: dict, out: Path) -> None:
         others = row["others_cpu"]
         print(f"{row['variant']:14} {row['steps_per_s']:6.2f} steps/s   each: {each}   others' CPU {others:.2f}")
     for name, value in result["ratios"].items():
-        print(f"{name:32} {value:5.2f}x")
+        print(f"{name:38} {value:5.2f}x")
     print(f"written to {out}")
 
 
