@@ -2,9 +2,10 @@
 
 A container's CPU limit is a cgroup quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`), not
 a smaller set of cores: the process still sees every core of the node, and torch starts a thread per core. Those
-threads then share the quota and wait on each other at every parallel region (two trainings at once on 2 cores,
-each with 2 threads, made 0.3 steps/s each where one alone made 4.5). So the usable count is the quota rounded up,
-or the cores this process may run on (its affinity: a cpuset, `taskset`), whichever is smaller.
+threads then share the quota and wait on each other at every parallel region (two demo-size trainings under
+1-CPU quotas on 2 cores did at most 0.55x the work of one alone with 2 threads each, 1.36x with one each:
+bench/concurrent_training.md). So the usable count is the quota rounded up, or the cores this process may run on
+(its affinity: a cpuset, `taskset`), whichever is smaller.
 
 `apply()` sets it for the process: the variables OpenMP and MKL read (for torch imported later and for
 subprocesses), and torch's thread counts when torch is already imported. A user's own OMP_NUM_THREADS or
