@@ -76,7 +76,7 @@ def generate(count: int, cache: Path) -> Path:
 
 
 def machine() -> dict:
-    from artlora.stages.ingest.scanning import available_cores
+    from artlora.cpus import usable
 
     model = platform.processor() or "unknown"
     cpuinfo = Path("/proc/cpuinfo")
@@ -84,7 +84,7 @@ def machine() -> dict:
         model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                       if line.startswith("model name")), model)  # fmt: skip
     return {
-        "cores_available": available_cores(),
+        "cores_available": usable(),
         "cpu_model": model,
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -160,12 +160,12 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "artlora-bench-ingest")
     args = parser.parse_args()
 
+    from artlora.cpus import usable
     from artlora.io import services
-    from artlora.stages.ingest.scanning import available_cores
 
     source = generate(args.images, args.cache)
     host = machine()
-    cores = sorted({1, available_cores()})
+    cores = sorted({1, usable()})
     rows = [measure_decode(source, workers) for workers in cores]
     with tempfile.TemporaryDirectory() as work, services.throwaway_seaweedfs(Path(work) / "s3"):
         os.environ["ARTLORA_WORK_DIR"] = work  # a private MLflow store for the benchmark's runs

@@ -11,12 +11,24 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+import session_processes
 
 from artlora.io import services, settings, storage
 
 # Every test's objects go under a prefix of its own in this one bucket: a SeaweedFS bucket is a collection with
 # volumes of its own (about 0.2 s to set up, and a disk holds only so many).
 TEST_BUCKET = "s3://artlora-tests"
+
+
+def pytest_configure(config):
+    """Before any fixture: end what killed sessions left running, mark what this one starts, and let SIGTERM stop
+    it in order (session_processes.py)."""
+    session_processes.begin(os.environ)
+
+
+def pytest_unconfigure(config):
+    """Whatever this session started and did not stop ends with it."""
+    session_processes.finish()
 
 
 @pytest.fixture(scope="session")

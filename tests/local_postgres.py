@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from session_processes import LEFTOVER
 
 from artlora.io.services import free_port_block
 
@@ -61,10 +62,12 @@ def start_cluster() -> PostgresCluster:
     auth = ["--auth=scram-sha-256", f"--pwfile={root}/password"]
     _as_owner(f"{bin_dir}/initdb", "-D", f"{root}/data", "-U", SUPERUSER, *auth)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    _as_owner(f"{bin_dir}/pg_ctl", "-D", f"{root}/data", "-o", options, "-l", f"{root}/log", "-w", "start")
+    start = [f"{bin_dir}/pg_ctl", "-D", f"{root}/data", "-o", options, "-l", f"{root}/log", "-w", "start"]
+    # The server carries its folder in its environment: whoever ends it after a killed session deletes that too.
+    _as_owner(*start, environment={**os.environ, LEFTOVER: str(root)})
     return PostgresCluster(root, bin_dir, port)
 
 
-def _as_owner(*command: str) -> None:
+def _as_owner(*command: str, environment: dict[str, str] | None = None) -> None:
     as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run([*as_owner, *command], check=True, capture_output=True)
+    subprocess.run([*as_owner, *command], check=True, capture_output=True, env=environment)

@@ -120,5 +120,5 @@ def connection(args: argparse.Namespace):
     from artlora.io import settings
     from artlora.pipelines.client import Connection
 
-    namespace = args.namespace or os.environ.get(settings.KFP_NAMESPACE) or None
+    namespace = args.namespace or settings.kfp_namespace()
     return Connection(args.host, namespace, settings.kfp_token(), args.token_file)

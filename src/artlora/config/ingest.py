@@ -71,7 +71,9 @@ class IngestConfig(StageConfig):
     bucket_max_upscale: float = Field(
         1.0, ge=1.0, le=8.0, description="largest factor an image may be enlarged by to fill its bucket"
     )
-    workers: int = Field(0, ge=0, le=256, description="decoding processes; 0 = one per available core")
+    workers: int = Field(
+        0, ge=0, le=256, description="decoding processes; 0 = one per CPU this process may use (cgroup quota, affinity)"
+    )
 
     @field_validator("background")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lpips
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers.training_utils import compute_snr
 
 from artlora.errors import ArtloraError
 
@@ -26,19 +27,14 @@ def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> tor
     )
 
 
-def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at each timestep, in fp32."""
-    alpha_bar = scheduler.alphas_cumprod.to(timesteps.device, torch.float32)[timesteps]
-    return alpha_bar / (1 - alpha_bar)
-
-
 def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     """Per-sample loss weights of min-SNR-gamma (Hang et al., 2023), for the model's prediction type.
 
     The weight on the x0 error is min(SNR, gamma); expressed on the epsilon error that is min(SNR, gamma) / SNR,
-    on the velocity error min(SNR, gamma) / (SNR + 1).
+    on the velocity error min(SNR, gamma) / (SNR + 1). SNR = alpha_bar / (1 - alpha_bar), by diffusers'
+    `compute_snr` (fp32), as diffusers' training examples weight.
     """
-    ratio = snr(scheduler, timesteps)
+    ratio = compute_snr(scheduler, timesteps)
     clipped = ratio.clamp(max=gamma)
     if scheduler.config.prediction_type == "v_prediction":
         return clipped / (ratio + 1)

@@ -81,16 +81,20 @@ class Service:
         self._end(signal.SIGKILL, timeout=30)
 
     def _end(self, signum: int, timeout: float) -> None:
-        members = self.members()
-        for member in members:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.send_signal(signum)
-                member.resume()  # a suspended process (a fault test's SIGSTOP) acts on the signal only once resumed
-        _, left = psutil.wait_procs(members, timeout=timeout)  # this also reaps those this process started
-        for member in left:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
-        psutil.wait_procs(left, timeout=30)
+        end(self.members(), signum, timeout)
+
+
+def end(members: list[psutil.Process], signum: int, timeout: float) -> None:
+    """Send `signum` to every process of `members`, wait up to `timeout` seconds, then kill what is left."""
+    for member in members:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.send_signal(signum)
+            member.resume()  # a suspended process (a fault test's SIGSTOP) acts on the signal only once resumed
+    _, left = psutil.wait_procs(members, timeout=timeout)  # this also reaps those this process started
+    for member in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(left, timeout=30)
 
 
 def spawn(command: list[str], environment: Mapping[str, str], log_path: Path) -> tuple[dict, int]:

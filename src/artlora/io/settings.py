@@ -1,5 +1,5 @@
 """Endpoints, credentials and how long to wait for them, read from the environment only (never from config files
-or the repo).
+or the repo), each group of variables a pydantic-settings model (frozen, each field named by its variable).
 
 Waiting is bounded so that a store or tracking server that went away, or froze, is reported within about a
 minute instead of stalling a run: S3 requests by `S3Limits` (ARTLORA_S3_CONNECT_TIMEOUT, ARTLORA_S3_READ_TIMEOUT,
@@ -10,10 +10,17 @@ where the user has not set them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self, TypeVar
+
+import annotated_types
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from artlora.errors import ArtloraError
 
@@ -46,38 +53,95 @@ class SettingError(ArtloraError):
     """An environment variable artlora reads holds something it cannot use."""
 
 
-def _number(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+class _FromEnvironment(BaseSettings):
+    """A group of environment variables, read when made (`read()`): each field from the variable its alias names,
+    exactly as written (no other case, no .env file); a variable set to "" counts as unset."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True, env_ignore_empty=True)
+
+    @classmethod
+    def read(cls) -> Self:
+        """The variables as set now; SettingError (one line naming the variable) for a value artlora cannot use."""
+        return _read(cls, tuple(os.environ.get(name) for name in _variables(cls)))
+
+
+_Model = TypeVar("_Model", bound=_FromEnvironment)
+
+
+@functools.cache
+def _variables(model: type[_FromEnvironment]) -> tuple[str, ...]:
+    """Every variable name `model` reads."""
+    names = []
+    for info in model.model_fields.values():
+        alias = info.validation_alias
+        names += [str(choice) for choice in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
+    return tuple(names)
+
+
+# Reading is cached by the variables' values: made afresh, a model takes about 0.2 ms, and every
+# `storage.get_storage()` and tracking call reads the store's settings again.
+@functools.lru_cache(maxsize=64)
+def _read(model: type[_Model], values: tuple[str | None, ...]) -> _Model:
     try:
-        value = float(raw)
+        return model()
+    except ValidationError as err:
+        problem = err.errors()[0]
+        cause = problem.get("ctx", {}).get("error")
+        name = ".".join(str(part) for part in problem["loc"])
+        raise SettingError(str(cause) if cause else f"{name}: {problem['msg']}") from None
+
+
+def _number(field: FieldInfo, raw: object) -> object:
+    """A number variable's value, at least its field's `ge`; blanks count as unset. The message names the variable
+    and says how to get the default back."""
+    if not isinstance(raw, str):  # given in code, not read from the environment
+        return raw
+    text = raw.strip()
+    if not text:
+        return field.default
+    minimum = float(next(rule.ge for rule in field.metadata if isinstance(rule, annotated_types.Ge)))  # type: ignore[arg-type]
+    try:
+        value = float(text)
     except ValueError:
         value = minimum - 1
     if value < minimum:
-        raise SettingError(f"{name}={raw!r} must be a number >= {minimum:g} (unset it for the default {default:g})")
-    return value
+        raise ValueError(
+            f"{field.validation_alias}={text!r} must be a number >= {minimum:g} (unset it for the default "
+            f"{field.default:g})"
+        )
+    return int(value) if field.annotation is int else value  # a count given as 2.0 (or 2.7) is 2
 
 
-@dataclass(frozen=True)
-class S3Limits:
+class S3Limits(_FromEnvironment):
     """How long one S3 request may take before it is reported: each try waits at most `connect_timeout` to
     connect and `read_timeout` for each answer; failed tries are repeated `retries` times, after 0, 2, 4, ...
-    times `backoff` seconds."""
+    times `backoff` seconds. `from_env()` reads them; `defaults()` is the shipped values whatever is set."""
 
-    connect_timeout: float = 5.0  # seconds
-    read_timeout: float = 10.0  # seconds without a byte from the store (not the whole transfer)
-    retries: int = 3
-    backoff: float = 0.5  # seconds
+    connect_timeout: float = Field(
+        5.0, ge=0.1, validation_alias=S3_CONNECT_TIMEOUT, description="seconds to wait for a connection, per try"
+    )
+    read_timeout: float = Field(
+        10.0,
+        ge=0.1,
+        validation_alias=S3_READ_TIMEOUT,
+        description="seconds without a byte from the store, per try (not a limit on a whole transfer)",
+    )
+    retries: int = Field(3, ge=0, validation_alias=S3_RETRIES, description="tries after the first one fails")
+    backoff: ClassVar[float] = 0.5  # seconds; not a setting
+
+    @field_validator("connect_timeout", "read_timeout", "retries", mode="before")
+    @classmethod
+    def _parse(cls, raw: object, info: ValidationInfo) -> object:
+        return _number(cls.model_fields[str(info.field_name)], raw)
 
     @classmethod
     def from_env(cls) -> S3Limits:
-        default = cls()
-        return cls(
-            connect_timeout=_number(S3_CONNECT_TIMEOUT, default.connect_timeout, 0.1),
-            read_timeout=_number(S3_READ_TIMEOUT, default.read_timeout, 0.1),
-            retries=int(_number(S3_RETRIES, default.retries, 0)),
-        )
+        return cls.read()
+
+    @classmethod
+    def defaults(cls) -> S3Limits:
+        """The shipped limits, without reading the environment."""
+        return cls.model_construct()
 
     @property
     def worst_case(self) -> float:
@@ -92,6 +156,66 @@ class S3Limits:
         )
 
 
+class S3Variables(_FromEnvironment):
+    """The object store as the environment names it. The AWS names are honoured too, so a cluster's existing
+    MinIO secret can be mounted as it is."""
+
+    endpoint: str | None = Field(
+        None,
+        validation_alias=S3_ENDPOINT,
+        description="the store's URL, http(s)://host:port; unset: none configured (then `demo` and `pipeline run "
+        "--local` use the local services)",
+    )
+    access_key: str = Field(
+        "", validation_alias=AliasChoices(S3_ACCESS_KEY, "AWS_ACCESS_KEY_ID"), repr=False, description="S3 access key"
+    )
+    secret_key: str = Field(
+        "",
+        validation_alias=AliasChoices(S3_SECRET_KEY, "AWS_SECRET_ACCESS_KEY"),
+        repr=False,
+        description="S3 secret key",
+    )
+    region: str = Field(
+        "us-east-1", validation_alias=AliasChoices(S3_REGION, "AWS_DEFAULT_REGION"), description="the store's region"
+    )
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, raw: object) -> object:
+        return (raw.strip() or None) if isinstance(raw, str) else raw
+
+
+class LocalVariables(_FromEnvironment):
+    """Where this machine keeps artlora's files, and the tracking server."""
+
+    work_dir: Path = Field(
+        Path(".artlora"),
+        validation_alias=WORK_DIR,
+        description="local folder for caches, the default MLflow store and downloaded reports",
+    )
+    tracking_uri: str | None = Field(
+        None,
+        validation_alias=TRACKING_URI,
+        description="the MLflow server; unset: a SQLite store in the work folder",
+    )
+
+
+class KfpVariables(_FromEnvironment):
+    """How artlora talks to a Kubeflow Pipelines API when the command line does not say."""
+
+    token: str | None = Field(
+        None, validation_alias=KFP_TOKEN, repr=False, description="bearer token, when no --token-file is given"
+    )
+    namespace: str | None = Field(
+        None, validation_alias=KFP_NAMESPACE, description="multi-user KFP: the profile namespace, when no --namespace"
+    )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, raw: object) -> object:
+        return (raw.strip() or None) if isinstance(raw, str) else raw
+
+
 @dataclass(frozen=True)
 class S3Settings:
     endpoint: str  # "host:port", without the scheme
@@ -99,7 +223,7 @@ class S3Settings:
     access_key: str
     secret_key: str
     region: str
-    limits: S3Limits = field(default_factory=S3Limits)
+    limits: S3Limits = field(default_factory=S3Limits.defaults)
 
     @property
     def url(self) -> str:
@@ -108,25 +232,23 @@ class S3Settings:
 
 def s3_settings() -> S3Settings | None:
     """The configured S3 endpoint, or None (then `demo` and `pipeline run --local` use the local services)."""
-    raw = os.environ.get(S3_ENDPOINT, "").strip()
-    if not raw:
+    variables = S3Variables.read()
+    if variables.endpoint is None:
         return None
-    secure = raw.startswith("https://")
-    endpoint = raw.removeprefix("https://").removeprefix("http://").rstrip("/")
+    raw = variables.endpoint
     return S3Settings(
-        endpoint=endpoint,
-        secure=secure,
-        # The AWS names are honoured too, so a cluster's existing MinIO secret can be mounted as it is.
-        access_key=os.environ.get(S3_ACCESS_KEY) or os.environ.get("AWS_ACCESS_KEY_ID", ""),
-        secret_key=os.environ.get(S3_SECRET_KEY) or os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-        region=os.environ.get(S3_REGION) or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        endpoint=raw.removeprefix("https://").removeprefix("http://").rstrip("/"),
+        secure=raw.startswith("https://"),
+        access_key=variables.access_key,
+        secret_key=variables.secret_key,
+        region=variables.region,
         limits=S3Limits.from_env(),
     )
 
 
 def work_dir(create: bool = True) -> Path:
     """Local folder for caches, the default MLflow store and downloaded reports."""
-    path = Path(os.environ.get(WORK_DIR, ".artlora")).resolve()
+    path = LocalVariables.read().work_dir.resolve()
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
@@ -134,7 +256,7 @@ def work_dir(create: bool = True) -> Path:
 
 def tracking_uri() -> str:
     """MLflow tracking URI: the configured server, else a SQLite store in the work folder."""
-    return os.environ.get(TRACKING_URI) or f"sqlite:///{work_dir() / 'mlflow.db'}"
+    return LocalVariables.read().tracking_uri or f"sqlite:///{work_dir() / 'mlflow.db'}"
 
 
 def mlflow_defaults() -> None:
@@ -161,4 +283,9 @@ def exported(values: Mapping[str, str]) -> Iterator[None]:
 
 def kfp_token() -> str | None:
     """The bearer token for the Kubeflow Pipelines API from the environment, if any."""
-    return os.environ.get(KFP_TOKEN, "").strip() or None
+    return KfpVariables.read().token
+
+
+def kfp_namespace() -> str | None:
+    """The Kubeflow Pipelines profile namespace from the environment, if any."""
+    return KfpVariables.read().namespace

@@ -97,7 +97,7 @@ class Storage:
     def __init__(self, client: Minio, endpoint: str = "", limits: settings.S3Limits | None = None):
         self.client = client
         self.endpoint = endpoint or "the S3 endpoint"
-        self.limits = limits or settings.S3Limits()
+        self.limits = limits or settings.S3Limits.defaults()
         self._buckets: set[str] = set()
 
     # -- single objects -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from artlora import cpus
 from artlora.config import PipelineConfig, with_inputs
 from artlora.errors import ArtloraError
 from artlora.stages.train import run as stage
@@ -67,8 +68,10 @@ def run_train(config: PipelineConfig, **inputs: str) -> stage.TrainResult:
         path.write_text(yaml.safe_dump(data))
         command = launch_command(train.gpus, path)
         log.info("training with %d processes: %s", train.gpus, " ".join(command))
-        # Logs and progress go to stderr, passed through; the first process prints the result on stdout.
-        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+        # Logs and progress go to stderr, passed through; the first process prints the result on stdout. The
+        # processes share this one's CPUs (accelerate would give each one thread, but this process has set them).
+        environment = {**os.environ, **cpus.for_processes(train.gpus)}
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=environment)
     if done.returncode != 0:
         raise LaunchError(
             f"`accelerate launch` of {train.gpus} training processes exited with status {done.returncode} (the "

@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from artlora import contracts
+from artlora import contracts, cpus
 from artlora.config import IngestConfig
 from artlora.data import dataset
 from artlora.data.dataset import Item
@@ -120,7 +120,7 @@ def scan(files: list[SourceFile], config: IngestConfig, store: storage.Storage) 
     settings = scanning.ScanSettings(
         config.background, config.max_pixels, _blobs(config), scan_index.reusable(index, config.max_pixels)
     )
-    workers = min(config.workers or scanning.available_cores(), len(files))
+    workers = min(config.workers or cpus.usable(), len(files))
     scans: dict[str, Scanned] = {}
     new: scan_index.Index = {}
     decoded = 0

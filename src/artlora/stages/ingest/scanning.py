@@ -61,13 +61,6 @@ def blob_uri(blobs: str, sha256: str, image_format: str) -> str:
     return storage.join(blobs, f"{sha256}{BLOB_SUFFIX.get(image_format, '.bin')}")
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this container may use, not what the host has
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
 def scan(files: list[sources.SourceFile], settings: ScanSettings, workers: int) -> Iterator[Scanned]:
     """Scan every file, in completion order, with a progress bar in images/s."""
     jobs = [(file.name, file.uri) for file in files]
