@@ -101,7 +101,7 @@ def trainer(size: dict):
 
     from artlora.config import TrainConfig
     from artlora.data.latents import LatentGroup, LatentSet
-    from artlora.diffusion import tiny
+    from artlora.demo import tiny
     from artlora.stages.train.trainer import Trainer
 
     settings = dict(size)
