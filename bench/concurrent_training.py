@@ -112,7 +112,7 @@ def trainer(size: dict):
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(views, 4, side, side, generator=generator)
     captions = tuple(f"a painting in the style of artlora, study {i}" for i in range(views))
-    group = LatentGroup(latents, torch.randn(views, tokens, width, generator=generator), captions=captions)
+    group = LatentGroup(latents=latents, text=torch.randn(views, tokens, width, generator=generator), captions=captions)
     data = LatentSet((group,), torch.zeros(tokens, width), dataset_fingerprint="bench")
     return Trainer(TrainConfig(storage_root="s3://bench", base_model="tiny", **settings), data, pipe)
 
