@@ -234,7 +234,7 @@ def test_fingerprint_is_stable_and_tracks_every_weight():
 
 
 def test_fingerprint_is_identical_in_another_process():
-    script = "from artlora.diffusion import loading, tiny\n"
+    script = "from artlora.demo import tiny\nfrom artlora.diffusion import loading\n"
     script += "print(loading.module_fingerprint(tiny.build_tiny_sd().text_encoder))"
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == loading.module_fingerprint(tiny.build_tiny_sd().text_encoder)
