@@ -9,9 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from small_configs import small_config_for
 
+from artlora import contracts
 from artlora.io import tracking
 from artlora.orchestration.local import run_local
-from artlora.tasks import search
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_db")]
 
@@ -34,7 +34,7 @@ def test_a_three_trial_grid_registers_only_the_best(bucket, tiny_model_dir, samp
     assert sorted(float(child.data.params["train.learning_rate"]) for child in children) == [0.0001, 0.003, 0.03]
     best = min(children, key=lambda child: child.data.metrics["val_loss_lora"])
     assert versions[0].run_id == best.info.run_id
-    assert parent.data.tags[search.WINNER_TAG] == best.info.run_id
+    assert parent.data.tags[contracts.SEARCH_WINNER_TAG] == best.info.run_id
     assert versions[0].tags["source_fingerprint"] and versions[0].tags["pipeline_config_digest"]
 
     page = Path(outputs["report"]).read_text()
