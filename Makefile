@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # with runpy so that no environment needs to be built first.
 IMAGE = $(shell PYTHONPATH=src $(PYTHON) -c 'import runpy; print(runpy.run_path("components/image.py")["BASE_IMAGE"])')
 
-.PHONY: demo test lint compile image image-name clean
+.PHONY: demo test test-fast lint typecheck compile image image-name clean
 
 # Rebuilt when the dependencies change. pip takes torch and torchvision from this machine's wheel cache.
 $(STAMP): pyproject.toml
@@ -31,10 +31,18 @@ demo: $(STAMP)
 test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest -q
 
+# The quick loop: everything but the end-to-end tests that run whole pipelines (marked slow).
+test-fast: $(STAMP) $(TOOLS_STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint docker/Dockerfile
+
+# mypy over src/ as configured in pyproject.toml ([tool.mypy]).
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 compile: $(STAMP)
 	$(BIN)/artlora pipeline compile --config configs/sd15.yaml --out pipelines/style_lora.yaml
@@ -49,4 +57,4 @@ image-name:
 	@echo $(IMAGE)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .artlora .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .artlora .pytest_cache .ruff_cache .mypy_cache

@@ -226,7 +226,7 @@ class Kfp:
 
     def schedules(self) -> list[Schedule]:
         """Every recurring run (in the namespace, on multi-user KFP)."""
-        found = []
+        found: list[kfp_server_api.V2beta1RecurringRun] = []
         token = ""
         with asking(self.connection, "list recurring runs"):
             while True:

@@ -77,14 +77,14 @@ def print_result(result: object) -> None:
     """A stage's or pipeline's result as JSON on stdout, for scripts (logs go to stderr)."""
     if os.environ.get("RANK", "0") != "0":  # `accelerate launch`: every process has the result; one prints it
         return
-    data = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
+    data = dataclasses.asdict(result) if dataclasses.is_dataclass(result) and not isinstance(result, type) else result
     print(json.dumps(data, indent=2, default=str))
 
 
 def cluster_arguments(parser: argparse.ArgumentParser, local: str = "") -> None:
     """Where the Kubeflow Pipelines API is and who we are there; with `local` (its help), `--local` is the
     alternative to `--host`, and one of them is required."""
-    where = parser
+    where: argparse._ActionsContainer = parser
     if local:
         where = parser.add_mutually_exclusive_group(required=True)
         where.add_argument("--local", action="store_true", help=local)

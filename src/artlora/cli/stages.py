@@ -11,7 +11,8 @@ import typing
 from pydantic import BaseModel
 
 from artlora.cli.common import command, config_arguments, print_result
-from artlora.config import STAGES, PipelineConfig
+from artlora.config import STAGES
+from artlora.config.pipeline import stage_model
 
 SUMMARY = {
     "ingest": "curate raw images into a versioned dataset, every input accounted for",
@@ -54,7 +55,7 @@ def run_stage(args: argparse.Namespace) -> int:
 
 
 def stage_help(stage: str) -> str:
-    model = PipelineConfig.model_fields[stage].annotation
+    model = stage_model(stage)
     return "\n".join(
         [
             f"Run the {stage} stage with the `{stage}:` section of --config; the shared keys at the top of the file",

@@ -24,6 +24,14 @@ class StageConfig(BaseModel):
                     f"pass --set {stage}.{name}=... (the stage before prints it)"
                 )
 
+    def given(self, name: str) -> str:
+        """The value of an input that the pipeline normally fills (`require` names it when it is missing)."""
+        self.require(name)
+        value = getattr(self, name)
+        if not isinstance(value, str):
+            raise TypeError(f"{type(self).__name__}.{name} is not a string input: {value!r}")
+        return value
+
 
 StorageRoot = Field(
     description="s3:// prefix under which datasets/, cache/ and runs/ are kept", pattern=r"^s3://[a-z0-9.-]{3,}"

@@ -51,7 +51,7 @@ class _Pipeline(BaseModel):
                 section = {}
             if not isinstance(section, dict):
                 continue  # an already-built stage model, or a wrong type pydantic will name
-            fields = PipelineConfig.model_fields[stage].annotation.model_fields
+            fields = stage_model(stage).model_fields
             shared = {k: data[k] for k in SHARED_KEYS if k in data and k in fields}
             data[stage] = {**shared, **section}
         return data
@@ -76,6 +76,14 @@ class _Pipeline(BaseModel):
         if not value.strip():
             raise ValueError("must name a base model")
         return value
+
+
+def stage_model(stage: str) -> type[BaseModel]:
+    """The config model of a stage's section (`stage` is one of STAGES)."""
+    model = PipelineConfig.model_fields[stage].annotation
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"PipelineConfig.{stage} is not a stage section: {model}")
+    return model
 
 
 def _first(err: ValidationError) -> str:

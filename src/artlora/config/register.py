@@ -65,6 +65,13 @@ class GateRule(BaseModel):
         return [name for name in ("over_champion", "over_base", "min", "max") if getattr(self, name) is not None]
 
     @property
+    def metric_name(self) -> str:
+        """The metric a metric rule checks (every rule but a no_memorisation one has one)."""
+        if self.metric is None:
+            raise ValueError("a no_memorisation rule checks no metric of its own")
+        return self.metric
+
+    @property
     def metrics(self) -> tuple[str, ...]:
         """Every run metric the rule reads."""
         if self.no_memorisation:

@@ -31,6 +31,7 @@ class LatentGroup:
         dropout); None for SD 1.x/2.x groups, whose UNet takes none."""
         if self.pooled is None:
             return None
+        assert self.time_ids is not None  # an SDXL group has both
         return {"text_embeds": self.pooled[rows] if pooled is None else pooled, "time_ids": self.time_ids[rows]}
 
 

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -346,7 +347,7 @@ def _build(out: Path, recipe: dict, progress: Callable[[str], None]) -> dict:
         recon = vae.decode(_encode(vae, held_vae)).sample
     mse = F.mse_loss(recon, held_vae).item()
     held_latents = _encode(vae, _pixels(held_images)) / std
-    record = {
+    record: dict[str, Any] = {
         "recipe_digest": recipe_digest(recipe),
         "recipe": recipe,
         "vae_heldout_psnr_db": 10 * math.log10(4 / mse),  # pixels in [-1, 1]: peak-to-peak 2

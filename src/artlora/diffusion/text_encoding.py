@@ -9,7 +9,9 @@ and the second encoder's pooled, projected output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -17,7 +19,9 @@ import torch
 @dataclass(frozen=True)
 class TextEncoders:
     tokenizers: tuple
-    encoders: tuple[torch.nn.Module, ...]
+    # transformers text models (CLIPTextModel, CLIPTextModelWithProjection), or DDP around them in the trainer's
+    # forward copy; transformers is not typed for mypy here (pyproject.toml)
+    encoders: tuple[Any, ...]
 
     @classmethod
     def of(cls, pipe) -> TextEncoders:
@@ -38,7 +42,7 @@ class TextEncoders:
         layers = self.encoders[index].config.num_hidden_layers
         return layers - 1 if self.sdxl and index == 0 else layers
 
-    def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, ...]:
+    def tokenize(self, captions: Sequence[str]) -> tuple[torch.Tensor, ...]:
         """Token ids [captions, model length] per tokenizer, padded and truncated as the pipelines do."""
         return tuple(
             tokenizer(

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 from urllib.parse import urlsplit
 
 from artlora.io import services, settings
@@ -101,8 +102,8 @@ def up(s3_port: int | None = None, mlflow_port: int | None = None, backend_store
             _end_leftovers(tracking)
             backend = backend_store_uri or f"sqlite:///{folder() / 'mlflow.db'}"
             port = _port(mlflow_port, MLFLOW_PORT, DEFAULT_MLFLOW_PORT)
-            handle = services.start_mlflow(backend, ARTIFACTS, _s3(store, keys), folder() / f"{TRACKING}.log", port)
-            _remember(TRACKING, handle, where=_without_password(backend))
+            server = services.start_mlflow(backend, ARTIFACTS, _s3(store, keys), folder() / f"{TRACKING}.log", port)
+            _remember(TRACKING, server, where=_without_password(backend))
             started.append(TRACKING)
     return started
 
@@ -145,7 +146,7 @@ def exports() -> dict[str, str]:
 def ui_urls() -> dict[str, str]:
     """Where a browser shows the MLflow runs and models, and the store's objects (SeaweedFS's filer)."""
     store, tracking = _running()
-    return {TRACKING: tracking.url, STORE: f"{_handle(store).filer_url}/buckets/"}
+    return {TRACKING: tracking.url, STORE: f"{_store_handle(store).filer_url}/buckets/"}
 
 
 def ensure() -> list[str]:
@@ -203,7 +204,7 @@ def _remember(name: str, handle: services.Service, where: str) -> Record:
     return record
 
 
-def _alive(record: Record | None) -> bool:
+def _alive(record: Record | None) -> TypeGuard[Record]:
     return record is not None and _handle(record).alive()
 
 
@@ -227,10 +228,18 @@ def _record(name: str) -> Record | None:
 
 def _handle(record: Record) -> services.Service:
     """A handle on a recorded server (running or not), as its starter had."""
-    fields = (record.url, record.pid, record.create_time, record.token, Path(record.log), tuple(record.ports))
     if record.name == STORE:
-        return services.SeaweedFS(STORE, *fields, data_dir=Path(record.where), credentials=credentials())
-    return services.Service(TRACKING, *fields)
+        return _store_handle(record)
+    return services.Service(TRACKING, *_fields(record))
+
+
+def _store_handle(record: Record) -> services.SeaweedFS:
+    return services.SeaweedFS(STORE, *_fields(record), data_dir=Path(record.where), credentials=credentials())
+
+
+def _fields(record: Record) -> tuple[str, int, float, str, Path, tuple[int, ...]]:
+    """A Service's fields after its name, from the record."""
+    return (record.url, record.pid, record.create_time, record.token, Path(record.log), tuple(record.ports))
 
 
 def _s3(store: Record, keys: services.Credentials) -> settings.S3Settings:

@@ -48,7 +48,8 @@ def _version(entity: ModelVersion) -> Version:
     return Version(
         name=entity.name,
         version=str(entity.version),
-        source=entity.source,
+        # MLflow requires a source to create a version; its entity types the field Optional (default None).
+        source=entity.source,  # type: ignore[arg-type]
         run_id=entity.run_id or None,
         tags=dict(entity.tags or {}),
         aliases=tuple(sorted(entity.aliases or ())),

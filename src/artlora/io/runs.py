@@ -32,8 +32,11 @@ def _experiment_id(name: str, storage_root: str | None) -> str:
         location = storage.join(storage_root, "mlflow", name)
     try:
         return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another stage created it meanwhile
-        return client.get_experiment_by_name(name).experiment_id
+    except MlflowException:  # another stage created it meanwhile; if not, the error stands
+        created = client.get_experiment_by_name(name)
+        if created is None:
+            raise
+        return created.experiment_id
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:

@@ -12,6 +12,7 @@ naming the endpoint and the object (MissingObjectError when the object or bucket
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import json
@@ -111,8 +112,14 @@ class Storage:
     ) -> None:
         bucket, key = self._writable(uri)
         with self._asking("write", uri):
+            # minio types metadata dict[str, str | list[str] | tuple[str]], only reading it: a dict[str, str] is one
             self.client.put_object(
-                bucket, key, io.BytesIO(data), len(data), content_type=content_type, metadata=metadata
+                bucket,
+                key,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type,
+                metadata=metadata,  # type: ignore[arg-type]
             )
 
     def get_bytes(self, uri: str) -> bytes:
@@ -184,7 +191,7 @@ class Storage:
             for obj in self.client.list_objects(bucket, prefix=key, recursive=True):
                 yield ObjectInfo(f"s3://{bucket}/{obj.object_name}", obj.size or 0, (obj.etag or "").strip('"'))
 
-    def upload_dir(self, local_dir: str | Path, prefix_uri: str) -> list[str]:
+    def upload_dir(self, local_dir: str | Path, prefix_uri: str) -> builtins.list[str]:  # `list` is a method here
         local_dir = Path(local_dir)
         uris = []
         for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
@@ -275,11 +282,12 @@ def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = PARALLEL) 
         futures = [pool.submit(fn, item) for item in items]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         # Of the calls failed by now, the earliest item's error: the same message on every run where it can be.
-        failed = next((future for future in futures if future in done and future.exception() is not None), None)
+        errors = (future.exception() for future in futures if future in done)
+        failed = next((error for error in errors if error is not None), None)
         if failed is not None:
             for future in futures:
                 future.cancel()
-            raise failed.exception()
+            raise failed
         return [future.result() for future in futures]
 
 

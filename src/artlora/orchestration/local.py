@@ -59,9 +59,10 @@ def run_local(config: PipelineConfig, search: bool = False) -> dict[str, object]
         suffix = "-search" if search else ""
         path = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}{suffix}.html"
         report = str(storage.get_storage().get_file(str(outputs["report_uri"]), path))
-    result = {**outputs, **_trained(outputs), "tracking_uri": tracking.configure(), "report": report}
-    if result["tracking_uri"].startswith(("http://", "https://")):  # a tracking server: its UI shows the version
-        result["mlflow_ui"] = f"{result['tracking_uri']}/#/models/{outputs['model_name']}/versions/{outputs['version']}"
+    tracking_uri = tracking.configure()
+    result = {**outputs, **_trained(outputs), "tracking_uri": tracking_uri, "report": report}
+    if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its UI shows the version
+        result["mlflow_ui"] = f"{tracking_uri}/#/models/{outputs['model_name']}/versions/{outputs['version']}"
     return {**result, "seconds": round(time.monotonic() - started, 1)}
 
 

@@ -48,17 +48,14 @@ def resolve(text: str) -> model_registry.Version:
             f"no registered model {reference.name!r} in MLflow at {settings.tracking_uri()} "
             f"(registered: {', '.join(known) or 'none'}; `artlora models list` shows them)"
         )
-    if reference.alias:
-        if reference.alias not in aliases:
-            have = ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items())) or "none"
-            raise RegistryError(f"model {reference.name!r} has no alias {reference.alias!r} (its aliases: {have})")
-        return model_registry.model_version(reference.name, aliases[reference.alias])
-    if reference.version:
-        found = model_registry.model_version(reference.name, reference.version)
-        if found is None:
-            raise RegistryError(
-                f"model {reference.name!r} has no version {reference.version} ({_versions(reference.name)})"
-            )
+    if reference.alias and reference.alias not in aliases:
+        have = ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items())) or "none"
+        raise RegistryError(f"model {reference.name!r} has no alias {reference.alias!r} (its aliases: {have})")
+    number = aliases[reference.alias] if reference.alias else reference.version
+    if number:
+        found = model_registry.model_version(reference.name, number)
+        if found is None:  # also an alias whose version was deleted since the aliases were read
+            raise RegistryError(f"model {reference.name!r} has no version {number} ({_versions(reference.name)})")
         return found
     versions = model_registry.model_versions(reference.name)
     if not versions:

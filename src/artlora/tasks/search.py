@@ -31,8 +31,9 @@ def trials(config: PipelineConfig) -> list[dict[str, Any]]:
     """Each trial's train settings that differ from `train:`: every combination, or `draws` of them."""
     space = config.search.space()
     combinations = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
-    if config.search.strategy == "random" and config.search.draws < len(combinations):
-        chosen = sorted(random.Random(config.seed).sample(range(len(combinations)), config.search.draws))
+    draws = config.search.draws  # set exactly when the strategy is random (SearchConfig)
+    if draws is not None and draws < len(combinations):
+        chosen = sorted(random.Random(config.seed).sample(range(len(combinations)), draws))
         combinations = [combinations[index] for index in chosen]
     return combinations
 
@@ -80,7 +81,7 @@ class Winner:
 
 def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
     run = runs.get_run(run_id)
-    metric = config.register.ranking_rule.metric
+    metric = config.register.ranking_rule.metric_name
     if metric not in run.data.metrics or contracts.ADAPTER_URI_TAG not in run.data.tags:
         raise SearchError(
             f"trial run {run_id} has no {metric!r} metric or no adapter (the first metric rule of register.gate "
@@ -102,7 +103,7 @@ def pick(config: PipelineConfig, parent_run_id: str, run_ids: list[str]) -> Winn
     """The best trial by the gate's first metric rule; every trial is named in MLflow and compared on the summary page,
     which goes to the parent run (`search/summary.html`) and to the object store."""
     rule = config.register.ranking_rule
-    metric = rule.metric
+    metric = rule.metric_name
     reports = [_trial(config, run_id, number) for number, run_id in enumerate(run_ids, start=1)]
     best = (min if rule.direction == "lower" else max)(reports, key=lambda report: report.metrics[metric])
     for report in reports:

@@ -52,7 +52,7 @@ def _grid(trial: TrialReport) -> str:
 
 def summary_html(config: PipelineConfig, trials: list[TrialReport], winner: TrialReport) -> str:
     rule = config.register.ranking_rule
-    metric = rule.metric
+    metric = rule.metric_name
     header = "".join(f"<th>{name}</th>" for name in METRICS)
     rows = "".join(_row(trial, winner) for trial in trials)
     return f"""<!doctype html>

@@ -20,6 +20,7 @@ import io
 import logging
 import tempfile
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 from diffusers import DDPMScheduler
@@ -72,7 +73,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     loading.check_reference(config.base_model)
     clip_metrics.check_reference(config.clip_model)
     tracking.check()
-    data, heldout = validation_data(config.cache_uri), real_images(config)
+    data, heldout = validation_data(config.given("cache_uri")), real_images(config)
     pipe = loading.load_pipeline(config.base_model)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -80,7 +81,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     base = sides.measure(pipe, scheduler, data, config, heldout.prompts)
     vae_floor = [painting.through_vae(pipe.vae, heldout.images[style][0]) for style in heldout.styles]
     with tempfile.TemporaryDirectory() as adapter_dir:
-        storage.get_storage().download_dir(config.adapter_uri, adapter_dir)
+        storage.get_storage().download_dir(config.given("adapter_uri"), adapter_dir)
         load_adapter(pipe, adapter_file(adapter_dir))  # LoRA dropout off: it would blur the measure
     data = read_by_adapter(pipe, data)  # encoded again if the adapter trained the text encoder(s) too
     lora = sides.measure(pipe, scheduler, data, config, heldout.prompts)
@@ -106,7 +107,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
         metrics["style_hits_lora"],
         len(heldout.styles),
     )
-    report_uri = storage.join(contracts.evaluation_folder(config.adapter_uri), contracts.REPORT)
+    report_uri = storage.join(contracts.evaluation_folder(config.given("adapter_uri")), contracts.REPORT)
     return EvaluateResult(
         report_uri=report_uri,
         val_loss_base=base.loss.loss,
@@ -118,7 +119,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
 
 def real_images(config: EvaluateConfig) -> Heldout:
     """The dataset's held-out and training images per style, at the evaluation's resolution."""
-    index = storage.get_storage().get_json(config.cache_uri)
+    index = storage.get_storage().get_json(config.given("cache_uri"))
     real = painting.dataset_images(index["dataset_uri"], config.resolution, config.images_per_style)
     images = real.get("val") or real["train"]  # validation_data warned already when there is no split
     return Heldout(
@@ -130,9 +131,24 @@ def real_images(config: EvaluateConfig) -> Heldout:
     )
 
 
+class StyleMatrices(TypedDict):
+    """report.Evidence's fields that style_matrices measures."""
+
+    reference: dict[str, np.ndarray]
+    floor: dict[str, np.ndarray]
+    unit: dict[str, float]
+
+
+class Memorisation(TypedDict):
+    """report.Evidence's fields that memorisation measures."""
+
+    painted: np.ndarray
+    nearest: Nearest
+
+
 def style_matrices(
     config: EvaluateConfig, heldout: Heldout, painted: tuple[Side, ...], vae_floor: list[np.ndarray]
-) -> dict[str, object]:
+) -> StyleMatrices:
     """Style distances of each side's images (into its `matrices`), of the real training images (the reference:
     what learning the styles looks like) and of held-out images through the VAE alone (the floor), to every
     style's held-out images; and the unit each measure counts in."""
@@ -143,7 +159,7 @@ def style_matrices(
     for side in painted:
         side.matrices = distance.matrices([side.by_style[style] for style in styles], columns)
     floor = distance.matrices(vae_floor, columns)
-    return {"reference": reference, "floor": floor, "unit": scales(reference)}
+    return StyleMatrices(reference=reference, floor=floor, unit=scales(reference))
 
 
 def strength_sweep(pipe, config: EvaluateConfig, heldout: Heldout, base: Side, lora: Side) -> dict[float, np.ndarray]:
@@ -159,7 +175,7 @@ def strength_sweep(pipe, config: EvaluateConfig, heldout: Heldout, base: Side, l
     }
 
 
-def memorisation(config: EvaluateConfig, heldout: Heldout, lora: Side) -> dict[str, np.ndarray | Nearest]:
+def memorisation(config: EvaluateConfig, heldout: Heldout, lora: Side) -> Memorisation:
     """The LoRA's images, in style order, each with its nearest training image (every one of them compared, read
     a chunk at a time)."""
     painted = np.concatenate([lora.by_style[style] for style in heldout.styles])
@@ -169,7 +185,7 @@ def memorisation(config: EvaluateConfig, heldout: Heldout, lora: Side) -> dict[s
         config.memorisation_pixel_distance,
         config.memorisation_hash_bits,
     )
-    return {"painted": painted, "nearest": nearest}
+    return Memorisation(painted=painted, nearest=nearest)
 
 
 def collect_metrics(ev: report.Evidence) -> dict[str, float]:
@@ -206,7 +222,7 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
 
 def publish(config: EvaluateConfig, metrics: dict[str, float], html: str, grid: Image.Image) -> None:
     """The report, the grid and the metrics beside the adapter (`<run>/eval/`), and to the training's run."""
-    store, folder = storage.get_storage(), contracts.evaluation_folder(config.adapter_uri)
+    store, folder = storage.get_storage(), contracts.evaluation_folder(config.given("adapter_uri"))
     grid_png = _png(grid)
     store.put_bytes(storage.join(folder, contracts.GRID), grid_png, content_type="image/png")
     store.put_json(storage.join(folder, contracts.EVALUATION_METRICS), metrics)
@@ -226,6 +242,6 @@ def _png(image: Image.Image) -> bytes:
 def training_summary(config: EvaluateConfig) -> dict:
     """The training's curve (loss, validation loss, learning rate by step) from its MLflow run, and the summary
     its completion marker holds (steps, the step whose adapter was kept, early stopping)."""
-    completed = storage.get_storage().completion(config.adapter_uri)
-    curves = {name: runs.metric_history(config.run_id, name) for name in ("loss", "val_loss", "lr")}
+    completed = storage.get_storage().completion(config.given("adapter_uri"))
+    curves = {name: runs.metric_history(config.given("run_id"), name) for name in ("loss", "val_loss", "lr")}
     return {"completed": completed, "curves": curves}

@@ -71,7 +71,7 @@ class StyleDistance:
 
 def combined(matrices: dict[str, np.ndarray], scales: dict[str, float]) -> np.ndarray:
     """Colour and texture distances added, each in units of its scale (see `scales`)."""
-    return sum(matrices[m] / scales[m] for m in MEASURES)
+    return np.sum([matrices[m] / scales[m] for m in MEASURES], axis=0)
 
 
 def scales(reference: dict[str, np.ndarray]) -> dict[str, float]:

@@ -74,7 +74,10 @@ def curate(files: list[SourceFile], scanned: dict[str, Scanned], config: IngestC
     passed: list[Candidate] = []
     for file in sorted(files, key=lambda f: f.name):
         verdict = judge(file, scanned.get(file.name), config, blobs)
-        (passed if isinstance(verdict, Candidate) else out.rejections).append(verdict)
+        if isinstance(verdict, Candidate):
+            passed.append(verdict)
+        else:
+            out.rejections.append(verdict)
     passed = _drop_exact_duplicates(passed, out)
     passed = _resolve_near_duplicates(passed, config, out)
     kept, over = split.cap_per_style(passed, config.max_per_style, config.seed)
@@ -104,6 +107,7 @@ def judge(file: SourceFile, scan: Scanned | None, config: IngestConfig, blobs: s
         problem = "caption_missing", caption
     if problem is not None:
         return Rejection(file.name, *problem, file.style, blob)
+    assert bucket is not None and not isinstance(caption, str)  # either would have been a problem above
     return Candidate(file=file, sha256=scan.sha256, outcome=outcome, caption=caption, bucket=bucket, blob=blob)
 
 

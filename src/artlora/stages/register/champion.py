@@ -37,7 +37,7 @@ def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | Non
     if theirs == fingerprint:
         return Champion(version.version, metrics, f"evaluated on the same held-out data (dataset {fingerprint[:12]})")
     other = f"evaluated on other held-out data (dataset {theirs[:12] or 'unknown'}, this version's {fingerprint[:12]})"
-    settings = runs.load_run_json(config.run_id, EVALUATE_CONFIG)
+    settings = runs.load_run_json(config.given("run_id"), EVALUATE_CONFIG)
     if not config.cache_uri or settings is None:
         missing = "register.cache_uri is not set" if not config.cache_uri else f"the run has no {EVALUATE_CONFIG}"
         return Champion(version.version, metrics, f"{other}; not measured again ({missing}), so not like for like")
@@ -54,7 +54,7 @@ def remeasure(version: model_registry.Version, config: RegisterConfig, settings:
     """The champion adapter's held-out losses on this version's validation data, as evaluate measured them."""
     base_model = version.tags.get(lineage.BASE_MODEL) or config.base_model
     log.info("measuring champion version %s again on %s", version.version, config.cache_uri)
-    data = validation_data(config.cache_uri)
+    data = validation_data(config.given("cache_uri"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = model_registry.download_version(version, tmp)
         pipe = loading.load_pipeline(base_model)

@@ -62,15 +62,15 @@ def describe(rule: GateRule) -> str:
 def check(rule: GateRule, metrics: Mapping[str, float], champion: Champion | None) -> Outcome:
     if rule.no_memorisation:
         return _memorisation(metrics)
-    value = metrics.get(rule.metric)
+    value = metrics.get(rule.metric_name)
     if value is None:
         return Outcome(describe(rule), False, f"the run has no metric {rule.metric}")
     results = [_bounds(rule, value)] if rule.min is not None or rule.max is not None else []
-    if rule.over_base is not None:
+    if rule.over_base is not None and rule.base_metric is not None:  # they go together (GateRule)
         base = metrics.get(rule.base_metric)
         results.append(_over(f"{rule.base_metric} (base model)", base, rule.direction, value, rule.over_base))
     if rule.over_champion is not None:
-        results.append(_over_champion(rule, value, champion))
+        results.append(_over_champion(rule, value, champion, rule.over_champion))
     return Outcome(describe(rule), all(ok for ok, _ in results), "; ".join(text for _, text in results))
 
 
@@ -92,16 +92,16 @@ def _over(name: str, reference: float | None, direction: str, value: float, marg
     return ok, f"{value:.6g} vs {name} {reference:.6g}: {_percent(gain)} (needs {needs})"
 
 
-def _over_champion(rule: GateRule, value: float, champion: Champion | None) -> tuple[bool, str]:
+def _over_champion(rule: GateRule, value: float, champion: Champion | None, margin: float) -> tuple[bool, str]:
     if champion is None:
         return True, "no champion yet"
-    reference = champion.metrics.get(rule.metric)
+    reference = champion.metrics.get(rule.metric_name)
     if reference is None:
         return False, (
             f"champion version {champion.version} has no {rule.metric} to compare with (compare them yourself and "
             "`artlora models promote` the better one)"
         )
-    return _over(f"champion v{champion.version}", reference, rule.direction, value, rule.over_champion)
+    return _over(f"champion v{champion.version}", reference, rule.direction, value, margin)
 
 
 def _bounds(rule: GateRule, value: float) -> tuple[bool, str]:

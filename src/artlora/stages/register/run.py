@@ -54,7 +54,7 @@ class RegisterResult:
 
 def run(config: RegisterConfig) -> RegisterResult:
     config.require("adapter_uri", "run_id")
-    metrics = runs.run_metrics(config.run_id)
+    metrics = runs.run_metrics(config.given("run_id"))
     missing = [name for name in config.gate_metrics if name not in metrics and name != MEMORISATION_METRIC]
     if missing:
         raise RegisterError(
@@ -63,7 +63,7 @@ def run(config: RegisterConfig) -> RegisterResult:
         )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "adapter"
-        storage.get_storage().download_dir(config.adapter_uri, folder)
+        storage.get_storage().download_dir(config.given("adapter_uri"), folder)
         (folder / storage.COMPLETE_MARKER).unlink(missing_ok=True)  # the train stage's summary, not the adapter
         content = adapter_digest(folder)
         existing = model_registry.model_versions(config.model_name, {lineage.ADAPTER_DIGEST: content})
@@ -78,11 +78,11 @@ def run(config: RegisterConfig) -> RegisterResult:
 def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decision: Decision) -> RegisterResult:
     from artlora.generate.pyfunc import PARAMS  # the predict() parameters the logged model takes
 
-    gate_uri = contracts.gate_page_uri(config.adapter_uri)
+    gate_uri = contracts.gate_page_uri(config.given("adapter_uri"))
     with runs.stage_run("register", config, run_id=config.run_id):
         source, model_id = model_registry.log_adapter_model(folder, PARAMS)
         all_tags = {**tags, **gate_tags(decision), lineage.GATE_REPORT_URI: gate_uri}
-        version = model_registry.create_version(config.model_name, source, config.run_id, all_tags, model_id)
+        version = model_registry.create_version(config.model_name, source, config.given("run_id"), all_tags, model_id)
         model_registry.set_alias(config.model_name, decision.alias, version.version)
         page = gate_html(decision, config.model_name, version.version).encode()
         runs.log_bytes(page, contracts.GATE_PAGE)
@@ -122,11 +122,11 @@ def _registered_before(version: model_registry.Version, tags: dict[str, str]) ->
 def lineage_tags(config: RegisterConfig, folder: Path, content: str) -> dict[str, str]:
     """Where the adapter came from: dataset, base model, config, code, adapter files and report."""
     provenance = read_metadata(folder / DIFFUSERS_FILE)
-    run_tags = runs.run_tags(config.run_id)
+    run_tags = runs.run_tags(config.given("run_id"))
     code = f"artlora {artlora.__version__}"
     if "mlflow.source.git.commit" in run_tags:
         code += f" (git {run_tags['mlflow.source.git.commit'][:12]})"
-    report = contracts.report_uri(config.adapter_uri)
+    report = contracts.report_uri(config.given("adapter_uri"))
     train_config = provenance.get(contracts.CONFIG_METADATA)
     tags = {
         lineage.DATASET_FINGERPRINT: run_tags.get(contracts.DATASET_FINGERPRINT_TAG, ""),

@@ -36,6 +36,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from peft.tuners.lora import LoraLayer
@@ -43,6 +44,9 @@ from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from artlora.diffusion.architecture import is_sdxl
+
+if TYPE_CHECKING:  # Any to mypy (pyproject.toml): its config and peft_config are read here
+    from diffusers import ModelMixin
 
 PREFIX = "lora_unet_"
 ADAPTER = "default"  # the adapter name add_adapter gives when none is passed
@@ -220,7 +224,7 @@ def text_encoder_state_dict(name: str, encoder: torch.nn.Module, sdxl: bool) -> 
 _SGM_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
 
 
-def architecture(unet: torch.nn.Module, prediction_type: str) -> tuple[str, str]:
+def architecture(unet: ModelMixin, prediction_type: str) -> tuple[str, str]:
     """(kohya's ss_base_model_version, the model spec's architecture) of the base model."""
     if is_sdxl(unet):
         return "sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora"
@@ -232,7 +236,7 @@ def architecture(unet: torch.nn.Module, prediction_type: str) -> tuple[str, str]
     return "sd_v1", "stable-diffusion-v1/lora"
 
 
-def kohya_metadata(unet: torch.nn.Module, prediction_type: str, title: str) -> dict[str, str]:
+def kohya_metadata(unet: ModelMixin, prediction_type: str, title: str) -> dict[str, str]:
     """The `ss_*` and `modelspec.*` entries that the UIs read to show and check a LoRA."""
     config = unet.peft_config[ADAPTER]
     version, arch = architecture(unet, prediction_type)

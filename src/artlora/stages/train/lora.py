@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -26,6 +27,10 @@ from artlora import contracts
 from artlora.config import ConfigError, TrainConfig
 from artlora.diffusion.adapters import read_metadata
 from artlora.diffusion.architecture import is_sdxl
+
+if TYPE_CHECKING:  # both mix in peft's adapter methods (add_adapter, peft_config); Any to mypy (pyproject.toml)
+    from diffusers import ModelMixin
+    from transformers import PreTrainedModel
 
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
 
@@ -52,7 +57,7 @@ def lora_config(config: TrainConfig, targets: Iterable[str] | None = None, layer
     limits a text encoder's adapter to its first transformer layers."""
     return LoraConfig(
         r=config.rank,
-        lora_alpha=config.alpha,
+        lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft types it int; a float scales as well (alpha / r)
         lora_dropout=config.dropout,
         use_dora=config.use_dora,
         # B starts at zero, so step 0 is exactly the base model.
@@ -63,7 +68,7 @@ def lora_config(config: TrainConfig, targets: Iterable[str] | None = None, layer
     )
 
 
-def add_lora(unet: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Parameter]:
+def add_lora(unet: ModelMixin, config: TrainConfig) -> list[torch.nn.Parameter]:
     """Freeze the UNet, attach a LoRA adapter, and return the adapter's trainable parameters."""
     unet.requires_grad_(False)
     try:
@@ -74,7 +79,7 @@ def add_lora(unet: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Parame
 
 
 def add_text_encoder_lora(
-    encoder: torch.nn.Module, config: TrainConfig, layers: int | None = None
+    encoder: PreTrainedModel, config: TrainConfig, layers: int | None = None
 ) -> list[torch.nn.Parameter]:
     """Freeze a CLIP text encoder, attach LoRA to the attention projections of its first `layers` transformer
     layers (all by default), return the trainable parameters."""
@@ -100,14 +105,12 @@ def load_adapter_state(parts: Parts, state: Mapping[str, torch.Tensor]) -> None:
     for name, module in parts.items():
         prefix = name + "."
         own = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-        result = set_peft_model_state_dict(module, own)
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(
-                f"checkpoint does not match the {name} adapter: unexpected keys {result.unexpected_keys[:3]}"
-            )
+        unexpected = getattr(set_peft_model_state_dict(module, own), "unexpected_keys", None)
+        if unexpected:
+            raise ValueError(f"checkpoint does not match the {name} adapter: unexpected keys {unexpected[:3]}")
 
 
-def adapter_metadata(module: torch.nn.Module) -> dict:
+def adapter_metadata(module: ModelMixin | PreTrainedModel) -> dict:
     """The peft LoraConfig as diffusers stores it (JSON-able: sets become sorted lists), without dropout:
     diffusers attaches the loaded LoRA layers in training mode, so a dropout rate here would drop activations
     in every image generated afterwards, even in an eval-mode pipeline."""

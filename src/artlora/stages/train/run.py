@@ -94,8 +94,8 @@ def run(config: TrainConfig) -> TrainResult:
         return TrainResult(adapter_uri=adapter_uri, resumed_from=None, **published(store, adapter_uri))
 
     processes = process_group()
-    data = load_split(config.cache_uri, "train")
-    val_data = validation_data(config.cache_uri) if config.eval_every else None
+    data = load_split(config.given("cache_uri"), "train")
+    val_data = validation_data(config.given("cache_uri")) if config.eval_every else None
     with processes.main_process_first():  # the first process downloads an s3:// base model, the others reuse it
         pipe = loading.load_pipeline(config.base_model)
     trainer = Trainer(config, data, pipe, processes)
@@ -110,6 +110,7 @@ def run(config: TrainConfig) -> TrainResult:
     with tracked(trainer, run_id, tags) as run_id:
         progress = train_loop(trainer, store, root, start, run_id, val_data, stopper)
         if processes.is_main_process:
+            assert run_id is not None  # the first process tracks the run (`tracked`)
             publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
     processes.wait_for_everyone()  # every process returns what the first one published
     resumed_from = resume.step if resume else None
@@ -165,7 +166,7 @@ def train_loop(
     store: storage.Storage,
     root: str,
     start: int,
-    run_id: str,
+    run_id: str | None,  # the MLflow run, which only the first process needs (it checkpoints)
     val_data: LatentSet | None = None,
     stopper: EarlyStopping | None = None,
 ) -> Progress:
@@ -183,7 +184,7 @@ def train_loop(
     )
     done, stop = start, False
     for step in progress:
-        lr = trainer.schedule.get_last_lr()[0]  # the rate this step uses
+        lr = float(trainer.schedule.get_last_lr()[0])  # the rate this step uses
         meter.add(step + 1, trainer.step(step), lr)
         done, val_loss = step + 1, None
         if val_data is not None and (done % config.eval_every == 0 or done == config.max_steps):
@@ -199,6 +200,7 @@ def train_loop(
             log.info("early stopping at step %d: best validation loss %.5f at step %s", done, *_best(stopper))
             break
         if main and done % config.checkpoint_every == 0 and done < config.max_steps:
+            assert run_id is not None  # the first process tracks the run (`tracked`)
             checkpoint(trainer, store, root, done, run_id, stopper, val_loss)
     return Progress(done, meter.flush(), stop)
 
@@ -275,7 +277,7 @@ def publish(
     with the run's summary (what `published` reads back)."""
     config = trainer.config
     adapter_step = progress.steps
-    if stopper.best_adapter is not None:
+    if stopper.best_adapter is not None and stopper.best_step is not None:  # set together
         lora.load_adapter_state(trainer.parts, stopper.best_adapter)
         adapter_step = stopper.best_step
     best_val = None if stopper.best_step is None else stopper.best_loss

@@ -22,9 +22,9 @@ the captions' token ids (caption dropout then swaps in the empty caption's ids) 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
@@ -48,6 +48,9 @@ from artlora.diffusion.text_encoding import TextEncoders
 from artlora.stages.train import lora
 from artlora.stages.train.errors import TrainError
 from artlora.stages.train.sampling import epoch_batches, sampler_position, seed_for_dropout, step_generator
+
+if TYPE_CHECKING:  # Any to mypy (pyproject.toml)
+    from diffusers import ModelMixin
 
 PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -106,10 +109,12 @@ class Trainer:
         self._epoch: tuple[int, list] = (-1, [])
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.unet, unet_params = self._adapted_unet(pipe.unet)
+        self.text_encoders: TextEncoders | None
+        text_params: list[torch.nn.Parameter]
         self.text_encoders, text_params = self._adapted_text_encoders(pipe) if config.train_text_encoder else (None, [])
         self.forward, self.text_forward, self.synced = self._distributed()
         self.params = unet_params + text_params
-        groups = [{"params": unet_params}]
+        groups: list[dict[str, Any]] = [{"params": unet_params}]
         if text_params:
             groups.append({"params": text_params, "lr": config.text_encoder_learning_rate or config.learning_rate})
         self.optimizer = torch.optim.AdamW(
@@ -118,7 +123,7 @@ class Trainer:
         self.schedule = make_schedule(self.optimizer, config)
         # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.perceptual = None
+        self.perceptual: PerceptualLoss | None = None
         if config.perceptual_weight > 0:
             vae = pipe.vae.to(self.device).requires_grad_(False).eval()
             if self.dtype is not None:
@@ -127,7 +132,7 @@ class Trainer:
                 vae, config.perceptual_net, config.perceptual_backbone, config.perceptual_scale
             ).to(self.device)
 
-    def _adapted_unet(self, unet: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    def _adapted_unet(self, unet: ModelMixin) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
         """Attach LoRA in fp32 on the CPU (the same init everywhere), then move; frozen weights get the dtype."""
         if self.config.channels_last:
             # Before LoRA is attached: peft's DoRA reshapes its conv weights with .view(), which needs them
@@ -168,7 +173,7 @@ class Trainer:
                 if not param.requires_grad:
                     param.data = param.data.to(self.dtype)
 
-    def _distributed(self) -> tuple[torch.nn.Module, TextEncoders | None, list[torch.nn.Module]]:
+    def _distributed(self) -> tuple[Callable[..., Any], TextEncoders | None, list[torch.nn.Module]]:
         """What the step calls: the UNet (compiled if asked) and the text encoders, each in DDP when there are
         several processes (DDP averages their gradients); and the DDP modules among them."""
         unet = self._wrapped(self.unet)
@@ -204,6 +209,7 @@ class Trainer:
 
     def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Caption states through the adapted text encoder(s), as validation reads them (CPU, fp32)."""
+        assert self.text_encoders is not None, "only a run that trains the text encoders reads captions through them"
         with self.autocast():
             return self.text_encoders.encode_captions(captions)
 
@@ -283,6 +289,7 @@ class Trainer:
         if dropped is not None:
             text = torch.where(dropped.view(-1, 1, 1), self.data.empty_text.to(text.dtype), text)
             if pooled is not None:  # SDXL: the pooled embedding is dropped with the caption
+                assert self.data.empty_pooled is not None  # an SDXL latent set has the empty caption's
                 pooled = torch.where(dropped.view(-1, 1), self.data.empty_pooled.to(pooled.dtype), pooled)
         return {"ids": None, "text": text, "pooled": pooled}
 
@@ -316,6 +323,7 @@ class Trainer:
         with self.autocast():
             text, pooled = batch.text, batch.pooled
             if batch.ids is not None:
+                assert self.text_forward is not None  # token ids come only with trained text encoders
                 text, pooled = self.text_forward.encode(batch.ids)
             added = batch.group.added_cond(batch.rows, pooled)  # SDXL's pooled embeds and time ids; else None
             output = self.forward(noisy, batch.timesteps, text, added_cond_kwargs=added).sample
@@ -331,6 +339,7 @@ class Trainer:
     def _add_perceptual(self, loss, metrics, batch, noisy, output) -> torch.Tensor:
         config = self.config
         chosen = perceptual_subset(batch.cpu_timesteps, config.perceptual_max_timestep, config.perceptual_batch)
+        assert self.perceptual is not None  # asked for only when there is one (`step`)
         if len(chosen):
             chosen, timesteps = self.to_device(chosen), batch.timesteps
             x0 = predicted_x0(self.noise_scheduler, noisy[chosen], output[chosen], timesteps[chosen])
