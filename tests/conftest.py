@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -29,6 +30,24 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     """Whatever this session started and did not stop ends with it."""
     session_processes.finish()
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uris_end_with_the_test():
+    """artlora's tracking.configure sets MLflow's process-wide tracking and registry URIs (and their variables,
+    which subprocesses inherit): without this, a client made in a later test without a registry URI of its own
+    asks an earlier test's server, long gone."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    if "mlflow" in sys.modules:  # nothing to reset in a test that never loaded it
+        mlflow = sys.modules["mlflow"]
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
