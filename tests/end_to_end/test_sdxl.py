@@ -101,7 +101,7 @@ def test_augment_caches_pooled_embeds_and_time_ids_for_sdxl(sdxl_config, sdxl_ca
 
     pipe = loading.load_pipeline(sdxl_config.base_model)
     data = load_split(sdxl_cache, "train")
-    assert data.sdxl and data.empty_pooled.shape == (pipe.text_encoder_2.config.projection_dim,)
+    assert data.architecture == "sdxl" and data.empty_pooled.shape == (pipe.text_encoder_2.config.projection_dim,)
     group = data.groups[0]
     assert group.pooled.shape == (len(group), 32) and group.time_ids.shape == (len(group), 6)
     assert group.text.shape[1:] == (77, 64)  # both encoders' states, concatenated
