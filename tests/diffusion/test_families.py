@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from artlora.config import TrainConfig
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.demo import tiny, tiny_transformers
-from artlora.diffusion import families
+from artlora.diffusion import families, loading
 from artlora.diffusion.families import flow
 from artlora.diffusion.heldout import heldout_loss
 from artlora.stages.train import kohya, lora
@@ -125,6 +125,17 @@ def test_sd3_without_t5_caches_zeros_in_its_place():
     assert not rows[0]["hidden"][77:].any() and with_t5[0]["hidden"][77:].any()
     torch.testing.assert_close(rows[0]["hidden"][:77], with_t5[0]["hidden"][:77])
     torch.testing.assert_close(rows[0]["pooled"], with_t5[0]["pooled"])
+
+
+def test_sd3_without_t5_loads_without_it(tmp_path):
+    folder = tiny.save_tiny(tmp_path / "sd3", "sd3")
+    options = families.TextOptions(max_t5_length=T5_LENGTH, t5=False)
+    light, full = loading.load_pipeline(str(folder), text=options), loading.load_pipeline(str(folder))
+    assert light.text_encoder_3 is None and full.text_encoder_3 is not None
+    family = families.named("sd3")
+    assert family.text_identity(light, options) == family.text_identity(full, options)  # the same cache either way
+    rows, again = (family.text_encoders(pipe, options).states(["a cat"]) for pipe in (light, full))
+    torch.testing.assert_close(rows[0]["hidden"], again[0]["hidden"])
 
 
 def latent_set(name: str, pipe) -> LatentSet:

@@ -255,11 +255,15 @@ def _readable_single_file_family(ref: str, source: str) -> families.Family:
         ) from err
 
 
-def _load_single_file(ref: str, source: str, revision: str | None, torch_dtype: torch.dtype):
+def _load_single_file(
+    ref: str, source: str, revision: str | None, torch_dtype: torch.dtype, text: families.TextOptions
+):
     family = _readable_single_file_family(ref, source)
     cls = family.pipeline_class()
     config = _single_file_config(ref, source, family)
-    options = dict(config=config, revision=revision, dtype=torch_dtype, use_safetensors=True, **family.load_options())
+    options = dict(
+        config=config, revision=revision, dtype=torch_dtype, use_safetensors=True, **family.load_options(text)
+    )
     try:
         pipe = cls.from_single_file(source, **options)
     except Exception as err:
@@ -288,15 +292,21 @@ def _has_meta(module: torch.nn.Module) -> bool:
     return any(tensor.is_meta for tensor in (*module.parameters(), *module.buffers()))
 
 
-def load_pipeline(ref: str, revision: str | None = None, torch_dtype: torch.dtype = torch.float32) -> Any:
-    """Load the pipeline of any family (`diffusion.families`), without safety checker, from any reference above."""
-    source = local_model_path(ref)
+def load_pipeline(
+    ref: str,
+    revision: str | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+    text: families.TextOptions | None = None,
+) -> Any:
+    """Load the pipeline of any family (`diffusion.families`), without safety checker, from any reference above;
+    `text` may leave out an encoder the captions will not use (SD 3.5's T5 with `t5=False`)."""
+    source, text = local_model_path(ref), text or families.TextOptions()
     if _is_single_file(source):
-        return _load_single_file(ref, source, revision, torch_dtype)
+        return _load_single_file(ref, source, revision, torch_dtype, text)
     # diffusers deprecated `torch_dtype` for `dtype`; the parameter keeps the name the ecosystem knows.
     try:
         family = _family(source, revision)
-        options = dict(revision=revision, dtype=torch_dtype, use_safetensors=True, **family.load_options())
+        options = dict(revision=revision, dtype=torch_dtype, use_safetensors=True, **family.load_options(text))
         return family.pipeline_class().from_pretrained(source, **options)
     except Exception as err:
         known = ", ".join(family.label for family in families.FAMILIES.values())

@@ -75,8 +75,8 @@ class Family:
         """Whether a denoiser (UNet or transformer) is this family's."""
         raise NotImplementedError
 
-    def load_options(self) -> dict[str, Any]:
-        """Extra keyword arguments of from_pretrained / from_single_file."""
+    def load_options(self, text: TextOptions = NO_OPTIONS) -> dict[str, Any]:
+        """Extra keyword arguments of from_pretrained / from_single_file (`text`: encoders that may stay out)."""
         return {}
 
     # -- captions ------------------------------------------------------------------------------------------

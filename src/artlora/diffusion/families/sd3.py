@@ -81,6 +81,10 @@ class SD3(FlowFamily):
     def owns(self, denoiser: torch.nn.Module) -> bool:
         return isinstance(denoiser, SD3Transformer2DModel)
 
+    def load_options(self, text: TextOptions = NO_OPTIONS) -> dict[str, Any]:
+        # Without T5 its 4.7B parameters are not even loaded: what `t5: false` saves while caching.
+        return {} if text.t5 else {"text_encoder_3": None, "tokenizer_3": None}
+
     def text_encoders(self, pipe, options: TextOptions = NO_OPTIONS) -> TextEncoders:
         t5 = options.t5 and pipe.text_encoder_3 is not None
         length = options.max_t5_length or DEFAULT_T5_LENGTH

@@ -86,7 +86,7 @@ def run(config: AugmentConfig) -> AugmentResult:
     store = storage.get_storage()
     dataset_uri = config.given("dataset_uri")
     items, background = dataset.load_items(dataset_uri), dataset.load_background(dataset_uri)
-    pipe = loading.load_pipeline(config.base_model)
+    pipe = loading.load_pipeline(config.base_model, text=text_options(config))
     vae_id = cache_keys.vae_identity(pipe.vae)
     text_id = cache_keys.pipeline_text_identity(pipe, text_options(config))
     cache = storage.join(config.storage_root, "cache")
