@@ -19,6 +19,7 @@ from artlora.demo import tiny, tiny_transformers
 from artlora.diffusion import families, loading
 from artlora.diffusion.families import flow
 from artlora.diffusion.heldout import heldout_loss
+from artlora.diffusion.vae import decode_latents, encode_latents
 from artlora.stages.train import kohya, lora
 from artlora.stages.train.trainer import DeviceModel, Trainer
 
@@ -176,6 +177,24 @@ def test_a_few_training_steps_lower_the_heldout_loss(name):
         trainer.step(step)
     after = measure()
     assert after < 0.9 * before, (before, after)
+
+
+def test_the_perceptual_term_decodes_the_flow_x0_through_the_shifted_vae(name):
+    """Training latents are (mean - shift) * scale; the perceptual term must decode them back to what the VAE
+    decodes from its own mean, and add a finite LPIPS term to a flow-matching step."""
+    pipe = BUILD[name]()
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        mean = pipe.vae.encode(pixels).latent_dist.mean
+        direct = pipe.vae.decode(mean).sample.clamp(-1, 1)
+        through = decode_latents(pipe.vae, encode_latents(pipe.vae, pixels))
+    assert pipe.vae.config.shift_factor  # the test covers a shifted VAE
+    torch.testing.assert_close(through, direct, atol=1e-5, rtol=1e-5)
+    config = {"perceptual_weight": 0.5, "perceptual_net": "squeeze", "perceptual_backbone": "random"}
+    trainer, _ = trained(name, 0, **config)
+    loss, metrics = trainer.loss(0, with_perceptual=True)
+    assert torch.isfinite(loss) and "loss_perceptual" in metrics
+    assert loss.item() == pytest.approx(metrics["loss_mse"].item() + 0.5 * metrics["loss_perceptual"].item())
 
 
 def test_the_wrong_familys_cache_is_refused(name):
