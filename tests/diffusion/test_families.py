@@ -13,7 +13,7 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift as diffusers_
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 from safetensors.torch import load_file
 
-from artlora.config import TrainConfig
+from artlora.config import ConfigError, TrainConfig
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.demo import tiny, tiny_transformers
 from artlora.diffusion import families, loading
@@ -212,6 +212,21 @@ def test_a_resumed_run_takes_the_steps_of_an_uninterrupted_one(name):
     assert expected.keys() == got.keys()
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value)
+
+
+def test_settings_of_the_other_objective_are_refused_not_ignored():
+    flow_setting = TrainConfig(storage_root="s3://tests", base_model="x", timestep_density="mode")
+    with pytest.raises(ConfigError, match="train.timestep_density: a flow-matching setting"):
+        families.named("sdxl").check_config(flow_setting)
+    families.named("sdxl").check_config(
+        TrainConfig.model_validate(flow_setting.model_dump() | {"timestep_density": "logit_normal"})
+    )
+    with pytest.raises(ConfigError, match="train.min_snr_gamma"):
+        families.named("sd3").check_config(TrainConfig(storage_root="s3://tests", base_model="x", min_snr_gamma=5.0))
+    with pytest.raises(ConfigError, match="train.train_text_encoder"):
+        families.named("flux").check_config(
+            TrainConfig(storage_root="s3://tests", base_model="x", train_text_encoder=True)
+        )
 
 
 def test_the_wrong_familys_cache_is_refused(name):
