@@ -119,9 +119,12 @@ class TrainConfig(StageConfig):
         description="recompute the denoiser's (UNet or transformer) activations in the backward pass: less GPU "
         "memory, about 30% slower",
     )
-    channels_last: bool = Field(False, description="UNet in channels-last memory layout (faster convolutions on GPU)")
+    channels_last: bool = Field(
+        False, description="denoiser in channels-last memory layout (faster convolutions on GPU: UNet families)"
+    )
     torch_compile: bool = Field(
-        False, description="torch.compile the UNet (GPU; the first steps of each latent size compile, then faster)"
+        False,
+        description="torch.compile the denoiser (GPU; the first steps of each latent size compile, then faster)",
     )
     gpus: int = Field(
         1,

@@ -1,4 +1,4 @@
-"""Train: a LoRA adapter on the UNet from cached latents, resumable from the object store.
+"""Train: a LoRA adapter on the denoiser (UNet or transformer) from cached latents, resumable from the object store.
 
 A run lives under `<storage_root>/runs/<key>/`, the key hashing the resolved config (cache included), so the
 same command started again finds the run's checkpoints and continues. Every step's randomness is derived from

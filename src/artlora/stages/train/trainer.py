@@ -142,7 +142,7 @@ class Trainer:
         return denoiser, [param for param in denoiser.parameters() if param.requires_grad]
 
     def _adapted_text_encoders(self, pipe: Any) -> tuple[TextEncoders, list[torch.nn.Parameter]]:
-        """LoRA on the text encoder(s) as on the UNet (fp32 on the CPU, then moved), and every view's token ids
+        """LoRA on the text encoder(s) as on the denoiser (fp32 on the CPU, then moved), and every view's token ids
         on the device, per latent group, beside the empty caption's."""
         encoders, params = self.family.text_encoders(pipe), []
         targets = self.family.text_encoder_targets
