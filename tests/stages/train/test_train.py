@@ -19,7 +19,8 @@ from safetensors.torch import load
 
 from artlora.config import TrainConfig, with_inputs
 from artlora.demo import tiny
-from artlora.diffusion.losses import PerceptualLoss, diffusion_target, predicted_x0
+from artlora.diffusion.families.unet import diffusion_target, predicted_x0
+from artlora.diffusion.losses import PerceptualLoss
 from artlora.io import storage, tracking
 from artlora.stages.train import checkpoints
 from artlora.stages.train import run as train

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from artlora.data import dataset, images
+from artlora.diffusion import families
 from artlora.io import storage
 
 
@@ -68,7 +69,7 @@ def training_images(dataset_uri: str, size: int, chunk: int = 256) -> Iterator[n
 def paint(pipe, prompts: list[str], seeds: list[int], config, lora_scale: float | None = None) -> np.ndarray:
     """One image per (prompt, seed) pair, uint8 [n, size, size, 3]. `lora_scale` sets the loaded adapter's
     strength for these images only."""
-    extra = {} if lora_scale is None else {"cross_attention_kwargs": {"scale": lora_scale}}
+    extra = families.of(pipe).paint_arguments(lora_scale)
     out = []
     for start in range(0, len(prompts), 8):  # a few at a time: bounded memory on large models
         batch = slice(start, start + 8)

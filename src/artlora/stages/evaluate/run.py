@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 import numpy as np
-from diffusers import DDPMScheduler
 from PIL import Image
 
 from artlora import contracts
 from artlora.config import EvaluateConfig
 from artlora.data.latent_cache import validation_data
-from artlora.diffusion import loading
+from artlora.diffusion import families, loading
 from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapter
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import runs, storage, tracking
@@ -75,7 +74,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     tracking.check()
     data, heldout = validation_data(config.given("cache_uri")), real_images(config)
     pipe = loading.load_pipeline(config.base_model)
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    scheduler = families.of(pipe).training_scheduler(pipe)
     pipe.set_progress_bar_config(disable=True)
 
     base = sides.measure(pipe, scheduler, data, config, heldout.prompts)

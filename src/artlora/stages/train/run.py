@@ -1,4 +1,4 @@
-"""Train: a LoRA adapter on the UNet from cached latents, resumable from the object store.
+"""Train: a LoRA adapter on the denoiser (UNet or transformer) from cached latents, resumable from the object store.
 
 A run lives under `<storage_root>/runs/<key>/`, the key hashing the resolved config (cache included), so the
 same command started again finds the run's checkpoints and continues. Every step's randomness is derived from
@@ -38,7 +38,7 @@ from artlora.stages.train.early_stopping import EarlyStopping
 from artlora.stages.train.errors import TrainError
 from artlora.stages.train.kohya import UnsupportedAdapterError, save_kohya
 from artlora.stages.train.sampling import sampler_position
-from artlora.stages.train.trainer import DeviceUNet, Trainer, process_group
+from artlora.stages.train.trainer import DeviceModel, Trainer, process_group
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def validate(trainer: Trainer, data: LatentSet) -> float:
         if trainer.text_encoders is not None:  # the captions as the adapted text encoders now read them
             data = data.reencoded(trainer.encode_captions)
         config = trainer.config
-        return heldout_loss(DeviceUNet(trainer), trainer.noise_scheduler, data, config.eval_timesteps, config.seed)
+        model, scheduler = DeviceModel(trainer), trainer.noise_scheduler
+        return heldout_loss(trainer.family, model, scheduler, data, config.eval_timesteps, config.seed)
 
 
 def run(config: TrainConfig) -> TrainResult:
@@ -308,9 +309,9 @@ def published(store: storage.Storage, adapter_uri: str) -> dict:
 
 def _save_kohya(trainer: Trainer, path: Path, metadata: dict[str, str]) -> str | None:
     try:
-        encoders = {name: part for name, part in trainer.parts.items() if name != "unet"}
-        prediction = trainer.noise_scheduler.config.prediction_type
-        save_kohya(trainer.unet, path, prediction, metadata, text_encoders=encoders or None)
+        encoders = {name: part for name, part in trainer.parts.items() if part is not trainer.denoiser}
+        prediction = trainer.noise_scheduler.config.get("prediction_type", "flow")
+        save_kohya(trainer.denoiser, path, prediction, metadata, text_encoders=encoders or None)
     except UnsupportedAdapterError as err:
         log.warning("no kohya-layout file: %s", err)
         return None
