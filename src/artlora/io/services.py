@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from artlora.io import settings, storage
+from artlora.io import service_security, settings, storage
 from artlora.io.processes import (  # noqa: F401 (LOOPBACK, ServiceError, answers: part of this module's API)
     LOOPBACK,
     Service,
@@ -214,6 +214,18 @@ def throwaway_seaweedfs(data_dir: str | Path) -> Iterator[SeaweedFS]:
 # -- MLflow --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class MlflowServer(Service):
+    """A `mlflow server` that lets in only users it knows (MLflow's basic-auth app); `admin` may do everything."""
+
+    admin: service_security.Login | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point MLflow's client (and artlora) at this server, logged in as its admin."""
+        login = self.admin.environment() if self.admin else {}
+        return {settings.TRACKING_URI: self.url, **login}
+
+
 def start_mlflow(
     backend_store_uri: str,
     artifacts_destination: str,
@@ -221,12 +233,16 @@ def start_mlflow(
     log_path: str | Path,
     port: int | None = None,
     timeout: float = 180,
-) -> Service:
-    """Start `mlflow server` on loopback and wait until it answers /health.
+    admin: service_security.Login | None = None,
+    auth_dir: str | Path | None = None,
+) -> MlflowServer:
+    """Start `mlflow server` on loopback with MLflow's basic authentication and wait until it answers /health.
 
     Runs and models go to `backend_store_uri` (sqlite:///FILE, or postgresql://USER@HOST:PORT/DB with the
     password in PGPASSWORD); artifacts go through the server to `artifacts_destination` (s3://BUCKET/PREFIX) on
-    the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server."""
+    the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server.
+    Its users live in `auth_dir` (default: `<log_path>.auth/`, beside the log); `admin` (default: generated) is
+    created there by the first start and must be given again for a restart on the same folder."""
     port = port or free_port_block(1)
     check_free("MLflow", (port,))
     bucket, _ = storage.parse_uri(artifacts_destination)
@@ -235,6 +251,7 @@ def start_mlflow(
         client.make_bucket(bucket)
     command = [
         sys.executable, "-m", "mlflow", "server",
+        "--app-name", "basic-auth",
         "--host", LOOPBACK,
         "--port", str(port),
         "--workers", "1",
@@ -244,9 +261,13 @@ def start_mlflow(
         # MLflow 3 refuses requests whose Host header it does not know; a browser may send either name.
         "--allowed-hosts", f"{LOOPBACK}:{port},localhost:{port}",
     ]  # fmt: skip
-    environment = {**os.environ, **client_environment(s3), **MLFLOW_ENVIRONMENT}
     log_path = Path(log_path)
+    admin = admin or service_security.Login.generate()
+    auth_dir = Path(auth_dir) if auth_dir else log_path.with_name(f"{log_path.name}.auth")
+    auth = service_security.mlflow_auth_environment(auth_dir, admin)
+    environment = {**os.environ, **client_environment(s3), **MLFLOW_ENVIRONMENT, **auth}
     spawned, log_start = spawn(command, environment, log_path)
-    service = Service("MLflow", f"http://{LOOPBACK}:{port}", **spawned, log_path=log_path, ports=(port,))
+    url = f"http://{LOOPBACK}:{port}"
+    service = MlflowServer("MLflow", url, **spawned, log_path=log_path, ports=(port,), admin=admin)
     wait_healthy(service, timeout, log_start)
     return service
