@@ -115,9 +115,10 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(s3_endpoint, postgres, tmp_path_factory) -> services.Service:
+def mlflow_server(s3_endpoint, postgres, tmp_path_factory) -> services.MlflowServer:
     """One `mlflow server` for the session, as in production: runs and models in PostgreSQL, artifacts through
-    the server into SeaweedFS (s3://mlflow-server/artifacts). Its registry is shared: give models unique names."""
+    the server into SeaweedFS (s3://mlflow-server/artifacts), every request authenticated (its admin login in
+    `.admin`). Its registry is shared: give models unique names."""
     log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
     backend = postgres.create_database("tracking")
     server = services.start_mlflow(backend, "s3://mlflow-server/artifacts", settings.s3_settings(), log)
@@ -127,8 +128,9 @@ def mlflow_server(s3_endpoint, postgres, tmp_path_factory) -> services.Service:
 
 @pytest.fixture
 def tracking_server(mlflow_server, monkeypatch) -> str:
-    """This test tracks to the session's MLflow server (MLFLOW_TRACKING_URI); its URL."""
-    monkeypatch.setenv(settings.TRACKING_URI, mlflow_server.url)
+    """This test tracks to the session's MLflow server (MLFLOW_TRACKING_URI, logged in as its admin); its URL."""
+    for key, value in mlflow_server.environment().items():
+        monkeypatch.setenv(key, value)
     return mlflow_server.url
 
 
@@ -137,7 +139,8 @@ def work_dir(tmp_path, monkeypatch) -> Path:
     """Each test gets its own work folder (local caches, SQLite MLflow store)."""
     path = tmp_path / "work"
     monkeypatch.setenv("ARTLORA_WORK_DIR", str(path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
     return path
 
 
@@ -226,7 +229,7 @@ def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory) ->
     from artlora.stages.train import run as train
 
     work = tmp_path_factory.mktemp("style-run")
-    environment = {settings.TRACKING_URI: mlflow_server.url, settings.WORK_DIR: str(work)}
+    environment = {**mlflow_server.environment(), settings.WORK_DIR: str(work)}
     with mock.patch.dict(os.environ, environment):
         config = small_config_for(f"{TEST_BUCKET}/style-run", tiny_model_dir, sample_folder, "train.alpha=32")
         dataset = ingest.run(config.ingest)

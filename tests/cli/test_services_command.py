@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from service_environment import CLIENT_VARIABLES, free_ports, without_services
 
@@ -58,18 +59,27 @@ def test_up_starts_both_and_prints_what_other_tools_need(env):
     assert variables["MLFLOW_TRACKING_URI"] == mlflow_url and f"MLflow UI: {mlflow_url}" in result.stderr
     assert variables["ARTLORA_S3_ENDPOINT"] == variables["MLFLOW_S3_ENDPOINT_URL"]
     assert variables["ARTLORA_S3_SECRET_KEY"] == variables["AWS_SECRET_ACCESS_KEY"]
-    # The REST API lists experiments; the UI's page and its script are served.
-    listed = requests.get(f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=10", timeout=30)
+    # With the exported login, the REST API lists experiments and the UI's page and its script are served;
+    # without it, nothing but the health check.
+    login = (variables["MLFLOW_TRACKING_USERNAME"], variables["MLFLOW_TRACKING_PASSWORD"])
+    search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=10"
+    listed = requests.get(search, auth=login, timeout=30)
     assert listed.status_code == 200 and [e["name"] for e in listed.json()["experiments"]] == ["Default"]
-    page = requests.get(f"{mlflow_url}/", timeout=30)
+    assert requests.get(search, timeout=30).status_code == 401
+    assert requests.get(search, auth=("admin", "guessed"), timeout=30).status_code == 401
+    assert requests.get(f"{mlflow_url}/", timeout=30).status_code == 401
+    page = requests.get(f"{mlflow_url}/", auth=login, timeout=30)
     assert page.status_code == 200 and "<title>MLflow</title>" in page.text
     script = re.search(r'src="(static-files/static/js/main\.[0-9a-f]+\.js)"', page.text).group(1)
-    assert requests.get(f"{mlflow_url}/{script}", timeout=30).status_code == 200
+    assert requests.get(f"{mlflow_url}/{script}", auth=login, timeout=30).status_code == 200
     # Only the user may read what the services keep, the keys above all.
     assert stat.S_IMODE(folder(env).stat().st_mode) == 0o700
     for name in ("credentials.env", "seaweedfs.json", "mlflow.json", "seaweedfs.log", "mlflow.log", "mlflow.db"):
         assert stat.S_IMODE((folder(env) / name).stat().st_mode) == 0o600, name
-    assert variables["ARTLORA_S3_SECRET_KEY"] in (folder(env) / "credentials.env").read_text()
+    for name in ("auth.ini", "auth.db", "flask-secret-key"):
+        assert stat.S_IMODE((folder(env) / "mlflow-auth" / name).stat().st_mode) == 0o600, name
+    credentials = (folder(env) / "credentials.env").read_text()
+    assert variables["ARTLORA_S3_SECRET_KEY"] in credentials and variables["MLFLOW_TRACKING_PASSWORD"] in credentials
 
 
 def test_up_again_leaves_them_as_they_are(env):
@@ -82,9 +92,16 @@ def test_up_again_leaves_them_as_they_are(env):
     assert all(f"pid {pid} " in result.stderr for pid in pids.values())
 
 
-def test_other_commands_find_the_running_services_without_exports(env):
+def logged_in(variables: dict[str, str], monkeypatch) -> MlflowClient:
+    """An MLflow client of this process on the exported server, with the exported login."""
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, variables[key])
+    return MlflowClient(variables["MLFLOW_TRACKING_URI"])
+
+
+def test_other_commands_find_the_running_services_without_exports(env, monkeypatch):
     variables = exports(artlora(env, "services", "up").stdout)
-    client = MlflowClient(variables["MLFLOW_TRACKING_URI"])
+    client = logged_in(variables, monkeypatch)
     client.create_registered_model("found-style")
     client.create_model_version("found-style", "s3://artlora/runs/x/adapter")
 
@@ -94,7 +111,28 @@ def test_other_commands_find_the_running_services_without_exports(env):
     assert [row["model"] for row in json.loads(listed.stdout)] == ["found-style"]
 
 
-def test_objects_and_runs_survive_down_and_up(env):
+def test_a_read_only_user_reads_the_registry_and_changes_nothing(env, monkeypatch):
+    variables = exports(artlora(env, "services", "up").stdout)
+    added = artlora(env, "services", "add-user", "viewer", "--read-only")
+    assert added.returncode == 0, added.stderr
+    viewer = exports(added.stdout)
+    assert viewer["MLFLOW_TRACKING_USERNAME"] == "viewer" and viewer["MLFLOW_TRACKING_PASSWORD"]
+
+    listed = artlora({**env, **viewer}, "models", "list", "--json")  # registry lookups need no write rights
+    assert listed.returncode == 0, listed.stderr
+    assert "found-style" in listed.stdout
+    client = logged_in({**variables, **viewer}, monkeypatch)
+    with pytest.raises(MlflowException, match="Permission denied"):
+        client.set_registered_model_alias("found-style", "champion", "1")
+    assert client.get_registered_model("found-style").aliases == {}
+    again = artlora(env, "services", "add-user", "viewer")
+    assert again.returncode == 2 and again.stderr == (
+        "artlora services add-user: error: MLflow refused to add the user 'viewer': RESOURCE_ALREADY_EXISTS: User "
+        "(username=viewer) already exists.\n"
+    )
+
+
+def test_objects_and_runs_survive_down_and_up(env, monkeypatch):
     variables = exports(artlora(env, "services", "up").stdout)
     s3 = settings.S3Settings(
         variables["ARTLORA_S3_ENDPOINT"].removeprefix("http://"),
@@ -104,7 +142,7 @@ def test_objects_and_runs_survive_down_and_up(env):
         "us-east-1",
     )
     storage.Storage(storage.client_for(s3)).put_bytes("s3://artlora/kept/a.txt", b"kept")
-    client = MlflowClient(variables["MLFLOW_TRACKING_URI"])
+    client = logged_in(variables, monkeypatch)
     run_id = client.create_run(client.create_experiment("survivor")).info.run_id
     client.log_metric(run_id, "loss", 0.5)
     client.log_text(run_id, "<p>report</p>", "eval/report.html")  # through the server into SeaweedFS

@@ -142,7 +142,8 @@ def test_tracking_stopped_mid_train_and_the_rerun_ends_as_undisturbed(
     artifacts = storage.join(small_config.storage_root, "mlflow-artifacts")
     server = services.start_mlflow(backend, artifacts, store_server.settings(), log)
     port = int(server.url.rsplit(":", 1)[1])
-    monkeypatch.setenv(settings.TRACKING_URI, server.url)
+    for key, value in server.environment().items():
+        monkeypatch.setenv(key, value)
     config = written_config(small_config, tmp_path, **STEPS)
     root = train.run_uri(with_inputs(small_config.train, cache_uri=cache_uri, **STEPS))
     store = storage.get_storage()
@@ -152,7 +153,7 @@ def test_tracking_stopped_mid_train_and_the_rerun_ends_as_undisturbed(
         server.stop()  # the next checkpoint's adapter, logged to MLflow, finds no server
         fails_within(run, "train", server.url, "MLFLOW_TRACKING_URI")
         stopped_at = checkpoints.latest_step(store, root)
-        server = services.start_mlflow(backend, artifacts, store_server.settings(), log, port=port)
+        server = services.start_mlflow(backend, artifacts, store_server.settings(), log, port=port, admin=server.admin)
         result = train.run(with_inputs(small_config.train, cache_uri=cache_uri, **STEPS))
     finally:
         server.kill()

@@ -59,7 +59,7 @@ TRAIN = [
 @pytest.fixture(scope="module")
 def environment(mlflow_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("learning")
-    with mock.patch.dict(os.environ, {settings.TRACKING_URI: mlflow_server.url, settings.WORK_DIR: str(work)}):
+    with mock.patch.dict(os.environ, {**mlflow_server.environment(), settings.WORK_DIR: str(work)}):
         yield work
 
 

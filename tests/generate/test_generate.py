@@ -32,7 +32,7 @@ FAST = Settings(steps=2)
 def registered(style_run, mlflow_server) -> str:
     """The style adapter as version 1 (champion) of a model of this module's."""
     name = unique_model_name()
-    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": mlflow_server.url}):
+    with mock.patch.dict(os.environ, mlflow_server.environment()):
         register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
     return name
 

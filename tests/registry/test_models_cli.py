@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("tracking_server")
 def model(style_run, mlflow_server, tmp_path_factory) -> str:
     """Version 1 (the style adapter, champion) and version 2 (another adapter with a worse loss, challenger)."""
     name = unique_model_name()
-    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": mlflow_server.url}):
+    with mock.patch.dict(os.environ, mlflow_server.environment()):
         register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
         metrics = runs.run_metrics(style_run.run_id)
         fingerprint = runs.run_tags(style_run.run_id)["artlora.dataset_fingerprint"]

@@ -21,13 +21,22 @@ stdout gets the `export` lines your shell and other tools need (artlora, `mlflow
     eval "$(artlora services up)"
 points this shell at the services; the rest (URLs, pids) goes to stderr.
 
-ports: S3 on 8333 (SeaweedFS's master, volume server, filer and admin take 8334-8337, and their gRPC twins
-18333-18337), MLflow on 5000. Move them with --s3-port/--mlflow-port or ARTLORA_S3_PORT/ARTLORA_MLFLOW_PORT.
+Both demand credentials: the S3 keys, and MLflow's admin login (MLFLOW_TRACKING_USERNAME/PASSWORD, also in
+credentials.env; `artlora services add-user` adds others).
+
+ports: S3 on 8333 (SeaweedFS's master, volume server and filer take 8334-8336, and their gRPC twins
+18333-18336), MLflow on 5000. Move them with --s3-port/--mlflow-port or ARTLORA_S3_PORT/ARTLORA_MLFLOW_PORT.
 `artlora demo` and `artlora pipeline run --local` start the same services when ARTLORA_S3_ENDPOINT is unset."""
 
 STATUS_HELP = """Say whether each service runs, where, since when, and where its data and log are. A pid file whose
 process is gone (a crash, a reboot) shows as dead; `artlora services up` starts it again. Exit code 0 when both
 run and answer, 1 otherwise."""
+
+
+USER_HELP = """Add a user to the running local MLflow server with a generated password, printed once to stdout as the
+two variables MLflow's client (and artlora) log in with. Without --read-only the user is an admin (may change
+runs, models, aliases and users, as artlora's own login in ARTLORA_WORK_DIR/services/credentials.env); with it,
+the user may read everything and change nothing (enough for `artlora models list`, `generate`, the UI)."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -48,6 +57,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     down.set_defaults(handler=services_down)
     status = command(actions, "status", "what runs, where, since when", "services", description=STATUS_HELP)
     status.set_defaults(handler=services_status)
+    add_user = command(actions, "add-user", "add a user to the local MLflow server", "services", description=USER_HELP)
+    add_user.add_argument("name", help="the new user's name")
+    add_user.add_argument("--read-only", action="store_true", help="may read runs and models, change nothing")
+    add_user.set_defaults(handler=services_add_user)
 
 
 def services_up(args: argparse.Namespace) -> int:
@@ -59,6 +72,17 @@ def services_up(args: argparse.Namespace) -> int:
     print(ui_lines(), file=sys.stderr)
     print('# for this shell: eval "$(artlora services up)"; stop them with `artlora services down`', file=sys.stderr)
     for key, value in local_services.exports().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def services_add_user(args: argparse.Namespace) -> int:
+    from artlora.io import local_services
+
+    login = local_services.add_user(args.name, args.read_only)
+    kind = "read-only user" if args.read_only else "admin"
+    print(f"# MLflow {kind} {login.username!r} added; the password is shown only now", file=sys.stderr)
+    for key, value in login.environment().items():
         print(f"export {key}={shlex.quote(value)}")
     return 0
 
@@ -113,4 +137,9 @@ def ui_lines() -> str:
     from artlora.io import local_services
 
     urls = local_services.ui_urls()
-    return f"MLflow UI: {urls['mlflow']}\nSeaweedFS filer UI (the buckets' objects): {urls['seaweedfs']}"
+    path = local_services.folder() / "credentials.env"
+    return (
+        f"MLflow UI: {urls['mlflow']} (log in as {local_services.mlflow_login().username}, the password is "
+        f"MLFLOW_TRACKING_PASSWORD in {path})\nthe store's objects: S3 at {urls['seaweedfs']} with the keys "
+        "exported below (its filer UI is off: it would bypass the keys)"
+    )

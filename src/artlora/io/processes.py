@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -140,11 +141,17 @@ def wait_healthy(service: Service, timeout: float, log_start: int) -> None:
         time.sleep(0.2)
 
 
+GLOG_FATAL = re.compile(r"F\d{4} \d\d:\d\d:\d\d")
+
+
 def _start_failed(service: Service, what: str, log_start: int, remedy: str) -> ServiceError:
     with service.log_path.open("rb") as log:
         log.seek(log_start)
-        tail = log.read().decode(errors="replace").strip().splitlines()[-15:]
-    lines = [f"{service.name} {what}; the end of its log {service.log_path}:", *tail, f"({remedy})"]
+        logged = log.read().decode(errors="replace").strip().splitlines()
+    tail = logged[-15:]
+    # weed's fatal line (glog's `F` level) may lie above the tail: its other parts go on logging while it exits.
+    fatal = [line for line in logged[:-15] if GLOG_FATAL.match(line)]
+    lines = [f"{service.name} {what}; the end of its log {service.log_path}:", *fatal, *tail, f"({remedy})"]
     return ServiceError("\n".join(lines))
 
 

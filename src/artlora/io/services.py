@@ -18,8 +18,8 @@ For fault tests, a handle is all that is needed:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from artlora.io import settings, storage
+from artlora.io import service_security, settings, storage
 from artlora.io.processes import (  # noqa: F401 (LOOPBACK, ServiceError, answers: part of this module's API)
     LOOPBACK,
     Service,
@@ -47,9 +47,11 @@ from artlora.io.processes import (  # noqa: F401 (LOOPBACK, ServiceError, answer
 # PATH.
 INSTALLED_SCRIPTS = Path(sysconfig.get_path("scripts"))
 # SeaweedFS's parts, each on its own port in a block from the S3 port: s3 (+0), master (+1), volume server (+2),
-# filer (+3), admin (+4). weed puts each part's gRPC port 10000 above its HTTP port.
-WEED_PARTS = ("s3", "master", "volume", "filer", "admin")
+# filer (+3). weed puts each part's gRPC port 10000 above its HTTP port.
+WEED_PARTS = ("s3", "master", "volume", "filer")
 WEED_GRPC_OFFSET = 10000
+# The master's status page: its topology table has a row per volume server, the number of volumes in its 4th cell.
+VOLUMES_CELL = re.compile(r"</a>\s*</td>\s*<td>(\d+)</td>")
 # MLflow 3's server starts a job runner and seven task consumers by default, which artlora does not use
 # (about 0.7 GB resident, measured when the k8s manifests were written); without them it is its web worker.
 MLFLOW_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -69,7 +71,8 @@ class Credentials:
 
 @dataclass
 class SeaweedFS(Service):
-    """A `weed mini`: master, volume server, filer and S3 gateway in one process, its data in `data_dir`."""
+    """A `weed server`: master, volume server, filer and S3 gateway in one process, its data in `data_dir`, its
+    keys and certificates in `security_dir` (service_security.py)."""
 
     data_dir: Path
     credentials: Credentials
@@ -81,9 +84,9 @@ class SeaweedFS(Service):
         return self.ports[0]
 
     @property
-    def filer_url(self) -> str:
-        """The filer's web UI, which lists the buckets' objects under /buckets/."""
-        return f"http://{LOOPBACK}:{weed_ports(self.s3_port)['filer']}"
+    def security_dir(self) -> Path:
+        """security.toml and the gRPC certificates: what an owner's `weed -config_dir=... shell` needs."""
+        return security_dir(self.data_dir)
 
     def answers(self) -> bool:
         """Whether the S3 gateway answers and the master knows every volume on disk. After a restart the gateway
@@ -93,15 +96,15 @@ class SeaweedFS(Service):
         return super().answers() and (on_disk == 0 or self._volumes_known() >= on_disk)
 
     def _volumes_known(self) -> int:
-        """How many volumes the master knows of (its topology, summed over volume servers); -1 if it cannot say."""
-        url = f"http://{LOOPBACK}:{weed_ports(self.s3_port)['master']}/dir/status"
+        """How many volumes the master knows of, from its status page (its HTTP API is off, and the page is
+        what it still serves); -1 if it cannot say."""
+        url = f"http://{LOOPBACK}:{weed_ports(self.s3_port)['master']}/"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                topology = json.load(response)["Topology"]
-            racks = [rack for centre in topology.get("DataCenters") or [] for rack in centre.get("Racks") or []]
-            return sum(node.get("Volumes", 0) for rack in racks for node in rack.get("DataNodes") or [])
-        except (OSError, ValueError, KeyError, TypeError):
+                page = response.read().decode()
+        except (OSError, ValueError):
             return -1
+        return sum(int(count) for count in VOLUMES_CELL.findall(page))
 
     def settings(self) -> settings.S3Settings:
         return settings.S3Settings(
@@ -150,6 +153,11 @@ def weed_binary() -> str:
     return found
 
 
+def security_dir(data_dir: Path) -> Path:
+    """Where a store's security.toml and certificates live: beside its data folder, private."""
+    return data_dir.with_name(f"{data_dir.name}.security")
+
+
 def weed_ports(s3_port: int) -> dict[str, int]:
     """The HTTP port of each of SeaweedFS's parts, in a block from the S3 port."""
     return {part: s3_port + offset for offset, part in enumerate(WEED_PARTS)}
@@ -173,15 +181,21 @@ def start_seaweedfs(
     all_ports = (*ports.values(), *(port + WEED_GRPC_OFFSET for port in ports.values()))
     check_free(f"SeaweedFS (S3 port {s3_port})", all_ports)
     credentials = credentials or Credentials.generate()
+    config = service_security.seaweedfs_config(security_dir(data_dir))
     command = [
         binary,
-        "mini",
+        f"-config_dir={config}",  # security.toml: JWT keys for filer and volume server, gRPC's certificates
+        "server",
+        "-filer",
+        "-s3",
         f"-dir={data_dir}",
         f"-ip={LOOPBACK}",
         f"-ip.bind={LOOPBACK}",
         "-master.telemetry=false",
-        # Only the S3 gateway is wanted: no admin UI, WebDAV, Iceberg catalog or Lance namespace.
-        "-admin.ui=false",
+        # No HTTP API on master and filer: the master's hands out volume tokens to any caller, and the filer's
+        # would need the JWT anyway. S3 and the parts among themselves use gRPC, which demands the certificate.
+        "-disableHttp",
+        # Only the S3 gateway is wanted: no WebDAV, Iceberg catalog or Lance namespace.
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
@@ -214,6 +228,18 @@ def throwaway_seaweedfs(data_dir: str | Path) -> Iterator[SeaweedFS]:
 # -- MLflow --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class MlflowServer(Service):
+    """A `mlflow server` that lets in only users it knows (MLflow's basic-auth app); `admin` may do everything."""
+
+    admin: service_security.Login | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point MLflow's client (and artlora) at this server, logged in as its admin."""
+        login = self.admin.environment() if self.admin else {}
+        return {settings.TRACKING_URI: self.url, **login}
+
+
 def start_mlflow(
     backend_store_uri: str,
     artifacts_destination: str,
@@ -221,12 +247,16 @@ def start_mlflow(
     log_path: str | Path,
     port: int | None = None,
     timeout: float = 180,
-) -> Service:
-    """Start `mlflow server` on loopback and wait until it answers /health.
+    admin: service_security.Login | None = None,
+    auth_dir: str | Path | None = None,
+) -> MlflowServer:
+    """Start `mlflow server` on loopback with MLflow's basic authentication and wait until it answers /health.
 
     Runs and models go to `backend_store_uri` (sqlite:///FILE, or postgresql://USER@HOST:PORT/DB with the
     password in PGPASSWORD); artifacts go through the server to `artifacts_destination` (s3://BUCKET/PREFIX) on
-    the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server."""
+    the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server.
+    Its users live in `auth_dir` (default: `<log_path>.auth/`, beside the log); `admin` (default: generated) is
+    created there by the first start and must be given again for a restart on the same folder."""
     port = port or free_port_block(1)
     check_free("MLflow", (port,))
     bucket, _ = storage.parse_uri(artifacts_destination)
@@ -235,6 +265,7 @@ def start_mlflow(
         client.make_bucket(bucket)
     command = [
         sys.executable, "-m", "mlflow", "server",
+        "--app-name", "basic-auth",
         "--host", LOOPBACK,
         "--port", str(port),
         "--workers", "1",
@@ -244,9 +275,13 @@ def start_mlflow(
         # MLflow 3 refuses requests whose Host header it does not know; a browser may send either name.
         "--allowed-hosts", f"{LOOPBACK}:{port},localhost:{port}",
     ]  # fmt: skip
-    environment = {**os.environ, **client_environment(s3), **MLFLOW_ENVIRONMENT}
     log_path = Path(log_path)
+    admin = admin or service_security.Login.generate()
+    auth_dir = Path(auth_dir) if auth_dir else log_path.with_name(f"{log_path.name}.auth")
+    auth = service_security.mlflow_auth_environment(auth_dir, admin)
+    environment = {**os.environ, **client_environment(s3), **MLFLOW_ENVIRONMENT, **auth}
     spawned, log_start = spawn(command, environment, log_path)
-    service = Service("MLflow", f"http://{LOOPBACK}:{port}", **spawned, log_path=log_path, ports=(port,))
+    url = f"http://{LOOPBACK}:{port}"
+    service = MlflowServer("MLflow", url, **spawned, log_path=log_path, ports=(port,), admin=admin)
     wait_healthy(service, timeout, log_start)
     return service
