@@ -86,12 +86,15 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     data = read_by_adapter(pipe, data)  # encoded again if the adapter trained the text encoder(s) too
     lora = sides.measure(pipe, scheduler, data, config, heldout.prompts)
 
+    sweep = strength_sweep(pipe, config, heldout, base, lora)
+    matrices = style_matrices(config, heldout, (base, lora), vae_floor)
     evidence = report.Evidence(
         styles=heldout.styles,
         base=base,
         lora=lora,
-        **style_matrices(config, heldout, (base, lora), vae_floor),
-        sweep=strength_sweep(pipe, config, heldout, base, lora),
+        **matrices,
+        sweep=sweep,
+        sweep_distance=sweep_distances(config, heldout, sweep, matrices["unit"]),
         heldout=heldout.images,
         **memorisation(config, heldout, lora),
         extra=clip_metrics.measure(config.clip_model, heldout.prompts, lora.by_style, heldout.images),
@@ -173,6 +176,20 @@ def strength_sweep(pipe, config: EvaluateConfig, heldout: Heldout, base: Side, l
         else painting.paint(pipe, prompts, [0] * len(prompts), config, lora_scale=strength)
         for strength in config.strengths
     }
+
+
+def sweep_distances(
+    config: EvaluateConfig, heldout: Heldout, sweep: dict[float, np.ndarray], unit: dict[str, float]
+) -> dict[float, list[float]]:
+    """Per strength, each style's sweep image's style distance to that style's held-out images (in the units of
+    the confusion matrices): the curve that shows the style arriving as the strength grows."""
+    distance, styles = StyleDistance(config.seed), heldout.styles
+    columns = [heldout.images[style][0] for style in styles]
+    out = {}
+    for strength, painted in sweep.items():
+        matrix = combined(distance.matrices([painted[i : i + 1] for i in range(len(styles))], columns), unit)
+        out[strength] = [float(matrix[i, i]) for i in range(len(styles))]
+    return out
 
 
 def memorisation(config: EvaluateConfig, heldout: Heldout, lora: Side) -> Memorisation:
