@@ -45,7 +45,7 @@ GRID = "grid.png"
 EVALUATION_METRICS = "metrics.json"
 GATE_PAGE = "register/gate.html"
 # The gallery painted while training (train.sample_every): `<run>/gallery/index.json` lists the prompts, seeds and
-# painted steps, each image at `<run>/gallery/<step-NNNNNNNN>/<prompt number>.png`; the same images go to the
+# painted steps, each image at `<run>/gallery/<prompt number NN>/<step NNNNNNNN>.png`; the same images go to the
 # training run as MLflow images under the key `gallery/<prompt number>` (the UI's step slider).
 GALLERY = "gallery"
 GALLERY_INDEX = "index.json"
@@ -91,7 +91,7 @@ def gallery_folder(adapter_uri: str) -> str:
 
 
 def gallery_image(folder: str, step: int, prompt: int) -> str:
-    return _join(folder, checkpoint_name(step), f"{prompt:02d}.png")
+    return _join(folder, f"{prompt:02d}", f"{step:08d}.png")
 
 
 def gallery_key(prompt: int) -> str:

@@ -127,7 +127,10 @@ def _training(training: dict) -> dict[str, Any]:
             kept_step=kept,
         ),
         "lr_chart": charts.steps({"learning rate": curves.get("lr", [])}, ylabel="learning rate", kept_step=kept),
-        "gallery": training.get("gallery", []),
+        "gallery": [
+            {"prompt": row["prompt"], "seed": row["seed"], "steps": row["steps"], "strip": images.strip(row["images"])}
+            for row in training.get("gallery", [])
+        ],
     }
 
 

@@ -261,4 +261,32 @@ def training_summary(config: EvaluateConfig) -> dict:
     its completion marker holds (steps, the step whose adapter was kept, early stopping)."""
     completed = storage.get_storage().completion(config.given("adapter_uri"))
     curves = {name: runs.metric_history(config.given("run_id"), name) for name in ("loss", "val_loss", "lr")}
-    return {"completed": completed, "curves": curves}
+    return {"completed": completed, "curves": curves, "gallery": gallery(config.given("adapter_uri"))}
+
+
+def gallery(adapter_uri: str, most: int = 12) -> list[dict]:
+    """The gallery the training painted (`train.sample_every`), per prompt: its seed, and its images at up to
+    `most` of the painted steps (evenly spread, the first and the last among them); none without a gallery."""
+    store, folder = storage.get_storage(), contracts.gallery_folder(adapter_uri)
+    index_uri = storage.join(folder, contracts.GALLERY_INDEX)
+    if not store.exists(index_uri):
+        return []
+    index = store.get_json(index_uri)
+    painted = index["steps"]
+    steps = sorted({painted[round(i)] for i in np.linspace(0, len(painted) - 1, min(most, len(painted)))})
+
+    def read(place: tuple[int, int]) -> np.ndarray:
+        data = store.get_bytes(contracts.gallery_image(folder, *place))
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    places = [(step, number) for number in range(len(index["prompts"])) for step in steps]
+    pictures = dict(zip(places, storage.parallel(read, places), strict=True))
+    return [
+        {
+            "prompt": prompt,
+            "seed": index["seed"],
+            "steps": steps,
+            "images": [pictures[(step, number)] for step in steps],
+        }
+        for number, prompt in enumerate(index["prompts"])
+    ]
