@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # before anything imports pyplot: no display here, in CI or in a container
 
 from matplotlib.figure import Figure  # noqa: E402  (the backend is chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from artlora.pages.images import data_uri  # noqa: E402
 
@@ -60,6 +61,7 @@ def steps(
         axes.axvline(kept_step, color=KEPT_COLOUR, linestyle="--", linewidth=1.2, label=f"kept step {kept_step}")
     if log_y and all(v > 0 for points in drawn.values() for _, v in points):
         axes.set_yscale("log")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     axes.set_xlabel("training step")
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
@@ -80,7 +82,8 @@ def bars(groups: Sequence[str], values: Mapping[str, Sequence[float]], *, ylabel
     axes.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 4 else 0, ha="right")
     axes.set_ylabel(ylabel)
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize="small")
+    # Above the bars, in one row: inside the axes it would hide the tallest of them.
+    axes.legend(fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(values), frameon=False)
     return _uri(figure)
 
 
