@@ -7,6 +7,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from artlora.config.base import BaseModelRef, Experiment, Seed, StageConfig, StorageRoot
+from artlora.config.evaluate import EvaluateConfig
+
+_EVALUATE = EvaluateConfig.model_fields  # the gallery's defaults are the evaluation's
+# The gallery's settings: what it paints while training, not what is trained (left out of the run's key).
+GALLERY_FIELDS = frozenset(
+    {"sample_every", "sample_prompts", "sample_seed", "sample_resolution", "sample_steps", "sample_guidance"}
+)
 
 
 class TrainConfig(StageConfig):
@@ -163,6 +170,39 @@ class TrainConfig(StageConfig):
     system_metrics: bool = Field(
         True, description="log CPU, memory, disk, network and (with NVIDIA GPUs) GPU use to MLflow during training"
     )
+    # -- the gallery painted while training (none of these changes the adapter, nor the run's key)
+    sample_every: int = Field(
+        250,
+        ge=0,
+        description="steps between gallery paintings: sample_prompts, one image each with seed sample_seed, painted "
+        "by the adapter as it is (also before the first step and at the last), logged to MLflow as images per step "
+        "(the UI's step slider) and shown as a strip per prompt in the evaluation report; 0 turns it off. Each "
+        "painting costs about sample_steps x 2 UNet passes per prompt",
+    )
+    sample_prompts: tuple[str, ...] = Field(
+        (*_EVALUATE["prompts"].default, *_EVALUATE["content_prompts"].default),
+        description="prompts the gallery paints; in a pipeline config, when not given, the evaluate section's "
+        "prompts followed by its content prompts",
+    )
+    sample_seed: int = Field(0, ge=0, description="seed of every gallery image (the same noise at every step)")
+    sample_resolution: int = Field(
+        _EVALUATE["resolution"].default,
+        ge=32,
+        le=2048,
+        multiple_of=8,
+        description="gallery image side, in pixels (pipeline: evaluate.resolution)",
+    )
+    sample_steps: int = Field(
+        _EVALUATE["inference_steps"].default,
+        ge=1,
+        le=200,
+        description="denoising steps per gallery image (pipeline: evaluate.inference_steps)",
+    )
+    sample_guidance: float = Field(
+        _EVALUATE["guidance_scale"].default,
+        ge=1.0,
+        description="classifier-free guidance scale of the gallery (pipeline: evaluate.guidance_scale)",
+    )
 
     @model_validator(mode="after")
     def _settings_that_need_another(self) -> TrainConfig:
@@ -170,4 +210,8 @@ class TrainConfig(StageConfig):
             raise ValueError("early_stopping_patience needs validation: set eval_every > 0")
         if self.text_encoder_learning_rate is not None and not self.train_text_encoder:
             raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
+        if self.sample_every and not self.sample_prompts:
+            raise ValueError(
+                "sample_every paints sample_prompts, and there are none: give some, or set sample_every: 0"
+            )
         return self
