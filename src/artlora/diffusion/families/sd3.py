@@ -68,6 +68,7 @@ class SD3(FlowFamily):
     name: ClassVar[str] = "sd3"
     label: ClassVar[str] = "Stable Diffusion 3.5"
     target_groups: ClassVar[dict[str, tuple[str, ...]]] = MMDIT_GROUPS
+    text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
     def pipeline_class(self) -> Any:  # a diffusers pipeline class (Any to mypy: diffusers is untyped here)
         return StableDiffusion3Pipeline
@@ -83,7 +84,7 @@ class SD3(FlowFamily):
 
     def load_options(self, text: TextOptions = NO_OPTIONS) -> dict[str, Any]:
         # Without T5 its 4.7B parameters are not even loaded: what `t5: false` saves while caching.
-        return {} if text.t5 else {"text_encoder_3": None, "tokenizer_3": None}
+        return {**super().load_options(text), **({} if text.t5 else {"text_encoder_3": None, "tokenizer_3": None})}
 
     def text_encoders(self, pipe, options: TextOptions = NO_OPTIONS) -> TextEncoders:
         t5 = options.t5 and pipe.text_encoder_3 is not None
