@@ -35,11 +35,13 @@ Parts = Mapping[str, torch.nn.Module]  # pipeline component name -> component wi
 class TextOptions:
     """How captions are encoded where a family has a choice (SD 3.5, Flux.1): the T5 token length (None: the
     family's default) and whether SD 3.5 reads T5 at all (without it, zeros in its place, as its pipeline does);
-    `encoders=False` loads no text encoder at all, where the captions come from the text cache (train)."""
+    `encoders=False` loads no text encoder at all, where the captions come from the text cache (train), and
+    `denoiser=False` no denoiser where only captions and latents are made (augment), as far as the family allows."""
 
     max_t5_length: int | None = None
     t5: bool = True
     encoders: bool = True
+    denoiser: bool = True
 
 
 NO_OPTIONS = TextOptions()
