@@ -35,7 +35,7 @@ Parts = Mapping[str, torch.nn.Module]  # pipeline component name -> component wi
 class TextOptions:
     """How captions are encoded where a family has a choice (SD 3.5, Flux.1): the T5 token length (None: the
     family's default) and whether SD 3.5 reads T5 at all (without it, zeros in its place, as its pipeline does);
-    `encoders=False` loads no text encoder at all, where the captions come from the text cache (train), and
+    `encoders=False` loads no text encoder at all, where the captions come from the text cache, and
     `denoiser=False` no denoiser where only captions and latents are made (augment), as far as the family allows."""
 
     max_t5_length: int | None = None

@@ -29,7 +29,7 @@ from artlora import contracts
 from artlora.config import TrainConfig
 from artlora.data.digests import digest
 from artlora.data.latent_cache import LatentSet, load_split, validation_data
-from artlora.diffusion import families, loading
+from artlora.diffusion import loading
 from artlora.diffusion.heldout import heldout_loss
 from artlora.io import runs, storage, tracking
 from artlora.stages.train import lora
@@ -98,9 +98,7 @@ def run(config: TrainConfig) -> TrainResult:
     data = load_split(config.given("cache_uri"), "train")
     val_data = validation_data(config.given("cache_uri")) if config.eval_every else None
     with processes.main_process_first():  # the first process downloads an s3:// base model, the others reuse it
-        # Without text-encoder LoRA the captions come from the cache: no text encoder is loaded (T5-XXL: 19 GB).
-        text = families.TextOptions(encoders=config.train_text_encoder)
-        pipe = loading.load_pipeline(config.base_model, text=text)
+        pipe = loading.load_pipeline(config.base_model)
     trainer = Trainer(config, data, pipe, processes)
     stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
     resume = latest_checkpoint(store, root)
