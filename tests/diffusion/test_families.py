@@ -133,7 +133,13 @@ def test_sd3_without_t5_loads_without_it(tmp_path):
     options = families.TextOptions(max_t5_length=T5_LENGTH, t5=False)
     light, full = loading.load_pipeline(str(folder), text=options), loading.load_pipeline(str(folder))
     assert light.text_encoder_3 is None and full.text_encoder_3 is not None
+    cached = loading.load_pipeline(str(folder), text=families.TextOptions(encoders=False))  # what train loads
+    assert all(getattr(cached, part) is None for part in ("text_encoder", "text_encoder_2", "text_encoder_3"))
+    assert families.of(cached).name == "sd3" and cached.transformer is not None
+    caching = loading.load_pipeline(str(folder), text=families.TextOptions(denoiser=False))  # what augment loads
+    assert caching.transformer is None and families.of(caching).name == "sd3"
     family = families.named("sd3")
+    assert family.text_identity(caching, options) == family.text_identity(full, options)
     assert family.text_identity(light, options) == family.text_identity(full, options)  # the same cache either way
     rows, again = (family.text_encoders(pipe, options).states(["a cat"]) for pipe in (light, full))
     torch.testing.assert_close(rows[0]["hidden"], again[0]["hidden"])

@@ -49,6 +49,8 @@ def of(pipe) -> Family:
             return of_denoiser(denoiser)
     if isinstance(pipe, torch.nn.Module):
         return of_denoiser(pipe)
+    if hasattr(pipe, "components"):  # a pipeline loaded without its denoiser (augment): its class says
+        return for_pipeline_name(type(pipe).__name__)
     raise UnknownFamily(f"{type(pipe).__name__} has no UNet or transformer")
 
 

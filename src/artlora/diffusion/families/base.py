@@ -34,10 +34,14 @@ Parts = Mapping[str, torch.nn.Module]  # pipeline component name -> component wi
 @dataclass(frozen=True)
 class TextOptions:
     """How captions are encoded where a family has a choice (SD 3.5, Flux.1): the T5 token length (None: the
-    family's default) and whether SD 3.5 reads T5 at all (without it, zeros in its place, as its pipeline does)."""
+    family's default) and whether SD 3.5 reads T5 at all (without it, zeros in its place, as its pipeline does);
+    `encoders=False` loads no text encoder at all, where the captions come from the text cache, and
+    `denoiser=False` no denoiser where only captions and latents are made (augment), as far as the family allows."""
 
     max_t5_length: int | None = None
     t5: bool = True
+    encoders: bool = True
+    denoiser: bool = True
 
 
 NO_OPTIONS = TextOptions()
@@ -55,6 +59,8 @@ class Family:
     # Named groups of denoiser modules (peft matches names against the end of each module path).
     target_groups: ClassVar[dict[str, tuple[str, ...]]] = {}
     text_encoder_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    # The pipeline's text encoder components (what `TextOptions(encoders=False)` leaves unloaded).
+    text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
     # Pipeline keyword that scales a loaded LoRA for one call.
     lora_scale_argument: ClassVar[str] = "cross_attention_kwargs"
 
@@ -77,7 +83,7 @@ class Family:
 
     def load_options(self, text: TextOptions = NO_OPTIONS) -> dict[str, Any]:
         """Extra keyword arguments of from_pretrained / from_single_file (`text`: encoders that may stay out)."""
-        return {}
+        return {} if text.encoders else dict.fromkeys(self.text_encoder_names)
 
     # -- captions ------------------------------------------------------------------------------------------
 

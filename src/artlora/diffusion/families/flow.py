@@ -11,14 +11,14 @@ The held-out loss uses its fixed timesteps unshifted (sigma = t / 1000), so runs
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
 from artlora.config import ConfigError
-from artlora.diffusion.families.base import Family
+from artlora.diffusion.families.base import NO_OPTIONS, Family
 
 TIMESTEPS = 1000
 
@@ -62,6 +62,11 @@ class FlowFamily(Family):
                 f"train.train_text_encoder: artlora trains no text-encoder LoRA for {self.label} (its captions come "
                 "from the text cache); set it to false"
             )
+
+    def load_options(self, text=NO_OPTIONS) -> dict[str, Any]:
+        # Their transformers are the big part (Flux.1: 12 B parameters, 48 GB in fp32): augment leaves it out. The
+        # UNet families keep theirs (small, and their pipelines read its config when built).
+        return {**super().load_options(text), **({} if text.denoiser else {self.denoiser: None})}
 
     def training_scheduler(self, pipe) -> FlowMatchEulerDiscreteScheduler:
         return FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)

@@ -83,6 +83,7 @@ class Flux(FlowFamily):
     name: ClassVar[str] = "flux"
     label: ClassVar[str] = "Flux.1"
     target_groups: ClassVar[dict[str, tuple[str, ...]]] = FLUX_GROUPS
+    text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
 
     def pipeline_class(self) -> Any:  # a diffusers pipeline class (Any to mypy: diffusers is untyped here)
         return FluxPipeline

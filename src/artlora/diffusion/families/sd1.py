@@ -45,7 +45,7 @@ class SD1(UNetFamily):
         return super().owns(denoiser) and getattr(denoiser.config, "addition_embed_type", None) != "text_time"
 
     def load_options(self, text: TextOptions = NO_OPTIONS) -> dict[str, Any]:
-        return {"safety_checker": None, "requires_safety_checker": False}
+        return {**super().load_options(text), "safety_checker": None, "requires_safety_checker": False}
 
     def text_encoders(self, pipe, options: TextOptions = NO_OPTIONS) -> TextEncoders:
         return TextEncoders((pipe.tokenizer,), (pipe.text_encoder,))

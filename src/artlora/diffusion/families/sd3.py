@@ -14,7 +14,7 @@ format") as diffusers' `load_lora_weights` does.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -64,10 +64,18 @@ class SD3TextEncoders(TextEncoders):
         return torch.cat([clip_hidden, t5.to(clip_hidden.dtype)], dim=-2), pooled
 
 
+def _joint_width(pipe) -> int:
+    """The width of the transformer's context: T5's (equal by construction), or the transformer's config."""
+    if pipe.text_encoder_3 is not None:
+        return pipe.text_encoder_3.config.d_model
+    return pipe.transformer.config.joint_attention_dim
+
+
 class SD3(FlowFamily):
     name: ClassVar[str] = "sd3"
     label: ClassVar[str] = "Stable Diffusion 3.5"
     target_groups: ClassVar[dict[str, tuple[str, ...]]] = MMDIT_GROUPS
+    text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
     def pipeline_class(self) -> Any:  # a diffusers pipeline class (Any to mypy: diffusers is untyped here)
         return StableDiffusion3Pipeline
@@ -83,14 +91,16 @@ class SD3(FlowFamily):
 
     def load_options(self, text: TextOptions = NO_OPTIONS) -> dict[str, Any]:
         # Without T5 its 4.7B parameters are not even loaded: what `t5: false` saves while caching.
-        return {} if text.t5 else {"text_encoder_3": None, "tokenizer_3": None}
+        if not text.t5:  # without T5 the transformer's config gives the width of the zeros in its place
+            return {**super().load_options(replace(text, denoiser=True)), "text_encoder_3": None, "tokenizer_3": None}
+        return super().load_options(text)
 
     def text_encoders(self, pipe, options: TextOptions = NO_OPTIONS) -> TextEncoders:
         t5 = options.t5 and pipe.text_encoder_3 is not None
         length = options.max_t5_length or DEFAULT_T5_LENGTH
         tokenizers = (pipe.tokenizer, pipe.tokenizer_2, *((pipe.tokenizer_3,) if t5 else ()))
         encoders = (pipe.text_encoder, pipe.text_encoder_2, *((pipe.text_encoder_3,) if t5 else ()))
-        joint = pipe.transformer.config.joint_attention_dim
+        joint = _joint_width(pipe)
         return SD3TextEncoders(tokenizers, encoders, (None, None, length), joint_dim=joint, t5_length=length)
 
     def text_identity(self, pipe, options: TextOptions = NO_OPTIONS) -> str:
@@ -102,7 +112,7 @@ class SD3(FlowFamily):
             text_identity(pipe.text_encoder, pipe.tokenizer),
             text_identity(pipe.text_encoder_2, pipe.tokenizer_2),
             third,
-            pipe.transformer.config.joint_attention_dim,
+            _joint_width(pipe),
             "pad(penultimate(1)+penultimate(2)) ++ t5, pooled(1)+pooled(2)",
         )
 

@@ -48,6 +48,7 @@ class SDXL(UNetFamily):
     label: ClassVar[str] = "SDXL"
     cached_text: ClassVar[tuple[str, ...]] = ("hidden", "pooled")
     time_ids: ClassVar[bool] = True
+    text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
 
     def pipeline_class(self) -> Any:  # a diffusers pipeline class (Any to mypy: diffusers is untyped here)
         return StableDiffusionXLPipeline

@@ -253,7 +253,8 @@ def build_texts(
 
 
 def text_options(config: AugmentConfig) -> families.TextOptions:
-    return families.TextOptions(max_t5_length=config.max_t5_length, t5=config.t5)
+    # No denoiser: augment makes latents and caption states only.
+    return families.TextOptions(max_t5_length=config.max_t5_length, t5=config.t5, denoiser=False)
 
 
 def encode_text(pipe, captions: list[str], config: AugmentConfig) -> list[dict[str, torch.Tensor]]:
