@@ -199,6 +199,12 @@ def start_seaweedfs(
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        # What `weed mini` sets and `weed server` does not: small volumes and as many as the disk holds (each bucket
+        # is a collection with volumes of its own; the server's default of 8 volumes of 30 GB takes one bucket), and
+        # a stop in about a second rather than ten.
+        "-master.volumeSizeLimitMB=128",
+        "-volume.max=0",
+        "-volume.preStopSeconds=1",
         *(f"-{part}.port={port}" for part, port in ports.items()),
     ]
     # With keys in its environment, the S3 gateway has one admin identity and refuses requests without them.
