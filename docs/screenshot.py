@@ -1,6 +1,7 @@
 """The README's picture of a report: the top of an HTML page as Debian's chromium draws it, as a small PNG.
 
-    PYTHONPATH=src:tests python docs/screenshot.py .artlora/reports/demo-style-v1.html docs/evaluation-report.png
+    PYTHONPATH=src:tests python docs/screenshot.py .artlora/reports/demo-style-v1.html docs/evaluation-report.png \
+        --height 1500
 
 Opens the page with the browser tests' helper (tests/browser.py: it fails on a console or script error and on a
 picture that does not load), keeps the top `--height` pixels at 1280 px wide, and stores them in 256 colours.
@@ -30,7 +31,8 @@ def main() -> None:
         if page.problems:
             raise SystemExit(f"{args.page}: {page.problems}")
         with Image.open(page.screenshot) as shot:
-            top = shot.crop((0, 0, shot.width, min(args.height, shot.height))).convert("RGB")
+            # The viewport's width: a wide picture lower down can widen the full-page shot.
+            top = shot.crop((0, 0, min(1280, shot.width), min(args.height, shot.height))).convert("RGB")
     top.quantize(256, dither=Image.Dither.NONE).save(args.out, optimize=True)
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
 

@@ -41,6 +41,19 @@ def _image(pipe) -> np.ndarray:
     return out.images[0]
 
 
+def _evaluate_task_outputs_read_back(work_dir: Path, result: dict) -> None:
+    """The evaluate task's KFP outputs, as the KFP UI shows them, from the local run's artifacts: the HTML report
+    (the same page as the stored one) and the Metrics (the evaluation's numbers)."""
+    reports = [path for path in (work_dir / "kfp").rglob("report") if path.is_file() and "evaluate" in str(path)]
+    assert len(reports) == 1, reports
+    page = reports[0].read_text()
+    assert page == Path(result["report"]).read_text() and "Painted while it trained" in page
+    # A Metrics output is its artifact's metadata, which the task's executor output holds.
+    executed = json.loads((reports[0].parent / "executor_output.json").read_text())
+    metrics = executed["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert metrics["val_loss_lora"] == pytest.approx(result["evaluation"]["val_loss_lora"])
+
+
 def _train_runs(experiment: str) -> int:
     runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`artlora.stage` = 'train'")
     return len(runs)
@@ -71,7 +84,7 @@ def _everything_logged(config, logs: list[str]) -> str:
 
 @pytest.mark.slow
 def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_changed(
-    bucket, sample_folder, tiny_model_dir, tmp_path, local_services_up, capfd
+    bucket, sample_folder, tiny_model_dir, tmp_path, local_services_up, capfd, work_dir
 ):
     # The local services' generated keys, as a cluster's Secret would give them to the tasks: they must show up
     # in no log line, no MLflow param or tag and no pipeline argument.
@@ -131,6 +144,7 @@ def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_
     assert version.run_id in [run["info"]["run_id"] for run in runs]
     listed = requests.get(f"{api}/artifacts/list", params={"run_id": version.run_id, "path": "eval"}, timeout=30)
     assert {"eval/grid.png", "eval/report.html"} <= {entry["path"] for entry in listed.json()["files"]}
+    _evaluate_task_outputs_read_back(work_dir, first)
 
     again, said = run_command()
     assert again["changed"] is False and again["message"].startswith("unchanged")

@@ -38,7 +38,8 @@ def test_a_three_trial_grid_registers_only_the_best(bucket, tiny_model_dir, samp
     assert versions[0].tags["source_fingerprint"] and versions[0].tags["pipeline_config_digest"]
 
     page = Path(outputs["report"]).read_text()
-    assert page.count("data:image/png;base64,") == 3 and "<svg" in page
+    # The three trials' grids, and the loss charts (matplotlib SVG).
+    assert page.count("data:image/png;base64,") == 3 and "data:image/svg+xml;base64," in page
     assert f"<code>{best.info.run_id}</code>" in page.split("winner</strong>")[1].split("</tr>")[0]
     names = {child.data.tags["mlflow.runName"] for child in children}
     assert {name.split(":")[0] for name in names} == {"trial 1", "trial 2", "trial 3"}
