@@ -81,7 +81,13 @@ def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decisi
     gate_uri = contracts.gate_page_uri(config.given("adapter_uri"))
     with runs.stage_run("register", config, run_id=config.run_id):
         source, model_id = model_registry.log_adapter_model(folder, PARAMS)
-        all_tags = {**tags, **gate_tags(decision), lineage.GATE_REPORT_URI: gate_uri}
+        files = model_registry.source_manifest(source)
+        all_tags = {
+            **tags,
+            **gate_tags(decision),
+            lineage.GATE_REPORT_URI: gate_uri,
+            contracts.VERSION_MANIFEST_TAG: files,
+        }
         version = model_registry.create_version(config.model_name, source, config.given("run_id"), all_tags, model_id)
         model_registry.set_alias(config.model_name, decision.alias, version.version)
         page = gate_html(decision, config.model_name, version.version).encode()
