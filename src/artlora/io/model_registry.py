@@ -20,9 +20,8 @@ from mlflow.tracking import MlflowClient
 
 import artlora
 from artlora import contracts
-from artlora.data import manifest
 from artlora.errors import ArtloraError
-from artlora.io import tracking
+from artlora.io import manifest, tracking
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +175,7 @@ def download_version(version: Version, destination: str | Path) -> Path:
 
 
 def source_manifest(source: str) -> str:
-    """The manifest (data/manifest.py, encoded) of a logged model's files as the artifact store holds them."""
+    """The manifest (manifest.py, encoded) of a logged model's files as the artifact store holds them."""
     with tempfile.TemporaryDirectory() as tmp, tracking.asking(f"read back the files of {source}"):
         local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
         return manifest.encode(manifest.manifest(local, contracts.MLFLOW_DOWNLOAD_FILES))
