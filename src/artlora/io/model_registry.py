@@ -148,6 +148,12 @@ def create_version(name: str, source: str, run_id: str, tags: Mapping[str, str],
     return _version(entity)
 
 
+def delete_version(name: str, version: str) -> None:
+    tracking.configure()
+    with tracking.asking(f"delete {name} version {version}"):
+        MlflowClient().delete_model_version(name, version)
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     tracking.configure()
     with tracking.asking(f"set alias {alias!r} of {name!r} to version {version}"):
