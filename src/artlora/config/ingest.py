@@ -13,6 +13,11 @@ class IngestConfig(StageConfig):
     source: str = Field(
         min_length=1, description="raw images: a local folder or an s3:// prefix (sub-folders = styles)"
     )
+    allow_outside_links: bool = Field(
+        False,
+        description="read files that symbolic links in a local source folder lead to outside it (otherwise each "
+        "such link is rejected as outside_source)",
+    )
     storage_root: str = StorageRoot
     experiment: str = Experiment
     seed: int = Seed
