@@ -28,12 +28,17 @@ $(TOOLS_STAMP): tests/deploy/tools.txt
 demo: $(STAMP)
 	$(BIN)/artlora demo --config configs/demo.yaml
 
+# Two pytest-xdist workers: much of the suite waits on servers and task processes, and two keep both cores busy.
+# tests/conftest.py makes each module one work unit (its fixtures made once) and starts the slow ones first.
+WORKERS ?= 2
+PARALLEL := -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: $(STAMP) $(TOOLS_STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PARALLEL)
 
 # The quick loop: everything but the end-to-end tests that run whole pipelines (marked slow).
 test-fast: $(STAMP) $(TOOLS_STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q $(PARALLEL) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,6 +17,14 @@ one process:
     PYTHONPATH=src python bench/train_step.py --arch sd15 --resolution 512 --batch-sizes 1 8 --compile
     PYTHONPATH=src python bench/train_step.py --arch sdxl --batch-sizes 1 4 --no-extras   # 1024 px, bf16
 
+SD 3.5 and Flux.1 (`sd35-medium`, `sd35-large`, `flux-dev`, `tiny-sd3`, `tiny-flux`): the artlora step only (no
+reference loop here), at the real transformer's shapes with random weights, on cached 16-channel latents, T5
+states (`--t5-length`, default 256 for SD 3.5, 512 for Flux) and pooled embeddings, the frozen base in bf16 on a
+GPU; plus a row with gradient checkpointing. The family (`artlora.diffusion.families`) says everything else.
+
+    PYTHONPATH=src python bench/train_step.py --arch sd35-medium --batch-sizes 1 4 --resolution 1024
+    PYTHONPATH=src python bench/train_step.py --arch flux-dev --batch-sizes 1 --resolution 1024
+
 SDXL (`sdxl`, `tiny-sdxl`): the reference encodes with the VAE and both text encoders every step (penultimate
 states concatenated, the second encoder's pooled output) and builds the size/crop time ids, as diffusers'
 `train_text_to_image_lora_sdxl.py` does; artlora reads cached states, pooled embeds and time ids.
@@ -37,12 +45,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    UNet2DConditionModel,
+)
 from diffusers.optimization import get_scheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from artlora.config import TrainConfig
-from artlora.demo import tiny
+from artlora.demo import tiny, tiny_transformers
+from artlora.diffusion import families
 from artlora.diffusion.device import default_device
 from artlora.stages.train import lora
 from artlora.stages.train.trainer import PRECISIONS, Trainer
@@ -92,6 +107,35 @@ SDXL_TEXT_2 = {
     "hidden_act": "gelu",
     "projection_dim": 1280,
 }
+# The transformer families' denoisers (their transformer/config.json), with the text shapes they read.
+SD35_MEDIUM = {
+    "sample_size": 128,
+    "num_layers": 24,
+    "attention_head_dim": 64,
+    "num_attention_heads": 24,
+    "caption_projection_dim": 1536,
+    "pos_embed_max_size": 384,
+    "dual_attention_layers": tuple(range(13)),
+    "qk_norm": "rms_norm",
+}
+SD35_LARGE = {
+    "sample_size": 128,
+    "num_layers": 38,
+    "attention_head_dim": 64,
+    "num_attention_heads": 38,
+    "caption_projection_dim": 2432,
+    "pos_embed_max_size": 192,
+    "qk_norm": "rms_norm",
+}
+FLUX_DEV = {"guidance_embeds": True}  # FluxTransformer2DModel's defaults are Flux.1's
+# arch -> (family, transformer config or None for the tiny one, text width, pooled width, CLIP tokens, T5 tokens)
+FLOW_ARCHES = {
+    "tiny-sd3": ("sd3", None, 64, 64, TOKENS, 16),
+    "sd35-medium": ("sd3", SD35_MEDIUM, 4096, 2048, TOKENS, 256),
+    "sd35-large": ("sd3", SD35_LARGE, 4096, 2048, TOKENS, 256),
+    "tiny-flux": ("flux", None, 64, 32, 0, 16),
+    "flux-dev": ("flux", FLUX_DEV, 4096, 768, 0, 512),
+}
 
 
 @dataclass(frozen=True)
@@ -118,13 +162,15 @@ class Latents:
     empty_text: torch.Tensor
     dataset_fingerprint: str = "bench"
     empty_pooled: torch.Tensor | None = None
+    architecture: str = "sd1"  # the model family's name
 
     def to(self, target: torch.device) -> Latents:
         groups = tuple(
             Group(g.latents.to(target), g.text.to(target), _to(g.pooled, target), _to(g.time_ids, target), g.captions)
             for g in self.groups
         )
-        return Latents(groups, self.empty_text.to(target), self.dataset_fingerprint, _to(self.empty_pooled, target))
+        empty = self.empty_text.to(target)
+        return Latents(groups, empty, self.dataset_fingerprint, _to(self.empty_pooled, target), self.architecture)
 
 
 # -- models ---------------------------------------------------------------------------------------------
@@ -137,6 +183,12 @@ class Models:
         self.arch, self.resolution, self.dev = arch, resolution, dev
         self._tiny = None
         self.sdxl = arch in ("sdxl", "tiny-sdxl")
+        self.flow = FLOW_ARCHES.get(arch)
+        self.family = families.named(self.flow[0] if self.flow else "sdxl" if self.sdxl else "sd1")
+        if self.flow:  # only the transformer is needed: captions and latents are cached
+            self.vae = self.text_encoder = self.text_encoder_2 = None
+            self.factor = 4 if arch.startswith("tiny") else 8
+            return
         self.vae, self.text_encoder, self.text_encoder_2 = self.frozen_parts()
         self.factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.scheduler = DDPMScheduler(
@@ -172,6 +224,22 @@ class Models:
 
     def pooled_width(self) -> int:
         return self.text_encoder_2.config.projection_dim
+
+    def transformer(self) -> torch.nn.Module:
+        assert self.flow is not None
+        torch.manual_seed(0)
+        name, config = self.flow[0], self.flow[1]
+        if config is None:
+            build = tiny_transformers.build_tiny_sd3 if name == "sd3" else tiny_transformers.build_tiny_flux
+            return build(0).transformer.to(self.dev)
+        transformer_class = FluxTransformer2DModel if name == "flux" else SD3Transformer2DModel
+        with self.dev:
+            return transformer_class(**config)
+
+    def flow_pipe(self) -> SimpleNamespace:
+        build = tiny_transformers.build_tiny_flux if self.family.name == "flux" else tiny_transformers.build_tiny_sd3
+        # the tiny pipelines carry the real schedulers' settings (SD 3.5: shift 3; Flux.1-dev: shift by resolution)
+        return SimpleNamespace(transformer=self.transformer(), vae=None, scheduler=build(0).scheduler)
 
     def pipe(self, text_encoders: bool = False) -> SimpleNamespace:
         """The parts a Trainer takes; with `text_encoders`, fresh ones (a trained adapter is attached to them) and
@@ -239,6 +307,8 @@ def reference_step(models: Models, config: TrainConfig, batch: int):
 
 def artlora_step(models: Models, config: TrainConfig, batch: int):
     """`Trainer.step` on cached latents: four batches' worth of views in one bucket."""
+    if models.flow:
+        return flow_step(models, config, batch)
     views, side = 4 * batch, models.resolution // models.factor
     width = models.text_width()
     captions = tuple(f"a painting in the style of artlora, study {i}" for i in range(views))
@@ -247,7 +317,8 @@ def artlora_step(models: Models, config: TrainConfig, batch: int):
     if models.sdxl:
         pooled, ids = torch.randn(views, models.pooled_width()), torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]])
         group = Group(group.latents, group.text, pooled, ids.expand(views, 6).clone(), captions)
-        data = Latents((group,), data.empty_text, empty_pooled=torch.zeros(models.pooled_width()))
+        empty_pooled = torch.zeros(models.pooled_width())
+        data = Latents((group,), data.empty_text, empty_pooled=empty_pooled, architecture="sdxl")
     pipe = models.pipe(text_encoders=config.train_text_encoder)
     trainer = Trainer(config.model_copy(update={"batch_size": batch}), data, pipe)
     counter = iter(range(10**9))
@@ -256,6 +327,25 @@ def artlora_step(models: Models, config: TrainConfig, batch: int):
         return trainer.step(next(counter))
 
     step.trainer = trainer  # for checks on where and how it trains
+    return step
+
+
+def flow_step(models: Models, config: TrainConfig, batch: int):
+    """`Trainer.step` of a transformer family on cached 16-channel latents, T5 states and pooled embeddings."""
+    assert models.flow is not None
+    _, _, width, pooled, clip_tokens, t5_tokens = models.flow
+    views, side, tokens = 4 * batch, models.resolution // models.factor, clip_tokens + t5_tokens
+    group = Group(torch.randn(views, 16, side, side), torch.randn(views, tokens, width), torch.randn(views, pooled))
+    data = Latents(
+        (group,), torch.zeros(tokens, width), empty_pooled=torch.zeros(pooled), architecture=models.family.name
+    )
+    trainer = Trainer(config.model_copy(update={"batch_size": batch}), data, models.flow_pipe())
+    counter = iter(range(10**9))
+
+    def step() -> dict[str, torch.Tensor]:
+        return trainer.step(next(counter))
+
+    step.trainer = trainer
     return step
 
 
@@ -305,6 +395,12 @@ def variants(args, models: Models, base: TrainConfig) -> list[tuple[str, int, ob
     )
     cheap = perceptual.model_copy(update={"perceptual_scale": 0.5, "perceptual_batch": 2})
     out = []
+    if models.flow:  # no reference loop for the transformer families; checkpointing is their memory option
+        checkpointed = base.model_copy(update={"gradient_checkpointing": True})
+        for batch in args.batch_sizes:
+            out.append(("artlora", batch, lambda b=batch: artlora_step(models, base, b)))
+            out.append(("artlora+checkpointing", batch, lambda b=batch: artlora_step(models, checkpointed, b)))
+        return out
     for batch in args.batch_sizes:
         out.append(("reference", batch, lambda b=batch: reference_step(models, base, b)))
         out.append(("artlora", batch, lambda b=batch: artlora_step(models, base, b)))
@@ -343,7 +439,7 @@ def card_name(dev: torch.device) -> str:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=["tiny", "sd15", "tiny-sdxl", "sdxl"], default="tiny")
+    parser.add_argument("--arch", choices=["tiny", "sd15", "tiny-sdxl", "sdxl", *FLOW_ARCHES], default="tiny")
     parser.add_argument("--resolution", type=int, default=None, help="pixels (default: 64 tiny, 512 sd15, 1024 sdxl)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--perceptual-batch", type=int, default=4)
@@ -359,7 +455,8 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
-    default = {"tiny": 64, "tiny-sdxl": 64, "sd15": 512, "sdxl": 1024}[args.arch]
+    default = {"tiny": 64, "tiny-sdxl": 64, "sd15": 512, "sdxl": 1024}.get(args.arch)
+    default = default or (64 if args.arch.startswith("tiny") else 1024)
     args.resolution = args.resolution or default
     return args
 
@@ -388,7 +485,8 @@ def main() -> None:
         "resolution": args.resolution,
         "torch": torch.__version__,
         "precision": base.mixed_precision if dev.type == "cuda" else "fp32",
-        "lora": {"rank": args.rank, "targets": list(lora.expand_targets(base.target_modules))},
+        "family": models.family.name,
+        "lora": {"rank": args.rank, "targets": list(lora.expand_targets(base.target_modules, models.family))},
         "warmup_steps": args.warmup,
         "steps_timed": args.steps,
         "rows": [],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -22,13 +23,62 @@ TEST_BUCKET = "s3://artlora-tests"
 
 def pytest_configure(config):
     """Before any fixture: end what killed sessions left running, mark what this one starts, and let SIGTERM stop
-    it in order (session_processes.py)."""
+    it in order (session_processes.py); under pytest-xdist, share the CPUs between the workers."""
     session_processes.begin(os.environ)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        # Each worker a share of the CPUs (a user's own OMP_NUM_THREADS wins, as in cpus.apply): two workers with
+        # a thread per core each would wait on each other at every parallel region.
+        from artlora import cpus
+
+        share = str(max(1, cpus.usable() // workers))
+        for name in cpus.THREAD_VARIABLES:
+            os.environ.setdefault(name, share)
+
+
+# The modules that share the session's trained style adapter: one xdist work unit, so it is trained once.
+STYLE_RUN = "style_run"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under `--dist loadgroup` (make test): one work unit per module, so that a module's fixtures are made by one
+    worker, and one for all modules that use `style_run`; modules with slow tests first, so that the longest
+    units do not start last while the other worker idles. Without xdist the order is the files' order."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    for module_items in modules.values():
+        shares_adapter = any(STYLE_RUN in item.fixturenames for item in module_items)
+        for item in module_items:
+            item.add_marker(pytest.mark.xdist_group(STYLE_RUN if shares_adapter else item.nodeid.split("::")[0]))
+    slow = {name for name, module_items in modules.items() if any(i.get_closest_marker("slow") for i in module_items)}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: each module keeps its order
 
 
 def pytest_unconfigure(config):
     """Whatever this session started and did not stop ends with it."""
     session_processes.finish()
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uris_end_with_the_test():
+    """artlora's tracking.configure sets MLflow's process-wide tracking and registry URIs (and their variables,
+    which subprocesses inherit): without this, a client made in a later test without a registry URI of its own
+    asks an earlier test's server, long gone."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    if "mlflow" in sys.modules:  # nothing to reset in a test that never loaded it
+        mlflow = sys.modules["mlflow"]
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -192,3 +192,49 @@ def test_importing_the_trainer_loads_neither_the_store_client_nor_mlflow():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+# -- model families ---------------------------------------------------------------------------------------
+
+# The classes that make a base what it is: its denoiser, text encoders and pipelines.
+ARCHITECTURE_CLASS = re.compile(
+    r"^(UNet2DConditionModel|\w*Transformer2DModel|CLIPTextModel\w*|T5EncoderModel|StableDiffusion\w*Pipeline|"
+    r"Flux\w*Pipeline)$"
+)
+# What only a family may compare against: the family names, and the configs and properties that tell bases apart.
+ARCHITECTURE_WORDS = {"sd1", "sd2", "sdxl", "sd3", "flux", "addition_embed_type", "text_time", "is_sdxl"}
+# The families; the tiny bases tests build, and the command that builds them (`artlora demo tiny-model --arch`).
+FAMILY_OWNED = ("artlora.diffusion.families", "artlora.demo", "artlora.cli.demo")
+
+
+def architecture_leaks(trees: dict[str, ast.Module]) -> list[str]:
+    """Modules outside the families that import an architecture class or compare against an architecture word."""
+    found = []
+    for module, tree in trees.items():
+        if module.startswith(FAMILY_OWNED):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and any(ARCHITECTURE_CLASS.match(a.name) for a in node.names):
+                found.append(f"{module} imports {[a.name for a in node.names]}")
+            if isinstance(node, ast.Compare):
+                words = {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+                names = {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+                names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                if (words | names) & ARCHITECTURE_WORDS:
+                    found.append(f"{module}:{node.lineno} branches on {sorted((words | names) & ARCHITECTURE_WORDS)}")
+    return found
+
+
+def test_only_the_families_know_the_architectures():
+    trees = {name: tree for name, (_, tree) in SOURCES.items()}
+    assert architecture_leaks(trees) == []
+
+
+def test_a_planted_architecture_branch_is_found():
+    planted = {
+        "artlora.stages.train.x": ast.parse("if pipe.unet.config.addition_embed_type == 'text_time':\n    pass\n"),
+        "artlora.generate.y": ast.parse("from diffusers import FluxPipeline\n"),
+        "artlora.diffusion.families.z": ast.parse("if name == 'sdxl':\n    pass\n"),  # a family may
+    }
+    leaks = architecture_leaks(planted)
+    assert len(leaks) == 2 and leaks[0].startswith("artlora.stages.train.x:1") and "FluxPipeline" in leaks[1]

@@ -44,6 +44,11 @@ REPORT = "report.html"
 GRID = "grid.png"
 EVALUATION_METRICS = "metrics.json"
 GATE_PAGE = "register/gate.html"
+# The gallery painted while training (train.sample_every): `<run>/gallery/index.json` lists the prompts, seeds and
+# painted steps, each image at `<run>/gallery/<prompt number NN>/<step NNNNNNNN>.png`; the same images go to the
+# training run as MLflow images under the key `gallery/<prompt number>` (the UI's step slider).
+GALLERY = "gallery"
+GALLERY_INDEX = "index.json"
 
 
 def _join(uri: str, *parts: str) -> str:
@@ -78,6 +83,20 @@ def report_uri(adapter_uri: str) -> str:
 
 def gate_page_uri(adapter_uri: str) -> str:
     return _join(run_of_adapter(adapter_uri), GATE_PAGE)
+
+
+def gallery_folder(adapter_uri: str) -> str:
+    """`<run>/gallery`, beside the adapter whose training painted it."""
+    return _join(run_of_adapter(adapter_uri), GALLERY)
+
+
+def gallery_image(folder: str, step: int, prompt: int) -> str:
+    return _join(folder, f"{prompt:02d}", f"{step:08d}.png")
+
+
+def gallery_key(prompt: int) -> str:
+    """The MLflow image key of one gallery prompt (MLflow keeps one series per key, by step)."""
+    return f"{GALLERY}/{prompt:02d}"
 
 
 def checkpoints_folder(run: str) -> str:

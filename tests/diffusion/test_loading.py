@@ -17,10 +17,9 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from artlora.demo import tiny
-from artlora.diffusion import loading
-from artlora.diffusion.architecture import is_sdxl
+from artlora.diffusion import families, loading
+from artlora.diffusion.families import sgm_names
 from artlora.io import storage
-from artlora.stages.train import kohya
 
 PARTS = ("unet", "vae", "text_encoder")
 
@@ -313,13 +312,16 @@ def ldm_checkpoint(pipe) -> dict[str, torch.Tensor]:
     """A pipeline in the original single-file layout that AUTOMATIC1111 and ComfyUI save."""
     unet = pipe.unet
     state = {
-        "model.diffusion_model." + kohya.sgm_path(key, unet.config): value for key, value in unet.state_dict().items()
+        "model.diffusion_model." + sgm_names.sgm_path(key, unet.config): value
+        for key, value in unet.state_dict().items()
     }
     state.update(ldm_vae(pipe.vae))
-    clip_prefix = "conditioner.embedders.0.transformer." if is_sdxl(pipe) else "cond_stage_model.transformer."
+    clip_prefix = (
+        "conditioner.embedders.0.transformer." if families.of(pipe).name == "sdxl" else "cond_stage_model.transformer."
+    )
     for key, value in pipe.text_encoder.state_dict().items():
         state[clip_prefix + ("" if key.startswith("text_model.") else "text_model.") + key] = value
-    if is_sdxl(pipe):
+    if families.of(pipe).name == "sdxl":
         state.update(ldm_open_clip(pipe.text_encoder_2))
     return {key: value.contiguous() for key, value in state.items()}
 
@@ -365,7 +367,7 @@ def test_single_file_checkpoint_loads_with_the_configs_beside_it(tmp_path, build
     assert not list((tmp_path / "model").glob("*/*.safetensors"))
     loaded = loading.load_pipeline(str(path))
     assert type(loaded) is type(pipe) and loading.single_file_class(path) is type(pipe)
-    for part in ("unet", "vae", "text_encoder", "text_encoder_2")[: 4 if is_sdxl(pipe) else 3]:
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2")[: 4 if families.of(pipe).name == "sdxl" else 3]:
         assert loading.module_fingerprint(getattr(loaded, part)) == loading.module_fingerprint(getattr(pipe, part))
     np.testing.assert_allclose(generate_small(loaded), generate_small(pipe), atol=1e-5)
 

@@ -26,7 +26,7 @@ from small_configs import small_config_for
 from artlora.config import with_inputs
 from artlora.data.latent_cache import validation_data
 from artlora.demo import pretrained, sample_data
-from artlora.diffusion import loading
+from artlora.diffusion import families, loading
 from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapter
 from artlora.diffusion.heldout import heldout_loss_by_style, with_other_styles_captions
 from artlora.io import settings, storage
@@ -103,10 +103,13 @@ class Measured:
 def _measure(adapter_uri: str, cache_uri: str) -> Measured:
     pipe = loading.load_pipeline(str(pretrained.ensure()))
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    family = families.of(pipe)
 
     def losses(data):
-        right = heldout_loss_by_style(pipe.unet, scheduler, data, TIMESTEPS, 0).per_style
-        wrong = heldout_loss_by_style(pipe.unet, scheduler, with_other_styles_captions(data), TIMESTEPS, 0).per_style
+        right = heldout_loss_by_style(family, pipe.unet, scheduler, data, TIMESTEPS, 0).per_style
+        wrong = heldout_loss_by_style(
+            family, pipe.unet, scheduler, with_other_styles_captions(data), TIMESTEPS, 0
+        ).per_style
         return right, {style: wrong[style] - right[style] for style in right}
 
     data = validation_data(cache_uri)

@@ -16,8 +16,8 @@ from artlora.config import TrainConfig, with_inputs
 from artlora.data.latent_cache import load_split, read_shard
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.demo import tiny
-from artlora.diffusion import loading
-from artlora.diffusion.architecture import is_sdxl
+from artlora.diffusion import families, loading
+from artlora.diffusion.families import sd1
 from artlora.stages.augment import cache_keys
 from artlora.stages.augment import run as augment
 from artlora.stages.evaluate import run as evaluate
@@ -61,8 +61,8 @@ def sdxl_cache(sdxl_config) -> str:
 
 def test_tiny_sdxl_is_deterministic_and_saves_and_loads(sdxl_dir):
     built = tiny.build_tiny_sdxl(seed=0)
-    assert isinstance(built, StableDiffusionXLPipeline) and is_sdxl(built)
-    assert not is_sdxl(tiny.build_tiny_sd())
+    assert isinstance(built, StableDiffusionXLPipeline) and families.of(built).name == "sdxl"
+    assert families.of(tiny.build_tiny_sd()).name == "sd1"
     unet = built.unet.config
     assert unet.cross_attention_dim == built.text_encoder.config.hidden_size + built.text_encoder_2.config.hidden_size
     assert unet.projection_class_embeddings_input_dim == (
@@ -83,7 +83,7 @@ def test_tiny_sdxl_is_deterministic_and_saves_and_loads(sdxl_dir):
 def test_sdxl_text_identity_covers_both_encoders():
     base, other = tiny.build_tiny_sdxl(seed=0), tiny.build_tiny_sdxl(seed=1)
     identity = cache_keys.pipeline_text_identity(base)
-    assert identity != cache_keys.text_identity(base.text_encoder, base.tokenizer)
+    assert identity != sd1.text_identity(base.text_encoder, base.tokenizer)
     base.text_encoder_2 = other.text_encoder_2  # only the second encoder differs
     assert cache_keys.pipeline_text_identity(base) != identity
 
@@ -101,7 +101,7 @@ def test_augment_caches_pooled_embeds_and_time_ids_for_sdxl(sdxl_config, sdxl_ca
 
     pipe = loading.load_pipeline(sdxl_config.base_model)
     data = load_split(sdxl_cache, "train")
-    assert data.sdxl and data.empty_pooled.shape == (pipe.text_encoder_2.config.projection_dim,)
+    assert data.architecture == "sdxl" and data.empty_pooled.shape == (pipe.text_encoder_2.config.projection_dim,)
     group = data.groups[0]
     assert group.pooled.shape == (len(group), 32) and group.time_ids.shape == (len(group), 6)
     assert group.text.shape[1:] == (77, 64)  # both encoders' states, concatenated
@@ -150,7 +150,7 @@ def sdxl_latent_set() -> LatentSet:
         pooled=torch.randn(n, 32, generator=gen),
         time_ids=ids,
     )
-    return LatentSet((group,), torch.zeros(77, 64), "fp", empty_pooled=torch.zeros(32))
+    return LatentSet((group,), torch.zeros(77, 64), "fp", empty_pooled=torch.zeros(32), architecture="sdxl")
 
 
 def test_sdxl_caption_dropout_drops_the_pooled_embeds_with_the_caption():
@@ -159,7 +159,7 @@ def test_sdxl_caption_dropout_drops_the_pooled_embeds_with_the_caption():
     seen = []
     for index in range(6):
         batch = trainer.micro_batch(index)
-        added = batch.group.added_cond(batch.rows, batch.pooled)
+        added = trainer.family.conditioning(batch.group, batch.rows, batch.pooled)
         assert set(added) == {"text_embeds", "time_ids"} and added["time_ids"].shape == (4, 6)
         for text, pooled in zip(batch.text, added["text_embeds"], strict=True):
             empty_text, empty_pooled = not text.any(), not pooled.any()

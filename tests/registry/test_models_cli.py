@@ -138,3 +138,29 @@ def test_unknown_names_aliases_and_versions_are_clear_errors(capsys, model, args
     assert main(["models", *(arg.format(model=model) for arg in args)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"artlora models {args[0]}: error: ") and message.format(model=model) in error
+
+
+def test_show_prints_the_model_card_that_the_mlflow_page_shows(capsys, model, style_run, mlflow_server, store):
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    from artlora.data import dataset
+
+    card = as_json(capsys, "models", "show", f"{model}@champion")["card"]
+    assert card == MlflowClient().get_model_version(model, "1").description
+    assert card.rstrip("\n") in artlora(capsys, "models", "show", f"{model}@champion")
+    index = store.get_json(style_run.cache_uri)
+    styles = sorted({item.style for item in dataset.load_items(index["dataset_uri"])})
+    assert card.startswith(f"# {model} version 1: {', '.join(styles)}\n")
+    assert f"`{style_run.config.base_model}`" in card and index["dataset_uri"] in card
+    for style in styles:  # each style's row: its images and trigger words
+        assert f"| `{style}` |" in card
+    assert "## Gate: champion" in card and "no champion yet" in card and "val_loss_lora (lower is better)" in card
+    challenger = MlflowClient().get_model_version(model, "2").description
+    assert "champion (version 1)" in challenger and "## Gate: challenger" in challenger
+    # The report link opens the evaluation report itself, served by MLflow.
+    link = f"{mlflow_server.url}/get-artifact?run_uuid={style_run.run_id}&path=eval/report.html"
+    assert f"[Evaluation report]({link})" in card
+    with urllib.request.urlopen(link, timeout=30) as answer:
+        assert b"artlora evaluation" in answer.read()

@@ -3,6 +3,7 @@ search's trials, the summary page, and how the training processes are launched."
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 
@@ -11,7 +12,7 @@ from small_configs import small_config_for
 
 from artlora.config import ConfigError, PipelineConfig
 from artlora.tasks import changes, launch, parameters, search
-from artlora.tasks.search_report import TrialReport, curve_svg
+from artlora.tasks.search_report import TrialReport, curve_chart
 
 
 @pytest.fixture
@@ -134,9 +135,13 @@ def test_curves_draw_one_line_per_trial_that_logged_the_metric():
             grid_png=b"",
         )
 
-    svg = curve_svg([trial(1, [(1, 0.5), (2, 0.4)]), trial(2, [(1, 0.6), (2, 0.3)]), trial(3, [])], "loss")
-    assert svg.count("<polyline") == 2 and "0.3 to 0.6" in svg
-    assert "Nothing was logged for loss" in curve_svg([trial(1, [])], "loss")
+    uri = curve_chart([trial(1, [(1, 0.5), (2, 0.4)]), trial(2, [(1, 0.6), (2, 0.3)]), trial(3, [])], "loss", "MSE")
+    assert uri.startswith("data:image/svg+xml;base64,")
+    svg = base64.b64decode(uri.split(",", 1)[1]).decode()
+    assert "trial 1" in svg and "trial 2" in svg and "trial 3" not in svg  # the legend
+    assert "#1f77b4" in svg and "#ff7f0e" in svg  # each trial in its table colour
+    assert "training step" in svg and "MSE" in svg  # both axes labelled
+    assert curve_chart([trial(1, [])], "loss", "MSE") == ""  # the page then says nothing was logged
 
 
 # -- launching the training ---------------------------------------------------------------------------

@@ -57,9 +57,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tiny.add_argument("--seed", type=int, default=0, help="weights seed of the random model (default 0)")
     tiny.add_argument(
         "--arch",
-        choices=("sd1", "sd2", "sdxl"),  # demo.tiny.BUILDERS (not imported here: it loads torch)
+        choices=("sd1", "sd2", "sdxl", "sd3", "flux"),  # demo.tiny.BUILDERS (not imported here: it loads torch)
         default="sd1",
-        help="architecture: SD 1.x (default), SD 2.x (v-prediction) or SDXL (two text encoders)",
+        help="architecture: SD 1.x (default), SD 2.x (v-prediction), SDXL (two text encoders), SD 3.5 (MMDiT, "
+        "three text encoders) or Flux.1-dev (guidance-distilled transformer)",
     )
     tiny.set_defaults(handler=tiny_model)
 

@@ -93,6 +93,8 @@ def show_model(args: argparse.Namespace) -> int:
         *(["promotions:", *_pairs(info["promoted"])] if info["promoted"] else []),
         "reports:",
         *_pairs({name: uri for name, uri in info["reports"].items() if uri}),
+        "",
+        *(info["card"].rstrip("\n").splitlines() or ["(no model card: registered before artlora wrote one)"]),
     ]
     return _print(args, info, lines)
 

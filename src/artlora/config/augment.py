@@ -43,6 +43,20 @@ class AugmentConfig(StageConfig):
         0.01, ge=0.0, le=0.5, description="hue jitter: shift drawn from [-x, x] of the colour wheel; 0 turns it off"
     )
     batch_size: int = Field(16, ge=1, le=512, description="views per VAE encode batch (views of one bucket size)")
+    max_t5_length: int | None = Field(
+        None,
+        ge=8,
+        le=512,
+        description="SD 3.5 and Flux.1: T5 tokens per caption in the text cache, in [8, 512]; null = the pipeline's "
+        "default (SD 3.5: 256, Flux.1: 512). Shorter is faster and lighter (attention over fewer tokens every "
+        "step); captions are cut there. Other families ignore it",
+    )
+    t5: bool = Field(
+        True,
+        description="SD 3.5: encode captions with T5-XXL too; false puts zeros in its place, as SD 3.5's pipeline does "
+        "without text_encoder_3 (about 9 GB of GPU memory less when caching; weaker text following). Other "
+        "families ignore it (Flux.1 always reads T5)",
+    )
 
     @field_validator("crop_scale")
     @classmethod

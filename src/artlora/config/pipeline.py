@@ -56,6 +56,28 @@ class _Pipeline(BaseModel):
             data[stage] = {**shared, **section}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gallery_paints_the_evaluation_prompts(cls, data: Any) -> Any:
+        """train.sample_* not given: the evaluation's prompts and content prompts, at its first seed, resolution,
+        steps and guidance, so the gallery shows what the report will judge."""
+        if not isinstance(data, dict) or not isinstance(data.get("train") or {}, dict):
+            return data
+        evaluate = data.get("evaluate")
+        evaluate = evaluate.model_dump() if isinstance(evaluate, BaseModel) else dict(evaluate or {})
+        given = {name: evaluate.get(name, field.default) for name, field in EvaluateConfig.model_fields.items()}
+        try:
+            derived = {
+                "sample_prompts": [*given["prompts"], *given["content_prompts"]],
+                "sample_seed": next(iter(given["image_seeds"]), 0),
+                "sample_resolution": given["resolution"],
+                "sample_steps": given["inference_steps"],
+                "sample_guidance": given["guidance_scale"],
+            }
+        except TypeError:  # an evaluate section of the wrong shape: its own validation names the field
+            return data
+        return {**data, "train": {**derived, **(data.get("train") or {})}}
+
     @field_validator("search")
     @classmethod
     def _searched_values_are_train_values(cls, search: SearchConfig, info: ValidationInfo) -> SearchConfig:

@@ -7,6 +7,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from artlora.config.base import BaseModelRef, Experiment, Seed, StageConfig, StorageRoot
+from artlora.config.evaluate import EvaluateConfig
+
+_EVALUATE = EvaluateConfig.model_fields  # the gallery's defaults are the evaluation's
+# The gallery's settings: what it paints while training, not what is trained (left out of the run's key).
+GALLERY_FIELDS = frozenset(
+    {"sample_every", "sample_prompts", "sample_seed", "sample_resolution", "sample_steps", "sample_guidance"}
+)
 
 
 class TrainConfig(StageConfig):
@@ -22,9 +29,11 @@ class TrainConfig(StageConfig):
     target_modules: tuple[str, ...] = Field(
         ("attention",),
         min_length=1,
-        description="UNet layers that get LoRA: the groups 'attention' (to_q, to_k, to_v, to_out.0), "
-        "'feed_forward' (ff.net.0.proj, ff.net.2) and 'convolutions' (ResNet conv1, conv2, conv_shortcut and the "
-        "down/up-sampler convs), and/or module names matched by suffix as peft does (e.g. proj_in)",
+        description="denoiser layers that get LoRA: the model family's groups (SD 1.x/2.x, SDXL UNets: "
+        "'attention' (to_q, to_k, to_v, to_out.0), 'feed_forward' (ff.net.0.proj, ff.net.2), 'convolutions' "
+        "(ResNet conv1, conv2, conv_shortcut and the down/up-sampler convs); SD 3.5 and Flux.1 transformers: "
+        "'attention' (image stream), 'context' (text stream: add_q/k/v_proj, to_add_out), 'feed_forward' (both "
+        "streams), 'modulation' (adaLN linears)), and/or module names matched by suffix as peft does",
     )
     use_dora: bool = Field(False, description="DoRA: a trained magnitude per output channel besides the LoRA update")
     train_text_encoder: bool = Field(
@@ -55,6 +64,21 @@ class TrainConfig(StageConfig):
         lt=1.0,
         description="probability, in [0, 1), that a view trains with the empty caption "
         "(keeps classifier-free guidance working); 0 turns it off",
+    )
+    timestep_density: Literal["logit_normal", "mode", "uniform"] = Field(
+        "logit_normal",
+        description="SD 3.5 and Flux.1 (flow matching): the density training timesteps are drawn from before the "
+        "base's shift (SD3 paper: logit-normal; 'mode' with mode_scale; uniform). UNet families draw uniformly",
+    )
+    logit_mean: float = Field(0.0, ge=-5.0, le=5.0, description="mean of the logit-normal timestep density, in [-5, 5]")
+    logit_std: float = Field(1.0, gt=0.0, le=5.0, description="std of the logit-normal timestep density, in (0, 5]")
+    mode_scale: float = Field(
+        1.29, ge=-1.0, le=2.0, description="scale of the 'mode' timestep density, in [-1, 2] (SD3 paper: 1.29)"
+    )
+    loss_weighting: Literal["none", "sigma_sqrt", "cosmap"] = Field(
+        "none",
+        description="SD 3.5 and Flux.1: per-sample loss weights over sigma (diffusers' "
+        "compute_loss_weighting_for_sd3); 'none' weights all alike. UNet families use min_snr_gamma instead",
     )
     perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the LPIPS term; 0 turns it off")
     perceptual_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone")
@@ -97,14 +121,22 @@ class TrainConfig(StageConfig):
     weight_decay: float = Field(1e-2, ge=0.0, description="AdamW decoupled weight decay on the LoRA weights")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold (L2 norm)")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "bf16", description="autocast dtype on GPU (LoRA weights stay fp32); the CPU always trains in fp32"
+        "bf16",
+        description="autocast dtype on GPU, and the dtype the frozen base weights are kept in there (bf16 halves "
+        "their memory: what SD 3.5 Large and Flux.1 need on 24-48 GB cards); LoRA weights and optimizer stay "
+        "fp32; the CPU always trains in fp32",
     )
     gradient_checkpointing: bool = Field(
-        False, description="recompute UNet activations in the backward pass: less GPU memory, about 30% slower"
+        False,
+        description="recompute the denoiser's (UNet or transformer) activations in the backward pass: less GPU "
+        "memory, about 30% slower",
     )
-    channels_last: bool = Field(False, description="UNet in channels-last memory layout (faster convolutions on GPU)")
+    channels_last: bool = Field(
+        False, description="denoiser in channels-last memory layout (faster convolutions on GPU: UNet families)"
+    )
     torch_compile: bool = Field(
-        False, description="torch.compile the UNet (GPU; the first steps of each latent size compile, then faster)"
+        False,
+        description="torch.compile the denoiser (GPU; the first steps of each latent size compile, then faster)",
     )
     gpus: int = Field(
         1,
@@ -148,6 +180,39 @@ class TrainConfig(StageConfig):
     system_metrics: bool = Field(
         True, description="log CPU, memory, disk, network and (with NVIDIA GPUs) GPU use to MLflow during training"
     )
+    # -- the gallery painted while training (none of these changes the adapter, nor the run's key)
+    sample_every: int = Field(
+        250,
+        ge=0,
+        description="steps between gallery paintings: sample_prompts, one image each with seed sample_seed, painted "
+        "by the adapter as it is (also before the first step and at the last), logged to MLflow as images per step "
+        "(the UI's step slider) and shown as a strip per prompt in the evaluation report; 0 turns it off. Each "
+        "painting costs about sample_steps x 2 UNet passes per prompt",
+    )
+    sample_prompts: tuple[str, ...] = Field(
+        (*_EVALUATE["prompts"].default, *_EVALUATE["content_prompts"].default),
+        description="prompts the gallery paints; in a pipeline config, when not given, the evaluate section's "
+        "prompts followed by its content prompts",
+    )
+    sample_seed: int = Field(0, ge=0, description="seed of every gallery image (the same noise at every step)")
+    sample_resolution: int = Field(
+        _EVALUATE["resolution"].default,
+        ge=32,
+        le=2048,
+        multiple_of=8,
+        description="gallery image side, in pixels (pipeline: evaluate.resolution)",
+    )
+    sample_steps: int = Field(
+        _EVALUATE["inference_steps"].default,
+        ge=1,
+        le=200,
+        description="denoising steps per gallery image (pipeline: evaluate.inference_steps)",
+    )
+    sample_guidance: float = Field(
+        _EVALUATE["guidance_scale"].default,
+        ge=1.0,
+        description="classifier-free guidance scale of the gallery (pipeline: evaluate.guidance_scale)",
+    )
 
     @model_validator(mode="after")
     def _settings_that_need_another(self) -> TrainConfig:
@@ -155,4 +220,8 @@ class TrainConfig(StageConfig):
             raise ValueError("early_stopping_patience needs validation: set eval_every > 0")
         if self.text_encoder_learning_rate is not None and not self.train_text_encoder:
             raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
+        if self.sample_every and not self.sample_prompts:
+            raise ValueError(
+                "sample_every paints sample_prompts, and there are none: give some, or set sample_every: 0"
+            )
         return self

@@ -5,8 +5,9 @@ in pixels), number of views, and two shards as {"uri", "sha256"}: its views' lat
 multiplied by the VAE's scaling factor) and its caption's text-encoder states ([tokens, dim]). Every shard's bytes
 are checked against the index's sha256 before they are used.
 
-SDXL caches (`"architecture": "sdxl"`) add, per caption shard, the pooled embedding `pooled` [dim], and per entry
-`time_ids`: each view's [original h, original w, crop top, crop left, target h, target w].
+An index names the model family it was made for (`"architecture"`: a `diffusion.families` name; indexes without
+it are SD 1.x/2.x's). Families with pooled embeddings (SDXL, SD 3.5, Flux) add, per caption shard, `pooled` [dim];
+SDXL adds per entry `time_ids`: each view's [original h, original w, crop top, crop left, target h, target w].
 """
 
 from __future__ import annotations
@@ -52,18 +53,17 @@ def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSe
     text = dict(zip(texts, storage.parallel(lambda t: read_shard(store, t), texts.values()), strict=True))
     empty = read_shard(store, index["empty_text"])
     return LatentSet(
-        groups=_groups(entries, latents, text, sdxl=index.get("architecture") == "sdxl"),
+        groups=_groups(entries, latents, text),
         empty_text=empty["hidden"],
         dataset_fingerprint=index["dataset_fingerprint"],
-        empty_pooled=empty["pooled"] if index.get("architecture") == "sdxl" else None,
+        empty_pooled=empty.get("pooled"),
+        architecture=index.get("architecture", "sd1"),
     )
 
 
-def _groups(
-    entries: list[dict], latents: list[torch.Tensor], text: dict[str, dict[str, torch.Tensor]], sdxl: bool = False
-) -> tuple:
+def _groups(entries: list[dict], latents: list[torch.Tensor], text: dict[str, dict[str, torch.Tensor]]) -> tuple:
     """One LatentGroup per latent size, ordered by size; each view paired with its image's caption states (and
-    for SDXL its caption's pooled embedding and its own time ids)."""
+    its caption's pooled embedding and its own time ids, where the cache holds them)."""
     by_size: dict[tuple[int, ...], tuple[list, list, list, list, set, list, list]] = {}
     for entry, image_views in zip(entries, latents, strict=True):
         size = tuple(image_views.shape[1:])
@@ -73,8 +73,9 @@ def _groups(
         txt.extend([shard["hidden"]] * len(image_views))
         captions.extend([entry["caption"]] * len(image_views))
         styles.extend([entry.get("style", "")] * len(image_views))
-        if sdxl:
+        if "pooled" in shard:
             pooled.extend([shard["pooled"]] * len(image_views))
+        if "time_ids" in entry:
             ids.extend(entry["time_ids"][: len(image_views)])
         buckets.add(tuple(entry["bucket"]) if "bucket" in entry else None)
     return tuple(
@@ -82,8 +83,8 @@ def _groups(
             latents=torch.cat(lat),
             text=torch.stack(txt),
             bucket=buckets.pop() if len(buckets) == 1 else None,
-            pooled=torch.stack(pooled) if sdxl else None,
-            time_ids=torch.tensor(ids, dtype=torch.float32) if sdxl else None,
+            pooled=torch.stack(pooled) if pooled else None,
+            time_ids=torch.tensor(ids, dtype=torch.float32) if ids else None,
             captions=tuple(captions),
             styles=tuple(styles),
         )

@@ -15,24 +15,16 @@ import torch
 class LatentGroup:
     """Cached views that share one latent size (one aspect-ratio bucket), so they can share a batch."""
 
-    latents: torch.Tensor  # [views, 4, h, w], already multiplied by the VAE scaling factor
+    latents: torch.Tensor  # [views, channels, h, w], already shifted and scaled as the VAE's config says
     text: torch.Tensor  # [views, tokens, dim]: each view's caption states
     bucket: tuple[int, int] | None = None  # (width, height) of the views in pixels; None in older indexes
-    pooled: torch.Tensor | None = None  # SDXL: [views, dim], each view's caption's pooled embedding
+    pooled: torch.Tensor | None = None  # SDXL, SD 3.5, Flux: [views, dim], each view's caption's pooled embedding
     time_ids: torch.Tensor | None = None  # SDXL: [views, 6], each view's size and crop conditioning
     captions: tuple[str, ...] = ()  # each view's caption (what `text` encodes)
     styles: tuple[str, ...] = ()  # each view's style (its image's folder in the source); () in older indexes
 
     def __len__(self) -> int:
         return len(self.latents)
-
-    def added_cond(self, rows: torch.Tensor | slice, pooled: torch.Tensor | None = None) -> dict | None:
-        """The SDXL UNet's `added_cond_kwargs` for some views (`pooled` overrides the group's, e.g. after caption
-        dropout); None for SD 1.x/2.x groups, whose UNet takes none."""
-        if self.pooled is None:
-            return None
-        assert self.time_ids is not None  # an SDXL group has both
-        return {"text_embeds": self.pooled[rows] if pooled is None else pooled, "time_ids": self.time_ids[rows]}
 
 
 @dataclass(frozen=True)
@@ -42,11 +34,8 @@ class LatentSet:
     groups: tuple[LatentGroup, ...]  # ordered by latent size
     empty_text: torch.Tensor  # [tokens, dim]: the empty caption, for caption dropout
     dataset_fingerprint: str
-    empty_pooled: torch.Tensor | None = None  # SDXL: [dim], the empty caption's pooled embedding
-
-    @property
-    def sdxl(self) -> bool:
-        return self.empty_pooled is not None
+    empty_pooled: torch.Tensor | None = None  # families with pooled embeddings: [dim], the empty caption's
+    architecture: str = "sd1"  # the model family the cache was made for (`diffusion.families` names)
 
     def __len__(self) -> int:
         return sum(len(group) for group in self.groups)
@@ -67,7 +56,7 @@ class LatentSet:
         )
 
     def reencoded(self, encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor | None]]) -> LatentSet:
-        """The same views with their caption states (and SDXL pooled embeddings) computed again by `encode`
+        """The same views with their caption states (and pooled embeddings) computed again by `encode`
         (captions -> (hidden, pooled)): how a text encoder with a trained adapter reads the captions."""
         groups = []
         for group in self.groups:

@@ -189,11 +189,32 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon") -> StableDi
     )
 
 
-BUILDERS = {"sd1": build_tiny_sd, "sd2": build_tiny_sd2, "sdxl": build_tiny_sdxl}
+def build_tiny_sd3(seed: int = 0):
+    """The tiny SD 3.5 (`demo.tiny_transformers`, which builds on this module)."""
+    from artlora.demo import tiny_transformers
+
+    return tiny_transformers.build_tiny_sd3(seed)
+
+
+def build_tiny_flux(seed: int = 0):
+    """The tiny Flux.1-dev (`demo.tiny_transformers`)."""
+    from artlora.demo import tiny_transformers
+
+    return tiny_transformers.build_tiny_flux(seed)
+
+
+BUILDERS = {
+    "sd1": build_tiny_sd,
+    "sd2": build_tiny_sd2,
+    "sdxl": build_tiny_sdxl,
+    "sd3": build_tiny_sd3,
+    "flux": build_tiny_flux,
+}
 
 
 def save_tiny(path: str | Path, arch: str = "sd1", seed: int = 0) -> Path:
-    """Build the tiny pipeline of an architecture (`BUILDERS`: SD 1.x, SD 2.x with v-prediction, SDXL) and save it
+    """Build the tiny pipeline of an architecture (`BUILDERS`: SD 1.x, SD 2.x with v-prediction, SDXL, SD 3.5,
+    Flux.1-dev) and save it
     as a diffusers folder (safetensors weights)."""
     path = Path(path)
     BUILDERS[arch](seed).save_pretrained(path, safe_serialization=True)

@@ -17,8 +17,8 @@ from safetensors import safe_open
 
 from artlora import contracts
 from artlora.data.latents import LatentSet
+from artlora.diffusion import families
 from artlora.diffusion.heldout import heldout_loss
-from artlora.diffusion.text_encoding import TextEncoders
 from artlora.errors import ArtloraError
 
 # The file name diffusers gives an adapter in its own layout; any other .safetensors in an adapter folder is the
@@ -80,7 +80,7 @@ def load_adapter(pipe, path: str | Path) -> None:
 def read_by_adapter(pipe, data: LatentSet) -> LatentSet:
     """The data's caption states as the pipeline's text encoders read them now: encoded again when the loaded
     adapter changed a text encoder too, else as cached."""
-    encoders = TextEncoders.of(pipe)
+    encoders = families.of(pipe).text_encoders(pipe)
     if any(getattr(encoder, "peft_config", None) for encoder in encoders.encoders):
         return data.reencoded(encoders.encode_captions)
     return data
@@ -90,6 +90,8 @@ def heldout_losses(
     pipe, scheduler, data: LatentSet, adapter: str | Path, timesteps: tuple[int, ...], seed: int
 ) -> tuple[float, float]:
     """The held-out loss of the base model, then of base + adapter, on the same data, timesteps and noise."""
-    base = heldout_loss(pipe.unet, scheduler, data, timesteps, seed)
+    family = families.of(pipe)
+    denoiser = getattr(pipe, family.denoiser)
+    base = heldout_loss(family, denoiser, scheduler, data, timesteps, seed)
     load_adapter(pipe, adapter)
-    return base, heldout_loss(pipe.unet, scheduler, read_by_adapter(pipe, data), timesteps, seed)
+    return base, heldout_loss(family, denoiser, scheduler, read_by_adapter(pipe, data), timesteps, seed)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-from diffusers import DDPMScheduler
 
 from artlora.data.latents import LatentSet
-from artlora.diffusion.losses import diffusion_target
+from artlora.diffusion.families import Family
 
 
 @dataclass(frozen=True)
@@ -27,10 +26,11 @@ class HeldoutLoss:
 
 @torch.no_grad()
 def heldout_loss_by_style(
-    unet, scheduler: DDPMScheduler, data: LatentSet, timesteps: tuple[int, ...], seed: int
+    family: Family, model, scheduler, data: LatentSet, timesteps: tuple[int, ...], seed: int
 ) -> HeldoutLoss:
     """Mean MSE over every validation view at each fixed timestep, with noise fixed by the seed; also per style
-    (the views' `styles`) and for the zero predictor."""
+    (the views' `styles`) and for the zero predictor. `model` is the family's denoiser (UNet or transformer);
+    the family turns each fixed timestep (0-999) into its own and noises, predicts and targets as it trains."""
     gen = torch.Generator().manual_seed(seed)
     sums: dict[str, list[float]] = {}  # style -> [squared error, elements]
     total = zeros = count = 0.0
@@ -39,12 +39,11 @@ def heldout_loss_by_style(
         styles = group.styles or ("",) * len(group)
         for t in timesteps:
             for chunk in torch.arange(len(group)).split(32):
-                latents, steps = group.latents[chunk], torch.full((len(chunk),), t, dtype=torch.long)
-                noisy = scheduler.add_noise(latents, noise[chunk], steps)
-                added = group.added_cond(chunk)  # SDXL's pooled embeds and time ids; None for SD 1.x/2.x
-                extra = {} if added is None else {"added_cond_kwargs": added}
-                output = unet(noisy, steps, group.text[chunk], **extra).sample
-                target = diffusion_target(scheduler, latents, noise[chunk], steps)
+                latents, steps = group.latents[chunk], family.heldout_timesteps(scheduler, t, len(chunk))
+                noisy = family.add_noise(scheduler, latents, noise[chunk], steps)
+                conditioning = family.conditioning(group, chunk)
+                output = family.predict(model, noisy, steps, group.text[chunk], conditioning)
+                target = family.target(scheduler, latents, noise[chunk], steps)
                 per_view = (output - target).square().flatten(1).sum(1)
                 for style, error in zip((styles[i] for i in chunk.tolist()), per_view.tolist(), strict=True):
                     entry = sums.setdefault(style, [0.0, 0.0])
@@ -87,9 +86,9 @@ def with_other_styles_captions(data: LatentSet) -> LatentSet:
     return replace(data, groups=tuple(groups))
 
 
-def heldout_loss(unet, scheduler: DDPMScheduler, data: LatentSet, timesteps: tuple[int, ...], seed: int) -> float:
+def heldout_loss(family: Family, model, scheduler, data: LatentSet, timesteps: tuple[int, ...], seed: int) -> float:
     """Mean MSE over every validation view at each fixed timestep, with noise fixed by the seed."""
-    return heldout_loss_by_style(unet, scheduler, data, timesteps, seed).loss
+    return heldout_loss_by_style(family, model, scheduler, data, timesteps, seed).loss
 
 
 def heldout_metrics(base: float, lora: float) -> dict[str, float]:

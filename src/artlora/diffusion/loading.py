@@ -1,4 +1,4 @@
-"""Base-model loading: the one place that turns a model reference into a Stable Diffusion pipeline.
+"""Base-model loading: the one place that turns a model reference into a pipeline of one of the families.
 
 A reference is a local diffusers folder, a local single-file `.safetensors` checkpoint, an `s3://bucket/prefix`
 holding a diffusers folder (downloaded once into the work folder), or a Hugging Face hub id (`org/name`). Tests
@@ -7,8 +7,8 @@ and the demo load the tiny pipelines of `artlora.demo.tiny` through the same pat
 Weights load from safetensors only (`use_safetensors=True`): pickle-based files (`.ckpt`, `.bin`, `.pt`,
 `.pth`) can run code when loaded, so they are refused with an error that names the file and how to convert it.
 
-A single file in the original (ldm/SGM) layout holds weights only. SDXL is told from SD 1.x/2.x by its second
-text encoder's tensor names (`conditioner.embedders.1.`, read from the header alone); diffusers then takes the
+A single file in the original (ldm/SGM) layout holds weights only. Its family is told from its tensor names, read
+from the header alone (each family's `owns_single_file`: SDXL by its second text encoder's); diffusers then takes the
 configs and tokenizer(s) from the folder holding the file when that has a model_index.json (a copy of the base
 model's diffusers folder, weights optional), and otherwise fetches those of the matching public model from the
 Hugging Face hub, which fails where the hub is unreachable.
@@ -23,15 +23,13 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import (
-    DiffusionPipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-)
+from diffusers import DiffusionPipeline
 from safetensors import safe_open
 
+from artlora.diffusion import families
 from artlora.errors import ArtloraError
 from artlora.io import settings, storage
 
@@ -52,9 +50,6 @@ DOWNLOAD_MARKER = ".artlora-download-complete"
 # The class name and the tensors' dtypes already cover `architectures` and `dtype`.
 _CONFIG_PROVENANCE = frozenset({"architectures", "dtype", "torch_dtype", "transformers_version"})
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# In an original-layout (SGM) checkpoint, the tensors of SDXL's second text encoder (OpenCLIP ViT-bigG); SD 1.x/2.x
-# keep their one encoder under cond_stage_model.
-SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
 
 
 class ModelLoadError(ArtloraError):
@@ -159,7 +154,7 @@ def check_reference(ref: str) -> None:
     if not storage.is_s3(ref):
         source = local_model_path(ref)
         if _is_single_file(source):
-            _readable_single_file_class(ref, source)
+            _readable_single_file_family(ref, source)
         return
     store = storage.get_storage()
     if store.exists(storage.join(ref, "model_index.json")):
@@ -205,9 +200,9 @@ def local_folder(ref: str) -> str:
     return str(folder)
 
 
-def _pipeline_class(source: str, revision: str | None) -> type[DiffusionPipeline]:
-    """SDXL for a folder or hub id whose model_index.json names an SDXL pipeline; Stable Diffusion 1.x/2.x
-    otherwise (a model_index.json that cannot be read is left for from_pretrained to report)."""
+def _family(source: str, revision: str | None) -> families.Family:
+    """The family whose pipeline a folder's or hub id's model_index.json names; Stable Diffusion 1.x/2.x when no
+    family claims it (a model_index.json that cannot be read is left for from_pretrained to report)."""
     index = Path(source) / "model_index.json"
     try:
         if index.is_file():
@@ -216,7 +211,7 @@ def _pipeline_class(source: str, revision: str | None) -> type[DiffusionPipeline
             name = DiffusionPipeline.load_config(source, revision=revision).get("_class_name", "")
     except Exception:  # noqa: BLE001 - unreadable or unreachable: from_pretrained gives the real error below
         name = ""
-    return StableDiffusionXLPipeline if str(name).startswith("StableDiffusionXL") else StableDiffusionPipeline
+    return families.for_pipeline_name(str(name))
 
 
 def checkpoint_keys(path: str | Path) -> list[str]:
@@ -225,18 +220,23 @@ def checkpoint_keys(path: str | Path) -> list[str]:
         return list(handle.keys())
 
 
+def single_file_family(path: str | Path) -> families.Family:
+    """The family of an original-layout checkpoint, told from its tensor names (e.g. SDXL's second text encoder)."""
+    return families.for_single_file(checkpoint_keys(path))
+
+
 def single_file_class(path: str | Path) -> type[DiffusionPipeline]:
-    """SDXL for an original-layout checkpoint with SDXL's second text encoder, Stable Diffusion 1.x/2.x otherwise."""
-    sdxl = any(key.startswith(SDXL_SINGLE_FILE_PREFIX) for key in checkpoint_keys(path))
-    return StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
+    """The pipeline class that loads an original-layout checkpoint."""
+    return single_file_family(path).pipeline_class()
 
 
-def _single_file_config(ref: str, source: str, cls: type[DiffusionPipeline]) -> str | None:
+def _single_file_config(ref: str, source: str, family: families.Family) -> str | None:
     """The diffusers folder holding the file, when it has a model_index.json of the file's architecture."""
     folder = Path(source).parent
     if not (folder / "model_index.json").is_file():
         return None
-    if _pipeline_class(str(folder), None) is not cls:
+    if _family(str(folder), None) is not family:
+        cls = family.pipeline_class()
         raise ModelLoadError(
             f"base model {ref!r} is a {cls.__name__} checkpoint, but the diffusers folder beside it "
             f"({folder}/model_index.json) is not: put the file beside its own model's configs"
@@ -244,10 +244,10 @@ def _single_file_config(ref: str, source: str, cls: type[DiffusionPipeline]) -> 
     return str(folder)
 
 
-def _readable_single_file_class(ref: str, source: str) -> type[DiffusionPipeline]:
-    """`single_file_class`, with an unreadable file reported as a ModelLoadError naming it."""
+def _readable_single_file_family(ref: str, source: str) -> families.Family:
+    """`single_file_family`, with an unreadable file reported as a ModelLoadError naming it."""
     try:
-        return single_file_class(source)
+        return single_file_family(source)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ModelLoadError(
             f"base model {ref!r}: cannot read the tensor names of this checkpoint ({type(err).__name__}: {err}); "
@@ -255,12 +255,15 @@ def _readable_single_file_class(ref: str, source: str) -> type[DiffusionPipeline
         ) from err
 
 
-def _load_single_file(ref: str, source: str, revision: str | None, torch_dtype: torch.dtype):
-    cls = _readable_single_file_class(ref, source)
-    config = _single_file_config(ref, source, cls)
-    options = dict(config=config, revision=revision, dtype=torch_dtype, use_safetensors=True)
-    if cls is StableDiffusionPipeline:
-        options.update(safety_checker=None, requires_safety_checker=False)
+def _load_single_file(
+    ref: str, source: str, revision: str | None, torch_dtype: torch.dtype, text: families.TextOptions
+):
+    family = _readable_single_file_family(ref, source)
+    cls = family.pipeline_class()
+    config = _single_file_config(ref, source, family)
+    options = dict(
+        config=config, revision=revision, dtype=torch_dtype, use_safetensors=True, **family.load_options(text)
+    )
     try:
         pipe = cls.from_single_file(source, **options)
     except Exception as err:
@@ -290,23 +293,26 @@ def _has_meta(module: torch.nn.Module) -> bool:
 
 
 def load_pipeline(
-    ref: str, revision: str | None = None, torch_dtype: torch.dtype = torch.float32
-) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
-    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline, without safety checker, from any reference above."""
-    source = local_model_path(ref)
+    ref: str,
+    revision: str | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+    text: families.TextOptions | None = None,
+) -> Any:
+    """Load the pipeline of any family (`diffusion.families`), without safety checker, from any reference above;
+    `text` may leave out an encoder the captions will not use (SD 3.5's T5 with `t5=False`)."""
+    source, text = local_model_path(ref), text or families.TextOptions()
     if _is_single_file(source):
-        return _load_single_file(ref, source, revision, torch_dtype)
+        return _load_single_file(ref, source, revision, torch_dtype, text)
     # diffusers deprecated `torch_dtype` for `dtype`; the parameter keeps the name the ecosystem knows.
-    options = dict(revision=revision, dtype=torch_dtype, use_safetensors=True)
     try:
-        cls = _pipeline_class(source, revision)
-        if cls is StableDiffusionPipeline:
-            options.update(safety_checker=None, requires_safety_checker=False)
-        return cls.from_pretrained(source, **options)
+        family = _family(source, revision)
+        options = dict(revision=revision, dtype=torch_dtype, use_safetensors=True, **family.load_options(text))
+        return family.pipeline_class().from_pretrained(source, **options)
     except Exception as err:
+        known = ", ".join(family.label for family in families.FAMILIES.values())
         raise ModelLoadError(
             f"could not load base model {ref!r} (from {source}): {type(err).__name__}: {err}. Check that it "
-            "is a Stable Diffusion 1.x/2.x or SDXL pipeline with .safetensors weights (for others, "
+            f"is a pipeline of a known family ({known}) with .safetensors weights (for others, "
             f"{CONVERT_FOLDER}), and for a hub id that the hub is reachable and the revision exists"
         ) from err
 

@@ -1,44 +1,13 @@
-"""Training objectives: the diffusion target, min-SNR weights, predicted x0, and the LPIPS perceptual term."""
+"""Training-objective parts every family shares: noise offset, the (weighted) MSE and the LPIPS perceptual term.
+The target, its weights and the x0 a prediction implies are each family's (`diffusion.families`)."""
 
 from __future__ import annotations
 
 import lpips
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler
-from diffusers.training_utils import compute_snr
+from diffusers import AutoencoderKL
 
-from artlora.errors import ArtloraError
-
-
-class UnsupportedObjective(ArtloraError):
-    """The base model's scheduler asks for a training target artlora does not train."""
-
-
-def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> torch.Tensor:
-    """What the UNet should predict: the noise (epsilon models) or the velocity (v-prediction models)."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(latents, noise, timesteps)
-    raise UnsupportedObjective(
-        f"the base model's scheduler predicts {kind!r}: artlora trains epsilon and v_prediction models "
-        "(use such a base)"
-    )
-
-
-def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-sample loss weights of min-SNR-gamma (Hang et al., 2023), for the model's prediction type.
-
-    The weight on the x0 error is min(SNR, gamma); expressed on the epsilon error that is min(SNR, gamma) / SNR,
-    on the velocity error min(SNR, gamma) / (SNR + 1). SNR = alpha_bar / (1 - alpha_bar), by diffusers'
-    `compute_snr` (fp32), as diffusers' training examples weight.
-    """
-    ratio = compute_snr(scheduler, timesteps)
-    clipped = ratio.clamp(max=gamma)
-    if scheduler.config.prediction_type == "v_prediction":
-        return clipped / (ratio + 1)
-    return clipped / ratio
+from artlora.diffusion.vae import decode_latents
 
 
 def offset_noise(noise: torch.Tensor, offset: float, generator: torch.Generator) -> torch.Tensor:
@@ -53,16 +22,6 @@ def weighted_mse(output: torch.Tensor, target: torch.Tensor, weights: torch.Tens
     if weights is None:
         return error.mean()
     return (error.mean(dim=tuple(range(1, error.ndim))) * weights).mean()
-
-
-def predicted_x0(scheduler: DDPMScheduler, noisy, model_output, timesteps) -> torch.Tensor:
-    """The clean latent implied by the UNet's output at each sample's timestep (fp32)."""
-    noisy, model_output = noisy.float(), model_output.float()
-    alpha_bar = scheduler.alphas_cumprod.to(noisy.device, torch.float32)[timesteps].view(-1, 1, 1, 1)
-    signal, noise_scale = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    if scheduler.config.prediction_type == "v_prediction":
-        return signal * noisy - noise_scale * model_output
-    return (noisy - noise_scale * model_output) / signal
 
 
 def perceptual_subset(timesteps: torch.Tensor, max_timestep: int, limit: int | None) -> torch.Tensor:
@@ -89,8 +48,7 @@ class PerceptualLoss(torch.nn.Module):
         if self.scale < 1:
             size = [max(1, round(side * self.scale)) for side in latents.shape[-2:]]
             latents = torch.nn.functional.interpolate(latents, size=size, mode="bilinear", antialias=True)
-        latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
-        return self.vae.decode(latents).sample.clamp(-1, 1)
+        return decode_latents(self.vae, latents)
 
     def forward(self, predicted_latents: torch.Tensor, target_latents: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -47,6 +47,7 @@ class Version:
     tags: dict[str, str]
     aliases: tuple[str, ...]
     created: datetime.datetime  # UTC
+    description: str = ""  # the model card (Markdown), shown on the version's MLflow page
 
     @property
     def uri(self) -> str:
@@ -63,6 +64,7 @@ def _version(entity: ModelVersion) -> Version:
         tags=dict(entity.tags or {}),
         aliases=tuple(sorted(entity.aliases or ())),
         created=datetime.datetime.fromtimestamp(entity.creation_timestamp / 1000, tz=datetime.UTC),
+        description=entity.description or "",
     )
 
 
@@ -158,6 +160,13 @@ def set_alias(name: str, alias: str, version: str) -> None:
     tracking.configure()
     with tracking.asking(f"set alias {alias!r} of {name!r} to version {version}"):
         MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def set_description(name: str, version: str, text: str) -> None:
+    """A version's description: what its MLflow page shows (rendered as Markdown)."""
+    tracking.configure()
+    with tracking.asking(f"describe {name} version {version}"):
+        MlflowClient().update_model_version(name, version, description=text)
 
 
 def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:

@@ -159,6 +159,12 @@ def log_bytes(data: bytes, name: str) -> None:
         mlflow.log_artifact(str(path), None if folder == "." else folder)
 
 
+def log_image(image: Any, key: str, step: int) -> None:
+    """One image of a series (`key`) at a training step, to the active run: MLflow's UI shows a series as one
+    picture with a step slider."""
+    mlflow.log_image(image, key=key, step=step)
+
+
 def own_store_location(folder: str | None) -> str | None:
     """Where the active run's artifacts under `folder` go, when that is on artlora's own object store (the local
     SQLite store puts them there; so does a tracking server that hands out s3:// locations without proxying).

@@ -68,6 +68,7 @@ def details(version: model_registry.Version) -> dict:
             "rules": lineage.rule_outcomes(tags),
         },
         "promoted": promoted,
+        "card": version.description,  # the model card register wrote (Markdown), as its MLflow page shows it
         "reports": {
             "evaluation": tags.get(lineage.REPORT_URI, ""),
             "gate": tags.get(lineage.GATE_REPORT_URI, ""),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import html
 from dataclasses import dataclass
+from typing import Any
 
-from artlora import charts
+from artlora import pages
 from artlora.config import PipelineConfig
+from artlora.pages import charts, images
 
 METRICS = ("val_loss_base", "val_loss_lora", "val_loss_delta", "val_loss_best")
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
@@ -24,56 +24,47 @@ class TrialReport:
     grid_png: bytes
 
 
-def curve_svg(trials: list[TrialReport], metric: str) -> str:
+def _row(trial: TrialReport, winner: TrialReport) -> dict[str, Any]:
+    return {
+        "number": trial.number,
+        "label": trial.label,
+        "colour": colour(trial),
+        "winner": trial is winner,
+        "cells": [trial.metrics.get(name) for name in METRICS],
+        "run_id": trial.run_id,
+    }
+
+
+def colour(trial: TrialReport) -> str:
+    return COLOURS[(trial.number - 1) % len(COLOURS)]
+
+
+def curve_chart(trials: list[TrialReport], metric: str, ylabel: str) -> str:
     """One chart of `metric` against the step, one line per trial (in the table's colours)."""
-    lines = [(trial.curves.get(metric, []), COLOURS[(trial.number - 1) % len(COLOURS)]) for trial in trials]
-    return charts.line_chart(metric, lines)
-
-
-def _row(trial: TrialReport, winner: TrialReport) -> str:
-    colour = COLOURS[(trial.number - 1) % len(COLOURS)]
-    cells = "".join(
-        f"<td>{trial.metrics[name]:.6f}</td>" if name in trial.metrics else "<td>-</td>" for name in METRICS
-    )
-    mark = " <strong>winner</strong>" if trial is winner else ""
-    return (
-        f'<tr{" class=win" if trial is winner else ""}><td style="color:{colour}">&#9632; {trial.number}{mark}</td>'
-        f"<td>{html.escape(trial.label)}</td>{cells}<td><code>{html.escape(trial.run_id)}</code></td></tr>"
-    )
-
-
-def _grid(trial: TrialReport) -> str:
-    encoded = base64.b64encode(trial.grid_png).decode()
-    return (
-        f"<h3>Trial {trial.number}: {html.escape(trial.label)}</h3>"
-        f'<img alt="trial {trial.number}: base vs LoRA" src="data:image/png;base64,{encoded}">'
-    )
+    lines = {f"trial {t.number}": t.curves.get(metric, []) for t in trials}
+    return charts.steps(lines, ylabel=ylabel, colours={f"trial {t.number}": colour(t) for t in trials})
 
 
 def summary_html(config: PipelineConfig, trials: list[TrialReport], winner: TrialReport) -> str:
     rule = config.register.ranking_rule
-    metric = rule.metric_name
-    header = "".join(f"<th>{name}</th>" for name in METRICS)
-    rows = "".join(_row(trial, winner) for trial in trials)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>artlora search: {html.escape(config.model_name)}</title>
-<style>
-body{{font-family:sans-serif;margin:2em}} td,th{{padding:.2em .8em;text-align:left}} tr.win{{background:#e8f5e9}}
-img{{image-rendering:pixelated;width:100%;max-width:900px}}
-</style>
-</head><body>
-<h1>Search for {html.escape(config.model_name)}: {len(trials)} trials ({config.search.strategy})</h1>
-<p>Winner: <strong>trial {winner.number}</strong> ({html.escape(winner.label)}), {html.escape(metric)}
-{winner.metrics[metric]:.6f} ({rule.direction} is better), adapter <code>{html.escape(winner.adapter_uri)}</code>.
-It is the one version this search registers.</p>
-<h2>Trials</h2>
-<table><tr><th>trial</th><th>settings</th>{header}<th>MLflow run</th></tr>{rows}</table>
-<p>Every trial has the rest of its settings from <code>train:</code>; held-out losses at fixed timesteps and noise,
-so the trials compare directly.</p>
-<h2>Curves</h2>
-{curve_svg(trials, "loss")}
-{curve_svg(trials, "val_loss")}
-<h2>Samples: base model (left half) and base + LoRA (right half)</h2>
-{"".join(_grid(trial) for trial in trials)}
-</body></html>
-"""
+    return pages.render(
+        "search.html",
+        title=f"artlora search: {config.model_name}",
+        config=config,
+        trials=trials,
+        winner=winner,
+        metric=rule.metric_name,
+        direction=rule.direction,
+        metric_names=METRICS,
+        rows=[_row(trial, winner) for trial in trials],
+        loss_chart=curve_chart(trials, "loss", "training loss (MSE)"),
+        val_chart=curve_chart(trials, "val_loss", "validation loss (MSE)"),
+        grids=[
+            {
+                "number": t.number,
+                "label": t.label,
+                "uri": images.data_uri(t.grid_png, "image/png") if t.grid_png else "",
+            }
+            for t in trials
+        ],
+    )

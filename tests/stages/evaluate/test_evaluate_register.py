@@ -48,8 +48,11 @@ def test_evaluate_logs_losses_grid_and_report(small_config, latent_cache, traine
         "Content kept",
         "Memorisation",
         "CLIP score and KID were skipped",
+        "Painted while it trained",  # the gallery's strip per prompt (train.sample_every paints steps 0 and 4)
+        "steps 0, 4",
     ):
         assert section in report, section
+    assert report.count("data:image/svg+xml;base64,") >= 5  # loss, learning rate, per-style loss and distance, sweep
     assert report == result.report_html
 
     again = evaluate.run(config)  # fixed timesteps and fixed noise: the same numbers every time

@@ -217,7 +217,7 @@ def test_html_report_is_self_contained_with_thumbnails_of_rejected_images(corpus
     assert "http://" not in page and "https://" not in page
     for name, (_, words) in BAD.items():
         assert name in page and words.replace(">", "&gt;") in page
-    pictures = re.findall(r"src='data:image/jpeg;base64,([^']+)'", page)
+    pictures = re.findall(r"""src=["']data:image/jpeg;base64,([^'"]+)["']""", page)
     assert len(pictures) == len(set(BAD) - UNDECODABLE)
     for data in pictures:
         with Image.open(io.BytesIO(base64.b64decode(data))) as thumb:

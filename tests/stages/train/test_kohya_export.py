@@ -12,6 +12,8 @@ from safetensors.torch import load_file as load
 
 from artlora.config import TrainConfig
 from artlora.demo import tiny
+from artlora.diffusion import lora_keys
+from artlora.diffusion.families import sgm_names
 from artlora.stages.train import kohya, lora
 
 ALL_GROUPS = ("attention", "feed_forward", "convolutions")
@@ -118,7 +120,7 @@ def test_every_module_has_its_alpha_and_the_metadata_names_sdxl(tmp_path):
 def test_rslora_alpha_keeps_peft_scaling():
     pipe = tiny.build_tiny_sd()
     pipe.text_encoder.add_adapter(LoraConfig(r=4, lora_alpha=2.0, target_modules=["q_proj"], use_rslora=True))
-    alphas = kohya.module_alphas(pipe.text_encoder)
+    alphas = lora_keys.module_alphas(pipe.text_encoder)
     assert alphas and all(alpha / 4 == pytest.approx(2.0 / 4**0.5) for alpha in alphas.values())
 
 
@@ -132,7 +134,7 @@ def test_upsampler_without_attention_is_refused_clearly(tmp_path):
     with pytest.raises(kohya.UnsupportedAdapterError, match="upsampler"):
         kohya.save_kohya(unet, tmp_path / "x.safetensors", "epsilon")
     assert not (tmp_path / "x.safetensors").exists()
-    assert kohya.sgm_path("up_blocks.0.upsamplers.0.conv", unet.config) == "output_blocks.1.1.conv"
+    assert sgm_names.sgm_path("up_blocks.0.upsamplers.0.conv", unet.config) == "output_blocks.1.1.conv"
 
 
 def test_sdxl_dora_and_unknown_text_encoders_are_refused(tmp_path):

@@ -12,6 +12,7 @@ from peft.utils import get_peft_model_state_dict
 
 from artlora.config import TrainConfig
 from artlora.demo import tiny
+from artlora.diffusion import lora_keys
 from artlora.stages.train import kohya, lora
 
 ALL_GROUPS = ("attention", "feed_forward", "convolutions")
@@ -78,7 +79,7 @@ def test_files_carry_provenance_and_the_ui_metadata(tmp_path):
 
 def test_kohya_keys_and_alpha():
     pipe, _ = adapted_pipe(target_modules=ALL_GROUPS)
-    tensors = kohya.kohya_state_dict(get_peft_model_state_dict(pipe.unet), alpha=2.0)
+    tensors = lora_keys.kohya_state_dict(get_peft_model_state_dict(pipe.unet), alpha=2.0)
     name = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
     assert tensors[f"{name}.lora_down.weight"].shape == (4, 64) and tensors[f"{name}.lora_up.weight"].shape == (64, 4)
     assert tensors[f"{name}.alpha"].item() == 2.0

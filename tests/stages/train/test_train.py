@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 import yaml
 from adapter_files import adapter_weights
 from diffusers import DDPMScheduler
+from PIL import Image
 from safetensors.torch import load
 
+from artlora import contracts
 from artlora.config import TrainConfig, with_inputs
 from artlora.demo import tiny
-from artlora.diffusion.losses import PerceptualLoss, diffusion_target, predicted_x0
+from artlora.diffusion.families.unet import diffusion_target, predicted_x0
+from artlora.diffusion.losses import PerceptualLoss
 from artlora.io import storage, tracking
 from artlora.stages.train import checkpoints
 from artlora.stages.train import run as train
@@ -168,3 +174,35 @@ def test_an_unfinished_checkpoint_is_never_resumed_from(store, bucket):
     checkpoints.save_checkpoint(store, root, checkpoints.Checkpoint(6, {"w": torch.ones(1)}, state), keep=1)
     remaining = {uri.rsplit("/", 2)[-2] for uri in store.list(storage.join(root, "checkpoints"))}
     assert remaining == {"step-00000006"}
+
+
+def test_the_gallery_paints_while_training_and_leaves_the_adapter_as_it_would_be(small_config, latent_cache, store):
+    config = with_inputs(small_config.train, cache_uri=latent_cache, learning_rate=0.01, sample_every=2)
+    result = train.run(config)
+
+    folder = contracts.gallery_folder(result.adapter_uri)
+    index = store.get_json(storage.join(folder, contracts.GALLERY_INDEX))
+    assert index["steps"] == [0, 2, 4] and index["prompts"] == list(config.sample_prompts)
+    first, last = (
+        np.asarray(Image.open(io.BytesIO(store.get_bytes(contracts.gallery_image(folder, step, 0))))) for step in (0, 4)
+    )
+    assert first.shape == (config.sample_resolution, config.sample_resolution, 3)
+    assert not np.array_equal(first, last), "the adapter as trained paints otherwise than the base model"
+    tracking.configure()
+    logged = [a.path for a in mlflow.tracking.MlflowClient().list_artifacts(result.run_id, "images")]
+    for number in range(len(config.sample_prompts)):
+        # MLflow 3 files an image of key `a/b` at step n as `images/a~b+step+n+timestamp+...png`.
+        key = re.escape(contracts.gallery_key(number).replace("/", "~"))
+        steps = {int(m[1]) for path in logged if (m := re.fullmatch(rf"images/{key}\+step\+(\d+)\+.*\.png", path))}
+        assert steps == {0, 2, 4}, (key, logged[:4])
+
+    # The same training without the gallery (another storage root: the gallery is not part of the run's key).
+    plain = train.run(with_inputs(config, sample_every=0, storage_root=storage.join(config.storage_root, "plain")))
+    painted_weights, plain_weights = (
+        adapter_weights(store, result.adapter_uri),
+        adapter_weights(store, plain.adapter_uri),
+    )
+    assert painted_weights.keys() == plain_weights.keys()
+    for key, value in plain_weights.items():
+        assert torch.equal(painted_weights[key], value), key
+    assert not store.exists(storage.join(contracts.gallery_folder(plain.adapter_uri), contracts.GALLERY_INDEX))

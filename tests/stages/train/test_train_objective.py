@@ -12,14 +12,8 @@ from diffusers.training_utils import compute_snr
 from artlora.config import ConfigError, TrainConfig
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.demo import tiny
-from artlora.diffusion.losses import (
-    PerceptualLoss,
-    diffusion_target,
-    min_snr_weights,
-    offset_noise,
-    perceptual_subset,
-    weighted_mse,
-)
+from artlora.diffusion.families.unet import diffusion_target, min_snr_weights
+from artlora.diffusion.losses import PerceptualLoss, offset_noise, perceptual_subset, weighted_mse
 from artlora.stages.train.trainer import Trainer, make_schedule
 
 
@@ -94,7 +88,7 @@ def test_trainer_loss_is_mse_on_the_models_target_with_min_snr_weights(predictio
     scheduler = plain.noise_scheduler
     noisy = scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
     with torch.no_grad():
-        output = plain.unet(noisy, batch.timesteps, batch.text).sample
+        output = plain.denoiser(noisy, batch.timesteps, batch.text).sample
         loss, _ = plain.loss(0, with_perceptual=False)
         weighted_loss, _ = weighted.loss(0, with_perceptual=False)
     target = diffusion_target(scheduler, batch.latents, batch.noise, batch.timesteps)
@@ -192,11 +186,11 @@ def test_gradient_accumulation_averages_consecutive_micro_batches():
 
 def test_a_step_changes_only_the_lora_weights_and_keeps_them_fp32():
     model = trainer(learning_rate=1e-2)
-    frozen = {n: p.detach().clone() for n, p in model.unet.named_parameters() if not p.requires_grad}
-    trained = {n: p.detach().clone() for n, p in model.unet.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in model.denoiser.named_parameters() if not p.requires_grad}
+    trained = {n: p.detach().clone() for n, p in model.denoiser.named_parameters() if p.requires_grad}
     model.step(0)
     model.step(1)
-    after = dict(model.unet.named_parameters())
+    after = dict(model.denoiser.named_parameters())
     assert all(torch.equal(after[n], value) for n, value in frozen.items())
     assert any(not torch.equal(after[n], value) for n, value in trained.items())
     assert all(p.dtype == torch.float32 for p in model.params)
@@ -207,12 +201,12 @@ def test_a_step_changes_only_the_lora_weights_and_keeps_them_fp32():
 
 def test_target_groups_dora_and_a_clear_error_for_unknown_modules():
     model = trainer(target_modules=("attention", "feed_forward", "convolutions"), use_dora=True)
-    names = {n.rsplit(".lora_", 1)[0] for n, p in model.unet.named_parameters() if p.requires_grad}
+    names = {n.rsplit(".lora_", 1)[0] for n, p in model.denoiser.named_parameters() if p.requires_grad}
     for suffix in ("attn1.to_q", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "resnets.0.conv1", "conv_shortcut"):
         assert any(name.endswith(suffix) for name in names), suffix
     assert any(name.endswith("downsamplers.0.conv") for name in names)
-    assert any("lora_magnitude_vector" in n for n, _ in model.unet.named_parameters())
+    assert any("lora_magnitude_vector" in n for n, _ in model.denoiser.named_parameters())
     attention_only = trainer()
-    assert all(".attn" in n for n, p in attention_only.unet.named_parameters() if p.requires_grad)
+    assert all(".attn" in n for n, p in attention_only.denoiser.named_parameters() if p.requires_grad)
     with pytest.raises(ConfigError, match="target_modules"):
         trainer(target_modules=("no_such_layer",))

@@ -10,7 +10,7 @@ from adapter_files import adapter_weights
 from artlora.config import TrainConfig, with_inputs
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.demo import tiny
-from artlora.diffusion.text_encoding import TextEncoders
+from artlora.diffusion import families
 from artlora.stages.evaluate import run as evaluate
 from artlora.stages.train import lora
 from artlora.stages.train import run as train
@@ -31,7 +31,8 @@ def captioned_set(text_dim: int, pooled_dim: int | None = None, n: int = 8) -> L
         time_ids=torch.tensor([[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]] * n) if sdxl else None,
         captions=tuple(CAPTIONS[i % len(CAPTIONS)] for i in range(n)),
     )
-    return LatentSet((group,), torch.zeros(77, text_dim), "fp", torch.zeros(pooled_dim) if sdxl else None)
+    architecture = "sdxl" if sdxl else "sd1"
+    return LatentSet((group,), torch.zeros(77, text_dim), "fp", torch.zeros(pooled_dim) if sdxl else None, architecture)
 
 
 def text_config(**changes) -> TrainConfig:
@@ -92,9 +93,9 @@ def test_sdxl_text_encoder_adapters_save_and_load_in_diffusers(tmp_path):
     lora.save_adapter(trainer.parts, tmp_path)
 
     pipe = tiny.build_tiny_sdxl()
-    base = TextEncoders.of(pipe).encode_captions(list(CAPTIONS))
+    base = families.of(pipe).text_encoders(pipe).encode_captions(list(CAPTIONS))
     pipe.load_lora_weights(str(tmp_path))
-    loaded = TextEncoders.of(pipe)
+    loaded = families.of(pipe).text_encoders(pipe)
     for encoder in loaded.encoders:
         encoder.eval()
     again = loaded.encode_captions(list(CAPTIONS))

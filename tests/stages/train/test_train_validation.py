@@ -12,7 +12,7 @@ from diffusers import DDPMScheduler
 
 from artlora.config import ConfigError, TrainConfig, load_config, with_inputs
 from artlora.data.latent_cache import validation_data
-from artlora.diffusion import loading
+from artlora.diffusion import families, loading
 from artlora.diffusion.heldout import heldout_loss
 from artlora.io import storage, tracking
 from artlora.stages.train import checkpoints
@@ -88,7 +88,9 @@ def test_training_stops_early_on_an_overfitting_config_and_keeps_the_best_adapte
     pipe = loading.load_pipeline(str(tiny_model_dir))
     pipe.load_lora_weights(str(store.download_dir(result.adapter_uri, tmp_path / "adapter")))
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    loss = heldout_loss(pipe.unet, scheduler, validation_data(latent_cache), config.eval_timesteps, config.seed)
+    loss = heldout_loss(
+        families.of(pipe), pipe.unet, scheduler, validation_data(latent_cache), config.eval_timesteps, config.seed
+    )
     assert loss == pytest.approx(history[best_step], rel=1e-4)
     last = history[result.steps]  # at this rate the overfit can end in a diverged, NaN validation loss
     assert not math.isnan(loss) and (math.isnan(last) or loss < last)

@@ -2,23 +2,21 @@
 
 - a view's key: the image's content hash, the VAE's identity, the augmentation settings, the view index and the
   bucket; an image's latent shard is named by the keys of its views;
-- a caption's key: the caption and the text encoder's identity (its weights and its tokenizer; both encoders and
-  tokenizers for SDXL);
+- a caption's key: the caption and the text encoders' identity (their weights and tokenizers, as the model
+  family defines it: `Family.text_identity`);
 - the index's key: its whole content (the dataset version, the settings, every shard's name and checksum).
 Change any input and the key changes, so a stale entry is never found; an unchanged input finds its entry again.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import torch
 
 from artlora.config import AugmentConfig
 from artlora.data.digests import digest
-from artlora.diffusion import loading
-from artlora.diffusion.architecture import is_sdxl
+from artlora.diffusion import families, loading
 
 # Bumped when the code that makes views or encodes them changes, so entries made by older code are not reused.
 AUGMENT_VERSION = 2
@@ -38,26 +36,10 @@ def vae_identity(vae: torch.nn.Module) -> str:
     return digest("vae", loading.module_fingerprint(vae), "latent_dist.mean*scaling_factor")
 
 
-def text_identity(text_encoder: torch.nn.Module, tokenizer) -> str:
-    """The encoder's weights and how captions are tokenized (vocabulary, merges, normalisation, length)."""
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    # Padding and truncation are set per call; what they do is fixed by model_max_length below.
-    spec.pop("padding", None)
-    spec.pop("truncation", None)
-    return digest("text", loading.module_fingerprint(text_encoder), spec, tokenizer.model_max_length)
-
-
-def pipeline_text_identity(pipe) -> str:
-    """The text identity of a pipeline: its one text encoder, or for SDXL both encoders with their tokenizers
-    (and what is cached from them: both penultimate states concatenated, the second one's pooled output)."""
-    if not is_sdxl(pipe):
-        return text_identity(pipe.text_encoder, pipe.tokenizer)
-    return digest(
-        "sdxl-text",
-        text_identity(pipe.text_encoder, pipe.tokenizer),
-        text_identity(pipe.text_encoder_2, pipe.tokenizer_2),
-        "penultimate(1)+penultimate(2), pooled(2)",
-    )
+def pipeline_text_identity(pipe, options: families.TextOptions | None = None) -> str:
+    """The text identity of a pipeline, as its family defines it: every encoder with its tokenizer, and what is
+    cached from them (with `options`, e.g. the T5 length)."""
+    return families.of(pipe).text_identity(pipe, options or families.TextOptions())
 
 
 def view_key(image_sha256: str, vae_id: str, settings: dict, index: int, bucket: Sequence[int]) -> str:

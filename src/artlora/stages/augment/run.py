@@ -3,12 +3,13 @@
 The cache is content-addressed in the object store under `<storage_root>/cache/` (keys: `cache_keys.py`):
 - `latents/<key>.safetensors`: the views of one image at its bucket's size, [views, 4, h, w]; the key follows
   from its views' keys (image content, VAE identity, augmentation settings, view index, bucket);
-- `text/<key>.safetensors`: one caption's text-encoder states, `hidden` [tokens, dim]; the key hashes the caption
-  and the text encoder with its tokenizer; the empty caption is always there, for caption dropout. For SDXL the
-  key covers both encoders and tokenizers, `hidden` is both encoders' penultimate states concatenated and
-  `pooled` [dim] the second encoder's pooled embedding;
+- `text/<key>.safetensors`: one caption's text-encoder states, `hidden` [tokens, dim] (and `pooled` [dim] for the
+  families that have one), as the model family encodes a caption (`Family.text_encoders`); the key hashes the
+  caption and the family's text identity (every encoder and tokenizer); the empty caption is always there, for
+  caption dropout;
 - `index/<hash>.json`: the dataset's entries (split, style, caption, bucket, shard URIs and checksums), named by
-  the hash of its content (for SDXL, `"architecture": "sdxl"` and per entry each view's size/crop time ids); its
+  the hash of its content (besides SD 1.x/2.x, the family's name as `"architecture"`; for SDXL per entry each
+  view's size/crop time ids); its
   URI is the stage's output and the train stage's input (`artlora.data.latent_cache`).
 Every stored shard is downloaded and checked (`artlora.data.shards`) before it is reused; a damaged or partial one is
 encoded again. A rerun on unchanged inputs therefore encodes nothing and reads each shard once. Two runs at once
@@ -33,10 +34,9 @@ from artlora.config import AugmentConfig
 from artlora.data import dataset, shards
 from artlora.data.dataset import Item
 from artlora.data.images import open_rgb
-from artlora.diffusion import loading
-from artlora.diffusion.architecture import is_sdxl
+from artlora.diffusion import families, loading
 from artlora.diffusion.device import default_device
-from artlora.diffusion.text_encoding import TextEncoders
+from artlora.diffusion.vae import encode_latents
 from artlora.io import runs, storage, tracking
 from artlora.stages.augment import cache_keys
 from artlora.stages.augment.views import Bucket, item_bucket, make_views, time_ids
@@ -86,9 +86,9 @@ def run(config: AugmentConfig) -> AugmentResult:
     store = storage.get_storage()
     dataset_uri = config.given("dataset_uri")
     items, background = dataset.load_items(dataset_uri), dataset.load_background(dataset_uri)
-    pipe = loading.load_pipeline(config.base_model)
+    pipe = loading.load_pipeline(config.base_model, text=text_options(config))
     vae_id = cache_keys.vae_identity(pipe.vae)
-    text_id = cache_keys.pipeline_text_identity(pipe)
+    text_id = cache_keys.pipeline_text_identity(pipe, text_options(config))
     cache = storage.join(config.storage_root, "cache")
     dataset_fp = dataset.fingerprint_of(dataset_uri)
     with runs.stage_run("augment", config, tags={contracts.DATASET_FINGERPRINT_TAG: dataset_fp}):
@@ -96,7 +96,7 @@ def run(config: AugmentConfig) -> AugmentResult:
         latents = build_latents(pipe, planned, config, store)
         texts, text_built = build_texts(pipe, store, cache, text_id, [item.caption for item in items], config)
         identities = {"vae": vae_id, "text": text_id}
-        index = make_index(config, dataset_fp, identities, planned, latents, texts, sdxl=is_sdxl(pipe))
+        index = make_index(config, dataset_fp, identities, planned, latents, texts, families.of(pipe))
         cache_uri = storage.join(cache, "index", f"{cache_keys.index_key(index)}.json")
         store.put_json(cache_uri, index)
         views = config.views_per_image
@@ -215,7 +215,7 @@ def encode_bucket(
 
 @torch.no_grad()
 def encode(vae, views: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
-    """Latents (the posterior mean, times the scaling factor) of one batch of views.
+    """Latents (the posterior mean, shifted and scaled: `diffusion.vae`) of one batch of views.
 
     The batch is filled up to `batch_size` with blank views, whose latents are dropped: the VAE's arithmetic
     differs in the last bits with the batch size (measured on CPU: alone vs in a batch of 16), not with which
@@ -224,7 +224,7 @@ def encode(vae, views: list[torch.Tensor], batch_size: int) -> list[torch.Tensor
     batch = torch.stack(views)
     if len(views) < batch_size:
         batch = torch.cat([batch, batch.new_zeros((batch_size - len(views), *batch.shape[1:]))])
-    latents = vae.encode(batch.to(vae.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+    latents = encode_latents(vae, batch.to(vae.device, vae.dtype))
     return list(latents[: len(views)].float().cpu().unbind())
 
 
@@ -238,13 +238,13 @@ def build_texts(
     wanted = sorted(set(captions) | {""})
     keys = {caption: cache_keys.text_key(caption, text_id) for caption in wanted}
     uris = {key: storage.join(cache, "text", f"{key}.safetensors") for key in keys.values()}
-    names = ("hidden", "pooled") if is_sdxl(pipe) else ("hidden",)
+    names = families.of(pipe).cached_text
     verified = shards.verify(store, uris, names)
     todo = [caption for caption in wanted if keys[caption] not in verified.whole]
     with storage.Background() as uploads:
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start : start + config.batch_size]
-            for caption, tensors in zip(chunk, encode_text(pipe, chunk), strict=True):
+            for caption, tensors in zip(chunk, encode_text(pipe, chunk, config), strict=True):
                 key = keys[caption]
                 uploads.submit(key, shards.put, store, uris[key], key, tensors, key in verified.corrupt)
     checksums = {**verified.whole, **shards.stored_checksums(store, {keys[c]: uris[keys[c]] for c in todo})}
@@ -252,11 +252,17 @@ def build_texts(
     return texts, Built(checksums, encoded=len(todo), rebuilt=len(verified.corrupt))
 
 
-def encode_text(pipe, captions: list[str]) -> list[dict[str, torch.Tensor]]:
-    """Per caption, the text encoder states `hidden` [tokens, dim] (and SDXL's `pooled` [dim]) to cache."""
-    encoders = TextEncoders.of(pipe)
+def text_options(config: AugmentConfig) -> families.TextOptions:
+    # No denoiser: augment makes latents and caption states only.
+    return families.TextOptions(max_t5_length=config.max_t5_length, t5=config.t5, denoiser=False)
+
+
+def encode_text(pipe, captions: list[str], config: AugmentConfig) -> list[dict[str, torch.Tensor]]:
+    """Per caption, the text encoder states `hidden` [tokens, dim] (and `pooled` [dim]) to cache."""
+    encoders = families.of(pipe).text_encoders(pipe, text_options(config))
     for encoder in encoders.encoders:
-        encoder.to(default_device())
+        if encoder is not None:
+            encoder.to(default_device())
     return encoders.states(captions)
 
 
@@ -270,12 +276,12 @@ def make_index(
     planned: list[Planned],
     latents: Built,
     texts: dict[str, dict[str, str]],
-    sdxl: bool = False,
+    family: families.Family,
 ) -> dict:
     """The index: what the cache was made from, and one entry per image (layout: artlora.data.latent_cache)."""
     buckets = Counter(f"{w}x{h}" for w, h in (p.bucket for p in planned))
     entries = [index_entry(p, latents.checksums[p.key], texts[p.item.caption], config) for p in planned]
-    if sdxl:
+    if family.time_ids:
         for p, entry in zip(planned, entries, strict=True):
             entry["time_ids"] = time_ids((p.item.width, p.item.height), p.item.sha256, config, p.bucket)
     index = {
@@ -294,8 +300,7 @@ def make_index(
         "entries": entries,
         "empty_text": texts[""],
     }
-    # Only SDXL indexes carry it, so SD 1.x/2.x indexes (and their names) are what they were.
-    return {"architecture": "sdxl", **index} if sdxl else index
+    return {**family.index_fields(), **index}
 
 
 def index_entry(planned: Planned, checksum: str, text: dict[str, str], config: AugmentConfig) -> dict:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from artlora.data import dataset, images
+from artlora.diffusion import painting
 from artlora.io import storage
 
 
@@ -64,26 +65,18 @@ def training_images(dataset_uri: str, size: int, chunk: int = 256) -> Iterator[n
         yield np.stack(read(items[start : start + chunk]))
 
 
-@torch.no_grad()
 def paint(pipe, prompts: list[str], seeds: list[int], config, lora_scale: float | None = None) -> np.ndarray:
-    """One image per (prompt, seed) pair, uint8 [n, size, size, 3]. `lora_scale` sets the loaded adapter's
-    strength for these images only."""
-    extra = {} if lora_scale is None else {"cross_attention_kwargs": {"scale": lora_scale}}
-    out = []
-    for start in range(0, len(prompts), 8):  # a few at a time: bounded memory on large models
-        batch = slice(start, start + 8)
-        result = pipe(
-            prompts[batch],
-            height=config.resolution,
-            width=config.resolution,
-            num_inference_steps=config.inference_steps,
-            guidance_scale=config.guidance_scale,
-            generator=[torch.Generator().manual_seed(seed) for seed in seeds[batch]],
-            output_type="np",
-            **extra,
-        )
-        out.append((result.images * 255).round().astype(np.uint8))
-    return np.concatenate(out)
+    """One image per (prompt, seed) pair, uint8 [n, size, size, 3], at the evaluation's settings. `lora_scale`
+    sets the loaded adapter's strength for these images only."""
+    return painting.paint(
+        pipe,
+        prompts,
+        seeds,
+        resolution=config.resolution,
+        steps=config.inference_steps,
+        guidance=config.guidance_scale,
+        lora_scale=lora_scale,
+    )
 
 
 @torch.no_grad()

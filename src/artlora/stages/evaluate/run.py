@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 import numpy as np
-from diffusers import DDPMScheduler
 from PIL import Image
 
 from artlora import contracts
 from artlora.config import EvaluateConfig
 from artlora.data.latent_cache import validation_data
-from artlora.diffusion import loading
+from artlora.diffusion import families, loading
 from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapter
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import runs, storage, tracking
@@ -75,7 +74,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     tracking.check()
     data, heldout = validation_data(config.given("cache_uri")), real_images(config)
     pipe = loading.load_pipeline(config.base_model)
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    scheduler = families.of(pipe).training_scheduler(pipe)
     pipe.set_progress_bar_config(disable=True)
 
     base = sides.measure(pipe, scheduler, data, config, heldout.prompts)
@@ -86,12 +85,15 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     data = read_by_adapter(pipe, data)  # encoded again if the adapter trained the text encoder(s) too
     lora = sides.measure(pipe, scheduler, data, config, heldout.prompts)
 
+    sweep = strength_sweep(pipe, config, heldout, base, lora)
+    matrices = style_matrices(config, heldout, (base, lora), vae_floor)
     evidence = report.Evidence(
         styles=heldout.styles,
         base=base,
         lora=lora,
-        **style_matrices(config, heldout, (base, lora), vae_floor),
-        sweep=strength_sweep(pipe, config, heldout, base, lora),
+        **matrices,
+        sweep=sweep,
+        sweep_distance=sweep_distances(config, heldout, sweep, matrices["unit"]),
         heldout=heldout.images,
         **memorisation(config, heldout, lora),
         extra=clip_metrics.measure(config.clip_model, heldout.prompts, lora.by_style, heldout.images),
@@ -175,6 +177,20 @@ def strength_sweep(pipe, config: EvaluateConfig, heldout: Heldout, base: Side, l
     }
 
 
+def sweep_distances(
+    config: EvaluateConfig, heldout: Heldout, sweep: dict[float, np.ndarray], unit: dict[str, float]
+) -> dict[float, list[float]]:
+    """Per strength, each style's sweep image's style distance to that style's held-out images (in the units of
+    the confusion matrices): the curve that shows the style arriving as the strength grows."""
+    distance, styles = StyleDistance(config.seed), heldout.styles
+    columns = [heldout.images[style][0] for style in styles]
+    out = {}
+    for strength, painted in sweep.items():
+        matrix = combined(distance.matrices([painted[i : i + 1] for i in range(len(styles))], columns), unit)
+        out[strength] = [float(matrix[i, i]) for i in range(len(styles))]
+    return out
+
+
 def memorisation(config: EvaluateConfig, heldout: Heldout, lora: Side) -> Memorisation:
     """The LoRA's images, in style order, each with its nearest training image (every one of them compared, read
     a chunk at a time)."""
@@ -244,4 +260,32 @@ def training_summary(config: EvaluateConfig) -> dict:
     its completion marker holds (steps, the step whose adapter was kept, early stopping)."""
     completed = storage.get_storage().completion(config.given("adapter_uri"))
     curves = {name: runs.metric_history(config.given("run_id"), name) for name in ("loss", "val_loss", "lr")}
-    return {"completed": completed, "curves": curves}
+    return {"completed": completed, "curves": curves, "gallery": gallery(config.given("adapter_uri"))}
+
+
+def gallery(adapter_uri: str, most: int = 12) -> list[dict]:
+    """The gallery the training painted (`train.sample_every`), per prompt: its seed, and its images at up to
+    `most` of the painted steps (evenly spread, the first and the last among them); none without a gallery."""
+    store, folder = storage.get_storage(), contracts.gallery_folder(adapter_uri)
+    index_uri = storage.join(folder, contracts.GALLERY_INDEX)
+    if not store.exists(index_uri):
+        return []
+    index = store.get_json(index_uri)
+    painted = index["steps"]
+    steps = sorted({painted[round(i)] for i in np.linspace(0, len(painted) - 1, min(most, len(painted)))})
+
+    def read(place: tuple[int, int]) -> np.ndarray:
+        data = store.get_bytes(contracts.gallery_image(folder, *place))
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    places = [(step, number) for number in range(len(index["prompts"])) for step in steps]
+    pictures = dict(zip(places, storage.parallel(read, places), strict=True))
+    return [
+        {
+            "prompt": prompt,
+            "seed": index["seed"],
+            "steps": steps,
+            "images": [pictures[(step, number)] for step in steps],
+        }
+        for number, prompt in enumerate(index["prompts"])
+    ]

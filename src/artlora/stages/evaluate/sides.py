@@ -11,6 +11,7 @@ from PIL import Image
 
 from artlora.config import EvaluateConfig
 from artlora.data.latents import LatentSet
+from artlora.diffusion import families
 from artlora.diffusion.heldout import HeldoutLoss, heldout_loss_by_style, with_other_styles_captions
 from artlora.stages.evaluate import painting
 
@@ -29,7 +30,7 @@ class Side:
 
 def measure(pipe, scheduler, data: LatentSet, config: EvaluateConfig, prompts: dict[str, list[str]]) -> Side:
     """Everything one side is measured on, with the pipeline as it is now (with or without the adapter)."""
-    loss = heldout_loss_by_style(pipe.unet, scheduler, data, config.loss_timesteps, config.seed)
+    loss = _heldout(pipe, scheduler, data, config)
     by_style, content, grid = paint_styles(pipe, config, prompts), paint_content(pipe, config), paint_grid(pipe, config)
     gap = caption_gap(pipe, scheduler, data, config, loss)
     return Side(loss=loss, caption_gap=gap, by_style=by_style, content=content, grid=grid)
@@ -40,7 +41,13 @@ def caption_gap(pipe, scheduler, data: LatentSet, config: EvaluateConfig, right:
     swapped = with_other_styles_captions(data)
     if swapped is data:
         return float("nan")
-    return heldout_loss_by_style(pipe.unet, scheduler, swapped, config.loss_timesteps, config.seed).loss - right.loss
+    return _heldout(pipe, scheduler, swapped, config).loss - right.loss
+
+
+def _heldout(pipe, scheduler, data: LatentSet, config: EvaluateConfig) -> HeldoutLoss:
+    family = families.of(pipe)
+    denoiser = getattr(pipe, family.denoiser)
+    return heldout_loss_by_style(family, denoiser, scheduler, data, config.loss_timesteps, config.seed)
 
 
 def paint_styles(pipe, config: EvaluateConfig, prompts: dict[str, list[str]]) -> dict[str, np.ndarray]:

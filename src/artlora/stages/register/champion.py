@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from diffusers import DDPMScheduler
-
 from artlora.config import RegisterConfig
 from artlora.data import lineage
 from artlora.data.latent_cache import validation_data
-from artlora.diffusion import loading
+from artlora.diffusion import families, loading
 from artlora.diffusion.adapters import adapter_file, heldout_losses
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import model_registry, runs
@@ -58,7 +56,7 @@ def remeasure(version: model_registry.Version, config: RegisterConfig, settings:
     with tempfile.TemporaryDirectory() as tmp:
         folder = model_registry.download_version(version, tmp)
         pipe = loading.load_pipeline(base_model)
-        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        scheduler = families.of(pipe).training_scheduler(pipe)
         timesteps = tuple(settings["loss_timesteps"])
         base, lora = heldout_losses(pipe, scheduler, data, adapter_file(folder), timesteps, settings["seed"])
     return heldout_metrics(base, lora)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import html
-
+from artlora import pages
 from artlora.data import lineage
 from artlora.stages.register.gate import Decision
 
@@ -29,21 +28,12 @@ def compared_with(decision: Decision) -> str:
 
 
 def gate_html(decision: Decision, model: str, version: str) -> str:
-    rows = "".join(
-        f"<tr class={'pass' if o.passed else 'fail'}><td>{html.escape(o.rule)}</td>"
-        f"<td>{'pass' if o.passed else 'fail'}</td><td>{html.escape(o.detail)}</td></tr>"
-        for o in decision.outcomes
+    """The gate's page: the decision, why, and each rule with its values (`pages/templates/gate.html`)."""
+    return pages.render(
+        "gate.html",
+        title=f"artlora gate: {model} version {version}",
+        model=model,
+        version=version,
+        decision=decision,
+        compared=compared_with(decision),
     )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>artlora gate: {html.escape(model)} version {html.escape(version)}</title>
-<style>
-body{{font-family:sans-serif;margin:2em}} td,th{{padding:.2em 1em;text-align:left}}
-tr.pass td:nth-child(2){{color:#060}} tr.fail td:nth-child(2){{color:#a00}}
-</style>
-</head><body>
-<h1>Gate: {html.escape(model)} version {html.escape(version)} is <em>{decision.alias}</em></h1>
-<p>{html.escape(decision.reason)}.</p>
-<p>Compared with: {html.escape(compared_with(decision))}.</p>
-<table><tr><th>rule</th><th>outcome</th><th>values</th></tr>{rows}</table>
-</body></html>
-"""

@@ -7,7 +7,8 @@ fingerprint, base model, config digest, code version, adapter location and diges
 also the source listing's fingerprint and the pipeline config's digest, which its change check reads), every
 metric of the run, and the gate's decision with each rule's outcome (see `data.lineage`);
 `<run>/register/gate.html` (beside `eval/`, and as the run's `register/gate.html` artifact) is the gate's section
-of the report.
+of the report. The version's description is its model card (`card.py`, Markdown): what the MLflow page shows
+and `artlora models show` prints.
 
 An adapter registered before (same weights: the same content digest) is not registered again: its version is
 returned, with the change check's tags of this run added.
@@ -26,10 +27,12 @@ from artlora import contracts
 from artlora.config import RegisterConfig
 from artlora.config.register import MEMORISATION_METRIC
 from artlora.data import lineage
+from artlora.data.dataset import DatasetError
 from artlora.data.digests import digest
 from artlora.diffusion.adapters import DIFFUSERS_FILE, adapter_digest, read_metadata
 from artlora.errors import ArtloraError
-from artlora.io import model_registry, runs, storage
+from artlora.io import model_registry, runs, storage, tracking
+from artlora.stages.register import card
 from artlora.stages.register.champion import current_champion
 from artlora.stages.register.gate import CHALLENGER, CHAMPION, Decision, decide
 from artlora.stages.register.report import gate_html, gate_tags
@@ -93,6 +96,7 @@ def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decisi
         if first is not None:
             return _registered_before(first, {})
         model_registry.set_alias(config.model_name, decision.alias, version.version)
+        model_registry.set_description(config.model_name, version.version, _card(config, version, decision))
         page = gate_html(decision, config.model_name, version.version).encode()
         runs.log_bytes(page, contracts.GATE_PAGE)
     storage.get_storage().put_bytes(gate_uri, page, content_type="text/html")
@@ -125,6 +129,32 @@ def _first_with_this_adapter(name: str, content: str, mine: model_registry.Versi
     )
     model_registry.delete_version(name, mine.version)
     return first
+
+
+def _card(config: RegisterConfig, version: model_registry.Version, decision: Decision) -> str:
+    """The version's model card (`card.py`), from its tags and run and the dataset it trained on."""
+    return card.model_card(
+        model=config.model_name,
+        version=version.version,
+        tags=version.tags,
+        metrics=runs.run_metrics(config.given("run_id")),
+        decision=decision,
+        styles=_styles(config.given("run_id")),
+        run_id=config.given("run_id"),
+        tracking_uri=tracking.configure(),
+    )
+
+
+def _styles(run_id: str) -> card.Styles | None:
+    """The trained dataset's styles, through the training's latent cache; None when it cannot be read back
+    (the card then says so, and the lineage tags still name the dataset)."""
+    train_config = runs.load_run_json(run_id, "config/train.json") or {}
+    try:
+        index = storage.get_storage().get_json(train_config["cache_uri"])
+        return card.dataset_styles(index["dataset_uri"])
+    except (KeyError, TypeError, storage.MissingObjectError, DatasetError) as err:
+        log.warning("the model card lists no styles: the dataset could not be read back (%s)", err)
+        return None
 
 
 def _registered_before(version: model_registry.Version, tags: dict[str, str]) -> RegisterResult:

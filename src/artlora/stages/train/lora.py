@@ -1,9 +1,9 @@
-"""LoRA adapters with peft on the UNet and, optionally, the text encoder(s), saved in the diffusers layout that
-`load_lora_weights` reads.
+"""LoRA adapters with peft on the denoiser (UNet or transformer) and, optionally, the text encoder(s), saved in
+the diffusers layout that `load_lora_weights` reads.
 
-An adapter spans the pipeline components that carry one, named as the pipeline names them: `unet`, and with
-`train_text_encoder` also `text_encoder` (and SDXL's `text_encoder_2`). Its state (what checkpoints hold) is one
-flat dict whose keys are `<component>.<peft key>`.
+An adapter spans the pipeline components that carry one, named as the pipeline names them: `unet` or
+`transformer`, and with `train_text_encoder` also `text_encoder` (and SDXL's `text_encoder_2`). Its state (what
+checkpoints hold) is one flat dict whose keys are `<component>.<peft key>`.
 
 The saved file carries two kinds of safetensors metadata: diffusers' own `lora_adapter_metadata` (the peft
 LoraConfig, so DoRA and per-module ranks load as trained) and `artlora.*` provenance (base model, dataset
@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from artlora import contracts
 from artlora.config import ConfigError, TrainConfig
+from artlora.diffusion import families
 from artlora.diffusion.adapters import read_metadata
-from artlora.diffusion.architecture import is_sdxl
 
 if TYPE_CHECKING:  # both mix in peft's adapter methods (add_adapter, peft_config); Any to mypy (pyproject.toml)
     from diffusers import ModelMixin
@@ -34,27 +33,19 @@ if TYPE_CHECKING:  # both mix in peft's adapter methods (add_adapter, peft_confi
 
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
 
-# Named groups of UNet layers. peft matches a name against the end of each module's dotted path.
-TARGET_GROUPS: dict[str, tuple[str, ...]] = {
-    "attention": ("to_q", "to_k", "to_v", "to_out.0"),
-    "feed_forward": ("ff.net.0.proj", "ff.net.2"),
-    "convolutions": ("conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv"),
-}
-# The text encoders' (CLIP) attention projections: the layers kohya and the diffusers examples adapt there.
-TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-
 Parts = Mapping[str, torch.nn.Module]  # pipeline component name -> that component, with its LoRA adapter
 
 
-def expand_targets(targets: Iterable[str]) -> list[str]:
-    """Group names -> module names, other names kept as given; order kept, duplicates dropped."""
-    names = [name for target in targets for name in TARGET_GROUPS.get(target, (target,))]
+def expand_targets(targets: Iterable[str], family: families.Family) -> list[str]:
+    """Group names (the family's `target_groups`; peft matches a name against the end of each module's dotted
+    path) -> module names, other names kept as given; order kept, duplicates dropped."""
+    names = [name for target in targets for name in family.target_groups.get(target, (target,))]
     return list(dict.fromkeys(names))
 
 
-def lora_config(config: TrainConfig, targets: Iterable[str] | None = None, layers: int | None = None) -> LoraConfig:
-    """The adapter's peft config; `targets` (module names) default to the config's UNet target groups; `layers`
-    limits a text encoder's adapter to its first transformer layers."""
+def lora_config(config: TrainConfig, targets: Iterable[str], layers: int | None = None) -> LoraConfig:
+    """The adapter's peft config on `targets` (module names); `layers` limits a text encoder's adapter to its
+    first transformer layers."""
     return LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft types it int; a float scales as well (alpha / r)
@@ -62,29 +53,31 @@ def lora_config(config: TrainConfig, targets: Iterable[str] | None = None, layer
         use_dora=config.use_dora,
         # B starts at zero, so step 0 is exactly the base model.
         init_lora_weights="gaussian",
-        target_modules=list(targets or expand_targets(config.target_modules)),
+        target_modules=list(targets),
         layers_to_transform=None if layers is None else list(range(layers)),
         layers_pattern=None if layers is None else "layers",
     )
 
 
-def add_lora(unet: ModelMixin, config: TrainConfig) -> list[torch.nn.Parameter]:
-    """Freeze the UNet, attach a LoRA adapter, and return the adapter's trainable parameters."""
-    unet.requires_grad_(False)
+def add_lora(denoiser: ModelMixin, config: TrainConfig) -> list[torch.nn.Parameter]:
+    """Freeze the denoiser (UNet or transformer), attach a LoRA adapter on its family's target groups, and return
+    the adapter's trainable parameters."""
+    targets = expand_targets(config.target_modules, families.of_denoiser(denoiser))
+    denoiser.requires_grad_(False)
     try:
-        unet.add_adapter(lora_config(config))
+        denoiser.add_adapter(lora_config(config, targets))
     except ValueError as err:  # peft: "Target modules {...} not found in the base model"
         raise ConfigError(f"train.target_modules {list(config.target_modules)}: {err}") from err
-    return [param for param in unet.parameters() if param.requires_grad]
+    return [param for param in denoiser.parameters() if param.requires_grad]
 
 
 def add_text_encoder_lora(
-    encoder: PreTrainedModel, config: TrainConfig, layers: int | None = None
+    encoder: PreTrainedModel, config: TrainConfig, targets: Iterable[str], layers: int | None = None
 ) -> list[torch.nn.Parameter]:
     """Freeze a CLIP text encoder, attach LoRA to the attention projections of its first `layers` transformer
     layers (all by default), return the trainable parameters."""
     encoder.requires_grad_(False)
-    encoder.add_adapter(lora_config(config, TEXT_ENCODER_TARGETS, layers))
+    encoder.add_adapter(lora_config(config, targets, layers))
     return [param for param in encoder.parameters() if param.requires_grad]
 
 
@@ -138,8 +131,8 @@ def save_adapter(parts: Parts, directory: str | Path, metadata: Mapping[str, str
     # holds feed-forward or convolution keys in peft names.
     layers = {f"{name}_lora_layers": get_peft_model_state_dict(module) for name, module in parts.items()}
     metadata_of = {f"{name}_lora_adapter_metadata": adapter_metadata(module) for name, module in parts.items()}
-    pipeline = StableDiffusionXLPipeline if is_sdxl(parts["unet"]) else StableDiffusionPipeline
-    pipeline.save_lora_weights(str(directory), **layers, **metadata_of, safe_serialization=True)
+    family = families.of_denoiser(next(iter(parts.values())))  # the denoiser comes first
+    family.save_lora({**layers, **metadata_of}, directory)
     path = Path(directory) / ADAPTER_FILE
     if metadata:
         # diffusers writes only its own metadata; add ours beside it (a LoRA file is megabytes: rewrite it).

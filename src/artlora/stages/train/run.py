@@ -1,4 +1,4 @@
-"""Train: a LoRA adapter on the UNet from cached latents, resumable from the object store.
+"""Train: a LoRA adapter on the denoiser (UNet or transformer) from cached latents, resumable from the object store.
 
 A run lives under `<storage_root>/runs/<key>/`, the key hashing the resolved config (cache included), so the
 same command started again finds the run's checkpoints and continues. Every step's randomness is derived from
@@ -6,10 +6,12 @@ same command started again finds the run's checkpoints and continues. Every step
 
 With `eval_every`, the held-out denoising loss on the validation split (the evaluate stage's measure: fixed
 timesteps, fixed noise) is logged every `eval_every` steps and at the end; early stopping watches it, and the
-adapter written is the one with the lowest validation loss. The adapter folder `<run>/adapter/` holds it twice:
-`pytorch_lora_weights.safetensors` (diffusers/PEFT layout, `load_lora_weights`) and `artlora-<key>.safetensors`
-(kohya layout, for AUTOMATIC1111, Forge, ComfyUI), both with the base model, dataset fingerprint, config and step
-in their metadata.
+adapter written is the one with the lowest validation loss. With `sample_every`, the gallery (`gallery.py`) paints
+the sample prompts with the adapter as it is, to MLflow as images per step and to `<run>/gallery/`.
+
+The adapter folder `<run>/adapter/` holds it twice: `pytorch_lora_weights.safetensors` (diffusers/PEFT layout,
+`load_lora_weights`) and `artlora-<key>.safetensors` (kohya layout, for AUTOMATIC1111, Forge, ComfyUI), both
+with the base model, dataset fingerprint, config and step in their metadata.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tqdm import tqdm
 
 from artlora import contracts
 from artlora.config import TrainConfig
+from artlora.config.train import GALLERY_FIELDS
 from artlora.data.digests import digest
 from artlora.data.latent_cache import LatentSet, load_split, validation_data
 from artlora.diffusion import loading
@@ -36,9 +39,10 @@ from artlora.stages.train import lora
 from artlora.stages.train.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from artlora.stages.train.early_stopping import EarlyStopping
 from artlora.stages.train.errors import TrainError
+from artlora.stages.train.gallery import Gallery
 from artlora.stages.train.kohya import UnsupportedAdapterError, save_kohya
 from artlora.stages.train.sampling import sampler_position
-from artlora.stages.train.trainer import DeviceUNet, Trainer, process_group
+from artlora.stages.train.trainer import DeviceModel, Trainer, process_group
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,10 @@ class Progress:
 
 
 def run_uri(config: TrainConfig) -> str:
-    return contracts.run_folder(config.storage_root, digest(config.model_dump(exclude={"experiment"}))[:16])
+    """The run's folder, keyed by what makes the adapter (not the experiment's name, nor the gallery's settings)."""
+    return contracts.run_folder(
+        config.storage_root, digest(config.model_dump(exclude={"experiment", *GALLERY_FIELDS}))[:16]
+    )
 
 
 def kohya_file_name(config: TrainConfig) -> str:
@@ -78,7 +85,8 @@ def validate(trainer: Trainer, data: LatentSet) -> float:
         if trainer.text_encoders is not None:  # the captions as the adapted text encoders now read them
             data = data.reencoded(trainer.encode_captions)
         config = trainer.config
-        return heldout_loss(DeviceUNet(trainer), trainer.noise_scheduler, data, config.eval_timesteps, config.seed)
+        model, scheduler = DeviceModel(trainer), trainer.noise_scheduler
+        return heldout_loss(trainer.family, model, scheduler, data, config.eval_timesteps, config.seed)
 
 
 def run(config: TrainConfig) -> TrainResult:
@@ -107,8 +115,9 @@ def run(config: TrainConfig) -> TrainResult:
         start = resume.step
         log.info("resuming %s from its checkpoint at step %d", root, resume.step)
     tags = {contracts.DATASET_FINGERPRINT_TAG: data.dataset_fingerprint, contracts.BASE_MODEL_TAG: config.base_model}
+    gallery = Gallery(trainer, pipe, store, root, start) if config.sample_every and processes.is_main_process else None
     with tracked(trainer, run_id, tags) as run_id:
-        progress = train_loop(trainer, store, root, start, run_id, val_data, stopper)
+        progress = train_loop(trainer, store, root, start, run_id, val_data, stopper, gallery)
         if processes.is_main_process:
             assert run_id is not None  # the first process tracks the run (`tracked`)
             publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
@@ -169,6 +178,7 @@ def train_loop(
     run_id: str | None,  # the MLflow run, which only the first process needs (it checkpoints)
     val_data: LatentSet | None = None,
     stopper: EarlyStopping | None = None,
+    gallery: Gallery | None = None,  # the first process's, when train.sample_every is set
 ) -> Progress:
     config = trainer.config
     stopper = stopper or EarlyStopping(0, 0.0)
@@ -183,6 +193,8 @@ def train_loop(
         disable=not main,
     )
     done, stop = start, False
+    if gallery is not None and start == 0:
+        gallery.paint(0)  # the base model: where the strip starts
     for step in progress:
         lr = float(trainer.schedule.get_last_lr()[0])  # the rate this step uses
         meter.add(step + 1, trainer.step(step), lr)
@@ -193,6 +205,8 @@ def train_loop(
             if main:
                 runs.log_metrics({"val_loss": val_loss, "val_loss_best": stopper.best_loss}, step=done, wait=False)
             stop = stopper.should_stop
+        if gallery is not None and gallery.due(done, last=done == config.max_steps or stop):
+            gallery.paint(done)
         if done % config.log_every == 0 or done == config.max_steps or stop:
             metrics = meter.flush()
             progress.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.1f}")
@@ -243,7 +257,8 @@ def restore(trainer: Trainer, resume: Checkpoint) -> EarlyStopping:
     """Load a checkpoint into the trainer; the early-stopping state (best adapter included) is returned."""
     config = trainer.config
     saved = resume.state.get("config")
-    if saved is not None and {**saved, "experiment": config.experiment} != config.model_dump(mode="json"):
+    kept = {"experiment": config.experiment}
+    if saved is not None and _adapter_settings({**saved, **kept}) != _adapter_settings(config.model_dump(mode="json")):
         raise TrainError(
             f"the checkpoint at step {resume.step} of {trainer.config.storage_root} was written by another config; "
             "not resuming it (delete that run's checkpoints to start it again)"
@@ -262,6 +277,11 @@ def restore(trainer: Trainer, resume: Checkpoint) -> EarlyStopping:
     if "early_stopping" in resume.state:
         return EarlyStopping.from_state(resume.state["early_stopping"])
     return EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
+
+
+def _adapter_settings(config: dict) -> dict:
+    """A resolved config less the gallery's settings: a run resumes whatever it paints on the way."""
+    return {key: value for key, value in config.items() if key not in GALLERY_FIELDS}
 
 
 def publish(
@@ -308,9 +328,9 @@ def published(store: storage.Storage, adapter_uri: str) -> dict:
 
 def _save_kohya(trainer: Trainer, path: Path, metadata: dict[str, str]) -> str | None:
     try:
-        encoders = {name: part for name, part in trainer.parts.items() if name != "unet"}
-        prediction = trainer.noise_scheduler.config.prediction_type
-        save_kohya(trainer.unet, path, prediction, metadata, text_encoders=encoders or None)
+        encoders = {name: part for name, part in trainer.parts.items() if part is not trainer.denoiser}
+        prediction = trainer.noise_scheduler.config.get("prediction_type", "flow")
+        save_kohya(trainer.denoiser, path, prediction, metadata, text_encoders=encoders or None)
     except UnsupportedAdapterError as err:
         log.warning("no kohya-layout file: %s", err)
         return None

@@ -8,8 +8,9 @@ Every step's randomness (batch, noise, timesteps, caption dropout, noise offset,
 (seed, micro-batch index) alone, so a resumed run takes the same steps as an uninterrupted one without replaying
 anything; the RNG states are saved with the rest of the state all the same.
 
-SDXL bases also get, per view, the caption's pooled embedding and the size/crop time ids as the UNet's
-`added_cond_kwargs`; caption dropout drops the pooled embedding with the caption states.
+What differs between bases (the noising, target, timestep sampling and loss weights, the denoiser's call and its
+conditioning, e.g. SDXL's pooled embedding and size/crop time ids) is the model family's (`diffusion.families`);
+caption dropout drops the pooled embedding with the caption states.
 
 Several processes (`accelerate launch`, DDP): each takes its own micro-batches, `(step x accumulation + micro) x
 processes + rank`, and DDP averages the gradients, so N processes at batch B take the same optimizer steps as one
@@ -23,27 +24,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
-from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 
 from artlora.config import TrainConfig
 from artlora.data.latents import LatentSet
-from artlora.diffusion.architecture import is_sdxl
+from artlora.diffusion import families
 from artlora.diffusion.device import default_device
-from artlora.diffusion.losses import (
-    PerceptualLoss,
-    diffusion_target,
-    min_snr_weights,
-    offset_noise,
-    perceptual_subset,
-    predicted_x0,
-    weighted_mse,
-)
+from artlora.diffusion.losses import PerceptualLoss, offset_noise, perceptual_subset, weighted_mse
 from artlora.diffusion.text_encoding import TextEncoders
 from artlora.stages.train import lora
 from artlora.stages.train.errors import TrainError
@@ -66,15 +59,14 @@ def process_group() -> Accelerator:
 # -- architecture ----------------------------------------------------------------------------------------
 
 
-def check_architecture(data: LatentSet, unet: torch.nn.Module) -> None:
-    """Refuse a cache made for the other architecture: SDXL caches carry pooled embeds and time ids, and their
-    caption states are twice as wide, so an SD 1.x/2.x UNet cannot train on them (nor SDXL on SD 1.x/2.x's)."""
-    names = {True: "SDXL", False: "Stable Diffusion 1.x/2.x"}
-    cache_sdxl, base_sdxl = data.sdxl, is_sdxl(unet)
-    if cache_sdxl != base_sdxl:
+def check_architecture(data: LatentSet, family: families.Family) -> None:
+    """Refuse a cache made for another model family: its latents, caption states and conditioning have other
+    shapes and meanings (e.g. SDXL's pooled embeds and time ids, twice as wide caption states)."""
+    if data.architecture != family.name:
+        made_for = families.FAMILIES[data.architecture].label if data.architecture in families.FAMILIES else None
         raise TrainError(
-            f"the latent cache was made for {names[cache_sdxl]} but the base model is {names[base_sdxl]}: run "
-            "augment with this base model"
+            f"the latent cache was made for {made_for or data.architecture} but the base model is {family.label}: "
+            "run augment with this base model"
         )
 
 
@@ -95,7 +87,7 @@ class Trainer:
     """The model, optimizer and objective of one run on cached latents."""
 
     def __init__(self, config: TrainConfig, data: LatentSet, pipe: Any, accelerator: Accelerator | None = None):
-        """`data` is a LatentSet (latent_cache); `pipe` has the base model's `unet`, `vae` and `scheduler`;
+        """`data` is a LatentSet (latent_cache); `pipe` has the base model's denoiser, `vae` and `scheduler`;
         `accelerator` knows the processes of a distributed run (one process when not launched by accelerate)."""
         self.accelerator = accelerator or process_group()
         self.config, self.device = config, self.accelerator.device
@@ -103,18 +95,20 @@ class Trainer:
         # Autocast on GPU only: frozen weights in the low-precision dtype, LoRA weights and optimizer in fp32.
         self.dtype = PRECISIONS[config.mixed_precision] if self.device.type == "cuda" else None
         # The whole latent set lives on the device: no per-step host-to-device copies.
-        check_architecture(data, pipe.unet)
+        self.family = families.of(pipe)
+        self.family.check_config(config)
+        check_architecture(data, self.family)
         self.data = data.to(self.device)
         self.sizes = [len(group) for group in self.data.groups]
         self._epoch: tuple[int, list] = (-1, [])
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.unet, unet_params = self._adapted_unet(pipe.unet)
+        self.noise_scheduler = self.family.training_scheduler(pipe)
+        self.denoiser, denoiser_params = self._adapted_denoiser(getattr(pipe, self.family.denoiser))
         self.text_encoders: TextEncoders | None
         text_params: list[torch.nn.Parameter]
         self.text_encoders, text_params = self._adapted_text_encoders(pipe) if config.train_text_encoder else (None, [])
         self.forward, self.text_forward, self.synced = self._distributed()
-        self.params = unet_params + text_params
-        groups: list[dict[str, Any]] = [{"params": unet_params}]
+        self.params = denoiser_params + text_params
+        groups: list[dict[str, Any]] = [{"params": denoiser_params}]
         if text_params:
             groups.append({"params": text_params, "lr": config.text_encoder_learning_rate or config.learning_rate})
         self.optimizer = torch.optim.AdamW(
@@ -132,27 +126,28 @@ class Trainer:
                 vae, config.perceptual_net, config.perceptual_backbone, config.perceptual_scale
             ).to(self.device)
 
-    def _adapted_unet(self, unet: ModelMixin) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    def _adapted_denoiser(self, denoiser: ModelMixin) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
         """Attach LoRA in fp32 on the CPU (the same init everywhere), then move; frozen weights get the dtype."""
         if self.config.channels_last:
             # Before LoRA is attached: peft's DoRA reshapes its conv weights with .view(), which needs them
             # contiguous, so only the base weights change layout.
-            unet.to(memory_format=torch.channels_last)
+            denoiser.to(memory_format=torch.channels_last)
         torch.manual_seed(self.config.seed)
-        lora.add_lora(unet.float(), self.config)
-        self._place(unet)
+        lora.add_lora(denoiser.float(), self.config)
+        self._place(denoiser)
         if self.config.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        # Training mode turns LoRA dropout on; the SD UNet has no other dropout or batch norm.
-        unet.train()
-        return unet, [param for param in unet.parameters() if param.requires_grad]
+            denoiser.enable_gradient_checkpointing()
+        # Training mode turns LoRA dropout on; the denoisers have no other active dropout or batch norm.
+        denoiser.train()
+        return denoiser, [param for param in denoiser.parameters() if param.requires_grad]
 
     def _adapted_text_encoders(self, pipe: Any) -> tuple[TextEncoders, list[torch.nn.Parameter]]:
-        """LoRA on the text encoder(s) as on the UNet (fp32 on the CPU, then moved), and every view's token ids
+        """LoRA on the text encoder(s) as on the denoiser (fp32 on the CPU, then moved), and every view's token ids
         on the device, per latent group, beside the empty caption's."""
-        encoders, params = TextEncoders.of(pipe), []
+        encoders, params = self.family.text_encoders(pipe), []
+        targets = self.family.text_encoder_targets
         for index, encoder in enumerate(encoders.encoders):
-            params += lora.add_text_encoder_lora(encoder.float(), self.config, encoders.layers_used(index))
+            params += lora.add_text_encoder_lora(encoder.float(), self.config, targets, encoders.layers_used(index))
             self._place(encoder)
             if self.config.gradient_checkpointing:
                 # transformers 5.23 renamed it; older releases (5.17 on the GPU machines) have only the old name.
@@ -174,13 +169,13 @@ class Trainer:
                     param.data = param.data.to(self.dtype)
 
     def _distributed(self) -> tuple[Callable[..., Any], TextEncoders | None, list[torch.nn.Module]]:
-        """What the step calls: the UNet (compiled if asked) and the text encoders, each in DDP when there are
+        """What the step calls: the denoiser (compiled if asked) and the text encoders, each in DDP when there are
         several processes (DDP averages their gradients); and the DDP modules among them."""
-        unet = self._wrapped(self.unet)
-        forward = torch.compile(unet) if self.config.torch_compile else unet
+        denoiser = self._wrapped(self.denoiser)
+        forward = torch.compile(denoiser) if self.config.torch_compile else denoiser
         encoders = tuple(map(self._wrapped, self.text_encoders.encoders)) if self.text_encoders else ()
-        synced = [unet, *encoders] if self.processes > 1 else []
-        text_forward = TextEncoders(self.text_encoders.tokenizers, encoders) if self.text_encoders else None
+        synced = [denoiser, *encoders] if self.processes > 1 else []
+        text_forward = replace(self.text_encoders, encoders=encoders) if self.text_encoders else None
         return forward, text_forward, synced
 
     def _wrapped(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -194,7 +189,7 @@ class Trainer:
         """The components that carry the adapter, by their pipeline names (what `lora.py` saves)."""
         names = ("text_encoder", "text_encoder_2")
         encoders = self.text_encoders.encoders if self.text_encoders else ()
-        return {"unet": self.unet, **dict(zip(names, encoders, strict=False))}
+        return {self.family.denoiser: self.denoiser, **dict(zip(names, encoders, strict=False))}
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -252,15 +247,14 @@ class Trainer:
     def micro_batch(self, index: int) -> SimpleNamespace:
         """The latents, captions, noise and timesteps of micro-batch `index`, all fixed by (seed, index).
 
-        Captions are cached states (`text`, SDXL `pooled`) or, when the text encoders train, token ids (`ids`)."""
+        Captions are cached states (`text`, `pooled`) or, when the text encoders train, token ids (`ids`)."""
         config, gen = self.config, step_generator(self.config.seed, index)
         group, rows = self.batch(index)
         data, rows = self.data.groups[group], self.to_device(rows)
         latents = data.latents[rows]
         noise_gen = self._noise_generator(index, gen)
         noise = torch.randn(latents.shape, generator=noise_gen, device=noise_gen.device)
-        steps_total = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps_total, (len(rows),), generator=gen)
+        timesteps = self.family.sample_timesteps(self.noise_scheduler, latents.shape, gen, config)
         dropped = None
         if config.caption_dropout:
             dropped = self.to_device(torch.rand(len(rows), generator=gen) < config.caption_dropout)
@@ -288,8 +282,8 @@ class Trainer:
         text, pooled = data.text[rows], None if data.pooled is None else data.pooled[rows]
         if dropped is not None:
             text = torch.where(dropped.view(-1, 1, 1), self.data.empty_text.to(text.dtype), text)
-            if pooled is not None:  # SDXL: the pooled embedding is dropped with the caption
-                assert self.data.empty_pooled is not None  # an SDXL latent set has the empty caption's
+            if pooled is not None:  # the pooled embedding is dropped with the caption
+                assert self.data.empty_pooled is not None  # a latent set with pooled embeddings has the empty one
                 pooled = torch.where(dropped.view(-1, 1), self.data.empty_pooled.to(pooled.dtype), pooled)
         return {"ids": None, "text": text, "pooled": pooled}
 
@@ -316,8 +310,8 @@ class Trainer:
 
     def loss(self, index: int, with_perceptual: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The objective on micro-batch `index`: (weighted) MSE on the model's target, plus LPIPS if asked."""
-        config, scheduler, batch = self.config, self.noise_scheduler, self.micro_batch(index)
-        noisy = scheduler.add_noise(batch.latents, batch.noise, batch.timesteps)
+        config, scheduler, batch, family = self.config, self.noise_scheduler, self.micro_batch(index), self.family
+        noisy = family.add_noise(scheduler, batch.latents, batch.noise, batch.timesteps)
         if config.dropout:
             torch.manual_seed(seed_for_dropout(config.seed, index))  # LoRA dropout's masks
         with self.autocast():
@@ -325,10 +319,10 @@ class Trainer:
             if batch.ids is not None:
                 assert self.text_forward is not None  # token ids come only with trained text encoders
                 text, pooled = self.text_forward.encode(batch.ids)
-            added = batch.group.added_cond(batch.rows, pooled)  # SDXL's pooled embeds and time ids; else None
-            output = self.forward(noisy, batch.timesteps, text, added_cond_kwargs=added).sample
-        target = diffusion_target(scheduler, batch.latents, batch.noise, batch.timesteps)
-        weights = min_snr_weights(scheduler, batch.timesteps, config.min_snr_gamma) if config.min_snr_gamma else None
+            conditioning = family.conditioning(batch.group, batch.rows, pooled)
+            output = family.predict(self.forward, noisy, batch.timesteps, text, conditioning)
+        target = family.target(scheduler, batch.latents, batch.noise, batch.timesteps)
+        weights = family.loss_weights(scheduler, batch.timesteps, config)
         mse = weighted_mse(output, target, weights)
         loss, metrics = mse, {"loss_mse": mse.detach()}
         if with_perceptual:
@@ -342,7 +336,7 @@ class Trainer:
         assert self.perceptual is not None  # asked for only when there is one (`step`)
         if len(chosen):
             chosen, timesteps = self.to_device(chosen), batch.timesteps
-            x0 = predicted_x0(self.noise_scheduler, noisy[chosen], output[chosen], timesteps[chosen])
+            x0 = self.family.predicted_x0(self.noise_scheduler, noisy[chosen], output[chosen], timesteps[chosen])
             with self.autocast():
                 perceptual = self.perceptual(x0, batch.latents[chosen])
             loss = loss + config.perceptual_weight * perceptual
@@ -374,20 +368,30 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-class DeviceUNet:
-    """The trainer's UNet behind the call that `heldout.heldout_loss` makes with CPU tensors: inputs go to the
+class DeviceModel:
+    """The trainer's denoiser behind the calls that `heldout.heldout_loss` makes with CPU tensors: inputs go to the
     device, the forward runs under the training autocast, the output comes back to the CPU in fp32."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
 
-    def __call__(
-        self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, added_cond_kwargs: dict | None = None
-    ) -> SimpleNamespace:
+    @property
+    def config(self) -> Any:
+        return self.trainer.denoiser.config
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SimpleNamespace:
         device = self.trainer.device
-        added = None if added_cond_kwargs is None else {k: v.to(device) for k, v in added_cond_kwargs.items()}
+        args = tuple(_to(value, device) for value in args)
+        kwargs = {name: _to(value, device) for name, value in kwargs.items()}
         with self.trainer.autocast():
-            output = self.trainer.unet(
-                sample.to(device), timestep.to(device), text.to(device), added_cond_kwargs=added
-            ).sample
+            output = self.trainer.denoiser(*args, **kwargs).sample
         return SimpleNamespace(sample=output.float().cpu())
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    """A tensor (or a dict of them, as `added_cond_kwargs`) on the device; anything else as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {name: _to(item, device) for name, item in value.items()}
+    return value

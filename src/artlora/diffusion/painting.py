@@ -1,0 +1,45 @@
+"""Painting with a loaded pipeline: one image per (prompt, seed), the same way wherever artlora paints to compare
+(the evaluation's images, the gallery painted while training).
+
+The noise of each image comes from a CPU generator seeded with its seed, so a seed gives the same starting noise
+every time and on every device; nothing here draws from torch's global random state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from artlora.diffusion import families
+
+BATCH = 8  # images per pipeline call: bounded memory on large models
+
+
+@torch.no_grad()
+def paint(
+    pipe,
+    prompts: list[str],
+    seeds: list[int],
+    *,
+    resolution: int,
+    steps: int,
+    guidance: float,
+    lora_scale: float | None = None,
+) -> np.ndarray:
+    """uint8 [n, resolution, resolution, 3]. `lora_scale` sets a loaded adapter's strength for these images only."""
+    extra = families.of(pipe).paint_arguments(lora_scale)  # how this family takes an adapter's strength
+    out = []
+    for start in range(0, len(prompts), BATCH):
+        batch = slice(start, start + BATCH)
+        result = pipe(
+            prompts[batch],
+            height=resolution,
+            width=resolution,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=[torch.Generator().manual_seed(seed) for seed in seeds[batch]],
+            output_type="np",
+            **extra,
+        )
+        out.append((result.images * 255).round().astype(np.uint8))
+    return np.concatenate(out)
