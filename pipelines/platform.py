@@ -14,6 +14,7 @@ from kfp import dsl, kubernetes
 from artlora.config import ClusterConfig, TaskSettings
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+MLFLOW_LOGIN_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")  # MLflow's basic-auth app
 ENDPOINT_KEYS = ("ARTLORA_S3_ENDPOINT", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL")
 SCRATCH = "/data/work"  # the image's ARTLORA_WORK_DIR
 # Hub and torchvision downloads go to the scratch volume too, not to the container's own layer.
@@ -66,6 +67,8 @@ def place(task: dsl.PipelineTask, cluster: ClusterConfig, settings: TaskSettings
     )
     kubernetes.set_timeout(task, settings.timeout_s)
     kubernetes.use_secret_as_env(task, secret_name=cluster.s3_secret, secret_key_to_env={k: k for k in S3_KEYS})
+    login = {key: key for key in MLFLOW_LOGIN_KEYS}
+    kubernetes.use_secret_as_env(task, secret_name=cluster.mlflow_secret, secret_key_to_env=login)
     kubernetes.use_config_map_as_env(
         task, config_map_name=cluster.endpoints_config_map, config_map_key_to_env={k: k for k in ENDPOINT_KEYS}
     )

@@ -72,6 +72,10 @@ random_hex() { .venv/bin/python -c "import secrets; print(secrets.token_hex($1))
 if [ ! -f "$OVERLAY/s3.env" ]; then
     printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$(random_hex 10)" "$(random_hex 20)" >"$OVERLAY/s3.env"
 fi
+if [ ! -f "$OVERLAY/mlflow.env" ]; then
+    printf 'MLFLOW_TRACKING_USERNAME=admin\nMLFLOW_TRACKING_PASSWORD=%s\nMLFLOW_FLASK_SERVER_SECRET_KEY=%s\n' \
+        "$(random_hex 16)" "$(random_hex 32)" >"$OVERLAY/mlflow.env"
+fi
 if [ ! -f "$OVERLAY/postgres.env" ]; then
     printf 'POSTGRES_PASSWORD=%s\n' "$(random_hex 16)" >"$OVERLAY/postgres.env"
 fi

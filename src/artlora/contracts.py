@@ -115,3 +115,12 @@ def checkpoint_folder(run: str, step: int) -> str:
 # The same names as paths of the training run's MLflow artifacts.
 REPORT_ARTIFACT = f"{EVALUATION}/{REPORT}"
 GRID_ARTIFACT = f"{EVALUATION}/{GRID}"
+
+# -- a registered version's files ---------------------------------------------------------------------------
+
+# A version tag: JSON {relative path: sha256} of every file of the version's logged model (MLmodel, its
+# environment files, the adapter files and their metadata), written by register and checked wherever the version's
+# files are used (generate, models download, the pyfunc loader, the champion's re-evaluation).
+VERSION_MANIFEST_TAG = "artlora.manifest"
+# Written by MLflow into a model it downloads through the registry (models:/NAME/VERSION): not one of its files.
+MLFLOW_DOWNLOAD_FILES = ("registered_model_meta",)

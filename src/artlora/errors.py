@@ -6,8 +6,11 @@ StorageError, ModelLoadError, TrackingError, ...), all of them an ArtloraError. 
 command is a bug, and the CLI shows its traceback.
 """
 
+import contextlib
 import errno
 import signal
+from collections.abc import Iterator
+from pathlib import Path
 
 
 class ArtloraError(Exception):
@@ -46,3 +49,15 @@ def environment_fault(err: OSError) -> EnvironmentFault | None:
         return None
     where = f": {err.filename}" if err.filename else ""
     return EnvironmentFault(f"{err.strerror or type(err).__name__}{where} ({advice})")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """An OSError while writing `path` that does not say where (a full disk fails a write or a close with no file
+    name) names `path`, so that its one line says which disk to free."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            err.filename = str(path)
+        raise

@@ -93,7 +93,7 @@ def test_no_real_env_file_is_committed():
 
 def test_the_example_env_files_hold_placeholders_only():
     examples = sorted((K8S / "secrets").glob("*.env.example"))
-    assert [path.name for path in examples] == ["postgres.env.example", "s3.env.example"]
+    assert [path.name for path in examples] == ["mlflow.env.example", "postgres.env.example", "s3.env.example"]
     for path in examples:
         for line in path.read_text().splitlines():
             if line and not line.startswith("#"):

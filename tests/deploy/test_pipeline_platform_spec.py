@@ -19,6 +19,7 @@ MOUNTS = {
 # The contract: every task gets these keys as environment variables of the same names.
 EVERY_TASK = {
     ("Secret", "artlora-s3"): {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
+    ("Secret", "artlora-mlflow"): {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},
     ("ConfigMap", "artlora-endpoints"): {"ARTLORA_S3_ENDPOINT", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL"},
 }
 

@@ -16,7 +16,7 @@ import botocore.exceptions
 import psutil
 import pytest
 import requests
-from deploy_checks import PIPELINE_NAMESPACES, TOOLS_BIN, container, find, flag, run, tool
+from deploy_checks import K8S, PIPELINE_NAMESPACES, TOOLS_BIN, container, find, flag, run, tool
 from local_services import process
 
 from artlora.io.services import free_port_block
@@ -94,13 +94,52 @@ def mlflow_server(manifests, store, postgres, tmp_path_factory):
     }
     args = [loopback.get(arg, arg) for arg in server["args"]]
     literal = {variable["name"]: variable["value"] for variable in server["env"] if "value" in variable}
-    env = {**os.environ, **literal, **KEYS, "PGPASSWORD": PASSWORD, "MLFLOW_S3_ENDPOINT_URL": store}
+    folder = tmp_path_factory.mktemp("mlflow")
+    # The ConfigMap's basic-auth settings, its users in the same database (reached on loopback here).
+    auth = find(manifests["kind"], "ConfigMap", "mlflow-auth", "artlora")["data"]["basic_auth.ini"]
+    (folder / "basic_auth.ini").write_text(auth.replace(backend.netloc, local_backend.netloc))
+    env = {
+        **os.environ,
+        **literal,
+        **KEYS,
+        **admin_environment(server),
+        "PGPASSWORD": PASSWORD,
+        "MLFLOW_S3_ENDPOINT_URL": store,
+        "MLFLOW_AUTH_CONFIG_PATH": str(folder / "basic_auth.ini"),
+    }
     # The mlflow of the environment running the tests: the release the image holds (both install pyproject's pin).
     command = [str(Path(sys.executable).parent / server["command"][0]), *server["command"][1:]]
-    folder = tmp_path_factory.mktemp("mlflow")
     health = f"http://127.0.0.1:{port}/health"
     with process([*command, *args], env, health, folder / "log", timeout=180) as started:
         yield f"http://127.0.0.1:{port}", started.pid
+
+
+def example_login() -> dict[str, str]:
+    """mlflow.env.example's values: what the Secret artlora-mlflow holds in this check."""
+    lines = (K8S / "secrets" / "mlflow.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def admin_environment(server: dict) -> dict[str, str]:
+    """The variables the Deployment takes from the Secret artlora-mlflow."""
+    refs = [v for v in server["env"] if v.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "artlora-mlflow"]
+    return {v["name"]: example_login()[v["valueFrom"]["secretKeyRef"]["key"]] for v in refs}
+
+
+def login() -> tuple[str, str]:
+    values = example_login()
+    return values["MLFLOW_TRACKING_USERNAME"], values["MLFLOW_TRACKING_PASSWORD"]
+
+
+def test_mlflow_lets_in_only_the_secrets_login(manifests, mlflow_server):
+    mlflow_url, _ = mlflow_server
+    assert "--app-name=basic-auth" in container(manifests["kind"], "Deployment/mlflow")["args"]
+    search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+    host = {"Host": "localhost:5000"}
+    assert requests.get(search, headers=host, timeout=30).status_code == 401
+    assert requests.get(f"{mlflow_url}/", headers=host, timeout=30).status_code == 401
+    assert requests.get(search, headers=host, auth=(login()[0], "guessed"), timeout=30).status_code == 401
+    assert requests.get(search, headers=host, auth=login(), timeout=30).status_code == 200
 
 
 def test_mlflow_accepts_the_pipelines_host_and_refuses_others(manifests, mlflow_server):
@@ -108,9 +147,9 @@ def test_mlflow_accepts_the_pipelines_host_and_refuses_others(manifests, mlflow_
     endpoints = find(manifests["kind"], "ConfigMap", "artlora-endpoints", PIPELINE_NAMESPACES["kind"])["data"]
     tracking = urlsplit(endpoints["MLFLOW_TRACKING_URI"])
     search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert requests.get(search, headers={"Host": tracking.netloc}, timeout=30).status_code == 200
-    assert requests.get(search, headers={"Host": "localhost:5000"}, timeout=30).status_code == 200  # port-forward
-    assert requests.get(search, headers={"Host": "attacker.example:5000"}, timeout=30).status_code == 403
+    assert requests.get(search, headers={"Host": tracking.netloc}, auth=login(), timeout=30).status_code == 200
+    assert requests.get(search, headers={"Host": "localhost:5000"}, auth=login(), timeout=30).status_code == 200
+    assert requests.get(search, headers={"Host": "attacker.example:5000"}, auth=login(), timeout=30).status_code == 403
     # The kubelet's probes send the pod's address as Host; MLflow exempts /health.
     assert requests.get(f"{mlflow_url}/health", headers={"Host": "10.244.0.7:5000"}, timeout=30).status_code == 200
 
@@ -119,17 +158,20 @@ def test_mlflow_keeps_runs_in_postgres_and_proxies_artifacts_to_the_store(manife
     mlflow_url, _ = mlflow_server
     host = {"Host": "localhost:5000"}
     api = f"{mlflow_url}/api/2.0"
-    experiment = requests.post(f"{api}/mlflow/experiments/create", json={"name": "deploy"}, headers=host, timeout=30)
+    experiment = requests.post(
+        f"{api}/mlflow/experiments/create", json={"name": "deploy"}, headers=host, auth=login(), timeout=30
+    )
     assert experiment.status_code == 200, experiment.text  # a row written through the password-protected backend
     run_info = requests.post(
         f"{api}/mlflow/runs/create",
         json={"experiment_id": experiment.json()["experiment_id"]},
         headers=host,
+        auth=login(),
         timeout=30,
     ).json()["run"]["info"]
     artifacts = run_info["artifact_uri"].removeprefix("mlflow-artifacts:/")
     upload = requests.put(
-        f"{api}/mlflow-artifacts/artifacts/{artifacts}/a.txt", data=b"weights", headers=host, timeout=30
+        f"{api}/mlflow-artifacts/artifacts/{artifacts}/a.txt", data=b"weights", headers=host, auth=login(), timeout=30
     )
     assert upload.status_code == 200, upload.text
     destination = urlsplit(flag(container(manifests["kind"], "Deployment/mlflow")["args"], "artifacts-destination"))

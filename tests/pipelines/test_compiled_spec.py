@@ -85,11 +85,16 @@ def test_every_task_gets_the_secret_the_config_map_and_its_volumes(compiled, whi
     config, *paths = compiled
     _, _, settings = strict(dict(zip(("single", "search"), paths, strict=True))[which])
     for name, executor in settings.items():
-        (secret,) = executor.secret_as_env
-        assert secret.secret_name == "team-s3"
-        assert {(p.secret_key, p.env_var) for p in secret.key_to_env} == {
+        secrets = {secret.secret_name: secret for secret in executor.secret_as_env}
+        assert set(secrets) == {"team-s3", "artlora-mlflow"}
+        assert {(p.secret_key, p.env_var) for p in secrets["team-s3"].key_to_env} == {
             ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
             ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        }
+        # MLflow's login, from a Secret at run time: no credential is in the compiled pipeline.
+        assert {(p.secret_key, p.env_var) for p in secrets["artlora-mlflow"].key_to_env} == {
+            ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_USERNAME"),
+            ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD"),
         }
         (endpoints,) = executor.config_map_as_env
         assert endpoints.config_map_name == "team-endpoints"

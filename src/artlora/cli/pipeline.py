@@ -17,6 +17,7 @@ from artlora.cli.common import (
 )
 from artlora.cli.stages import key_lines
 from artlora.config import ClusterConfig
+from artlora.errors import writing
 
 COMPILE_HELP = "\n".join(
     [
@@ -92,8 +93,9 @@ def _remote_arguments(parser: argparse.ArgumentParser) -> None:
 def compile_pipeline(args: argparse.Namespace) -> int:
     from artlora.pipelines import build
 
-    config = args.pipeline_config
-    print(f"compiled {build.compile_pipeline(config, output_file(args.out), search=args.search)}")
+    config, out = args.pipeline_config, output_file(args.out)
+    with writing(out):
+        print(f"compiled {build.compile_pipeline(config, out, search=args.search)}")
     return 0
 
 

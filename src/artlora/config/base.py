@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from artlora.errors import ArtloraError
 
@@ -11,8 +14,35 @@ class ConfigError(ArtloraError, ValueError):
     """A config problem, phrased for the user: which field, what is wrong, what to do."""
 
 
+# A bucket name (lower-case letters, digits, dots, hyphens; the store checks the rest), and the segments a safe
+# key may not have.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
+_UNSAFE_SEGMENTS = ("", ".", "..")
+
+
+def check_s3_uri(value: str) -> str:
+    """An s3:// URI whose key, used as a path, stays where it says: no `.` or `..` segment, no empty segment
+    (`//`, a leading `/`), no backslash or control character. Checked when a config is validated, so that a bad
+    URI is refused before any task starts."""
+    bucket, _, key = value.removeprefix("s3://").partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(f"{value!r} has no valid bucket name (lower-case letters, digits, dots or hyphens)")
+    segments = key.rstrip("/").split("/") if key else []
+    if any(segment in _UNSAFE_SEGMENTS for segment in segments) or re.search(r"[\\\x00-\x1f\x7f]", key):
+        raise ValueError(
+            f"{value!r} is not a safe object prefix: no '.', '..' or empty segments, backslashes or control "
+            "characters (write the prefix it should name)"
+        )
+    return value
+
+
 class StageConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _safe_s3_uris(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_s3_uri(value) if isinstance(value, str) and value.startswith("s3://") else value
 
     def require(self, *names: str) -> None:
         """Fail clearly when an input that the pipeline normally fills is missing."""

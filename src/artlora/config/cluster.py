@@ -98,6 +98,12 @@ with warnings.catch_warnings():
             description="Secret with the object store's keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (every "
             "task gets them as environment variables of the same names)",
         )
+        mlflow_secret: str = Field(
+            "artlora-mlflow",
+            pattern=_LABEL,
+            description="Secret with the MLflow login MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (every "
+            "task gets them as environment variables of the same names; none is in the compiled pipeline)",
+        )
         endpoints_config_map: str = Field(
             "artlora-endpoints",
             pattern=_LABEL,

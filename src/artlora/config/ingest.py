@@ -13,11 +13,16 @@ class IngestConfig(StageConfig):
     source: str = Field(
         min_length=1, description="raw images: a local folder or an s3:// prefix (sub-folders = styles)"
     )
+    allow_outside_links: bool = Field(
+        False,
+        description="read files that symbolic links in a local source folder lead to outside it (otherwise each "
+        "such link is rejected as outside_source)",
+    )
     storage_root: str = StorageRoot
     experiment: str = Experiment
     seed: int = Seed
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of each style held out for validation")
-    min_size: int = Field(64, ge=8, description="smallest accepted image side, in pixels")
+    min_size: int = Field(64, ge=8, le=8192, description="smallest accepted image side, in pixels")
     # Pillow refuses images over twice its MAX_IMAGE_PIXELS (178,956,970) whatever we say; the limit stays below.
     max_pixels: int = Field(
         80_000_000, ge=4096, le=178_956_970, description="largest accepted width x height (decompression-bomb guard)"
@@ -63,7 +68,10 @@ class IngestConfig(StageConfig):
         "truncate", description="caption over caption_token_limit (estimated): cut at a word boundary, or keep it"
     )
     max_per_style: int | None = Field(
-        None, ge=1, description="keep at most this many images per style (drawn by seed); null for no cap"
+        None,
+        ge=1,
+        le=10_000_000,
+        description="keep at most this many images per style (drawn by seed); null for no cap",
     )
     bucket_resolution: int = Field(
         512, ge=64, le=4096, multiple_of=64, description="side of the square whose area the training buckets have"

@@ -85,7 +85,7 @@ class TrainConfig(StageConfig):
     perceptual_backbone: Literal["imagenet", "random"] = Field(
         "imagenet", description="'imagenet' downloads torchvision weights; 'random' is for offline tests"
     )
-    perceptual_every: int = Field(1, ge=1, description="apply the LPIPS term every k-th step (cost / k)")
+    perceptual_every: int = Field(1, ge=1, le=1_000_000, description="apply the LPIPS term every k-th step (cost / k)")
     perceptual_max_timestep: int = Field(
         1000,
         ge=1,
@@ -93,7 +93,10 @@ class TrainConfig(StageConfig):
         "is a blur); 1000 = every timestep of SD's schedule",
     )
     perceptual_batch: int | None = Field(
-        None, ge=1, description="at most this many samples of a step get the LPIPS term; null = all that qualify"
+        None,
+        ge=1,
+        le=1024,
+        description="at most this many samples of a step get the LPIPS term; null = all that qualify",
     )
     perceptual_scale: float = Field(
         1.0,
@@ -107,8 +110,10 @@ class TrainConfig(StageConfig):
     lr_schedule: Literal["linear", "cosine", "constant"] = Field(
         "linear", description="after the warm-up: linear decay to 0, cosine decay to 0, or constant"
     )
-    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0 to the peak rate")
-    max_steps: int = Field(500, ge=1, description="optimizer steps")
+    warmup_steps: int = Field(
+        0, ge=0, le=1_000_000, description="optimizer steps of linear warm-up from 0 to the peak rate"
+    )
+    max_steps: int = Field(500, ge=1, le=1_000_000, description="optimizer steps")
     batch_size: int = Field(4, ge=1, le=1024, description="latents per micro-batch (all of one latent size)")
     gradient_accumulation: int = Field(
         1, ge=1, le=1024, description="micro-batches per optimizer step; the effective batch is batch_size x this"
@@ -142,13 +147,14 @@ class TrainConfig(StageConfig):
         "for none (CPU)",
     )
     # -- checkpoints, validation, early stopping
-    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints in the object store")
+    checkpoint_every: int = Field(100, ge=1, le=1_000_000, description="steps between checkpoints in the object store")
     keep_checkpoints: int = Field(
-        2, ge=1, description="newest checkpoints kept, besides the one with the best validation loss"
+        2, ge=1, le=10_000, description="newest checkpoints kept, besides the one with the best validation loss"
     )
     eval_every: int = Field(
         0,
         ge=0,
+        le=1_000_000,
         description="steps between validation losses (held-out denoising loss on the validation split, "
         "fixed timesteps and noise); also run at the last step; 0 turns validation and early stopping off",
     )
@@ -156,7 +162,10 @@ class TrainConfig(StageConfig):
         (100, 300, 500, 700, 900), min_length=1, description="fixed timesteps of the validation loss"
     )
     early_stopping_patience: int = Field(
-        0, ge=0, description="validations in a row without improvement before training stops; 0 never stops early"
+        0,
+        ge=0,
+        le=100_000,
+        description="validations in a row without improvement before training stops; 0 never stops early",
     )
     early_stopping_min_delta: float = Field(
         0.0, ge=0.0, description="smallest decrease of the validation loss that counts as an improvement"
@@ -164,6 +173,7 @@ class TrainConfig(StageConfig):
     log_every: int = Field(
         10,
         ge=1,
+        le=1_000_000,
         description="steps between reads of the metrics from the GPU (each read waits for it); every "
         "step's metrics are logged",
     )

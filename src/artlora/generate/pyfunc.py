@@ -55,7 +55,24 @@ class StyleModel:
 
 
 def _load_pyfunc(data_path: str, model_config: dict | None = None) -> StyleModel:
-    return StyleModel(Path(data_path))
+    folder = Path(data_path)
+    _check_registered_files(folder)
+    return StyleModel(folder)
+
+
+def _check_registered_files(folder: Path) -> None:
+    """Loaded through the registry (models:/NAME/VERSION or @alias): the downloaded files must be the version's,
+    as its manifest records them, before anything in them is read."""
+    from artlora.io import model_registry
+
+    registered = _registered_as(folder)
+    if not registered.startswith("models:/"):
+        return
+    name, number = registered.removeprefix("models:/").rsplit("/", 1)
+    version = model_registry.model_version(name, number)
+    if version is None:
+        raise GenerateError(f"{registered} is not in the registry any more (load another version)")
+    model_registry.verify_files(version, folder.parents[1])
 
 
 def _prompts(data) -> list[str]:

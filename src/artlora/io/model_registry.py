@@ -4,6 +4,7 @@ their tags and aliases, looked up and downloaded."""
 from __future__ import annotations
 
 import datetime
+import logging
 import shutil
 import tempfile
 import warnings
@@ -18,13 +19,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import artlora
-from artlora.io import tracking
+from artlora import contracts
+from artlora.errors import ArtloraError
+from artlora.io import manifest, tracking
+
+log = logging.getLogger(__name__)
 
 # The logged MLflow Model of an adapter: the adapter folder is its data, artlora (installed, as in the image) its
 # code. Loading it calls `_load_pyfunc` of this module; nothing in it is unpickled.
 PYFUNC_LOADER = "artlora.generate.pyfunc"
 MODEL_NAME = "adapter_model"  # the logged model's name within the run
 ADAPTER_DATA = "adapter"  # the adapter folder's name under the model's data/
+
+
+class VersionFilesError(ArtloraError):
+    """A version's files are not the ones it was registered with (its manifest)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,12 @@ def create_version(name: str, source: str, run_id: str, tags: Mapping[str, str],
     return _version(entity)
 
 
+def delete_version(name: str, version: str) -> None:
+    tracking.configure()
+    with tracking.asking(f"delete {name} version {version}"):
+        MlflowClient().delete_model_version(name, version)
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     tracking.configure()
     with tracking.asking(f"set alias {alias!r} of {name!r} to version {version}"):
@@ -169,5 +184,30 @@ def download_version(version: Version, destination: str | Path) -> Path:
     Path(destination).mkdir(parents=True, exist_ok=True)
     with tracking.asking(f"download {version.uri} from {version.source}"):
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(destination)))
+    verify_files(version, local)
     logged = local / "data" / ADAPTER_DATA
     return logged if logged.is_dir() else local
+
+
+def source_manifest(source: str) -> str:
+    """The manifest (manifest.py, encoded) of a logged model's files as the artifact store holds them."""
+    with tempfile.TemporaryDirectory() as tmp, tracking.asking(f"read back the files of {source}"):
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
+        return manifest.encode(manifest.manifest(local, contracts.MLFLOW_DOWNLOAD_FILES))
+
+
+def verify_files(version: Version, root: str | Path) -> None:
+    """Refuse the version's files under `root` (its logged model, as downloaded) unless they are exactly those
+    of the manifest it was registered with: none missing, none added, none changed. A version registered before
+    artlora recorded manifests is used unchecked, with a warning."""
+    recorded = version.tags.get(contracts.VERSION_MANIFEST_TAG)
+    if recorded is None:
+        log.warning("%s has no manifest of its files (registered by an older artlora): not checked", version.uri)
+        return
+    problems = manifest.differences(manifest.decode(recorded), manifest.manifest(root, contracts.MLFLOW_DOWNLOAD_FILES))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise VersionFilesError(
+            f"{version.uri}: {problems[0]}{more}; its files are not those registered, so it is not used (someone "
+            "wrote to the MLflow artifact store: check who holds its keys, and register the adapter again)"
+        )

@@ -89,22 +89,26 @@ class SeaweedFS(Service):
         return security_dir(self.data_dir)
 
     def answers(self) -> bool:
-        """Whether the S3 gateway answers and the master knows every volume on disk. After a restart the gateway
-        answers before the volume server has told the master about its volumes, and meanwhile a read of an
-        object stored in them fails halfway ("volume 1 not found", the body cut off after its headers)."""
+        """Whether the S3 gateway answers, the volume server has joined the master, and the master knows every
+        volume on disk. The gateway answers before the volume server's first heartbeat (a write meanwhile fails
+        with 500s: no writable volume), and after a restart before the volume server has told the master about
+        its volumes (a read of an object stored in them fails halfway, the body cut off after its headers)."""
+        if not super().answers():
+            return False
+        volumes = self._volumes_per_server()
         on_disk = len(list(self.data_dir.glob("*.dat")))
-        return super().answers() and (on_disk == 0 or self._volumes_known() >= on_disk)
+        return bool(volumes) and sum(volumes) >= on_disk
 
-    def _volumes_known(self) -> int:
-        """How many volumes the master knows of, from its status page (its HTTP API is off, and the page is
-        what it still serves); -1 if it cannot say."""
+    def _volumes_per_server(self) -> list[int]:
+        """How many volumes the master knows of on each volume server that joined it, from its status page (its
+        HTTP API is off, and the page is what it still serves); empty if none joined or it cannot say."""
         url = f"http://{LOOPBACK}:{weed_ports(self.s3_port)['master']}/"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 page = response.read().decode()
         except (OSError, ValueError):
-            return -1
-        return sum(int(count) for count in VOLUMES_CELL.findall(page))
+            return []
+        return [int(count) for count in VOLUMES_CELL.findall(page)]
 
     def settings(self) -> settings.S3Settings:
         return settings.S3Settings(

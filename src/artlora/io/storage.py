@@ -31,7 +31,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
-from artlora.errors import ArtloraError
+from artlora.errors import ArtloraError, writing
 from artlora.io import settings
 
 COMPLETE_MARKER = "_COMPLETE"
@@ -152,11 +152,14 @@ class Storage:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         os.close(fd)
         try:
-            with self._asking("download", uri):
+            with writing(path), self._asking("download", uri):
                 self.client.fget_object(bucket, key, tmp)
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
+            # minio writes through `<tmp>.<etag>.part.minio`, and leaves it when the write fails (a full disk).
+            for part in path.parent.glob(f"{Path(tmp).name}.*.part.minio"):
+                part.unlink(missing_ok=True)
         return path
 
     def head(self, uri: str) -> dict[str, str] | None:

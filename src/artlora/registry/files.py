@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from artlora.diffusion.adapters import adapter_file
+from artlora.errors import writing
 from artlora.io import model_registry, settings
 
 DONE_MARKER = ".artlora-download-complete"  # written last: a folder without it is an interrupted download
@@ -47,4 +48,8 @@ def download(version: model_registry.Version, out: str | Path, layout: str | Non
     files = [adapter_file(folder, layout)] if layout else sorted(folder.glob("*.safetensors"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copy2(path, out / path.name)) for path in files]
+    copied = []
+    for path in files:
+        with writing(out / path.name):
+            copied.append(Path(shutil.copy2(path, out / path.name)))
+    return copied

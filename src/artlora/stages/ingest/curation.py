@@ -1,9 +1,10 @@
 """Curation verdicts: which scanned files become training images, and why each other one does not.
 
 Every input ends as exactly one `Candidate` (kept) or one `Rejection` (a code from `REASONS` and a sentence
-naming the setting involved). The checks run in this order, and a file gets the first that fails: not an image
-file; empty, not an image, unreadable, too many pixels; too small; aspect ratio; blur; no bucket; caption missing;
-exact duplicate (the first by name is kept); near duplicate (the largest image is kept); the per-style cap.
+naming the setting involved). The checks run in this order, and a file gets the first that fails: a symbolic
+link leaving the source, looping or leading nowhere; not an image file; empty, not an image, unreadable, too many
+pixels; too small; aspect ratio; blur; no bucket; caption missing; exact duplicate (the first by name is kept);
+near duplicate (the largest image is kept); the per-style cap.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ REASONS = {
     "exact_duplicate": "exact duplicate",
     "near_duplicate": "near duplicate",
     "style_cap": "over the per-style cap",
+    "outside_source": "a link leaving the source folder",
+    "link_loop": "a symbolic link loop",
+    "broken_link": "a symbolic link to nothing",
 }
 
 
@@ -91,6 +95,8 @@ def curate(files: list[SourceFile], scanned: dict[str, Scanned], config: IngestC
 
 def judge(file: SourceFile, scan: Scanned | None, config: IngestConfig, blobs: str) -> Candidate | Rejection:
     """The checks of one file alone (duplicates need the others)."""
+    if file.problem is not None:
+        return Rejection(file.name, *file.problem, file.style)
     if not file.is_image:
         return Rejection(file.name, "not_image", f"not an image file ({file.suffix or 'no extension'})", file.style)
     assert scan is not None and scan.outcome is not None, f"{file.name} was not scanned"

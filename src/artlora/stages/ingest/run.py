@@ -53,8 +53,8 @@ class IngestResult:
 
 def run(config: IngestConfig) -> IngestResult:
     tracking.check()  # before any work: a tracking store that does not answer fails at once
-    listing = list_source(config.source)
-    image_files = [file for file in listing.files if file.is_image]
+    listing = list_source(config.source, config.allow_outside_links)
+    image_files = [file for file in listing.files if file.is_image and file.problem is None]
     if not image_files:
         raise SourceError(
             f"no image files under ingest.source={config.source!r} (give the folder or prefix of the images)"

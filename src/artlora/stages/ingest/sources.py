@@ -13,6 +13,7 @@ used (a caption with no image, a bad metadata line) is listed in `Listing.notes`
 
 from __future__ import annotations
 
+import errno
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class SourceFile:
     uri: str  # where to read it: an absolute local path or an s3:// URI
     caption: str = ""
     caption_source: str = ""  # "sidecar .txt", "sidecar .caption", "metadata.jsonl", or "" for none
+    problem: tuple[str, str] | None = None  # (code, reason): a link that is not read (curation rejects it)
 
     @property
     def suffix(self) -> str:
@@ -67,9 +69,13 @@ def read_uri(uri: str) -> bytes:
     return storage.get_storage().get_bytes(uri) if storage.is_s3(uri) else Path(uri).read_bytes()
 
 
-def list_source(source: str) -> Listing:
-    """Every input under the source, with captions from sidecars or metadata.jsonl."""
-    entries = _s3_entries(source) if storage.is_s3(source) else _local_entries(source)
+def list_source(source: str, allow_outside_links: bool = False) -> Listing:
+    """Every input under the source, with captions from sidecars or metadata.jsonl. In a local folder a symbolic
+    link that leads outside it (unless `allow_outside_links`), nowhere, or round in a loop is listed with its
+    problem, never read."""
+    problems: dict[str, tuple[str, str]] = {}
+    local = not storage.is_s3(source)
+    entries = _local_entries(source, allow_outside_links, problems) if local else _s3_entries(source)
     sidecars = {name: uri for name, uri in entries.items() if PurePosixPath(name).suffix.lower() in CAPTION_SUFFIXES}
     metadata = {name: uri for name, uri in entries.items() if PurePosixPath(name).name == METADATA_NAME}
     inputs = sorted(name for name in entries if name not in sidecars and name not in metadata)
@@ -82,7 +88,8 @@ def list_source(source: str) -> Listing:
     for (image, sidecar), text in zip(chosen.items(), texts, strict=True):
         captions[image] = (text, f"sidecar {PurePosixPath(sidecar).suffix.lower()}")
     files = [SourceFile(name, entries[name], *captions.get(name, ("", ""))) for name in inputs]
-    return Listing(files, notes)
+    files += [SourceFile(name, str(Path(source) / name), problem=problem) for name, problem in problems.items()]
+    return Listing(sorted(files, key=lambda file: file.name), notes)
 
 
 def _sidecar_choice(inputs: list[str], sidecars: dict[str, str]) -> dict[str, str]:
@@ -143,16 +150,41 @@ def _read_texts(uris: list[str]) -> list[str]:
         return [data.decode("utf-8-sig", errors="replace") for data in pool.map(read_uri, uris)]
 
 
-def _local_entries(source: str) -> dict[str, str]:
+def _local_entries(source: str, allow_outside: bool, problems: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """name -> path of every file under the folder; the links that are not followed go into `problems`."""
     root = Path(source)
     if not root.is_dir():
         raise SourceError(f"ingest.source {source!r} is not a folder (nor an s3:// prefix)")
     root = root.resolve()
-    return {
-        path.relative_to(root).as_posix(): str(path)
-        for path in root.rglob("*")
-        if path.is_file() and not _hidden(path.relative_to(root).as_posix())
-    }
+    entries = {}
+    for path in root.rglob("*"):
+        name = path.relative_to(root).as_posix()
+        if _hidden(name):
+            continue
+        problem = _link_problem(path, root, allow_outside) if path.is_symlink() else None
+        if problem is not None:
+            problems[name] = problem
+        elif path.is_file():
+            entries[name] = str(path)
+    return entries
+
+
+def _link_problem(link: Path, root: Path, allow_outside: bool) -> tuple[str, str] | None:
+    """(code, reason) when a symbolic link is not to be read: a loop, a link to nothing, or one leaving the
+    source folder without the config's consent; None for a link to a file that may be read."""
+    try:
+        target = link.resolve(strict=True)
+    except RuntimeError:  # pathlib's word for a link loop (Python 3.11)
+        return "link_loop", f"a symbolic link loop ({link.name} -> {link.readlink()})"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "link_loop", f"a symbolic link loop ({link.name} -> {link.readlink()})"
+        return "broken_link", f"a symbolic link to nothing ({link.readlink()})"
+    if not target.is_relative_to(root) and not allow_outside:
+        return "outside_source", (
+            f"a symbolic link to {target}, outside ingest.source (set ingest.allow_outside_links: true to read it)"
+        )
+    return None
 
 
 def _s3_entries(source: str) -> dict[str, str]:

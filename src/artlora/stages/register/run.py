@@ -84,8 +84,17 @@ def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decisi
     gate_uri = contracts.gate_page_uri(config.given("adapter_uri"))
     with runs.stage_run("register", config, run_id=config.run_id):
         source, model_id = model_registry.log_adapter_model(folder, PARAMS)
-        all_tags = {**tags, **gate_tags(decision), lineage.GATE_REPORT_URI: gate_uri}
+        files = model_registry.source_manifest(source)
+        all_tags = {
+            **tags,
+            **gate_tags(decision),
+            lineage.GATE_REPORT_URI: gate_uri,
+            contracts.VERSION_MANIFEST_TAG: files,
+        }
         version = model_registry.create_version(config.model_name, source, config.given("run_id"), all_tags, model_id)
+        first = _first_with_this_adapter(config.model_name, tags[lineage.ADAPTER_DIGEST], version)
+        if first is not None:
+            return _registered_before(first, {})
         model_registry.set_alias(config.model_name, decision.alias, version.version)
         model_registry.set_description(config.model_name, version.version, _card(config, version, decision))
         page = gate_html(decision, config.model_name, version.version).encode()
@@ -101,6 +110,25 @@ def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decisi
         gate=outcomes,
         gate_report_uri=gate_uri,
     )
+
+
+def _first_with_this_adapter(name: str, content: str, mine: model_registry.Version) -> model_registry.Version | None:
+    """Two registrations of the same adapter at once (two identical runs) both find no version and both create
+    one. Each then looks again: the lowest-numbered version of the adapter is kept, and a later one is deleted
+    by the process that made it, which returns the kept one. So the model ends with one version per adapter
+    whatever the timing; None when `mine` is that one."""
+    same = model_registry.model_versions(name, {lineage.ADAPTER_DIGEST: content})
+    first = min(same, key=lambda version: int(version.version), default=mine)
+    if int(first.version) >= int(mine.version):
+        return None
+    log.info(
+        "%s version %s holds this adapter already (registered at the same time): deleting version %s",
+        name,
+        first.version,
+        mine.version,
+    )
+    model_registry.delete_version(name, mine.version)
+    return first
 
 
 def _card(config: RegisterConfig, version: model_registry.Version, decision: Decision) -> str:
