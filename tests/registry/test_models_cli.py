@@ -141,8 +141,7 @@ def test_unknown_names_aliases_and_versions_are_clear_errors(capsys, model, args
 
 
 def test_show_prints_the_model_card_that_the_mlflow_page_shows(capsys, model, style_run, mlflow_server, store):
-    import urllib.request
-
+    import requests
     from mlflow.tracking import MlflowClient
 
     from artlora.data import dataset
@@ -159,8 +158,9 @@ def test_show_prints_the_model_card_that_the_mlflow_page_shows(capsys, model, st
     assert "## Gate: champion" in card and "no champion yet" in card and "val_loss_lora (lower is better)" in card
     challenger = MlflowClient().get_model_version(model, "2").description
     assert "champion (version 1)" in challenger and "## Gate: challenger" in challenger
-    # The report link opens the evaluation report itself, served by MLflow.
+    # The report link opens the evaluation report itself, served by MLflow to a logged-in user.
     link = f"{mlflow_server.url}/get-artifact?run_uuid={style_run.run_id}&path=eval/report.html"
     assert f"[Evaluation report]({link})" in card
-    with urllib.request.urlopen(link, timeout=30) as answer:
-        assert b"artlora evaluation" in answer.read()
+    login = mlflow_server.admin
+    answer = requests.get(link, auth=(login.username, login.password), timeout=30)
+    assert answer.status_code == 200 and b"artlora evaluation" in answer.content
