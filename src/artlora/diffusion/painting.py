@@ -21,20 +21,25 @@ def paint(
     prompts: list[str],
     seeds: list[int],
     *,
-    resolution: int,
+    resolution: int | tuple[int, int],
     steps: int,
     guidance: float,
     lora_scale: float | None = None,
+    negative_prompt: str = "",
 ) -> np.ndarray:
-    """uint8 [n, resolution, resolution, 3]. `lora_scale` sets a loaded adapter's strength for these images only."""
+    """uint8 [n, height, width, 3]; `resolution` is the side of a square or (width, height), in pixels.
+    `lora_scale` sets a loaded adapter's strength for these images only."""
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
     extra = families.of(pipe).paint_arguments(lora_scale)  # how this family takes an adapter's strength
     out = []
     for start in range(0, len(prompts), BATCH):
         batch = slice(start, start + BATCH)
         result = pipe(
             prompts[batch],
-            height=resolution,
-            width=resolution,
+            height=height,
+            width=width,
+            # A list as long as the prompts': diffusers refuses a single string beside a list of prompts.
+            negative_prompt=[negative_prompt] * len(prompts[batch]) if negative_prompt else None,
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=[torch.Generator().manual_seed(seed) for seed in seeds[batch]],
