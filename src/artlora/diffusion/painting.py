@@ -31,6 +31,8 @@ def paint(
     `lora_scale` sets a loaded adapter's strength for these images only."""
     width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
     extra = families.of(pipe).paint_arguments(lora_scale)  # how this family takes an adapter's strength
+    if negative_prompt:  # passed only when given: not every family's pipeline takes one
+        extra = {**extra, "negative_prompt": negative_prompt}
     out = []
     for start in range(0, len(prompts), BATCH):
         batch = slice(start, start + BATCH)
@@ -38,13 +40,18 @@ def paint(
             prompts[batch],
             height=height,
             width=width,
-            # A list as long as the prompts': diffusers refuses a single string beside a list of prompts.
-            negative_prompt=[negative_prompt] * len(prompts[batch]) if negative_prompt else None,
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=[torch.Generator().manual_seed(seed) for seed in seeds[batch]],
             output_type="np",
-            **extra,
+            **_per_prompt(extra, len(prompts[batch])),
         )
         out.append((result.images * 255).round().astype(np.uint8))
     return np.concatenate(out)
+
+
+def _per_prompt(arguments: dict, count: int) -> dict:
+    """A negative prompt as a list as long as the batch's: diffusers refuses one string beside a list of prompts."""
+    if "negative_prompt" in arguments:
+        return {**arguments, "negative_prompt": [arguments["negative_prompt"]] * count}
+    return arguments
