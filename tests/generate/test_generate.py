@@ -183,7 +183,7 @@ def test_several_prompts_are_painted_from_one_load_at_the_size_asked_for(capsys,
 
     # The contact sheet: 6 images in 3 columns and 2 rows of equal cells, each cell holding its image.
     assert Path(result["contact_sheet"]) == sheet_path
-    cells = [sheet.Cell(Image.open(path), "") for path in written]
+    cells = [sheet.Cell(Image.open(path), prompt, seed) for path, (prompt, seed) in zip(written, expected, strict=True)]
     width, height = sheet.cell_size(cells)
     with Image.open(sheet_path) as contact:
         assert sheet.columns_for(6) == 3
@@ -222,7 +222,7 @@ def test_nothing_to_paint_is_refused_in_one_line(capsys, tmp_path):
 
 def test_the_contact_sheet_grows_with_the_grid():
     def cells(count, size=(64, 64)):
-        return [sheet.Cell(Image.new("RGB", size, "red"), f"prompt {index} · seed 0") for index in range(count)]
+        return [sheet.Cell(Image.new("RGB", size, "red"), f"prompt {index}", 0) for index in range(count)]
 
     width, height = sheet.cell_size(cells(1))
     assert sheet.contact_sheet(cells(1)).size == (width, height)

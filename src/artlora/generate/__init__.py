@@ -68,7 +68,7 @@ def generate(request: Request) -> list[Path]:
         path = request.out / f"{version.name}-v{version.version}-{name}-{seed}.png"
         path.write_bytes(png.encode(image, png.text_chunks(prompt, seed, version.uri, settings)))
         written.append(path)
-        cells.append(sheet.Cell(image, f"{prompt} · seed {seed}"))
+        cells.append(sheet.Cell(image, prompt, seed))
     if request.contact_sheet is not None:
         request.contact_sheet.write_bytes(png.encode(sheet.contact_sheet(cells), {"model": version.uri}))
         written.append(request.contact_sheet)
