@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from artlora.cli import main
 from artlora.diffusion import loading
 from artlora.diffusion.adapters import DIFFUSERS_FILE, read_metadata
-from artlora.generate import Request, generate
+from artlora.generate import Request, generate, sheet
 from artlora.generate.painting import PRECISIONS, GenerateError, Painter, Settings, choose_device, choose_precision
 
 PROMPT = "a woodcut of a tree"
@@ -156,3 +156,77 @@ def test_half_precision_on_the_gpu_paints_what_the_cpu_paints(style_run, store, 
     gpu = Painter(str(tiny_model_dir), adapter, device="cuda", precision=precision)
     assert gpu.pipe.unet.dtype == PRECISIONS[precision]
     assert np.abs(pixels(gpu.paint(PROMPT, 0, FAST)) - on_cpu).mean() < 3  # half precision rounds, no more
+
+
+def test_several_prompts_are_painted_from_one_load_at_the_size_asked_for(capsys, model, tmp_path):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("a harbour at dusk\n\n  a fox  \n")
+    args = ["--model", f"models:/{model}@champion", "--prompt", PROMPT, "--prompts-file", str(prompts_file)]
+    sheet_path = tmp_path / "sheet.png"
+    args += ["--width", "48", "--height", "32", "--steps", "2", "--seed", "3", "--count", "2"]
+    args += ["--contact-sheet", str(sheet_path), "--out", str(tmp_path / "images")]
+    with mock.patch.object(loading, "load_pipeline", wraps=loading.load_pipeline) as load_pipeline:
+        assert main(["generate", *args]) == 0
+    assert load_pipeline.call_count == 1  # one load of the base model for all six images
+
+    result = json.loads(capsys.readouterr().out)
+    written = [Path(path) for path in result["images"]]
+    slugs = ["a-woodcut-of-a-tree", "a-harbour-at-dusk", "a-fox"]
+    assert [path.name for path in written] == [f"{model}-v1-{slug}-{seed}.png" for slug in slugs for seed in (3, 4)]
+    expected = [(prompt, seed) for prompt in (PROMPT, "a harbour at dusk", "a fox") for seed in (3, 4)]
+    for path, (prompt, seed) in zip(written, expected, strict=True):
+        with Image.open(path) as image:
+            assert image.size == (48, 32)  # (width, height), not the tiny model's 64 x 64
+            assert (image.text["prompt"], image.text["seed"]) == (prompt, str(seed))  # metadata per image
+            settings = json.loads(image.text["settings"])
+            assert (settings["width"], settings["height"]) == (48, 32)
+
+    # The contact sheet: 6 images in 3 columns and 2 rows of equal cells, each cell holding its image.
+    assert Path(result["contact_sheet"]) == sheet_path
+    cells = [sheet.Cell(Image.open(path), prompt, seed) for path, (prompt, seed) in zip(written, expected, strict=True)]
+    width, height = sheet.cell_size(cells)
+    with Image.open(sheet_path) as contact:
+        assert sheet.columns_for(6) == 3
+        assert contact.size == (3 * width, 2 * height)
+        drawn = pixels(contact)
+    for index, cell in enumerate(cells):
+        left, top = sheet.image_position(cell, (index % 3) * width, (index // 3) * height, width)
+        assert np.array_equal(drawn[top : top + 32, left : left + 48], pixels(cell.image)), f"cell {index}"
+        caption = drawn[
+            top + 32 + sheet.PADDING : (index // 3 + 1) * height, (index % 3) * width : (index % 3 + 1) * width
+        ]
+        assert (caption < 128).any(), f"no caption under cell {index}"  # dark text on white
+
+
+@pytest.mark.parametrize(("option", "value"), [("--width", "100"), ("--height", "0"), ("--width", "-8")])
+def test_a_size_that_is_no_positive_multiple_of_8_is_refused_in_one_line(capsys, option, value, tmp_path):
+    args = ["--model", "models:/nobody@champion", "--prompt", PROMPT, option, value, "--out", str(tmp_path)]
+    with mock.patch.object(loading, "load_pipeline", wraps=loading.load_pipeline) as load_pipeline:
+        assert main(["generate", *args]) == 2
+    assert not load_pipeline.called
+    error = capsys.readouterr().err.strip()
+    assert (
+        error == f"artlora generate: error: {option} {value}: must be a positive multiple of 8 pixels (e.g. 512 or 768)"
+    )
+
+
+def test_nothing_to_paint_is_refused_in_one_line(capsys, tmp_path):
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n  \n")
+    args = ["--model", "models:/nobody@champion", "--prompts-file", str(empty), "--out", str(tmp_path)]
+    assert main(["generate", *args]) == 2
+    assert capsys.readouterr().err.strip().endswith("no prompts in it (write one prompt per line)")
+    assert main(["generate", "--model", "models:/nobody@champion", "--out", str(tmp_path)]) == 2
+    assert "nothing to paint" in capsys.readouterr().err
+
+
+def test_the_contact_sheet_grows_with_the_grid():
+    def cells(count, size=(64, 64)):
+        return [sheet.Cell(Image.new("RGB", size, "red"), f"prompt {index}", 0) for index in range(count)]
+
+    width, height = sheet.cell_size(cells(1))
+    assert sheet.contact_sheet(cells(1)).size == (width, height)
+    assert sheet.contact_sheet(cells(4)).size == (2 * width, 2 * height)
+    assert sheet.contact_sheet(cells(5)).size == (3 * width, 2 * height)
+    wide_width, _ = sheet.cell_size(cells(1, (512, 64)))
+    assert sheet.contact_sheet(cells(2, (512, 64))).size[0] == 2 * wide_width > 2 * width

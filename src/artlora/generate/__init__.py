@@ -1,9 +1,10 @@
-"""Paint with a registered style: `artlora generate --model models:/NAME@champion --prompt ...`.
+"""Paint with a registered style: `artlora generate --model models:/NAME@champion --prompt ...` (one or more).
 
 The version's lineage names its base model; its adapter is fetched once into the local cache
 (`registry.files`), loaded with diffusers' `load_lora_weights` at the strength asked for, every module in eval
 mode (LoRA dropout off), and each image is written as a PNG that records its prompt, seed, model version and
-settings.
+settings. Several prompts are painted from one load of the base model and adapter, and a contact sheet can
+show them side by side with their prompts and seeds.
 """
 
 from __future__ import annotations
@@ -16,26 +17,36 @@ from tqdm import tqdm
 
 from artlora.data import lineage
 from artlora.diffusion.adapters import adapter_file
-from artlora.generate import png
-from artlora.generate.painting import GenerateError, Painter, Settings
+from artlora.generate import png, sheet
+from artlora.generate.painting import GenerateError, Painter, Settings, check_size
 from artlora.registry import files, references
 
 
 @dataclass(frozen=True)
 class Request:
     model: str  # a model reference: models:/NAME@alias, NAME/VERSION, ...
-    prompt: str
+    prompts: str | tuple[str, ...]  # one prompt, or several painted in turn from one load of the model
     out: Path
     settings: Settings = field(default_factory=Settings)
-    seed: int = 0  # the first image's seed; the next ones count up from it
-    count: int = 1
+    seed: int = 0  # the first image's seed of each prompt; the next ones count up from it
+    count: int = 1  # images per prompt
     layout: str = "diffusers"  # which of the version's adapter files to load: "diffusers" or "kohya"
     device: str | None = None  # default: the GPU when there is one
     precision: str = "auto"
+    width: int | None = None  # pixels, a multiple of 8; None: the base model's own size
+    height: int | None = None
+    contact_sheet: Path | None = None  # also write every image in one grid, captioned with its prompt and seed
+
+    @property
+    def prompt_list(self) -> list[str]:
+        return [self.prompts] if isinstance(self.prompts, str) else list(self.prompts)
 
 
 def generate(request: Request) -> list[Path]:
-    """Paint `count` images of the prompt with the referenced model version; the PNG files written."""
+    """Paint `count` images of each prompt with the referenced model version, loading it once; the PNG files
+    written (and the contact sheet last, when asked for)."""
+    check_size("--width", request.width)
+    check_size("--height", request.height)
     version = references.resolve(request.model)
     base_model = version.tags.get(lineage.BASE_MODEL)
     if not base_model:
@@ -48,14 +59,29 @@ def generate(request: Request) -> list[Path]:
     request.out.mkdir(parents=True, exist_ok=True)
     settings = {**asdict(request.settings), "layout": request.layout, "precision": painter.precision}
     settings |= {"base_model": base_model, "device": painter.device.type}
-    written = []
-    for seed in tqdm(range(request.seed, request.seed + request.count), desc="generate", unit="image"):
-        image = painter.paint(request.prompt, seed, request.settings)
-        text = png.text_chunks(request.prompt, seed, version.uri, settings)
-        path = request.out / f"{version.name}-v{version.version}-{_slug(request.prompt)}-{seed}.png"
-        path.write_bytes(png.encode(image, text))
+    default_width, default_height = painter.default_size
+    size = (request.width or default_width, request.height or default_height)
+    settings |= {"width": size[0], "height": size[1]}
+    cells, written = [], []
+    for prompt, seed, name in tqdm(_jobs(request), desc="generate", unit="image"):
+        image = painter.paint(prompt, seed, request.settings, size)
+        path = request.out / f"{version.name}-v{version.version}-{name}-{seed}.png"
+        path.write_bytes(png.encode(image, png.text_chunks(prompt, seed, version.uri, settings)))
         written.append(path)
+        cells.append(sheet.Cell(image, prompt, seed))
+    if request.contact_sheet is not None:
+        request.contact_sheet.write_bytes(png.encode(sheet.contact_sheet(cells), {"model": version.uri}))
+        written.append(request.contact_sheet)
     return written
+
+
+def _jobs(request: Request) -> list[tuple[str, int, str]]:
+    """(prompt, seed, file-name part) per image; prompts whose names would clash get their position added."""
+    prompts = request.prompt_list
+    slugs = [_slug(prompt) for prompt in prompts]
+    names = [slug if slugs.count(slug) == 1 else f"{slug}-{index + 1}" for index, slug in enumerate(slugs)]
+    seeds = range(request.seed, request.seed + request.count)
+    return [(prompt, seed, name) for prompt, name in zip(prompts, names, strict=True) for seed in seeds]
 
 
 def _slug(text: str) -> str:

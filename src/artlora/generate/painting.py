@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from artlora.diffusion import loading
+from artlora.diffusion import loading, painting
 from artlora.diffusion.adapters import ADAPTER_NAME, load_adapter
 from artlora.diffusion.device import default_device
 from artlora.errors import ArtloraError
@@ -32,6 +32,12 @@ class Settings:
     strength: float = 1.0  # the adapter's weight: 0 is the base model, 1 the style as trained
     steps: int = 25
     guidance: float = 7.5
+
+
+def check_size(name: str, pixels: int | None) -> None:
+    """A width or height the VAE can halve three times: a positive multiple of 8 (None: the model's own)."""
+    if pixels is not None and (pixels <= 0 or pixels % 8):
+        raise GenerateError(f"{name} {pixels}: must be a positive multiple of 8 pixels (e.g. 512 or 768)")
 
 
 def choose_device(name: str | None) -> torch.device:
@@ -73,17 +79,29 @@ class Painter:
         self.strength = 1.0
 
     @torch.no_grad()
-    def paint(self, prompt: str, seed: int, settings: Settings) -> Image.Image:
+    def paint(self, prompt: str, seed: int, settings: Settings, size: tuple[int, int] | None = None) -> Image.Image:
+        """One image; `size` is (width, height) in pixels, by default the base model's own."""
         if settings.strength != self.strength:
             self.pipe.set_adapters([ADAPTER_NAME], adapter_weights=[settings.strength])
             self.strength = settings.strength
-        return self.pipe(
-            prompt,
-            negative_prompt=settings.negative_prompt or None,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance,
-            generator=torch.Generator("cpu").manual_seed(seed),
-        ).images[0]
+        pixels = painting.paint(
+            self.pipe,
+            [prompt],
+            [seed],
+            resolution=size or self.default_size,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            negative_prompt=settings.negative_prompt,
+        )
+        return Image.fromarray(pixels[0])
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(width, height) the base model was trained at: its latent size times the VAE's downscaling."""
+        # Newer pipelines (SDXL, SD3, Flux) state their latent size; Stable Diffusion 1/2 keep it in the UNet.
+        latent = getattr(self.pipe, "default_sample_size", None) or self.pipe.unet.config.sample_size
+        side = latent * self.pipe.vae_scale_factor
+        return side, side
 
     @property
     def precision(self) -> str:
