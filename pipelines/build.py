@@ -34,14 +34,21 @@ def compile_pipeline(config: PipelineConfig, out: str | Path, search: bool = Fal
 def run_local(compiled: str | Path, arguments: dict[str, Any], pipeline_root: str | Path) -> dict[str, Any]:
     """Run a compiled pipeline in subprocesses of this Python (no Docker); returns the pipeline's outputs.
 
-    The tasks inherit this process's environment, so they reach the same S3 endpoint and MLflow store.
+    The tasks inherit this process's environment, so they reach the same S3 endpoint and MLflow store. A failed
+    task raises RuntimeError, whose message names the task (and the signal, when one killed it).
     """
     from kfp import local
     from kfp.components import load_component_from_file
 
+    from artlora.pipelines import local_terminal
+
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     pipeline = load_component_from_file(str(compiled))
-    return dict(pipeline(**arguments).outputs)
+    with local_terminal.quiet_local_only_warnings(), local_terminal.task_signals() as signals:
+        try:
+            return dict(pipeline(**arguments).outputs)
+        except RuntimeError as err:  # kfp.local's report of a failed task
+            raise RuntimeError(local_terminal.failure(str(err), signals)) from err
 
 
 def main(argv: list[str] | None = None) -> int:
