@@ -48,17 +48,19 @@ def run_local(compiled: str | Path, arguments: dict[str, Any], pipeline_root: st
         try:
             return dict(pipeline(**arguments).outputs)
         except RuntimeError as err:  # kfp.local's report of a failed task
-            raise RuntimeError(local_terminal.failure(str(err), signals)) from err
+            raise local_terminal.failure(str(err), signals) from err
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the compiled pipeline with the arguments in ARGUMENTS_JSON_FILE; write {"outputs": ...} or
-    {"error": ...} to OUTPUTS_FILE; exit code 0 when it finished."""
+    {"error": ..., "killed": whether a signal killed the task} to OUTPUTS_FILE; exit code 0 when it finished."""
     compiled, arguments_file, pipeline_root, outputs_file = argv if argv is not None else sys.argv[1:]
     try:
         outputs = run_local(compiled, json.loads(Path(arguments_file).read_text()), Path(pipeline_root))
     except RuntimeError as err:  # kfp.local's report of a failed task
-        Path(outputs_file).write_text(json.dumps({"error": str(err)}))
+        from artlora.pipelines.local_terminal import TaskKilled
+
+        Path(outputs_file).write_text(json.dumps({"error": str(err), "killed": isinstance(err, TaskKilled)}))
         return 1
     Path(outputs_file).write_text(json.dumps({"outputs": outputs}, default=str))
     return 0

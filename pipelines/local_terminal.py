@@ -26,6 +26,12 @@ ONE_LINE = (
     "kfp.local: each task runs as a subprocess of this Python; the task image and the cluster settings "
     "(CPU, memory, GPUs, deadlines) are not used here"
 )
+
+
+class TaskKilled(RuntimeError):
+    """A task of the local run was killed by a signal; the message names the task and the signal."""
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK = re.compile(r"(?:Task|Inner task failed:) '([^']+)'")
 
@@ -63,15 +69,15 @@ def task_signals() -> Iterator[list[int]]:
         handler.run_local_subprocess = original
 
 
-def failure(error: str, signals: list[int]) -> str:
-    """kfp.local's report of a failed task, without its colours; when a signal killed the task, which task and
-    which signal (SIGKILL is most often the kernel's out-of-memory killer)."""
+def failure(error: str, signals: list[int]) -> RuntimeError:
+    """kfp.local's report of a failed task as the error to raise, without its colours; TaskKilled, naming the task
+    and the signal, when a signal killed it (SIGKILL is most often the kernel's out-of-memory killer)."""
     plain = _ANSI.sub("", error)
     if not signals:
-        return plain
+        return RuntimeError(plain)
     named = _TASK.search(plain)
     task = f"task '{named.group(1)}'" if named else "a task"
-    return f"{task} was killed by {signal_name(signals[-1])}"
+    return TaskKilled(f"{task} was killed by {signal_name(signals[-1])}")
 
 
 def signal_of(code: int) -> int:

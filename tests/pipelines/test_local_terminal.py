@@ -85,7 +85,7 @@ def test_other_warnings_still_show():
 def test_a_task_killed_by_a_signal_is_named(tmp_path):
     done, result = _run(killed, tmp_path)
     assert done.returncode == 1
-    assert result == {"error": "task 'kill-myself' was killed by SIGKILL"}, done.stdout[-2000:]
+    assert result == {"error": "task 'kill-myself' was killed by SIGKILL", "killed": True}, done.stdout[-2000:]
 
 
 @pytest.mark.parametrize(("code", "number"), [(-9, 9), (137, 9), (143, 15), (0, 0), (1, 0), (2, 0), (128, 0)])
@@ -98,5 +98,7 @@ def test_a_plain_failure_keeps_kfps_words_without_colours():
         "Pipeline \x1b[95m'p'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. "
         "Inner task failed: \x1b[96m'train'\x1b[0m."
     )
-    assert local_terminal.failure(error, []) == "Pipeline 'p' finished with status FAILURE. Inner task failed: 'train'."
-    assert local_terminal.failure(error, [9]) == "task 'train' was killed by SIGKILL"
+    plain, killed = local_terminal.failure(error, []), local_terminal.failure(error, [9])
+    assert str(plain) == "Pipeline 'p' finished with status FAILURE. Inner task failed: 'train'."
+    assert not isinstance(plain, local_terminal.TaskKilled)
+    assert isinstance(killed, local_terminal.TaskKilled) and str(killed) == "task 'train' was killed by SIGKILL"
