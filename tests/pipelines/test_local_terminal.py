@@ -102,3 +102,13 @@ def test_a_plain_failure_keeps_kfps_words_without_colours():
     assert str(plain) == "Pipeline 'p' finished with status FAILURE. Inner task failed: 'train'."
     assert not isinstance(plain, local_terminal.TaskKilled)
     assert isinstance(killed, local_terminal.TaskKilled) and str(killed) == "task 'train' was killed by SIGKILL"
+
+
+def test_the_user_reads_which_task_was_killed(tmp_path):
+    """Through `artlora pipeline run --local`'s runner (a process group of its own): its one-line error."""
+    from artlora.orchestration.local import PipelineFailed, run_pipeline
+
+    compiled = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(killed, str(compiled))
+    with pytest.raises(PipelineFailed, match=r"^task 'kill-myself' was killed by SIGKILL \(most often .* memory"):
+        run_pipeline(compiled, {"x": 1}, tmp_path / "root")
