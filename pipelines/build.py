@@ -34,24 +34,33 @@ def compile_pipeline(config: PipelineConfig, out: str | Path, search: bool = Fal
 def run_local(compiled: str | Path, arguments: dict[str, Any], pipeline_root: str | Path) -> dict[str, Any]:
     """Run a compiled pipeline in subprocesses of this Python (no Docker); returns the pipeline's outputs.
 
-    The tasks inherit this process's environment, so they reach the same S3 endpoint and MLflow store.
+    The tasks inherit this process's environment, so they reach the same S3 endpoint and MLflow store. A failed
+    task raises RuntimeError, whose message names the task (and the signal, when one killed it).
     """
     from kfp import local
     from kfp.components import load_component_from_file
 
+    from artlora.pipelines import local_terminal
+
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     pipeline = load_component_from_file(str(compiled))
-    return dict(pipeline(**arguments).outputs)
+    with local_terminal.quiet_local_only_warnings(), local_terminal.task_signals() as signals:
+        try:
+            return dict(pipeline(**arguments).outputs)
+        except RuntimeError as err:  # kfp.local's report of a failed task
+            raise local_terminal.failure(str(err), signals) from err
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the compiled pipeline with the arguments in ARGUMENTS_JSON_FILE; write {"outputs": ...} or
-    {"error": ...} to OUTPUTS_FILE; exit code 0 when it finished."""
+    {"error": ..., "killed": whether a signal killed the task} to OUTPUTS_FILE; exit code 0 when it finished."""
     compiled, arguments_file, pipeline_root, outputs_file = argv if argv is not None else sys.argv[1:]
     try:
         outputs = run_local(compiled, json.loads(Path(arguments_file).read_text()), Path(pipeline_root))
     except RuntimeError as err:  # kfp.local's report of a failed task
-        Path(outputs_file).write_text(json.dumps({"error": str(err)}))
+        from artlora.pipelines.local_terminal import TaskKilled
+
+        Path(outputs_file).write_text(json.dumps({"error": str(err), "killed": isinstance(err, TaskKilled)}))
         return 1
     Path(outputs_file).write_text(json.dumps({"outputs": outputs}, default=str))
     return 0

@@ -96,11 +96,13 @@ def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_
     logs: list[str] = []
 
     def run_command() -> tuple[dict, str]:
-        """`artlora pipeline run --local`: its JSON result, and the summary it ends with."""
+        """`artlora pipeline run --local`: its JSON result, and the summary it ends with (both on stdout)."""
         assert main(["pipeline", "run", "--local", "--config", str(config_file)]) == 0
         printed = capfd.readouterr()
         logs.extend([printed.out, printed.err])
-        return json.loads(printed.out[printed.out.rfind("\n{\n") + 1 :]), printed.err
+        assert "no effect in the current local runner" not in printed.err, "kfp.local's local-only warnings shown"
+        result, end = json.JSONDecoder().raw_decode(printed.out, printed.out.rfind("\n{\n") + 1)
+        return result, printed.out[end:]
 
     first, said = run_command()
     assert first["changed"] is True and first["alias"] == "champion" and first["version"] == "1"
@@ -115,6 +117,7 @@ def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_
         "training         : ran all 4 steps; kept the adapter of step 4",
         f"evaluation       : held-out loss {first['evaluation']['val_loss_base']:.4f} (base) -> ",
         f"styles painted closest to their own: base {first['evaluation']['style_hits_base']:.0f}, LoRA ",
+        f"caption gap      : {first['evaluation']['caption_gap_base']:.4f} (base) -> ",
         f"registered model : {config.model_name} version 1 (alias: champion)",
         "why that alias   : passed all 1 gate rule(s)",
         f"evaluation report: {first['report']}",

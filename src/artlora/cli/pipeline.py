@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from artlora.cli.common import (
     cluster_arguments,
@@ -106,9 +105,15 @@ def run_pipeline(args: argparse.Namespace) -> int:
     config = args.pipeline_config
     local_services.ensure()
     outputs = run_local(config)
-    print_result(outputs)
-    print("\n".join(summary(outputs)), file=sys.stderr)  # stdout stays JSON for scripts
+    print_run(outputs)
     return 0
+
+
+def print_run(outputs: dict) -> None:
+    """A local run's result as JSON on stdout, then its summary: what a user reads last, after the stage logs
+    (also on stdout); the JSON stays one object a script can parse (the last one that starts a line with `{`)."""
+    print_result(outputs)
+    print("\n" + "\n".join(summary(outputs)))
 
 
 def submit_run(args: argparse.Namespace, search: bool = False) -> int:
@@ -166,18 +171,7 @@ def summary(outputs: dict) -> list[str]:
     if "mlflow_ui" in outputs:  # a tracking server
         lines.append(f"MLflow UI        : {outputs['mlflow_ui']} (the run, its images and report, the model)")
     lines.append(f"training         : {how}; kept the adapter of step {training.get('adapter_step')}")
-    evaluation = outputs.get("evaluation") or {}
-    if "val_loss_lora" in evaluation:
-        lines.append(
-            f"evaluation       : held-out loss {evaluation['val_loss_base']:.4f} (base) -> "
-            f"{evaluation['val_loss_lora']:.4f} (LoRA)"
-            + (
-                f"; styles painted closest to their own: base {evaluation['style_hits_base']:.0f}, "
-                f"LoRA {evaluation['style_hits_lora']:.0f}"
-                if "style_hits_lora" in evaluation
-                else ""
-            )
-        )
+    lines.extend(evaluation_lines(outputs.get("evaluation") or {}))
     return [
         *lines,
         f"registered model : {model.replace('/', ' version ')} (alias: {outputs['alias'] or 'none'})",
@@ -187,3 +181,28 @@ def summary(outputs: dict) -> list[str]:
         f"paint with it    : artlora generate --model models:/{model} --prompt '...' --out images/",
         f"pipeline time    : {outputs['seconds']} s",
     ]
+
+
+def evaluation_lines(evaluation: dict) -> list[str]:
+    """The evaluation's key figures: held-out loss, styles told apart, and the caption gap (logged only when it is
+    finite: with one style there is no other style's caption to try)."""
+    if "val_loss_lora" not in evaluation:
+        return []
+    loss = (
+        f"evaluation       : held-out loss {evaluation['val_loss_base']:.4f} (base) -> "
+        f"{evaluation['val_loss_lora']:.4f} (LoRA)"
+    )
+    if "style_hits_lora" in evaluation:
+        loss += (
+            f"; styles painted closest to their own: base {evaluation['style_hits_base']:.0f}, "
+            f"LoRA {evaluation['style_hits_lora']:.0f}"
+        )
+    if "caption_gap_lora" in evaluation:
+        gap = (
+            f"caption gap      : {evaluation.get('caption_gap_base', float('nan')):.4f} (base) -> "
+            f"{evaluation['caption_gap_lora']:.4f} (LoRA): held-out loss with another style's caption minus "
+            "with its own (larger: the model reads the style from the caption)"
+        )
+    else:
+        gap = "caption gap      : n/a (one style: no other style's caption to try)"
+    return [loss, gap]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from artlora.cli.common import cluster_arguments, command, config_arguments, experiment_argument, print_result
-from artlora.cli.pipeline import summary
+from artlora.cli.common import cluster_arguments, command, config_arguments, experiment_argument
+from artlora.cli.pipeline import print_run
 from artlora.cli.stages import key_lines
 from artlora.config import SearchConfig
 
@@ -46,8 +45,7 @@ def run_search(args: argparse.Namespace) -> int:
 
         local_services.ensure()
         outputs = run_local(config, search=True)
-        print_result(outputs)
-        print("\n".join(summary(outputs)), file=sys.stderr)  # stdout stays JSON for scripts
+        print_run(outputs)
         return 0
     from artlora.cli.pipeline import submit_run
 

@@ -77,9 +77,11 @@ def run_pipeline(compiled: Path, pipeline_arguments: dict, pipeline_root: Path) 
     if "outputs" in result:
         return result["outputs"]
     error = result.get("error") or f"the local pipeline runner exited with code {code}"
-    raise PipelineFailed(
-        f"{error} (the task's error is in its log above; fix it and run again: finished stages are reused)"
-    )
+    if result.get("killed"):  # no error of its own in its log: stopped from outside
+        hint = "most often the system ran out of memory, as `dmesg` tells; run again: finished stages are reused"
+    else:
+        hint = "the task's error is in its log above; fix it and run again: finished stages are reused"
+    raise PipelineFailed(f"{error} ({hint})")
 
 
 def _trained(outputs: dict) -> dict[str, object]:
