@@ -138,14 +138,18 @@ def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_
     pipe.load_lora_weights(str(adapter_dir))
     assert np.abs(_image(pipe) - before).max() > 1e-3, "the registered adapter does not change the model's output"
 
-    # The local MLflow server's REST API, which its UI reads, lists the run with its images and report.
+    # The local MLflow server's REST API, which its UI reads, lists the run with its images and report to the
+    # user that `services up` made (and to nobody without the login).
     api = f"{local_services_up}/api/2.0/mlflow"
-    experiments = requests.get(f"{api}/experiments/search?max_results=10", timeout=30).json()["experiments"]
-    runs = requests.post(
+    assert requests.get(f"{api}/experiments/search?max_results=10", timeout=30).status_code == 401
+    web = requests.Session()
+    web.auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"])
+    experiments = web.get(f"{api}/experiments/search?max_results=10", timeout=30).json()["experiments"]
+    runs = web.post(
         f"{api}/runs/search", json={"experiment_ids": [e["experiment_id"] for e in experiments]}, timeout=30
     ).json()["runs"]
     assert version.run_id in [run["info"]["run_id"] for run in runs]
-    listed = requests.get(f"{api}/artifacts/list", params={"run_id": version.run_id, "path": "eval"}, timeout=30)
+    listed = web.get(f"{api}/artifacts/list", params={"run_id": version.run_id, "path": "eval"}, timeout=30)
     assert {"eval/grid.png", "eval/report.html"} <= {entry["path"] for entry in listed.json()["files"]}
     _evaluate_task_outputs_read_back(work_dir, first)
 
