@@ -29,9 +29,9 @@ demo: $(STAMP)
 	$(BIN)/artlora demo --config configs/demo.yaml
 
 # Two pytest-xdist workers: much of the suite waits on servers and task processes, and two keep both cores busy.
-# tests/conftest.py makes each module one work unit (its fixtures made once) and starts the slow ones first.
+# Each module is one work unit (its fixtures made once); tests/conftest.py starts the slow ones first.
 WORKERS ?= 2
-PARALLEL := -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
+PARALLEL := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest -q $(PARALLEL)

@@ -36,24 +36,15 @@ def pytest_configure(config):
             os.environ.setdefault(name, share)
 
 
-# The modules that share the session's trained style adapter: one xdist work unit, so it is trained once.
-STYLE_RUN = "style_run"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Under `--dist loadgroup` (make test): one work unit per module, so that a module's fixtures are made by one
-    worker, and one for all modules that use `style_run`; modules with slow tests first, so that the longest
-    units do not start last while the other worker idles. Without xdist the order is the files' order."""
-    if config.getoption("dist", "no") != "loadgroup":
+    """Under pytest-xdist (make test: `--dist loadfile`, each module one work unit, so that its fixtures are made
+    by one worker): modules with slow tests first, so that the longest units do not start last while the other
+    worker idles. Without xdist the order is the files' order."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # the workers collect; each sorts the same way
         return
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    for module_items in modules.values():
-        shares_adapter = any(STYLE_RUN in item.fixturenames for item in module_items)
-        for item in module_items:
-            item.add_marker(pytest.mark.xdist_group(STYLE_RUN if shares_adapter else item.nodeid.split("::")[0]))
     slow = {name for name, module_items in modules.items() if any(i.get_closest_marker("slow") for i in module_items)}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: each module keeps its order
 

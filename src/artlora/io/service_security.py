@@ -86,6 +86,10 @@ def mlflow_auth_environment(folder: Path, admin: Login) -> dict[str, str]:
         f"database_uri = sqlite:///{folder / AUTH_DATABASE}\n"
         f"admin_username = {admin.username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # A verified login is remembered for a minute: the password hash MLflow checks costs about 0.1 s of CPU, on
+        # every request (the suite's servers spent most of their time on it). With one web worker, a changed
+        # password or user takes effect at once.
+        "auth_cache_ttl_seconds = 60\n"
     )
     write_private(folder / AUTH_CONFIG, config)
     return {
