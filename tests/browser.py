@@ -46,11 +46,19 @@ class Looked:
 
 
 def look(
-    browser, url: str, screenshot: Path, ready: str | None = None, timeout_ms: int = 30_000, settle_ms: int = 0
+    browser,
+    url: str,
+    screenshot: Path,
+    ready: str | None = None,
+    timeout_ms: int = 30_000,
+    settle_ms: int = 0,
+    login: tuple[str, str] | None = None,
 ) -> Looked:
-    """Open `url`; with `ready` (a Playwright selector: CSS, or `text=...`), wait until it shows, then until every
-    picture has loaded or failed, then `settle_ms` more (for a page that draws after its data arrives)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    """Open `url` (as the user `login`, a username and password, where the server asks for one); with `ready` (a
+    Playwright selector: CSS, or `text=...`), wait until it shows, then until every picture has loaded or failed,
+    then `settle_ms` more (for a page that draws after its data arrives)."""
+    credentials = {"username": login[0], "password": login[1]} if login else None
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, http_credentials=credentials)
     console: list[str] = []
     scripts: list[str] = []
     page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)

@@ -16,7 +16,7 @@ from artlora.io import runs
 
 pytestmark = [pytest.mark.usefixtures("tracking_server"), pytest.mark.slow]
 
-# The UI asks who is signed in; a server without the basic-auth app answers 404, and the browser logs it.
+# The UI asks who is signed in; a server without the basic-auth app answers 404 (artlora's servers have it).
 WHO_IS_SIGNED_IN = "/ajax-api/2.0/mlflow/users/current"
 
 
@@ -36,15 +36,20 @@ def registered(style_run, mlflow_server):
     from unittest import mock
 
     name = unique_model_name()
-    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": mlflow_server.url}):
+    with mock.patch.dict(os.environ, mlflow_server.environment()):  # its URL and the admin's login
         register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
         experiment = runs.get_run(style_run.run_id).info.experiment_id
-    return name, f"{mlflow_server.url}/#/experiments/{experiment}/runs/{style_run.run_id}"
+    admin = mlflow_server.admin
+    return (
+        name,
+        f"{mlflow_server.url}/#/experiments/{experiment}/runs/{style_run.run_id}",
+        (admin.username, admin.password),
+    )
 
 
 def test_the_run_page_shows_the_evaluation_metrics(browser, registered, style_run, tmp_path):
-    _, run_page = registered
-    page = look(browser, run_page, tmp_path / "run.png", ready="text=val_loss_lora")
+    _, run_page, login = registered
+    page = look(browser, run_page, tmp_path / "run.png", ready="text=val_loss_lora", login=login)
     assert not problems(page), page.problems
     metrics = runs.run_metrics(style_run.run_id)
     for name in ("val_loss_lora", "val_loss_base", "style_hits_lora", "loss"):
@@ -54,8 +59,10 @@ def test_the_run_page_shows_the_evaluation_metrics(browser, registered, style_ru
 def test_the_metric_charts_and_the_gallery_slider_show_the_training(browser, registered, style_run, tmp_path):
     from playwright.sync_api import expect
 
-    _, run_page = registered
-    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    _, run_page, login = registered
+    page = browser.new_page(
+        viewport={"width": 1600, "height": 1200}, http_credentials={"username": login[0], "password": login[1]}
+    )
     try:
         page.goto(f"{run_page}/model-metrics")
         first = page.locator(f"img[src*='{contracts.gallery_key(0).replace('/', '~')}%2Bstep%2B']").first
@@ -76,9 +83,9 @@ def test_the_metric_charts_and_the_gallery_slider_show_the_training(browser, reg
 
 
 def test_the_model_version_page_shows_the_model_card(browser, registered, mlflow_server, tmp_path):
-    name, _ = registered
+    name, _, login = registered
     url = f"{mlflow_server.url}/#/models/{name}/versions/1"
-    page = look(browser, url, tmp_path / "version.png", ready="text=Styles and trigger words")
+    page = look(browser, url, tmp_path / "version.png", ready="text=Styles and trigger words", login=login)
     assert not problems(page), page.problems
     for shown in (f"{name} version 1:", "Gate: champion", "Lineage", "Per style", "Report and samples"):
         assert shown in page.text, shown
@@ -86,8 +93,8 @@ def test_the_model_version_page_shows_the_model_card(browser, registered, mlflow
 
 
 def test_the_run_artifacts_hold_the_report_and_the_gallery_images(browser, registered, tmp_path):
-    _, run_page = registered
-    page = look(browser, f"{run_page}/artifacts", tmp_path / "artifacts.png", ready="text=images")
+    _, run_page, login = registered
+    page = look(browser, f"{run_page}/artifacts", tmp_path / "artifacts.png", ready="text=images", login=login)
     assert not problems(page), page.problems
     for folder in ("adapter", "eval", "images", "register"):
         assert folder in page.text.splitlines(), folder
