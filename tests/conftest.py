@@ -54,12 +54,22 @@ def pytest_unconfigure(config):
     session_processes.finish()
 
 
+# What artlora's tracking.configure sets for the process (and so for its subprocesses).
+CONFIGURED_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+
+
 @pytest.fixture(autouse=True)
-def mlflow_uris_end_with_the_test():
-    """artlora's tracking.configure sets MLflow's process-wide tracking and registry URIs (and their variables,
-    which subprocesses inherit): without this, a client made in a later test without a registry URI of its own
-    asks an earlier test's server, long gone."""
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+def mlflow_settings_end_with_the_test():
+    """artlora's tracking.configure sets MLflow's process-wide tracking and registry URIs and, where unset, the S3
+    variables of MLflow's artifact client: without this, a later test asks an earlier test's server, long gone, or
+    an earlier store's keys (InvalidAccessKeyId)."""
+    saved = {name: os.environ.get(name) for name in CONFIGURED_VARIABLES}
     yield
     if "mlflow" in sys.modules:  # nothing to reset in a test that never loaded it
         mlflow = sys.modules["mlflow"]
