@@ -54,8 +54,11 @@ def pytest_unconfigure(config):
     session_processes.finish()
 
 
-# What artlora's tracking.configure sets for the process (and so for its subprocesses).
+# What artlora's tracking.configure and local services set for the process (and so for its subprocesses).
 CONFIGURED_VARIABLES = (
+    settings.S3_ENDPOINT,
+    settings.S3_ACCESS_KEY,
+    settings.S3_SECRET_KEY,
     "MLFLOW_TRACKING_URI",
     "MLFLOW_REGISTRY_URI",
     "MLFLOW_S3_ENDPOINT_URL",
@@ -75,6 +78,7 @@ def mlflow_settings_end_with_the_test():
         mlflow = sys.modules["mlflow"]
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+    settings.forget_boto3_keys()  # the next test's store has keys of its own
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,37 @@ def test_a_count_given_with_a_fraction_is_cut_to_a_whole_number(environment):
 def test_a_path_object_as_the_work_folder(environment, tmp_path):
     environment.setenv("ARTLORA_WORK_DIR", str(Path(tmp_path, "a", "..", "b")))
     assert settings.work_dir(create=False) == tmp_path / "b"
+
+
+def test_mlflow_artifact_client_gets_the_store_and_its_keys_together(environment):
+    environment.setenv("ARTLORA_S3_ENDPOINT", "http://127.0.0.1:8333")
+    environment.setenv("ARTLORA_S3_ACCESS_KEY", "artlora-key")
+    environment.setenv("ARTLORA_S3_SECRET_KEY", "artlora-secret")
+    environment.setenv("AWS_ACCESS_KEY_ID", "a-shell-key-for-another-account")
+    environment.setenv("AWS_SECRET_ACCESS_KEY", "a-shell-secret")
+    environment.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    from mlflow.store.artifact import s3_artifact_repo
+
+    before = s3_artifact_repo._get_s3_client(s3_endpoint_url="http://127.0.0.1:8333")
+    assert before._request_signer._credentials.access_key == "a-shell-key-for-another-account"
+    settings.point_mlflow_artifacts_at(settings.s3_settings())
+    assert {name: os.environ[name] for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")} == {
+        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:8333",
+        "AWS_ACCESS_KEY_ID": "artlora-key",
+    }
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "artlora-secret"
+    # MLflow's client made with the shell's keys is not used again: the next one has the store's.
+    after = s3_artifact_repo._get_s3_client(s3_endpoint_url="http://127.0.0.1:8333")
+    assert after._request_signer._credentials.access_key == "artlora-key"
+
+
+def test_an_artifact_store_the_user_named_keeps_its_own_keys(environment):
+    environment.setenv("ARTLORA_S3_ENDPOINT", "http://127.0.0.1:8333")
+    environment.setenv("ARTLORA_S3_ACCESS_KEY", "artlora-key")
+    environment.setenv("MLFLOW_S3_ENDPOINT_URL", "https://artifacts.example")
+    environment.setenv("AWS_ACCESS_KEY_ID", "artifacts-key")
+    settings.point_mlflow_artifacts_at(settings.s3_settings())
+    assert (os.environ["MLFLOW_S3_ENDPOINT_URL"], os.environ["AWS_ACCESS_KEY_ID"]) == (
+        "https://artifacts.example",
+        "artifacts-key",
+    )

@@ -206,8 +206,7 @@ def ensure() -> list[str]:
     process and so to its subprocesses (a MLFLOW_TRACKING_URI already set is kept). The names started now."""
     configured = settings.s3_settings()
     if configured is not None:
-        # MLflow's artifact client reads its own variable; keep it on the same endpoint as artlora.
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", configured.url)
+        settings.point_mlflow_artifacts_at(configured)  # MLflow's artifact client: the same store as artlora
         return []
     started = up()
     own_tracking = not os.environ.get(settings.TRACKING_URI)

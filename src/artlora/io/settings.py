@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import annotated_types
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
@@ -264,6 +265,35 @@ def mlflow_defaults() -> None:
     MLflow's variables."""
     for name, value in MLFLOW_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def point_mlflow_artifacts_at(s3: S3Settings) -> None:
+    """MLflow's S3 artifact client is boto3, which reads its own variables: give it artlora's store with its keys,
+    always the three together (a shell's AWS keys never meet artlora's store), unless MLFLOW_S3_ENDPOINT_URL names
+    another store (then the AWS keys are that store's)."""
+    if os.environ.get("MLFLOW_S3_ENDPOINT_URL", s3.url).rstrip("/") != s3.url:
+        return
+    wanted = {
+        "MLFLOW_S3_ENDPOINT_URL": s3.url,
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+    }
+    if all(os.environ.get(name) == value for name, value in wanted.items()):
+        return
+    os.environ.update(wanted)
+    forget_boto3_keys()
+
+
+def forget_boto3_keys() -> None:
+    """Make boto3 read its keys from the environment again. Its default session keeps the keys it first found in the
+    process, and MLflow keeps one client per endpoint address: without this, keys set later (another store, or one
+    that came back on the same address) are never used (InvalidAccessKeyId)."""
+    boto3: Any = sys.modules.get("boto3")
+    if boto3 is not None:
+        boto3.DEFAULT_SESSION = None
+    artifact_repo: Any = sys.modules.get("mlflow.store.artifact.s3_artifact_repo")
+    if artifact_repo is not None and hasattr(artifact_repo, "_cached_get_s3_client"):
+        artifact_repo._cached_get_s3_client.cache_clear()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -77,10 +76,7 @@ def configure() -> str:
     settings.mlflow_defaults()
     s3 = settings.s3_settings()
     if s3 is not None:
-        # MLflow's artifact store speaks S3 through boto3, which reads its own variables.
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", s3.url)
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", s3.access_key)
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        settings.point_mlflow_artifacts_at(s3)
     uri = settings.tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
