@@ -1,5 +1,6 @@
-"""Ctrl-C (SIGINT) or SIGTERM on `artlora pipeline run --local` or `artlora demo` stops every task it started: the
-train task is not retried by kfp.local, nothing of the run is left running, and the command exits 128 + signal."""
+"""Ctrl-C (SIGINT) or SIGTERM on `artlora pipeline run --local` or `artlora demo` stops every task it started: a
+stopped train task is not retried by kfp.local, nothing of the run is left running, and the command exits
+128 + signal."""
 
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ import yaml
 pytestmark = pytest.mark.slow
 
 
-def train_tasks(root: psutil.Process) -> list[psutil.Process]:
-    """The running train tasks under `root` (kfp.local starts each task with `--function_to_execute <name>`)."""
+def running_tasks(root: psutil.Process, name: str | None = None) -> list[psutil.Process]:
+    """The running tasks under `root` (kfp.local starts each with `--function_to_execute <name>`), those of one
+    component if `name` is given."""
     found = []
     for process in root.children(recursive=True):
         try:
             command = process.cmdline()
         except psutil.Error:
             continue
-        if "--function_to_execute" in command and command[command.index("--function_to_execute") + 1] == "train":
+        if "--function_to_execute" in command and name in (None, command[command.index("--function_to_execute") + 1]):
             found.append(process)
     return found
 
@@ -46,6 +48,8 @@ def of_this_run(work_dir) -> list[psutil.Process]:
     ids=["pipeline-run-sigint", "demo-sigterm"],
 )
 def test_a_stop_signal_ends_every_task(small_config, bucket, store, tmp_path, work_dir, s3_endpoint, command, sig):
+    """The pipeline is stopped while it trains (a retried train task would show); the demo, which runs the same
+    pipeline after making its data, as soon as its first task runs."""
     overrides = {"train": {**small_config.train.model_dump(mode="json"), "max_steps": 2000, "checkpoint_every": 1}}
     if command[0] == "demo":  # the demo writes its sample data and model to the config's s3:// places
         overrides |= {"base_model": f"{bucket}/models/tiny"}
@@ -57,13 +61,14 @@ def test_a_stop_signal_ends_every_task(small_config, bucket, store, tmp_path, wo
     try:
         parent = psutil.Process(cli.pid)
         deadline = time.monotonic() + 300
-        while not train_tasks(parent):
-            assert cli.poll() is None, f"the run ended before training: {cli.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no train task within 300 s"
+        awaited = "train" if command[0] == "pipeline" else None
+        while not running_tasks(parent, awaited):
+            assert cli.poll() is None, f"the run ended before its task ran: {cli.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {awaited or ''} task within 300 s"
             time.sleep(0.2)
-        task = train_tasks(parent)[0]
+        task = running_tasks(parent, awaited)[0]
         runs = store.list(f"{bucket}/runs")
-        while next(runs, None) is None:  # the task is training: its first checkpoint is written
+        while awaited and next(runs, None) is None:  # the task is training: its first checkpoint is written
             assert time.monotonic() < deadline, "the train task wrote no checkpoint within 300 s"
             time.sleep(0.2)
             runs = store.list(f"{bucket}/runs")
