@@ -127,7 +127,8 @@ def services_seaweedfs_secret(args: argparse.Namespace) -> int:
         raise ArtloraError(
             f"{folder}/security.toml names its certificates elsewhere than {mounted} (choose another folder)"
         )
-    print(f"# SeaweedFS's security.toml and certificates are in {folder}; or, without an overlay:", file=sys.stderr)
+    note = "stdout: the kubectl line that makes the Secret from them, where no overlay's secretGenerator does"
+    print(f"# SeaweedFS's security.toml and certificates are in {folder}; {note}", file=sys.stderr)
     files = " ".join(f"--from-file={shlex.quote(str(folder / name))}" for name in service_security.SEAWEEDFS_FILES)
     print(f"kubectl -n artlora create secret generic {SEAWEEDFS_SECRET} {files}")
     return 0
