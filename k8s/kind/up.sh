@@ -67,7 +67,7 @@ IMAGE=$(make -s image-name)
 make image
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
-step "writing random credentials for this cluster (kept in $OVERLAY/*.env, git-ignored)" "ls -l $OVERLAY"
+step "writing random credentials for this cluster (kept in $OVERLAY/*.env and seaweedfs-security/, git-ignored)" "ls -l $OVERLAY"
 random_hex() { .venv/bin/python -c "import secrets; print(secrets.token_hex($1))"; }  # $1 bytes
 if [ ! -f "$OVERLAY/s3.env" ]; then
     printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$(random_hex 10)" "$(random_hex 20)" >"$OVERLAY/s3.env"
@@ -79,6 +79,8 @@ fi
 if [ ! -f "$OVERLAY/postgres.env" ]; then
     printf 'POSTGRES_PASSWORD=%s\n' "$(random_hex 16)" >"$OVERLAY/postgres.env"
 fi
+# SeaweedFS's security.toml and certificates (kept when already there)
+.venv/bin/artlora services seaweedfs-secret "$OVERLAY/seaweedfs-security" >/dev/null
 
 step "applying the kind overlay (waits up to 10 min for SeaweedFS, PostgreSQL and MLflow to be ready)" \
     "kubectl -n artlora get pods; kubectl -n artlora logs deploy/seaweedfs; kubectl -n artlora logs deploy/mlflow; kubectl -n artlora logs statefulset/postgres"

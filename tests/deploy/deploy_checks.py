@@ -15,6 +15,8 @@ KUBERNETES_VERSION = "1.36.0"
 # Where the pipeline's side of the manifests goes in each overlay, and where the services go.
 PIPELINE_NAMESPACES = {"kind": "kubeflow", "gpu": "kubeflow-user-example-com"}
 SERVICES_NAMESPACE = "artlora"
+# Each overlay's folder of SeaweedFS's security.toml and certificates, the input of its secretGenerator.
+SEAWEEDFS_SECURITY = "seaweedfs-security"
 
 
 def tool(name: str) -> str:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from deploy_checks import K8S, OVERLAYS, PIPELINE_NAMESPACES, SERVICES_NAMESPACE, container, find
+from deploy_checks import K8S, OVERLAYS, PIPELINE_NAMESPACES, SEAWEEDFS_SECURITY, SERVICES_NAMESPACE, container, find
 
 from artlora.config import load_config
 
@@ -185,16 +185,21 @@ def test_the_kind_demo_seeds_what_its_config_reads(manifests):
     assert seed[seed.index("tiny-model") + 2] == config["base_model"]
 
 
-def test_the_built_secrets_carry_the_example_values(manifests):
-    """No value reaches a Secret but through the env files (here made from the examples)."""
+def test_the_built_secrets_carry_the_example_values(manifests, k8s_tree):
+    """No value reaches a Secret but through the env files (here made from the examples) and the folder that
+    `artlora services seaweedfs-secret` wrote."""
     examples = {}
     for example in (K8S / "secrets").glob("*.env.example"):
         for line in example.read_text().splitlines():
             if line and not line.startswith("#"):
                 key, value = line.split("=", 1)
                 examples[key] = value
-    for documents in manifests.values():
+    for overlay, documents in manifests.items():
         for secret in (doc for doc in documents if doc["kind"] == "Secret"):
             assert "stringData" not in secret
+            written = k8s_tree / "overlays" / overlay / SEAWEEDFS_SECURITY
             for key, value in secret["data"].items():
-                assert base64.b64decode(value).decode() == examples[key], (secret["metadata"], key)
+                if secret["metadata"]["name"] == "artlora-seaweedfs-security":
+                    assert base64.b64decode(value) == (written / key).read_bytes(), (overlay, key)
+                else:
+                    assert base64.b64decode(value).decode() == examples[key], (secret["metadata"], key)

@@ -1,13 +1,17 @@
-"""`artlora services up | down | status`: the local object store and MLflow server, kept running between runs."""
+"""`artlora services up | down | status | add-user`: the local object store and MLflow server, kept running between
+runs; `artlora services seaweedfs-secret`: the same store security for the Kubernetes store."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from artlora.cli.common import command, group
+
+SEAWEEDFS_SECRET = "artlora-seaweedfs-security"  # the Secret k8s/base/services/seaweedfs.yaml mounts
 
 if TYPE_CHECKING:  # the io modules are imported when a command runs, so that `--help` stays quick
     from artlora.io.local_services import Status
@@ -38,6 +42,16 @@ two variables MLflow's client (and artlora) log in with. Without --read-only the
 runs, models, aliases and users, as artlora's own login in ARTLORA_WORK_DIR/services/credentials.env); with it,
 the user may read everything and change nothing (enough for `artlora models list`, `generate`, the UI)."""
 
+SECRET_HELP = """Write what the Kubernetes store (k8s/base/services/seaweedfs.yaml) locks itself with, as `artlora
+services up` does for the local one: security.toml (JWT keys that the filer and the volume server demand for every
+read and write; the gRPC ports' mutual TLS) and the certificates it names (ca.crt, node.crt, node.key), naming
+them by the path the Deployment mounts them at, /etc/seaweedfs. FOLDER is made private (0700, files 0600); files
+already there are kept, so a second run changes nothing.
+
+For an overlay, write them into its seaweedfs-security/ folder (git ignores it), which its secretGenerator reads:
+    artlora services seaweedfs-secret k8s/overlays/gpu/seaweedfs-security
+Or make the Secret yourself with the kubectl line printed on stdout."""
+
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     actions = group(commands, "services", "run the local S3 store and MLflow server in the background")
@@ -61,6 +75,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_user.add_argument("name", help="the new user's name")
     add_user.add_argument("--read-only", action="store_true", help="may read runs and models, change nothing")
     add_user.set_defaults(handler=services_add_user)
+    secret = command(
+        actions,
+        "seaweedfs-secret",
+        "write SeaweedFS's security.toml and certificates for the Kubernetes Secret",
+        "services",
+        description=SECRET_HELP,
+    )
+    secret.add_argument("folder", metavar="FOLDER", help="where to write them (made if missing)")
+    secret.set_defaults(handler=services_seaweedfs_secret)
 
 
 def services_up(args: argparse.Namespace) -> int:
@@ -84,6 +107,30 @@ def services_add_user(args: argparse.Namespace) -> int:
     print(f"# MLflow {kind} {login.username!r} added; the password is shown only now", file=sys.stderr)
     for key, value in login.environment().items():
         print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def services_seaweedfs_secret(args: argparse.Namespace) -> int:
+    from artlora.errors import ArtloraError
+    from artlora.io import service_security
+
+    folder = Path(args.folder)
+    try:
+        service_security.seaweedfs_config(folder, read_at=service_security.CLUSTER_CONFIG_DIR)
+    except OSError as error:
+        raise ArtloraError(f"cannot write into {folder}: {error.strerror} (choose a folder you may write)") from None
+    missing = [name for name in service_security.SEAWEEDFS_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ArtloraError(f"{folder} has a security.toml but not {', '.join(missing)} (remove the folder, rerun)")
+    mounted = service_security.CLUSTER_CONFIG_DIR
+    if f'"{mounted / "ca.crt"}"' not in (folder / service_security.SECURITY_TOML).read_text():
+        raise ArtloraError(
+            f"{folder}/security.toml names its certificates elsewhere than {mounted} (choose another folder)"
+        )
+    note = "stdout: the kubectl line that makes the Secret from them, where no overlay's secretGenerator does"
+    print(f"# SeaweedFS's security.toml and certificates are in {folder}; {note}", file=sys.stderr)
+    files = " ".join(f"--from-file={shlex.quote(str(folder / name))}" for name in service_security.SEAWEEDFS_FILES)
+    print(f"kubectl -n artlora create secret generic {SEAWEEDFS_SECRET} {files}")
     return 0
 
 

@@ -29,6 +29,9 @@ AUTH_CONFIG = "auth.ini"
 AUTH_DATABASE = "auth.db"
 FLASK_SECRET = "flask-secret-key"
 SECURITY_TOML = "security.toml"
+SEAWEEDFS_FILES = (SECURITY_TOML, "ca.crt", "node.crt", "node.key")
+# Where k8s/base/services/seaweedfs.yaml mounts the Secret artlora-seaweedfs-security (weed's -config_dir there).
+CLUSTER_CONFIG_DIR = Path("/etc/seaweedfs")
 # Every part of weed that serves gRPC (and its clients) presents the same certificate: one user's processes.
 WEED_GRPC_SECTIONS = ("master", "volume", "filer", "s3", "admin", "worker", "msg_broker", "msg_agent", "mq", "client")
 
@@ -103,12 +106,16 @@ def mlflow_auth_environment(folder: Path, admin: Login) -> dict[str, str]:
 # -- SeaweedFS ------------------------------------------------------------------------------------------------
 
 
-def seaweedfs_config(folder: Path) -> Path:
+def seaweedfs_config(folder: Path, read_at: Path | None = None) -> Path:
     """`folder` holding security.toml, its JWT keys and the gRPC certificates: made the first time, kept after (a
-    restarted store and its owner's `weed shell -config_dir=...` use the same). The folder, for -config_dir."""
+    restarted store and its owner's `weed shell -config_dir=...` use the same). The folder, for -config_dir.
+
+    security.toml names the certificate files by the path weed finds them at: `read_at` (a Kubernetes Secret's
+    mount path, CLUSTER_CONFIG_DIR), else `folder` itself."""
     private_folder(folder)
     if (folder / SECURITY_TOML).exists():
         return folder
+    where = read_at or folder
     ca, certificate, key = _certificates()
     for name, pem in (("ca.crt", ca), ("node.crt", certificate), ("node.key", key)):
         write_private(folder / name, pem)
@@ -117,10 +124,10 @@ def seaweedfs_config(folder: Path) -> Path:
         for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
     )
     grpc = "".join(
-        f'[grpc.{part}]\ncert = "{folder / "node.crt"}"\nkey = "{folder / "node.key"}"\n' for part in WEED_GRPC_SECTIONS
+        f'[grpc.{part}]\ncert = "{where / "node.crt"}"\nkey = "{where / "node.key"}"\n' for part in WEED_GRPC_SECTIONS
     )
     access = "[access]\nui = false\n[filer.expose_directory_metadata]\nenabled = false\n"
-    write_private(folder / SECURITY_TOML, f'{jwt}{access}[grpc]\nca = "{folder / "ca.crt"}"\n{grpc}')
+    write_private(folder / SECURITY_TOML, f'{jwt}{access}[grpc]\nca = "{where / "ca.crt"}"\n{grpc}')
     return folder
 
 
