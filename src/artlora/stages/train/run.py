@@ -147,8 +147,8 @@ def train(
     gallery = Gallery(trainer, pipe, store, root, start) if config.sample_every and processes.is_main_process else None
     with tracked(trainer, run_id, tags) as run_id:
         progress = train_loop(trainer, store, root, start, run_id, val_data, stopper, gallery, lease)
-        if lease is not None:  # the first process: it tracks the run and writes what the run publishes
-            assert run_id is not None  # the first process tracks the run (`tracked`)
+        if processes.is_main_process:
+            assert run_id is not None and lease is not None  # the first process tracks the run and holds the lease
             lease.check()
             publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
     processes.wait_for_everyone()  # every process returns what the first one published
