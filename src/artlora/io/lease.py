@@ -62,11 +62,15 @@ class Lease:
         self,
         store: storage.Storage,
         uri: str,
-        duration: float = DURATION_S,  # seconds a holder keeps it without renewing
-        wait: float = WAIT_S,  # seconds to wait for another holder before giving up
-        poll: float = POLL_S,  # seconds between looks while waiting
+        duration: float | None = None,  # seconds a holder keeps it without renewing (DURATION_S)
+        wait: float | None = None,  # seconds to wait for another holder before giving up (WAIT_S)
+        poll: float | None = None,  # seconds between looks while waiting (POLL_S)
     ):
-        self.store, self.uri, self.duration, self.wait, self.poll = store, uri, duration, wait, poll
+        self.store, self.uri = store, uri
+        # The module's values as they are now, not when this was defined: tests shorten them.
+        self.duration = DURATION_S if duration is None else duration
+        self.wait = WAIT_S if wait is None else wait
+        self.poll = POLL_S if poll is None else poll
         self.owner = f"{socket.gethostname()} pid {os.getpid()} ({uuid.uuid4().hex[:8]})"
         self._etag: str | None = None  # the version of the lease object we wrote last
         self._expires = 0.0

@@ -10,10 +10,11 @@ import multiprocessing
 
 import mlflow
 import pytest
+import yaml
 
 from artlora import contracts
 from artlora.config import with_inputs
-from artlora.io import tracking
+from artlora.io import lease, tracking
 from artlora.stages.train import checkpoints
 from artlora.stages.train import run as train
 
@@ -63,3 +64,22 @@ def test_two_identical_runs_at_once_train_once(small_config, latent_cache, store
     waited = [log for log in (first_log, second_log) if any(" is held by " in line for line in log)]
     assert len(waited) == 1, "exactly one run found the other training and waited"
     assert any("finished by an identical run" in line for line in waited[0])
+
+
+def test_a_run_that_waits_too_long_ends_in_one_line_naming_the_holder(
+    small_config, latent_cache, store, tmp_path, monkeypatch, capsys
+):
+    from artlora import cli
+
+    config = with_inputs(small_config.train, cache_uri=latent_cache)
+    monkeypatch.setattr(lease, "WAIT_S", 1.0)
+    monkeypatch.setattr(lease, "POLL_S", 0.1)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(small_config.model_dump(mode="json")))
+    argv = ["train", "--config", str(config_path), "--set", f"train.cache_uri={latent_cache}"]
+    with lease.Lease(store, contracts.lease_object(train.run_uri(config))) as other:  # an identical run, alive
+        assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("artlora train: error: ") and other.owner in lines[-1], lines[-1]
+    assert "after waiting 1 s" in lines[-1] and "let it finish" in lines[-1]
+    assert checkpoints.complete_steps(store, train.run_uri(config)) == [], "it wrote nothing"
