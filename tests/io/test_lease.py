@@ -88,3 +88,21 @@ def test_a_holder_whose_lease_was_taken_over_is_told_and_leaves_the_new_one(stor
         lease.check()
     lease.release()
     assert json.loads(store.get_bytes(uri))["owner"] == "someone else", "release deletes only its own lease"
+
+
+def test_a_write_whose_answer_was_lost_is_recognised_as_ours(store, bucket, monkeypatch):
+    """The client retries a PUT whose answer it lost; the retry is refused (the object is there: ours)."""
+    uri = storage.join(bucket, "_LEASE")
+    put_new = store.put_new
+
+    def answer_lost(target: str, data: bytes) -> None:
+        put_new(target, data)
+        return None  # what the refused retry reports
+
+    monkeypatch.setattr(store, "put_new", answer_lost)
+    lease = Lease(store, uri, duration=30, wait=2, poll=0.1)  # else it would wait for itself
+    lease.acquire()
+    lease.check()
+    assert json.loads(store.get_bytes(uri))["owner"] == lease.owner
+    lease.release()
+    assert not store.exists(uri)
