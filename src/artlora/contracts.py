@@ -49,6 +49,8 @@ GATE_PAGE = "register/gate.html"
 # training run as MLflow images under the key `gallery/<prompt number>` (the UI's step slider).
 GALLERY = "gallery"
 GALLERY_INDEX = "index.json"
+# Held by the one run that writes the folder's checkpoints and adapter (io/lease.py); absent when none does.
+LEASE = "_LEASE"
 
 
 def _join(uri: str, *parts: str) -> str:
@@ -110,6 +112,10 @@ def checkpoint_name(step: int) -> str:
 
 def checkpoint_folder(run: str, step: int) -> str:
     return _join(checkpoints_folder(run), checkpoint_name(step))
+
+
+def lease_object(run: str) -> str:
+    return _join(run, LEASE)
 
 
 # The same names as paths of the training run's MLflow artifacts.

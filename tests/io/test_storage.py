@@ -281,6 +281,22 @@ def test_delete_prefix(store, bucket):
     store.delete_prefix("s3://no-such-bucket-artlora/x")
 
 
+# -- conditional writes -----------------------------------------------------------------------------
+
+
+def test_conditional_writes_happen_only_where_the_object_is_as_expected(store, bucket):
+    uri = join(bucket, "lease")
+    first = store.put_new(uri, b"first")
+    assert first and store.put_new(uri, b"second") is None, "put_new writes only where nothing is"
+    assert store.get_versioned(uri) == (b"first", first)
+    assert store.replace(uri, b"stale", "0" * 32) is None, "replace writes only over the version read"
+    second = store.replace(uri, b"second", first)
+    assert second and second != first and store.get_bytes(uri) == b"second"
+    assert not store.delete_if(uri, first), "delete_if deletes only the version read"
+    assert store.delete_if(uri, second) and store.get_versioned(uri) is None
+    assert not store.delete_if(uri, second)
+
+
 # -- the configured endpoint --------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from artlora.diffusion import families, loading
 from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapter
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import runs, storage, tracking
+from artlora.io.lease import Lease
 from artlora.stages.evaluate import clip_metrics, painting, report, sides
 from artlora.stages.evaluate.memorisation import Nearest, nearest_training_images
 from artlora.stages.evaluate.sides import Side
@@ -237,16 +238,18 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def publish(config: EvaluateConfig, metrics: dict[str, float], html: str, grid: Image.Image) -> None:
-    """The report, the grid and the metrics beside the adapter (`<run>/eval/`), and to the training's run."""
+    """The report, the grid and the metrics beside the adapter (`<run>/eval/`), and to the training's run; under
+    the run folder's lease, so that two identical runs evaluating the same adapter write one after the other."""
     store, folder = storage.get_storage(), contracts.evaluation_folder(config.given("adapter_uri"))
     grid_png = _png(grid)
-    store.put_bytes(storage.join(folder, contracts.GRID), grid_png, content_type="image/png")
-    store.put_json(storage.join(folder, contracts.EVALUATION_METRICS), metrics)
-    store.put_bytes(storage.join(folder, contracts.REPORT), html.encode(), content_type="text/html")
-    with runs.stage_run("evaluate", config, run_id=config.run_id):
-        runs.log_metrics(metrics)
-        runs.log_bytes(grid_png, contracts.GRID_ARTIFACT)
-        runs.log_bytes(html.encode(), contracts.REPORT_ARTIFACT)
+    with Lease(store, contracts.lease_object(contracts.run_of_adapter(config.given("adapter_uri")))):
+        store.put_bytes(storage.join(folder, contracts.GRID), grid_png, content_type="image/png")
+        store.put_json(storage.join(folder, contracts.EVALUATION_METRICS), metrics)
+        store.put_bytes(storage.join(folder, contracts.REPORT), html.encode(), content_type="text/html")
+        with runs.stage_run("evaluate", config, run_id=config.run_id):
+            runs.log_metrics(metrics)
+            runs.log_bytes(grid_png, contracts.GRID_ARTIFACT)
+            runs.log_bytes(html.encode(), contracts.REPORT_ARTIFACT)
 
 
 def _png(image: Image.Image) -> bytes:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from tqdm import tqdm
 
 from artlora import contracts
@@ -35,6 +36,7 @@ from artlora.data.latent_cache import LatentSet, load_split, validation_data
 from artlora.diffusion import loading
 from artlora.diffusion.heldout import heldout_loss
 from artlora.io import runs, storage, tracking
+from artlora.io.lease import Lease
 from artlora.stages.train import lora
 from artlora.stages.train.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from artlora.stages.train.early_stopping import EarlyStopping
@@ -100,8 +102,35 @@ def run(config: TrainConfig) -> TrainResult:
     if store.is_complete(adapter_uri):
         log.info("run %s already finished; reusing its adapter", root)
         return TrainResult(adapter_uri=adapter_uri, resumed_from=None, **published(store, adapter_uri))
-
     processes = process_group()
+    with run_lease(processes, store, root) as lease:
+        if store.is_complete(adapter_uri):
+            log.info("run %s was finished by an identical run while this one waited; reusing its adapter", root)
+            return TrainResult(adapter_uri=adapter_uri, resumed_from=None, **published(store, adapter_uri))
+        return train(config, store, root, processes, lease)
+
+
+@contextlib.contextmanager
+def run_lease(processes: Accelerator, store: storage.Storage, root: str) -> Iterator[Lease | None]:
+    """The run folder's lease for the block, so that an identical run started meanwhile waits instead of writing
+    the same checkpoints and adapter: the first process holds it (the others of a distributed run wait until it
+    does); None in the others."""
+    lease = Lease(store, contracts.lease_object(root)) if processes.is_main_process else None
+    with processes.main_process_first():
+        if lease is not None:
+            lease.acquire()
+    try:
+        yield lease
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def train(
+    config: TrainConfig, store: storage.Storage, root: str, processes: Accelerator, lease: Lease | None
+) -> TrainResult:
+    """Train the run from its newest checkpoint (or from the start) and publish its adapter."""
+    adapter_uri = contracts.adapter_folder(root)
     data = load_split(config.given("cache_uri"), "train")
     val_data = validation_data(config.given("cache_uri")) if config.eval_every else None
     with processes.main_process_first():  # the first process downloads an s3:// base model, the others reuse it
@@ -117,9 +146,10 @@ def run(config: TrainConfig) -> TrainResult:
     tags = {contracts.DATASET_FINGERPRINT_TAG: data.dataset_fingerprint, contracts.BASE_MODEL_TAG: config.base_model}
     gallery = Gallery(trainer, pipe, store, root, start) if config.sample_every and processes.is_main_process else None
     with tracked(trainer, run_id, tags) as run_id:
-        progress = train_loop(trainer, store, root, start, run_id, val_data, stopper, gallery)
+        progress = train_loop(trainer, store, root, start, run_id, val_data, stopper, gallery, lease)
         if processes.is_main_process:
-            assert run_id is not None  # the first process tracks the run (`tracked`)
+            assert run_id is not None and lease is not None  # the first process tracks the run and holds the lease
+            lease.check()
             publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
     processes.wait_for_everyone()  # every process returns what the first one published
     resumed_from = resume.step if resume else None
@@ -179,6 +209,7 @@ def train_loop(
     val_data: LatentSet | None = None,
     stopper: EarlyStopping | None = None,
     gallery: Gallery | None = None,  # the first process's, when train.sample_every is set
+    lease: Lease | None = None,  # the first process's hold on the run folder, checked before each checkpoint
 ) -> Progress:
     config = trainer.config
     stopper = stopper or EarlyStopping(0, 0.0)
@@ -215,6 +246,8 @@ def train_loop(
             break
         if main and done % config.checkpoint_every == 0 and done < config.max_steps:
             assert run_id is not None  # the first process tracks the run (`tracked`)
+            if lease is not None:
+                lease.check()
             checkpoint(trainer, store, root, done, run_id, stopper, val_loss)
     return Progress(done, meter.flush(), stop)
 
