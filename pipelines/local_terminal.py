@@ -115,13 +115,12 @@ def _printed_into(lines: deque[str]) -> Iterator[None]:
 
 
 def own_error(output: Iterable[str]) -> str:
-    """The message of the last error of artlora's own (an ArtloraError) among a task's output lines: the end of
-    the traceback it failed with. Empty when it failed otherwise (a bug: its traceback is the report)."""
-    for line in reversed(list(output)):
-        raised = _RAISED.match(_ANSI.sub("", line))
-        if raised and _is_artlora_error(raised["cls"]):
-            return raised["message"]
-    return ""
+    """The message of the error of artlora's own (an ArtloraError) a task failed with: the last line of its output,
+    which ends with the traceback. Empty when it failed otherwise, also when an ArtloraError led to another error
+    (a bug: its traceback is the report)."""
+    last = next((line for line in reversed(list(output)) if line.strip()), "")
+    raised = _RAISED.match(_ANSI.sub("", last))
+    return raised["message"] if raised and _is_artlora_error(raised["cls"]) else ""
 
 
 def _is_artlora_error(dotted: str) -> bool:

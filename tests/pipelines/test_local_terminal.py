@@ -163,10 +163,11 @@ def test_a_bug_in_a_task_keeps_kfps_words_and_the_hint(tmp_path):
     [
         (["Traceback (most recent call last):", "    artlora.errors.ArtloraError: bad (fix it)", ""], "bad (fix it)"),
         (["    artlora.io.storage.StorageError: first", "    artlora.errors.ArtloraError: last (fix)"], "last (fix)"),
+        (["    artlora.errors.ArtloraError: bad (fix)", "During handling ...", "    KeyError: 'a bug'"], ""),
         (["    KeyError: 'a bug'"], ""),
         (["    artlora.pipelines.local_terminal.TaskKilled: not the user's"], ""),  # artlora's, not an ArtloraError
         (["    artlora.no_such_module.Error: unknown"], ""),
     ],
 )
-def test_a_tasks_own_error_is_the_last_artlora_error_of_its_output(lines, error):
+def test_a_tasks_own_error_is_the_artlora_error_its_output_ends_with(lines, error):
     assert local_terminal.own_error(lines) == error

@@ -1,6 +1,7 @@
 """The base model a version names is checked before it is used: registration records the sha256 of every weight
 and config file of the base (tag artlora.base_manifest), and `generate` and the pyfunc loader refuse, in one line
-naming the version and the file, a base with a file changed, added or removed since.
+naming the version and the file, a base with a file changed, added or removed since; so does the gate, before it
+measures a champion again on new data.
 
 The base here is a copy of the tiny model of each test's own, changed as someone with write access to where the
 base model lives (a local folder, the store's models/ prefix) could change it. Before this work a version painted
@@ -19,7 +20,7 @@ from unittest import mock
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
-from registered import register_as, unique_model_name
+from registered import register_as, run_with, scaled_adapter, unique_model_name
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -109,6 +110,18 @@ def test_the_pyfunc_loader_refuses_a_changed_base_naming_the_file(version, base,
 
     with pytest.raises(base_files.BaseModelFilesError, match=f"models:/{version.name}/1: base model .*: {problem}"):
         mlflow.pyfunc.load_model(f"models:/{version.name}/1")
+
+
+def test_the_gate_refuses_to_measure_again_a_champion_whose_base_changed(version, base, style_run, store, tmp_path):
+    assert "champion" in version.aliases
+    change_weights(base)
+    settings = mlflow.artifacts.load_dict(f"runs:/{style_run.run_id}/config/evaluate.json")
+    run = run_with({"val_loss_lora": 0.1}, "other-data", settings)  # other data: the champion is measured again
+    challenger = scaled_adapter(store, style_run.adapter_uri, 0.5, tmp_path)
+
+    refused = f"models:/{version.name}/1: base model {base}: {UNET} has changed"
+    with pytest.raises(base_files.BaseModelFilesError, match=refused):
+        register_as(style_run.config.register, version.name, challenger, run, cache_uri=style_run.cache_uri)
 
 
 def test_an_intact_base_paints_through_generate_and_pyfunc(version, capsys, tmp_path):
