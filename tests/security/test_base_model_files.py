@@ -156,3 +156,16 @@ def test_each_file_is_hashed_once_until_it_is_written_again(base):
         assert unet.stat().st_size == before.st_size
         assert base_files.base_manifest(str(base))[UNET] != first[UNET]
         assert hashed.call_count == len(first) + 1
+
+
+def test_an_s3_base_is_hashed_as_downloaded_without_the_download_marker(base, store, bucket):
+    uri = f"{bucket}/models/tiny-sd"
+    store.upload_dir(base, uri)
+
+    assert base_files.base_manifest(uri) == base_files.base_manifest(str(base))
+
+
+def test_a_single_file_base_is_its_one_file(base):
+    checkpoint = base / "unet" / "diffusion_pytorch_model.safetensors"
+
+    assert base_files.base_manifest(str(checkpoint)) == {checkpoint.name: manifest.file_sha256(checkpoint)}
