@@ -44,23 +44,25 @@ def run_local(compiled: str | Path, arguments: dict[str, Any], pipeline_root: st
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     pipeline = load_component_from_file(str(compiled))
-    with local_terminal.quiet_local_only_warnings(), local_terminal.task_signals() as signals:
+    with local_terminal.quiet_local_only_warnings(), local_terminal.task_reports() as reports:
         try:
             return dict(pipeline(**arguments).outputs)
         except RuntimeError as err:  # kfp.local's report of a failed task
-            raise local_terminal.failure(str(err), signals) from err
+            raise local_terminal.failure(str(err), reports) from err
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the compiled pipeline with the arguments in ARGUMENTS_JSON_FILE; write {"outputs": ...} or
-    {"error": ..., "killed": whether a signal killed the task} to OUTPUTS_FILE; exit code 0 when it finished."""
+    {"error": ..., "killed": whether a signal killed the task, "own": whether the error is the task's own one line}
+    to OUTPUTS_FILE; exit code 0 when it finished."""
     compiled, arguments_file, pipeline_root, outputs_file = argv if argv is not None else sys.argv[1:]
     try:
         outputs = run_local(compiled, json.loads(Path(arguments_file).read_text()), Path(pipeline_root))
     except RuntimeError as err:  # kfp.local's report of a failed task
-        from artlora.pipelines.local_terminal import TaskKilled
+        from artlora.pipelines.local_terminal import TaskError, TaskKilled
 
-        Path(outputs_file).write_text(json.dumps({"error": str(err), "killed": isinstance(err, TaskKilled)}))
+        report = {"error": str(err), "killed": isinstance(err, TaskKilled), "own": isinstance(err, TaskError)}
+        Path(outputs_file).write_text(json.dumps(report))
         return 1
     Path(outputs_file).write_text(json.dumps({"outputs": outputs}, default=str))
     return 0

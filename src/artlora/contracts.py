@@ -128,5 +128,9 @@ GRID_ARTIFACT = f"{EVALUATION}/{GRID}"
 # environment files, the adapter files and their metadata), written by register and checked wherever the version's
 # files are used (generate, models download, the pyfunc loader, the champion's re-evaluation).
 VERSION_MANIFEST_TAG = "artlora.manifest"
+# A version tag: JSON {relative path: sha256} of the weight and config files of the base model the version names
+# (its `base_model` tag), written by register and checked wherever the base is loaded for the version
+# (`diffusion.base_files`).
+BASE_MANIFEST_TAG = "artlora.base_manifest"
 # Written by MLflow into a model it downloads through the registry (models:/NAME/VERSION): not one of its files.
 MLFLOW_DOWNLOAD_FILES = ("registered_model_meta",)

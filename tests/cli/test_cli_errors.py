@@ -129,6 +129,19 @@ def test_pipeline_run_names_a_bad_base_model_before_starting_tasks(capsys, confi
     fails_clearly(capsys, argv, "pipeline run", missing)
 
 
+def test_pipeline_run_ends_with_the_failed_tasks_own_error(capsys, config_file, tmp_path, s3_endpoint):
+    """The ingest task fails at run time (a source folder without images): the last line is its own error, not
+    kfp's "Inner task failed: 'ingest'"."""
+    empty = tmp_path / "no-images-here"
+    empty.mkdir()
+    argv = ["pipeline", "run", "--local", "--config", config_file, "--set", f"ingest.source={empty}"]
+    line = fails_clearly(capsys, argv, "pipeline run")
+    assert line == (
+        f"artlora pipeline run: error: no image files under ingest.source='{empty}' (give the folder or prefix of the "
+        "images)"
+    )
+
+
 def test_missing_inputs_are_named(capsys, config_file, tmp_path, bucket):
     missing_folder = str(tmp_path / "no-images-here")
     fails_clearly(capsys, ["ingest", "--config", config_file, "--set", f"ingest.source={missing_folder}"], "ingest")

@@ -1,8 +1,9 @@
 """Paint with a registered style: `artlora generate --model models:/NAME@champion --prompt ...` (one or more).
 
-The version's lineage names its base model; its adapter is fetched once into the local cache
-(`registry.files`), loaded with diffusers' `load_lora_weights` at the strength asked for, every module in eval
-mode (LoRA dropout off), and each image is written as a PNG that records its prompt, seed, model version and
+The version's lineage names its base model, whose files are checked against the digests registered with the
+version (`diffusion.base_files`); its adapter is fetched once into the local cache (`registry.files`), loaded
+with diffusers' `load_lora_weights` at the strength asked for, every module in eval mode (LoRA dropout off), and
+each image is written as a PNG that records its prompt, seed, model version and
 settings. Several prompts are painted from one load of the base model and adapter, and a contact sheet can
 show them side by side with their prompts and seeds.
 """
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from artlora import contracts
 from artlora.data import lineage
+from artlora.diffusion import base_files
 from artlora.diffusion.adapters import adapter_file
 from artlora.generate import png, sheet
 from artlora.generate.painting import GenerateError, Painter, Settings, check_size
@@ -55,6 +58,7 @@ def generate(request: Request) -> list[Path]:
             "with `artlora register`, which records it)"
         )
     adapter = adapter_file(files.adapter_folder(version), request.layout)
+    base_files.verify(version.uri, base_model, version.tags.get(contracts.BASE_MANIFEST_TAG))
     painter = Painter(base_model, adapter, request.device, request.precision)
     request.out.mkdir(parents=True, exist_ok=True)
     settings = {**asdict(request.settings), "layout": request.layout, "precision": painter.precision}

@@ -26,7 +26,7 @@ from artlora.tasks.parameters import arguments
 
 
 class PipelineFailed(ArtloraError):
-    """A task of the local pipeline failed; its own error is in the log above."""
+    """A task of the local pipeline failed: with its own one-line error, or with one that is in the log above."""
 
 
 def without_retries(config: PipelineConfig) -> PipelineConfig:
@@ -77,6 +77,8 @@ def run_pipeline(compiled: Path, pipeline_arguments: dict, pipeline_root: Path) 
     if "outputs" in result:
         return result["outputs"]
     error = result.get("error") or f"the local pipeline runner exited with code {code}"
+    if result.get("own"):  # the task's own one line, which says what to do
+        raise PipelineFailed(error)
     if result.get("killed"):  # no error of its own in its log: stopped from outside
         hint = "most often the system ran out of memory, as `dmesg` tells; run again: finished stages are reused"
     else:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import tempfile
 
+from artlora import contracts
 from artlora.config import RegisterConfig
 from artlora.data import lineage
 from artlora.data.latent_cache import validation_data
-from artlora.diffusion import families, loading
+from artlora.diffusion import base_files, families, loading
 from artlora.diffusion.adapters import adapter_file, heldout_losses
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import model_registry, runs
@@ -55,6 +56,7 @@ def remeasure(version: model_registry.Version, config: RegisterConfig, settings:
     data = validation_data(config.given("cache_uri"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = model_registry.download_version(version, tmp)
+        base_files.verify(version.uri, base_model, version.tags.get(contracts.BASE_MANIFEST_TAG))
         pipe = loading.load_pipeline(base_model)
         scheduler = families.of(pipe).training_scheduler(pipe)
         timesteps = tuple(settings["loss_timesteps"])

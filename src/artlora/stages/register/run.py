@@ -5,7 +5,8 @@ data and artlora as its code, so `mlflow.pyfunc.load_model("models:/NAME@champio
 and `artlora models download` and `artlora generate` fetch the same files. Its tags carry its lineage (dataset
 fingerprint, base model, config digest, code version, adapter location and digest, report; from a pipeline run
 also the source listing's fingerprint and the pipeline config's digest, which its change check reads), every
-metric of the run, and the gate's decision with each rule's outcome (see `data.lineage`);
+metric of the run, the gate's decision with each rule's outcome (see `data.lineage`), and the sha256 of every
+file of the version and of its base model's weights and configs, checked wherever the version is used;
 `<run>/register/gate.html` (beside `eval/`, and as the run's `register/gate.html` artifact) is the gate's section
 of the report. The version's description is its model card (`card.py`, Markdown): what the MLflow page shows
 and `artlora models show` prints.
@@ -29,6 +30,7 @@ from artlora.config.register import MEMORISATION_METRIC
 from artlora.data import lineage
 from artlora.data.dataset import DatasetError
 from artlora.data.digests import digest
+from artlora.diffusion import base_files
 from artlora.diffusion.adapters import DIFFUSERS_FILE, adapter_digest, read_metadata
 from artlora.errors import ArtloraError
 from artlora.io import model_registry, runs, storage, tracking
@@ -82,6 +84,8 @@ def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decisi
     from artlora.generate.pyfunc import PARAMS  # the predict() parameters the logged model takes
 
     gate_uri = contracts.gate_page_uri(config.given("adapter_uri"))
+    # Hashed before anything is logged: a base that cannot be read fails the stage with nothing half-registered.
+    base = base_files.recorded_text(config.base_model)
     with runs.stage_run("register", config, run_id=config.run_id):
         source, model_id = model_registry.log_adapter_model(folder, PARAMS)
         files = model_registry.source_manifest(source)
@@ -90,6 +94,7 @@ def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decisi
             **gate_tags(decision),
             lineage.GATE_REPORT_URI: gate_uri,
             contracts.VERSION_MANIFEST_TAG: files,
+            contracts.BASE_MANIFEST_TAG: base,
         }
         version = model_registry.create_version(config.model_name, source, config.given("run_id"), all_tags, model_id)
         first = _first_with_this_adapter(config.model_name, tags[lineage.ADAPTER_DIGEST], version)
