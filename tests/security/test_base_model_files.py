@@ -3,9 +3,9 @@ and config file of the base (tag artlora.base_manifest), and `generate` and the 
 naming the version and the file, a base with a file changed, added or removed since; so does the gate, before it
 measures a champion again on new data.
 
-The base here is a copy of the tiny model of each test's own, changed as someone with write access to where the
-base model lives (a local folder, the store's models/ prefix) could change it. Before this work a version painted
-with whatever weights its base_model named (issue 21)."""
+The base here is a copy of the tiny model, given back intact to each test, changed as someone with write access
+to where the base model lives (a local folder, the store's models/ prefix) could change it. Before this work a
+version painted with whatever weights its base_model named (issue 21)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -34,20 +35,36 @@ UNET = "unet/diffusion_pytorch_model.safetensors"
 pytestmark = pytest.mark.usefixtures("tracking_server")
 
 
-@pytest.fixture
-def base(tiny_model_dir, tmp_path) -> Path:
-    """A copy of the tiny base model, this test's own to change."""
-    return Path(shutil.copytree(tiny_model_dir, tmp_path / "base"))
-
-
-@pytest.fixture
-def version(style_run, base) -> model_registry.Version:
-    """The style adapter registered on this test's copy of its base model."""
+def register_on(style_run, base: Path) -> model_registry.Version:
+    """The style adapter registered as a new model on `base`."""
     name = unique_model_name()
     register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id, base_model=str(base))
     found = model_registry.model_version(name, "1")
     assert found is not None
     return found
+
+
+@pytest.fixture(scope="module")
+def registered(style_run, mlflow_server, tiny_model_dir, tmp_path_factory) -> tuple[model_registry.Version, Path]:
+    """The style adapter registered once, on a copy of the tiny base model that the tests change (each gets it
+    back intact: `base`)."""
+    base = Path(shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("base") / "base"))
+    with mock.patch.dict(os.environ, mlflow_server.environment()):
+        return register_on(style_run, base), base
+
+
+@pytest.fixture
+def base(registered, tiny_model_dir) -> Iterator[Path]:
+    """The registered version's base model, this test's to change."""
+    path = registered[1]
+    yield path
+    shutil.rmtree(path)
+    shutil.copytree(tiny_model_dir, path)
+
+
+@pytest.fixture
+def version(registered, base) -> model_registry.Version:
+    return registered[0]
 
 
 def change_weights(base: Path) -> str:
@@ -133,7 +150,8 @@ def test_an_intact_base_paints_through_generate_and_pyfunc(version, capsys, tmp_
     assert len(images) == 1 and images[0].startswith(b"\x89PNG")
 
 
-def test_a_version_registered_before_base_digests_still_paints_and_says_so(version, base, capsys, caplog, tmp_path):
+def test_a_version_registered_before_base_digests_still_paints_and_says_so(style_run, base, capsys, caplog, tmp_path):
+    version = register_on(style_run, base)  # a version of its own: the module's keeps its tag
     MlflowClient().delete_model_version_tag(version.name, version.version, contracts.BASE_MANIFEST_TAG)
 
     with caplog.at_level(logging.WARNING, logger="artlora.diffusion.base_files"):
