@@ -28,7 +28,7 @@ import yaml
 from adapter_files import adapter_weights
 from PIL import Image
 from registered import register_as, unique_model_name
-from small_configs import small_config_for
+from small_configs import FAMILIES, STEPS, T5_LENGTH, family_overrides, small_config_for
 
 from artlora.cli import main
 from artlora.config import PipelineConfig, with_inputs
@@ -53,27 +53,11 @@ pytestmark = pytest.mark.slow
 
 TEST_BUCKET = "s3://artlora-tests"  # the session store's bucket (conftest.py)
 
-FAMILIES = ("sd1", "sdxl", "sd3", "flux")
 PROMPT = "a woodcut of a tree"
-STEPS = 3  # training steps; a checkpoint at step 2 (small_configs: checkpoint_every=2)
-T5_LENGTH = 16
 # Pictures at 32 px, where the tiny bases do not paint at their own size (tiny Flux.1: 512 px, as its pipeline
 # fixes the latent size); a small adapter's change shows more in fewer pixels, too.
 SIZE = (32, 32)
 SMALL = ("--width", "32", "--height", "32")
-# Where a family takes settings the others refuse: the T5 length, and the transformers' target groups as their
-# shipped configs (configs/sd35.yaml, configs/flux.yaml) set them.
-FAMILY_SETTINGS = {
-    "sd3": (f"augment.max_t5_length={T5_LENGTH}", "train.target_modules=[attention, context]"),
-    "flux": (f"augment.max_t5_length={T5_LENGTH}", "train.target_modules=[attention, context, feed_forward]"),
-}
-
-
-def overrides(family: str) -> tuple[str, ...]:
-    # A high learning rate from the first step (the demo config warms up over 20), so that three steps change the
-    # pictures visibly; one view per image and one held-out loss timestep, for speed.
-    steps = (f"train.max_steps={STEPS}", "train.batch_size=2", "train.learning_rate=0.02", "train.warmup_steps=0")
-    return (*steps, "augment.views_per_image=1", "evaluate.loss_timesteps=[500]", *FAMILY_SETTINGS.get(family, ()))
 
 
 @dataclass(frozen=True)
@@ -95,9 +79,11 @@ class FamilyRun:
     def reference(self) -> str:
         return f"models:/{self.registered.model_name}@champion"
 
-    def config_at(self, storage_root: str) -> PipelineConfig:
-        """The same config under another storage root (another run of the same training)."""
-        return small_config_for(storage_root, self.base, Path(self.config.ingest.source), *overrides(self.family))
+    def config_at(self, storage_root: str, *extra: str) -> PipelineConfig:
+        """The same config under another storage root (another run of the same training), `extra` overrides
+        after it."""
+        source = Path(self.config.ingest.source)
+        return small_config_for(storage_root, self.base, source, *family_overrides(self.family), *extra)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -107,7 +93,7 @@ def run(request, mlflow_server, sample_folder, tmp_path_factory) -> FamilyRun:
     environment = {**mlflow_server.environment(), settings.WORK_DIR: str(tmp_path_factory.mktemp(f"work-{family}"))}
     with mock.patch.dict(os.environ, environment):
         root = f"{TEST_BUCKET}/families-{family}-{uuid.uuid4().hex[:8]}"
-        config = small_config_for(root, base, sample_folder, *overrides(family))
+        config = small_config_for(root, base, sample_folder, *family_overrides(family))
         dataset = ingest.run(config.ingest)
         augmented = augment.run(with_inputs(config.augment, dataset_uri=dataset.dataset_uri))
         again = augment.run(with_inputs(config.augment, dataset_uri=dataset.dataset_uri))
@@ -189,7 +175,7 @@ def test_the_text_cache_holds_what_the_family_pipeline_encodes(run: FamilyRun, s
 def test_generate_paints_the_registered_style(run: FamilyRun, tracking_server, tmp_path):
     styled, text = generate(run.reference, tmp_path / "styled", *SMALL)
     assert text["model"] == f"models:/{run.registered.model_name}/{run.registered.version}"
-    assert json.loads(text["settings"])["strength"] == 1.0
+    assert json.loads(text["settings"])["strength"] == 1.0 and pixels(styled).shape == (*SIZE, 3)
     plain, _ = generate(run.reference, tmp_path / "plain", *SMALL, "--strength", "0")
     # The style shows at full strength: more than the rounding two files of one adapter differ by.
     assert np.abs(pixels(styled) - pixels(plain)).max() > 1
