@@ -1,4 +1,5 @@
-"""The demo config shrunk to test size: a few 32 px views, a few training steps, one tiny sample image."""
+"""The demo config shrunk to test size: a few 32 px views, a few training steps, one tiny sample image; and the
+settings every model family's end-to-end tests train its tiny base with."""
 
 from __future__ import annotations
 
@@ -37,3 +38,24 @@ def small_config_for(bucket: str, base_model: Path, source: Path, *extra: str) -
         *extra,
     ]
     return load_config(DEMO_CONFIG, overrides)
+
+
+# Every model family, by its name in artlora.diffusion.families: test_families_end_to_end.py and
+# test_families_search.py run each.
+FAMILIES = ("sd1", "sdxl", "sd3", "flux")
+STEPS = 3  # training steps of a family's end-to-end run; a checkpoint at step 2 (checkpoint_every=2 above)
+T5_LENGTH = 16
+# Where a family takes settings the others refuse: the T5 length, and the transformers' target groups as their
+# shipped configs (configs/sd35.yaml, configs/flux.yaml) set them.
+FAMILY_SETTINGS = {
+    "sd3": (f"augment.max_t5_length={T5_LENGTH}", "train.target_modules=[attention, context]"),
+    "flux": (f"augment.max_t5_length={T5_LENGTH}", "train.target_modules=[attention, context, feed_forward]"),
+}
+
+
+def family_overrides(family: str) -> tuple[str, ...]:
+    """`--set` overrides for small_config_for that train a family's tiny base in a few seconds."""
+    # A high learning rate from the first step (the demo config warms up over 20), so that three steps change the
+    # pictures visibly; one view per image and one held-out loss timestep, for speed.
+    steps = (f"train.max_steps={STEPS}", "train.batch_size=2", "train.learning_rate=0.02", "train.warmup_steps=0")
+    return (*steps, "augment.views_per_image=1", "evaluate.loss_timesteps=[500]", *FAMILY_SETTINGS.get(family, ()))
