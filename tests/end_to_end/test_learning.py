@@ -43,9 +43,11 @@ HALVES = (("op_art", "pointillist", "woodcut"), ("geometric", "watercolour"))
 TRAIN = [
     "augment.resolution=64",
     "augment.views_per_image=2",
-    "train.max_steps=200",
+    # 120 steps at 0.008 keep every margin below about as 200 at 0.005 did (the tight one, the second half's caption
+    # gap over the base's + 0.005: 0.0055 against 0.0067), in three quarters of the time.
+    "train.max_steps=120",
     "train.batch_size=16",
-    "train.learning_rate=0.005",
+    "train.learning_rate=0.008",
     "train.target_modules=[attention,feed_forward,convolutions,proj_in,proj_out]",  # as the demo's adapter
     "train.rank=16",
     "train.alpha=16",
@@ -145,13 +147,13 @@ def test_shuffled_captions_leave_no_evidence_that_the_styles_were_learned(enviro
     shuffled = _measure(_train(environment, "shuffled", shuffle=True).adapter_uri, heldout_cache)
     everything = sample_data.STYLES
     # Trained on the right captions, each half's adapter reads its styles from their captions: another style's
-    # caption costs it clearly more than it costs the base model (measured: 0.048 and 0.011, base 0.002 and -0.001).
+    # caption costs it clearly more than it costs the base model (measured: 0.038 and 0.0095, base 0.0015 and -0.001).
     own_gaps = []
     for half, measured in zip(HALVES, halves, strict=True):
         own_gaps.append(_mean(measured.gap_lora, half))
         assert own_gaps[-1] > _mean(measured.gap_base, half) + 0.005, (half, measured)
     # Trained on shuffled captions, the adapter learns only the data's average look: its held-out loss falls for
     # every style, so loss alone cannot tell it from a real one, but its caption gap stays near the base model's
-    # (measured: 0.00005).
+    # (measured: -0.0001).
     assert all(change < 0 for change in shuffled.loss_change.values()), shuffled
     assert _mean(shuffled.gap_lora, everything) < 0.25 * min(own_gaps), (own_gaps, shuffled)
