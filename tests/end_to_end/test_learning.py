@@ -43,7 +43,7 @@ HALVES = (("op_art", "pointillist", "woodcut"), ("geometric", "watercolour"))
 TRAIN = [
     "augment.resolution=64",
     "augment.views_per_image=2",
-    # 120 steps at 0.008 keep every margin below about as 200 at 0.005 did (the tight one, the second half's caption
+    # 120 steps at 0.008 keep every margin about as wide as 200 at 0.005 did (the tight one, the second half's caption
     # gap over the base's + 0.005: 0.0055 against 0.0067), in three quarters of the time.
     "train.max_steps=120",
     "train.batch_size=16",
