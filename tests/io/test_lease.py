@@ -1,5 +1,6 @@
 """The run folder's lease against the session's SeaweedFS: one holder at a time across processes, a live holder
-keeps it past its duration (heartbeat), a killed one loses it at its expiry, a holder that lost it is told so."""
+keeps it past its duration (heartbeat), a killed one loses it at once on its own host and at its expiry from
+elsewhere, a holder that lost it is told so."""
 
 from __future__ import annotations
 
@@ -50,30 +51,49 @@ def hold_forever(uri: str, duration: float, ready) -> None:
     time.sleep(3600)
 
 
-def test_a_live_holder_keeps_the_lease_and_a_killed_one_loses_it_at_its_expiry(store, bucket):
-    uri = storage.join(bucket, "_LEASE")
-    duration = 1.5
+def running_holder(uri: str, duration: float):
+    """A process of its own holding the lease at `uri`, renewing it."""
     ready = SPAWN.Event()
     holder = SPAWN.Process(target=hold_forever, args=(uri, duration, ready))
     holder.start()
+    assert ready.wait(timeout=120), "the holder never took the lease"
+    return holder
+
+
+def test_a_live_holder_keeps_the_lease_past_its_duration(store, bucket):
+    uri = storage.join(bucket, "_LEASE")
+    holder = running_holder(uri, 1.5)
     try:
-        assert ready.wait(timeout=120), "the holder never took the lease"
         # Alive, it renews: a run waiting twice its duration still finds it held, and ends in one line.
         with pytest.raises(LeaseWaitError, match=r"is still held by .* pid \d+ .* after waiting 3 s") as waited:
             Lease(store, uri, wait=3, poll=0.1).acquire()
         assert str(holder.pid) in str(waited.value) and "\n" not in str(waited.value)
-
-        os.kill(holder.pid, signal.SIGKILL)  # no heartbeat, no release
-        holder.join(timeout=30)
-        killed = time.time()
-        expires = json.loads(store.get_bytes(uri))["expires"]  # its last renewal's
-
-        Lease(store, uri, wait=30, poll=0.05).acquire()
-        taken = time.time()
     finally:
         holder.kill()
-    assert taken >= expires, "taken over only once the dead holder's lease expired"
-    assert taken - killed < duration + 2, "and soon after"
+
+
+def test_a_holder_killed_on_this_host_frees_the_lease_at_once(store, bucket):
+    uri = storage.join(bucket, "_LEASE")
+    holder = running_holder(uri, 60)
+    os.kill(holder.pid, signal.SIGKILL)  # no heartbeat, no release
+    holder.join(timeout=30)
+    killed = time.time()
+
+    with Lease(store, uri, wait=30, poll=0.05):
+        taken = time.time()
+    assert taken - killed < 10, "taken over long before its 60 s expiry: its process has ended"
+
+
+def test_a_holder_elsewhere_that_stopped_renewing_loses_the_lease_at_its_expiry(store, bucket):
+    uri = storage.join(bucket, "_LEASE")
+    # A record as a process on another host writes it, whose host then went away.
+    expires = time.time() + 1.5
+    record = {"owner": "node-7 pid 42 (0badf00d)", "expires": expires, "token": "t", "place": "node-7", "pid": 42}
+    store.put_bytes(uri, json.dumps(record).encode())
+
+    with Lease(store, uri, wait=30, poll=0.05):
+        taken = time.time()
+    assert expires <= taken < expires + 2, "taken over once its expiry passed, and soon after"
 
 
 def test_a_holder_whose_lease_was_taken_over_is_told_and_leaves_the_new_one(store, bucket):

@@ -9,8 +9,10 @@ The lease is one object holding its holder and expiry time. It is taken with a w
 taken over with a write only if it is still the version read, and released with a delete only if it is still
 ours: the store decides every race (`storage.put_new`, `replace`, `delete_if`), so two processes never both take
 it. While held, a heartbeat thread renews it every third of its duration; a holder that dies (SIGKILL, a lost
-node) stops renewing, and once its expiry passes the next run takes the lease over. Expiry times are compared
-across hosts, so the hosts sharing a store are assumed to keep their clocks within seconds of each other (NTP).
+node) stops renewing, and once its expiry passes the next run takes the lease over. A run on the holder's own host
+sees at once that the holder's process has ended, so a local rerun after kill -9 does not wait out the expiry.
+Expiry times are compared across hosts, so the hosts sharing a store are assumed to keep their clocks within
+seconds of each other (NTP).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+
+import psutil
 
 from artlora.errors import ArtloraError
 from artlora.io import storage
@@ -49,10 +53,36 @@ class Holder:
     owner: str  # host, process id and a random part: who holds it, unique per lease object
     expires: float  # Unix time
     token: str  # new on every write, so a write whose answer was lost (and retried) is recognised as ours
+    place: str = ""  # where `pid` names the holder's process (`process_place`); empty in older records
+    pid: int = 0
+    started: float = 0.0  # the process's start time, so that a reused pid is not taken for the holder
 
     def describe(self) -> str:
         until = datetime.fromtimestamp(self.expires, UTC).strftime("%H:%M:%S UTC")
         return f"{self.owner} (until {until} unless renewed)"
+
+    def ended_here(self) -> bool:
+        """Whether the holder was a process where this one runs that has ended (killed, out of memory): its lease
+        is then taken over at once, not after its expiry. Anything not known to have ended counts as alive."""
+        if not self.pid or self.place != process_place():
+            return False
+        try:
+            process = psutil.Process(self.pid)
+            return process.status() == psutil.STATUS_ZOMBIE or abs(process.create_time() - self.started) > 1.0
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:  # another user's process: alive
+            return False
+
+
+def process_place() -> str:
+    """Where a process id names one process: this host and, on Linux, its pid namespace (containers sharing the
+    host's name, as with host networking, number their processes apart)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()} {namespace}".strip()
 
 
 class Lease:
@@ -89,7 +119,7 @@ class Lease:
                 written = self._write(over=None)
             else:
                 holder, etag = _holder(current[0]), current[1]
-                if holder is not None and holder.expires > time.time():
+                if holder is not None and holder.expires > time.time() and not holder.ended_here():
                     if holder.owner != announced:
                         log.info("%s is held by %s; waiting for it", self.uri, holder.describe())
                         announced = holder.owner
@@ -101,7 +131,8 @@ class Lease:
                     time.sleep(self.poll)
                     continue
                 if holder is not None:
-                    log.warning("taking over %s: its holder %s stopped renewing it", self.uri, holder.describe())
+                    why = "has ended" if holder.ended_here() else "stopped renewing it"
+                    log.warning("taking over %s: its holder %s %s", self.uri, holder.describe(), why)
                 written = self._write(over=etag)
             if written:
                 break  # else another run took it between our read and our write: look again
@@ -140,7 +171,9 @@ class Lease:
         """A fresh lease record written only where no object is (`over` None) or only over the version `over`;
         True if the lease is ours now. A refused write whose object carries our token is ours too: its first
         answer was lost and the client's retry was refused."""
-        holder = Holder(self.owner, time.time() + self.duration, uuid.uuid4().hex)
+        me = psutil.Process()
+        expires, token = time.time() + self.duration, uuid.uuid4().hex
+        holder = Holder(self.owner, expires, token, process_place(), me.pid, me.create_time())
         data = json.dumps(asdict(holder)).encode()
         etag = self.store.put_new(self.uri, data) if over is None else self.store.replace(self.uri, data, over)
         if etag is None:

@@ -22,6 +22,7 @@ def test_evaluation_results_are_written_only_under_the_run_folders_lease(store, 
     monkeypatch.setattr(lease, "POLL_S", 0.05)
     root = storage.join(bucket, "runs", "key")
     tracking.configure()
+    mlflow.set_experiment("lease")  # this test's store's, not whichever an earlier test of the process made active
     with mlflow.start_run() as training:  # the training's run, which evaluate continues
         pass
     inputs = {
