@@ -277,3 +277,11 @@ def test_export_and_load_back_paint_the_same_image(name, tmp_path):
     assert not np.allclose(paint(base), expected, atol=1e-4)
     np.testing.assert_allclose(paint(from_folder), expected, atol=1e-5)
     np.testing.assert_allclose(paint(from_file), expected, atol=1e-5)
+
+
+def test_a_family_that_misses_a_method_of_the_interface_cannot_be_made():
+    class Unfinished(families.SD1):
+        pipeline_class = families.Family.pipeline_class  # the interface's own: not implemented
+
+    with pytest.raises(TypeError, match="abstract method pipeline_class"):
+        Unfinished()

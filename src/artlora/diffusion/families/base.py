@@ -17,6 +17,7 @@ The shared foundations are `unet.UNetFamily` (epsilon/v-prediction under a DDPM 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,9 @@ class TextOptions:
 NO_OPTIONS = TextOptions()
 
 
-class Family:
-    """A base-model family. Subclasses set the class attributes and implement the methods that raise here."""
+class Family(abc.ABC):
+    """A base-model family. Subclasses set the class attributes and implement the abstract methods (a family
+    that misses one cannot be made)."""
 
     name: ClassVar[str]  # the registry key, also written into latent-cache indexes ("architecture")
     label: ClassVar[str]  # how messages name it
@@ -66,17 +68,21 @@ class Family:
 
     # -- loading -------------------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def pipeline_class(self) -> Any:  # a diffusers pipeline class (Any to mypy: diffusers is untyped here)
         raise NotImplementedError
 
+    @abc.abstractmethod
     def owns_pipeline_name(self, class_name: str) -> bool:
         """Whether a model_index.json `_class_name` is one of this family's pipelines."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def owns_single_file(self, keys: list[str]) -> bool:
         """Whether an original-layout checkpoint's tensor names are this family's."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def owns(self, denoiser: torch.nn.Module) -> bool:
         """Whether a denoiser (UNet or transformer) is this family's."""
         raise NotImplementedError
@@ -87,6 +93,7 @@ class Family:
 
     # -- captions ------------------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def text_encoders(self, pipe, options: TextOptions = NO_OPTIONS) -> TextEncoders:
         raise NotImplementedError
 
@@ -94,6 +101,7 @@ class Family:
         """What a latent-cache index records of the family (`data.latent_cache` reads it back)."""
         return {"architecture": self.name}
 
+    @abc.abstractmethod
     def text_identity(self, pipe, options: TextOptions = NO_OPTIONS) -> str:
         """What the cached caption states depend on: every encoder, tokenizer and how their outputs combine."""
         raise NotImplementedError
@@ -101,31 +109,39 @@ class Family:
     def check_config(self, config) -> None:
         """Refuse train settings this family cannot honour (a ConfigError naming the field), rather than ignore
         them."""
+        return None  # a family that honours every setting refuses nothing
 
     # -- the objective -------------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def training_scheduler(self, pipe):
         raise NotImplementedError
 
+    @abc.abstractmethod
     def sample_timesteps(self, scheduler, shape: torch.Size, generator: torch.Generator, config) -> torch.Tensor:
         """Training timesteps for latents of `shape` (one per sample), on the CPU, from the generator only (so a
         resumed run draws the same); `config` is the TrainConfig (timestep density settings)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def add_noise(self, scheduler, latents, noise, timesteps) -> torch.Tensor:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def target(self, scheduler, latents, noise, timesteps) -> torch.Tensor:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def loss_weights(self, scheduler, timesteps: torch.Tensor, config) -> torch.Tensor | None:
         """Per-sample weights of the MSE, or None for a plain mean."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def predicted_x0(self, scheduler, noisy, output, timesteps) -> torch.Tensor:
         """The clean latent implied by the model's output (fp32): what the perceptual term decodes."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def heldout_timesteps(self, scheduler, timestep: int, count: int) -> torch.Tensor:
         """The held-out loss's fixed timestep `timestep` (0-999, as configs give it) for `count` samples."""
         raise NotImplementedError
@@ -137,6 +153,7 @@ class Family:
         group's, e.g. after caption dropout)."""
         return {}
 
+    @abc.abstractmethod
     def predict(self, model, noisy, timesteps, text, conditioning: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The denoiser's output on the noisy latents (the layout of the target)."""
         raise NotImplementedError
@@ -147,6 +164,7 @@ class Family:
         """Write `<component>_lora_layers` / `<component>_lora_adapter_metadata` in the diffusers layout."""
         self.pipeline_class().save_lora_weights(str(directory), **layers, safe_serialization=True)
 
+    @abc.abstractmethod
     def single_file(
         self, parts: Parts, prediction_type: str, title: str
     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -159,6 +177,7 @@ class Family:
     def paint_arguments(self, lora_scale: float | None) -> dict[str, Any]:
         return {} if lora_scale is None else {self.lora_scale_argument: {"scale": lora_scale}}
 
+    @abc.abstractmethod
     def build_tiny(self, seed: int = 0, **options):
         """A tiny pipeline of this family with random weights, identical for equal seeds."""
         raise NotImplementedError
