@@ -35,7 +35,7 @@ def byte_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _tiny_text_config(tokenizer: CLIPTokenizer, **changes) -> CLIPTextConfig:
+def tiny_text_config(tokenizer: CLIPTokenizer, **changes) -> CLIPTextConfig:
     values = {
         "vocab_size": len(tokenizer),
         "hidden_size": 32,
@@ -52,7 +52,7 @@ def _tiny_text_config(tokenizer: CLIPTokenizer, **changes) -> CLIPTextConfig:
 
 def tiny_text_encoder(tokenizer: CLIPTokenizer, **extra) -> CLIPTextModel:
     """The tiny CLIP text encoder (random weights), `extra` changing its config."""
-    return CLIPTextModel(_tiny_text_config(tokenizer, **extra))
+    return CLIPTextModel(tiny_text_config(tokenizer, **extra))
 
 
 # The UNet shape both tiny architectures share. The VAE downsamples by 4, so 16x16 latents are the 64 px images
@@ -162,9 +162,9 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon") -> StableDi
     with SDXL's "text_time" added conditioning and the tiny VAE."""
     tokenizer, tokenizer_2 = byte_tokenizer(), byte_tokenizer()
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(_tiny_text_config(tokenizer))
+    text_encoder = CLIPTextModel(tiny_text_config(tokenizer))
     torch.manual_seed(seed + 1)  # a different second encoder, as in SDXL
-    text_encoder_2 = CLIPTextModelWithProjection(_tiny_text_config(tokenizer_2, projection_dim=TINY_SDXL_POOLED_DIM))
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_text_config(tokenizer_2, projection_dim=TINY_SDXL_POOLED_DIM))
     torch.manual_seed(seed)
     cross = text_encoder.config.hidden_size + text_encoder_2.config.hidden_size
     unet = _tiny_sdxl_unet(cross)

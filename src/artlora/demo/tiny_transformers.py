@@ -22,10 +22,10 @@ from diffusers import (
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 from transformers import T5TokenizerFast as T5Tokenizer
 
-from artlora.demo.tiny import TINY_IMAGE_SIZE, byte_tokenizer
+from artlora.demo.tiny import TINY_IMAGE_SIZE, byte_tokenizer, tiny_text_config
 
 T5_WIDTH = 64
 LATENT_CHANNELS = 16
@@ -59,21 +59,8 @@ def tiny_t5(tokenizer: T5Tokenizer) -> T5EncoderModel:
 
 
 def _clip(tokenizer, projection: bool, **changes):
-    values = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 37,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": tokenizer.model_max_length,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "hidden_act": "gelu",
-        "projection_dim": 32,
-        **changes,
-    }
-    config = CLIPTextConfig(**values)
+    """The tiny CLIP text encoder of tiny.py with GELU and a 32-wide projection."""
+    config = tiny_text_config(tokenizer, hidden_act="gelu", projection_dim=32, **changes)
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
 
