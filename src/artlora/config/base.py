@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from artlora.errors import ArtloraError
 
@@ -36,7 +44,25 @@ def check_s3_uri(value: str) -> str:
     return value
 
 
-class StageConfig(BaseModel):
+class LeftOutAtDefault(BaseModel):
+    """A model some of whose fields are left out of its dumps (`model_dump`, `model_dump_json`) while they hold
+    their defaults: settings added after runs were made, so that the run keys and config digests hashed from
+    the dumps, and the compiled pipeline that embeds one, stay what they were until such a setting is set.
+    Reading a dump back gives the same model: a missing field takes its default."""
+
+    left_out_at_default: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        fields = type(self).model_fields
+        for name in self.left_out_at_default:
+            if getattr(self, name) == fields[name].default:
+                data.pop(name, None)
+        return data
+
+
+class StageConfig(LeftOutAtDefault):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     @field_validator("*", mode="after")

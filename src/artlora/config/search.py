@@ -8,14 +8,29 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from artlora.config.base import LeftOutAtDefault
+
+# Searchable settings added with EMA, the timestep bias and the Huber loss: left out of a search config's dumps
+# while they list nothing (LeftOutAtDefault), so the configs digested and compiled before keep their digests.
+ADDED_LATER = ("ema_decay", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta")
 # The train settings a search may vary, in the order trials are labelled.
-SEARCHABLE = ("learning_rate", "rank", "alpha", "dropout", "perceptual_weight", "max_steps", "lr_schedule")
+SEARCHABLE = (
+    "learning_rate",
+    "rank",
+    "alpha",
+    "dropout",
+    "perceptual_weight",
+    "max_steps",
+    "lr_schedule",
+    *ADDED_LATER,
+)
 
 
-class SearchConfig(BaseModel):
+class SearchConfig(LeftOutAtDefault):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    left_out_at_default = frozenset(ADDED_LATER)
 
     strategy: Literal["grid", "random"] = Field(
         "grid", description="'grid': every combination of the values below; 'random': `draws` of them"
@@ -36,6 +51,18 @@ class SearchConfig(BaseModel):
     max_steps: tuple[int, ...] = Field((), description="optimizer steps to try (train.max_steps)")
     lr_schedule: tuple[Literal["linear", "cosine", "constant"], ...] = Field(
         (), description="learning-rate schedules to try (train.lr_schedule)"
+    )
+    # EMA, timestep bias and Huber loss
+    ema_decay: tuple[float, ...] = Field((), description="adapter EMA decays to try, each in [0, 1) (train.ema_decay)")
+    timestep_bias: tuple[Literal["none", "high_noise", "low_noise"], ...] = Field(
+        (), description="timestep biases to try (train.timestep_bias)"
+    )
+    timestep_bias_strength: tuple[float, ...] = Field(
+        (), description="timestep-bias exponents to try, each in [1, 10] (train.timestep_bias_strength)"
+    )
+    loss: tuple[Literal["mse", "huber"], ...] = Field((), description="per-element errors to try (train.loss)")
+    huber_delta: tuple[float, ...] = Field(
+        (), description="pseudo-Huber deltas to try, with train.loss: huber (train.huber_delta)"
     )
 
     @model_validator(mode="after")

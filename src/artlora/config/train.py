@@ -14,9 +14,15 @@ _EVALUATE = EvaluateConfig.model_fields  # the gallery's defaults are the evalua
 GALLERY_FIELDS = frozenset(
     {"sample_every", "sample_prompts", "sample_seed", "sample_resolution", "sample_steps", "sample_guidance"}
 )
+# EMA, timestep bias and Huber loss: left out of the resolved config while at their defaults (LeftOutAtDefault).
+EMA_BIAS_HUBER = frozenset(
+    {"ema_decay", "ema_warmup", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta"}
+)
 
 
 class TrainConfig(StageConfig):
+    left_out_at_default = EMA_BIAS_HUBER
+
     cache_uri: str | None = Field(None, description="latent cache index (augment's output)")
     storage_root: str = StorageRoot
     base_model: str = BaseModelRef
@@ -104,6 +110,49 @@ class TrainConfig(StageConfig):
         le=1.0,
         description="side of the compared images as a share of the training resolution, in "
         "(0, 1]: latents are resized before the VAE decode, so 0.5 makes decode and LPIPS about 4x cheaper",
+    )
+    # -- the adapter's EMA, the timestep bias and the Huber loss: off at their defaults, and then left out of the
+    # resolved config (EMA_BIAS_HUBER below), so the runs and the compiled pipeline of before keep their keys
+    ema_decay: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="EMA of the adapter's weights, in [0, 1) (0.999 is usual; 0 turns it off): each step "
+        "ema = decay x ema + (1 - decay) x weights; the EMA weights are then what validation, the gallery and the "
+        "evaluation measure and what the adapter files hold; the checkpoints keep both",
+    )
+    ema_warmup: bool = Field(
+        True,
+        description="with ema_decay: the decay ramps up as (1 + step) / (10 + step) until it reaches ema_decay "
+        "(diffusers' EMAModel), so the first steps' weights do not dominate a short run; false: ema_decay from "
+        "the first step",
+    )
+    timestep_bias: Literal["none", "high_noise", "low_noise"] = Field(
+        "none",
+        description="bias the training timesteps toward high noise (composition, palette, large forms: where a "
+        "style is decided) or low noise (texture, fine detail); every family, on top of its own draw (UNet: "
+        "uniform t; flow: timestep_density before the shift); 'none' draws as before",
+    )
+    timestep_bias_strength: float = Field(
+        3.0,
+        ge=1.0,
+        le=10.0,
+        description="exponent s of the bias, in [1, 10]: high_noise maps the draw u in (0, 1) to 1 - (1 - u)^s, "
+        "low_noise to u^s (a uniform draw's mean goes from 0.5 to s / (s + 1) or 1 / (s + 1); 3 is the cubic "
+        "draw of ai-toolkit and the T2I-Adapter paper; 1 is no bias)",
+    )
+    loss: Literal["mse", "huber"] = Field(
+        "mse",
+        description="the per-element error: 'mse' squared error; 'huber' the pseudo-Huber error "
+        "2 delta (sqrt(e^2 + delta^2) - delta) (kohya sd-scripts, SimpleTuner): e^2 for errors well below "
+        "huber_delta, linear above, so outlier pixels and noisy timesteps pull less",
+    )
+    huber_delta: float = Field(
+        0.1,
+        gt=0.0,
+        le=10.0,
+        description="with loss 'huber': the error size, in (0, 10], where it turns from squared to linear "
+        "(kohya's huber_c; 0.1 is its default)",
     )
     # -- optimisation
     learning_rate: float = Field(1e-4, gt=0, le=1.0, description="peak learning rate")
@@ -220,8 +269,20 @@ class TrainConfig(StageConfig):
             raise ValueError("early_stopping_patience needs validation: set eval_every > 0")
         if self.text_encoder_learning_rate is not None and not self.train_text_encoder:
             raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
+        self._switched_on_by_their_switch()
         if self.sample_every and not self.sample_prompts:
             raise ValueError(
                 "sample_every paints sample_prompts, and there are none: give some, or set sample_every: 0"
             )
         return self
+
+    def _switched_on_by_their_switch(self) -> None:
+        """A setting of an option that is off is refused (compared with the defaults: a saved config sets all)."""
+        fields = type(self).model_fields
+        for name, switch, off, on in (
+            ("ema_warmup", "ema_decay", 0.0, "a decay such as 0.999"),
+            ("timestep_bias_strength", "timestep_bias", "none", "high_noise or low_noise"),
+            ("huber_delta", "loss", "mse", "huber"),
+        ):
+            if getattr(self, name) != fields[name].default and getattr(self, switch) == off:
+                raise ValueError(f"{name} is set but {switch} is {off!r}: set {switch} to {on}, or leave {name} out")

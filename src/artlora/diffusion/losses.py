@@ -1,5 +1,6 @@
-"""Training-objective parts every family shares: noise offset, the (weighted) MSE and the LPIPS perceptual term.
-The target, its weights and the x0 a prediction implies are each family's (`diffusion.families`)."""
+"""Training-objective parts every family shares: noise offset, the (weighted) squared or pseudo-Huber error and
+the LPIPS perceptual term. The target, its weights and the x0 a prediction implies are each family's
+(`diffusion.families`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,30 @@ def offset_noise(noise: torch.Tensor, offset: float, generator: torch.Generator)
 
 def weighted_mse(output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error in fp32; with weights, each sample's mean error is weighted first."""
-    error = torch.nn.functional.mse_loss(output.float(), target.float(), reduction="none")
+    return weighted_loss(output, target, weights)
+
+
+def elementwise_error(
+    output: torch.Tensor, target: torch.Tensor, loss: str = "mse", huber_delta: float = 0.1
+) -> torch.Tensor:
+    """Each element's error in fp32: squared (`mse`), or pseudo-Huber (`huber`) as kohya's sd-scripts and
+    SimpleTuner compute it, 2 delta (sqrt(e^2 + delta^2) - delta): e^2 where |e| is well below delta (the
+    squared error's scale, so learning rates carry over), 2 delta |e| - 2 delta^2 far above it."""
+    output, target = output.float(), target.float()
+    if loss == "huber":
+        return 2 * huber_delta * (torch.sqrt((output - target) ** 2 + huber_delta**2) - huber_delta)
+    return torch.nn.functional.mse_loss(output, target, reduction="none")
+
+
+def weighted_loss(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    loss: str = "mse",
+    huber_delta: float = 0.1,
+) -> torch.Tensor:
+    """The mean of `elementwise_error`; with weights, each sample's mean error is weighted first."""
+    error = elementwise_error(output, target, loss, huber_delta)
     if weights is None:
         return error.mean()
     return (error.mean(dim=tuple(range(1, error.ndim))) * weights).mean()

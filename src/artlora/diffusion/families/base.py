@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 Parts = Mapping[str, torch.nn.Module]  # pipeline component name -> component with its LoRA adapter
 
 
+def bias_toward_noise(u: torch.Tensor, config) -> torch.Tensor:
+    """The family's draw u in (0, 1) (1 = pure noise) with `train.timestep_bias` applied: a monotone map, so
+    each family's own density keeps its order. high_noise: 1 - (1 - u)^s, low_noise: u^s (s =
+    `timestep_bias_strength`; from a uniform u, s = 3 is the cubic draw of ai-toolkit and the T2I-Adapter paper,
+    mean 3/4 or 1/4 instead of 1/2); 'none' returns u itself."""
+    strength = config.timestep_bias_strength
+    if config.timestep_bias == "high_noise":
+        return 1 - (1 - u) ** strength
+    if config.timestep_bias == "low_noise":
+        return u**strength
+    return u
+
+
 @dataclass(frozen=True)
 class TextOptions:
     """How captions are encoded where a family has a choice (SD 3.5, Flux.1): the T5 token length (None: the
@@ -120,7 +133,8 @@ class Family(abc.ABC):
     @abc.abstractmethod
     def sample_timesteps(self, scheduler, shape: torch.Size, generator: torch.Generator, config) -> torch.Tensor:
         """Training timesteps for latents of `shape` (one per sample), on the CPU, from the generator only (so a
-        resumed run draws the same); `config` is the TrainConfig (timestep density settings)."""
+        resumed run draws the same); `config` is the TrainConfig (timestep density and bias settings: a family
+        applies `bias_toward_noise` to its draw)."""
         raise NotImplementedError
 
     @abc.abstractmethod

@@ -2,7 +2,8 @@
 
 A timestep t in [0, 1000) stands for sigma = t / 1000; x_t = (1 - sigma) x0 + sigma noise and the model predicts
 the velocity noise - x0, so x0 = x_t - sigma * output. Training draws u from a density over (0, 1)
-(`compute_density_for_timestep_sampling`: logit-normal, mode or uniform) and shifts it as the base's scheduler
+(`compute_density_for_timestep_sampling`: logit-normal, mode or uniform), biases it if asked
+(`train.timestep_bias`, before the shift) and shifts it as the base's scheduler
 shifts its sigmas: a fixed `shift` (SD 3.5: 3.0), or with `use_dynamic_shifting` (Flux.1) the resolution-dependent
 mu of `calculate_shift` over the latent's token count. Loss weights are `compute_loss_weighting_for_sd3`'s.
 The held-out loss uses its fixed timesteps unshifted (sigma = t / 1000), so runs compare whatever their density.
@@ -18,7 +19,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
 from artlora.config import ConfigError
-from artlora.diffusion.families.base import NO_OPTIONS, Family
+from artlora.diffusion.families.base import NO_OPTIONS, Family, bias_toward_noise
 
 TIMESTEPS = 1000
 
@@ -81,7 +82,7 @@ class FlowFamily(Family):
             generator=generator,
         )
         # Away from 0 and 1: sigma = 0 trains nothing, and the shift divides by u.
-        u = u.clamp(1e-5, 1 - 1e-5)
+        u = bias_toward_noise(u, config).clamp(1e-5, 1 - 1e-5)
         tokens = (shape[-2] // self.patch) * (shape[-1] // self.patch)
         return shift_sigmas(scheduler, u, tokens) * TIMESTEPS
 

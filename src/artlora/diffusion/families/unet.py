@@ -1,5 +1,6 @@
 """The foundation of the UNet families (SD 1.x/2.x, SDXL): DDPM noising under Stable Diffusion's schedule, the
-epsilon or velocity target as the scheduler says, min-SNR-gamma weights, integer timesteps drawn uniformly."""
+epsilon or velocity target as the scheduler says, min-SNR-gamma weights, integer timesteps drawn uniformly (or
+biased toward high or low noise, `train.timestep_bias`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 
 from artlora.config import ConfigError
-from artlora.diffusion.families.base import Family
+from artlora.diffusion.families.base import Family, bias_toward_noise
 from artlora.errors import ArtloraError
 
 # Train settings of the flow-matching objective, which the UNet families' objective has no use for.
@@ -82,7 +83,11 @@ class UNetFamily(Family):
         return DDPMScheduler.from_config(pipe.scheduler.config)
 
     def sample_timesteps(self, scheduler, shape: torch.Size, generator: torch.Generator, config) -> torch.Tensor:
-        return torch.randint(0, scheduler.config.num_train_timesteps, (shape[0],), generator=generator)
+        count = scheduler.config.num_train_timesteps
+        if config.timestep_bias == "none":  # as before the bias existed: the same draws from the same generator
+            return torch.randint(0, count, (shape[0],), generator=generator)
+        u = bias_toward_noise(torch.rand(shape[0], generator=generator), config)
+        return (u * count).long().clamp(0, count - 1)
 
     def add_noise(self, scheduler, latents, noise, timesteps) -> torch.Tensor:
         return scheduler.add_noise(latents, noise, timesteps)

@@ -1,8 +1,9 @@
 """Training checkpoints in the object store: complete or ignored; the newest K and the best kept.
 
 A checkpoint is `<run>/checkpoints/step-NNNNNNNN/` holding the adapter (`adapter.safetensors`) and the training
-state (optimizer, LR schedule, grad scaler, RNG states, sampler position, step, early-stopping state, resolved
-config, MLflow run id) as `state.safetensors` (its tensors) plus `state.json` (the rest, naming the tensors).
+state (optimizer, LR schedule, grad scaler, RNG states, the adapter's EMA with `ema_decay`, sampler position,
+step, early-stopping state, resolved config, MLflow run id) as `state.safetensors` (its tensors) plus `state.json`
+(the rest, naming the tensors).
 Nothing in a checkpoint is unpickled: whoever can write to the bucket cannot make the train task run code. A
 checkpoint whose files are not these (a planted `state.pt`, a pickle under a safetensors name, a damaged file) is
 refused with a warning, and the run resumes from the newest checkpoint that loads.

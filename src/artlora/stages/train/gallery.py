@@ -1,5 +1,6 @@
 """The gallery painted while training (`train.sample_every`): the sample prompts, one image each with a fixed
-seed, painted by the adapter as it is before the first step, every `sample_every` steps and at the last.
+seed, painted by the adapter as it is (its EMA, with `train.ema_decay`) before the first step, every
+`sample_every` steps and at the last.
 
 Each painting goes to the training's MLflow run as images per step (one series per prompt, key `gallery/NN`: the
 UI's step slider shows the style arriving) and to `<run>/gallery/` in the object store, whose `index.json` the

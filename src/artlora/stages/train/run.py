@@ -7,7 +7,9 @@ same command started again finds the run's checkpoints and continues. Every step
 With `eval_every`, the held-out denoising loss on the validation split (the evaluate stage's measure: fixed
 timesteps, fixed noise) is logged every `eval_every` steps and at the end; early stopping watches it, and the
 adapter written is the one with the lowest validation loss. With `sample_every`, the gallery (`gallery.py`) paints
-the sample prompts with the adapter as it is, to MLflow as images per step and to `<run>/gallery/`.
+the sample prompts with the adapter as it is, to MLflow as images per step and to `<run>/gallery/`. With
+`ema_decay`, validation, the gallery and the adapter files take the EMA of the adapter's weights (`ema.py`), which
+the checkpoints keep beside the trained weights.
 
 The adapter folder `<run>/adapter/` holds it twice: `pytorch_lora_weights.safetensors` (diffusers/PEFT layout,
 `load_lora_weights`) and `artlora-<key>.safetensors` (kohya layout, for AUTOMATIC1111, Forge, ComfyUI), both
@@ -232,7 +234,7 @@ def train_loop(
         done, val_loss = step + 1, None
         if val_data is not None and (done % config.eval_every == 0 or done == config.max_steps):
             val_loss = validate(trainer, val_data)
-            stopper.update(done, val_loss, lora.adapter_state(trainer.parts))
+            stopper.update(done, val_loss, trainer.measured_adapter())
             if main:
                 runs.log_metrics({"val_loss": val_loss, "val_loss_best": stopper.best_loss}, step=done, wait=False)
             stop = stopper.should_stop
@@ -282,7 +284,8 @@ def checkpoint(
         store, root, Checkpoint(step, lora.adapter_state(trainer.parts), state, val_loss), config.keep_checkpoints
     )
     with tempfile.TemporaryDirectory() as tmp:
-        lora.save_adapter(trainer.parts, tmp)
+        with trainer.evaluating():  # the adapter as validation measures it (the EMA, with ema_decay)
+            lora.save_adapter(trainer.parts, tmp)
         runs.log_artifact(tmp, f"{contracts.CHECKPOINTS}/{contracts.checkpoint_name(step)}")
 
 
@@ -329,16 +332,12 @@ def publish(
     """Write the final adapter (the best validated one, else the last) in both layouts; mark the run complete
     with the run's summary (what `published` reads back)."""
     config = trainer.config
-    adapter_step = progress.steps
-    if stopper.best_adapter is not None and stopper.best_step is not None:  # set together
-        lora.load_adapter_state(trainer.parts, stopper.best_adapter)
-        adapter_step = stopper.best_step
+    adapter, adapter_step = final_adapter(trainer, stopper, progress.steps)
     best_val = None if stopper.best_step is None else stopper.best_loss
     extra = {"run_id": run_id, "val_loss": "" if best_val is None else repr(best_val)}
     metadata = lora.provenance(config, adapter_step, dataset_fingerprint, extra)
     with tempfile.TemporaryDirectory() as tmp:
-        lora.save_adapter(trainer.parts, tmp, metadata)
-        kohya = _save_kohya(trainer, Path(tmp) / kohya_file_name(config), metadata)
+        kohya = write_adapter(trainer, adapter, tmp, metadata)
         store.upload_dir(tmp, adapter_uri)
         runs.log_artifact(tmp, contracts.ADAPTER)
     summary = {
@@ -352,6 +351,24 @@ def publish(
     }
     runs.set_tags({contracts.ADAPTER_URI_TAG: adapter_uri, contracts.ADAPTER_STEP_TAG: str(adapter_step)})
     store.mark_complete(adapter_uri, summary)
+
+
+def final_adapter(trainer: Trainer, stopper: EarlyStopping, steps: int) -> tuple[dict[str, torch.Tensor], int]:
+    """The adapter a run publishes, and its step: the best validated one, else the last; either as validation
+    measured it (the EMA weights with `ema_decay`)."""
+    if stopper.best_adapter is not None and stopper.best_step is not None:  # set together
+        return stopper.best_adapter, stopper.best_step
+    return trainer.measured_adapter(), steps
+
+
+def write_adapter(
+    trainer: Trainer, adapter: dict[str, torch.Tensor], directory: str, metadata: dict[str, str]
+) -> str | None:
+    """`adapter`, loaded into the trainer's parts (the training is over), written into `directory` in both
+    layouts; the kohya-layout file's name, or None where that layout cannot hold the adapter."""
+    lora.load_adapter_state(trainer.parts, adapter)
+    lora.save_adapter(trainer.parts, directory, metadata)
+    return _save_kohya(trainer, Path(directory) / kohya_file_name(trainer.config), metadata)
 
 
 def published(store: storage.Storage, adapter_uri: str) -> dict:

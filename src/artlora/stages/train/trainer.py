@@ -36,9 +36,10 @@ from artlora.config import TrainConfig
 from artlora.data.latents import LatentSet
 from artlora.diffusion import families
 from artlora.diffusion.device import default_device
-from artlora.diffusion.losses import PerceptualLoss, offset_noise, perceptual_subset, weighted_mse
+from artlora.diffusion.losses import PerceptualLoss, offset_noise, perceptual_subset, weighted_loss
 from artlora.diffusion.text_encoding import TextEncoders
 from artlora.stages.train import lora
+from artlora.stages.train.ema import AdapterEMA
 from artlora.stages.train.errors import TrainError
 from artlora.stages.train.sampling import epoch_batches, sampler_position, seed_for_dropout, step_generator
 
@@ -115,6 +116,7 @@ class Trainer:
             groups, lr=config.learning_rate, weight_decay=config.weight_decay, fused=self.device.type == "cuda"
         )
         self.schedule = make_schedule(self.optimizer, config)
+        self.ema = AdapterEMA(self.params, config.ema_decay, config.ema_warmup) if config.ema_decay else None
         # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.perceptual: PerceptualLoss | None = None
@@ -193,14 +195,22 @@ class Trainer:
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
-        """LoRA dropout off while measuring, back on afterwards."""
+        """LoRA dropout off while measuring, back on afterwards; with `ema_decay`, the EMA weights in the trained
+        weights' place (what validation, the gallery and the adapter files take), the trained ones back after."""
         for part in self.parts.values():
             part.eval()
         try:
-            yield
+            with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():
+                yield
         finally:
             for part in self.parts.values():
                 part.train()
+
+    def measured_adapter(self) -> dict[str, torch.Tensor]:
+        """A copy of the adapter that validation measures and the adapter files hold: the EMA weights with
+        `ema_decay`, else the trained ones."""
+        with self.evaluating():
+            return lora.adapter_state(self.parts)
 
     def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Caption states through the adapted text encoder(s), as validation reads them (CPU, fp32)."""
@@ -232,6 +242,8 @@ class Trainer:
         self.scaler.update()
         self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(step)
         return {**{name: torch.stack(values).mean() for name, values in totals.items()}, "grad_norm": grad_norm}
 
     def micro_batch_index(self, step: int, micro: int) -> int:
@@ -309,7 +321,8 @@ class Trainer:
         return torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + index + 1)
 
     def loss(self, index: int, with_perceptual: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The objective on micro-batch `index`: (weighted) MSE on the model's target, plus LPIPS if asked."""
+        """The objective on micro-batch `index`: (weighted) MSE or pseudo-Huber error on the model's target,
+        plus LPIPS if asked."""
         config, scheduler, batch, family = self.config, self.noise_scheduler, self.micro_batch(index), self.family
         noisy = family.add_noise(scheduler, batch.latents, batch.noise, batch.timesteps)
         if config.dropout:
@@ -323,8 +336,8 @@ class Trainer:
             output = family.predict(self.forward, noisy, batch.timesteps, text, conditioning)
         target = family.target(scheduler, batch.latents, batch.noise, batch.timesteps)
         weights = family.loss_weights(scheduler, batch.timesteps, config)
-        mse = weighted_mse(output, target, weights)
-        loss, metrics = mse, {"loss_mse": mse.detach()}
+        error = weighted_loss(output, target, weights, config.loss, config.huber_delta)
+        loss, metrics = error, {f"loss_{config.loss}": error.detach()}
         if with_perceptual:
             loss = self._add_perceptual(loss, metrics, batch, noisy, output)
         metrics["loss"] = loss.detach()
@@ -355,12 +368,18 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise TrainError("the checkpoint holds no EMA of the adapter, and this run keeps one: start it again")
+            self.ema.load_state_dict(state["ema"])
         rng = state.get("rng", {})
         if "cpu" in rng:
             torch.set_rng_state(rng["cpu"])
