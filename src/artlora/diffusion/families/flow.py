@@ -2,11 +2,11 @@
 
 A timestep t in [0, 1000) stands for sigma = t / 1000; x_t = (1 - sigma) x0 + sigma noise and the model predicts
 the velocity noise - x0, so x0 = x_t - sigma * output. Training draws u from a density over (0, 1)
-(`compute_density_for_timestep_sampling`: logit-normal, mode or uniform), biases it if asked
-(`train.timestep_bias`, before the shift) and shifts it as the base's scheduler
-shifts its sigmas: a fixed `shift` (SD 3.5: 3.0), or with `use_dynamic_shifting` (Flux.1) the resolution-dependent
-mu of `calculate_shift` over the latent's token count. Loss weights are `compute_loss_weighting_for_sd3`'s.
-The held-out loss uses its fixed timesteps unshifted (sigma = t / 1000), so runs compare whatever their density.
+(`compute_density_for_timestep_sampling`: logit-normal, mode or uniform), biases it if asked (`train.timestep_bias`)
+and shifts it as the base's scheduler shifts its sigmas: a fixed `shift` (SD 3.5: 3.0), or with
+`use_dynamic_shifting` (Flux.1) the resolution-dependent mu of `calculate_shift` over the latent's token count.
+Loss weights are `compute_loss_weighting_for_sd3`'s. The held-out loss uses its fixed timesteps unshifted
+(sigma = t / 1000), so runs compare whatever their density.
 """
 
 from __future__ import annotations
