@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The train settings a search may vary, in the order trials are labelled.
-SEARCHABLE = ("learning_rate", "rank", "alpha", "dropout", "perceptual_weight", "max_steps", "lr_schedule")
+SEARCHABLE = ("learning_rate", "rank", "alpha", "dropout", "perceptual_weight", "max_steps", "lr_schedule", "adapter")
 
 
 class SearchConfig(BaseModel):
@@ -36,6 +36,9 @@ class SearchConfig(BaseModel):
     max_steps: tuple[int, ...] = Field((), description="optimizer steps to try (train.max_steps)")
     lr_schedule: tuple[Literal["linear", "cosine", "constant"], ...] = Field(
         (), description="learning-rate schedules to try (train.lr_schedule)"
+    )
+    adapter: tuple[Literal["lora", "lokr", "loha"], ...] = Field(
+        (), exclude_if=lambda values: not values, description="adapter forms to try (train.adapter: lora, lokr, loha)"
     )
 
     @model_validator(mode="after")

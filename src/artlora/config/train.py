@@ -36,6 +36,31 @@ class TrainConfig(StageConfig):
         "streams), 'modulation' (adaLN linears)), and/or module names matched by suffix as peft does",
     )
     use_dora: bool = Field(False, description="DoRA: a trained magnitude per output channel besides the LoRA update")
+    # LyCORIS adapters (peft's LoKr and LoHa): rank and alpha keep their meaning (the update is scaled by alpha / rank)
+    # Left out of the resolved config at their defaults: configs, run keys and compiled pipelines written before
+    # these settings existed stay what they were.
+    adapter: Literal["lora", "lokr", "loha"] = Field(
+        "lora",
+        exclude_if=lambda value: value == "lora",
+        description="the adapter's form: 'lora' (low-rank B @ A), 'lokr' (LyCORIS LoKr: Kronecker product of two "
+        "small factors, the larger one low-rank when rank is under half its side), 'loha' (LyCORIS LoHa: Hadamard "
+        "product of two rank-`rank` products); the UNet families' single file is in the LyCORIS layout A1111 and "
+        "ComfyUI read",
+    )
+    lokr_factor: int = Field(
+        -1,
+        exclude_if=lambda value: value == -1,
+        ge=-1,
+        le=1024,
+        description="LoKr only: the side of the Kronecker product's small factor, where it divides the layer's "
+        "width (else the divisor nearest the square root up to it; kohya/LyCORIS `factor`); -1 = as square as "
+        "possible",
+    )
+    lokr_decompose_both: bool = Field(
+        False,
+        exclude_if=lambda value: not value,
+        description="LoKr only: the first factor low-rank too (where rank is under half its side)",
+    )
     train_text_encoder: bool = Field(
         False,
         description="LoRA also on the text encoder(s)' attention (q/k/v/out projections, same rank and alpha); "
@@ -220,8 +245,27 @@ class TrainConfig(StageConfig):
             raise ValueError("early_stopping_patience needs validation: set eval_every > 0")
         if self.text_encoder_learning_rate is not None and not self.train_text_encoder:
             raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
+        self._lycoris_settings()
         if self.sample_every and not self.sample_prompts:
             raise ValueError(
                 "sample_every paints sample_prompts, and there are none: give some, or set sample_every: 0"
             )
         return self
+
+    def _lycoris_settings(self) -> None:
+        if self.lokr_factor == 0:
+            raise ValueError("lokr_factor 0 divides nothing: give -1 (as square as possible) or a factor >= 1")
+        lokr_set = self.lokr_factor != -1 or self.lokr_decompose_both
+        if lokr_set and self.adapter != "lokr":
+            raise ValueError(f"lokr_factor / lokr_decompose_both are LoKr settings, but adapter is {self.adapter!r}")
+        if self.adapter == "lora":
+            return
+        for name, value, why in (
+            ("use_dora", self.use_dora, "DoRA is a LoRA variant"),
+            ("dropout", self.dropout, "LoRA's input dropout; peft's LoKr/LoHa have none"),
+            ("train_text_encoder", self.train_text_encoder, "text-encoder LoKr/LoHa are not built yet"),
+        ):
+            if value:
+                raise ValueError(
+                    f"{name} with adapter {self.adapter!r}: {why} (use adapter 'lora', or leave {name} off)"
+                )
