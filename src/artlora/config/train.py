@@ -263,7 +263,6 @@ class TrainConfig(StageConfig):
         for name, value, why in (
             ("use_dora", self.use_dora, "DoRA is a LoRA variant"),
             ("dropout", self.dropout, "LoRA's input dropout; peft's LoKr/LoHa have none"),
-            ("train_text_encoder", self.train_text_encoder, "text-encoder LoKr/LoHa are not built yet"),
         ):
             if value:
                 raise ValueError(

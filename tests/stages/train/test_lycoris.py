@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from artlora.config import TrainConfig
+from artlora.config import ConfigError, TrainConfig, load_config
 from artlora.data import tensor_files
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.diffusion import adapters, families, loading, painting
@@ -25,7 +25,7 @@ from artlora.stages.train.trainer import Trainer
 CAPTIONS = ("a red cat in ink", "two boats at dusk")
 # Each kind with the shapes the tiny UNet's 32- and 64-wide layers give it: LoKr of two full factors (alpha / r
 # folded in); LoKr of two low-rank factors (64 wide) and of a full and a low-rank one (the 32-wide convolutions);
-# LoHa, also on the convolutions.
+# LoHa, also on the convolutions; the last two with the text encoder's adapter too.
 KINDS = {
     "lokr-full": {"adapter": "lokr", "rank": 8, "alpha": 2.0},
     "lokr-decomposed": {
@@ -34,8 +34,15 @@ KINDS = {
         "alpha": 2.0,
         "lokr_decompose_both": True,
         "target_modules": ("attention", "convolutions"),
+        "train_text_encoder": True,
     },
-    "loha": {"adapter": "loha", "rank": 4, "alpha": 2.0, "target_modules": ("attention", "convolutions")},
+    "loha": {
+        "adapter": "loha",
+        "rank": 4,
+        "alpha": 2.0,
+        "target_modules": ("attention", "convolutions"),
+        "train_text_encoder": True,
+    },
 }
 
 
@@ -58,7 +65,8 @@ def trained(base_dir, steps: int, **settings) -> Trainer:
     )
     for step in range(steps):
         trainer.step(step)
-    trainer.denoiser.eval()
+    for part in trainer.parts.values():
+        part.eval()
     return trainer
 
 
@@ -71,10 +79,12 @@ def paint(pipe, strength: float | None = None) -> np.ndarray:
 
 
 @torch.no_grad()
-def denoised(unet, text: torch.Tensor) -> torch.Tensor:
-    """The UNet's prediction on fixed noisy latents at a low and a high timestep."""
+def denoised(pipe) -> torch.Tensor:
+    """The UNet's prediction on fixed noisy latents at a low and a high timestep, for the captions as the
+    pipeline's text encoder reads them."""
+    text, _ = families.of(pipe).text_encoders(pipe).encode_captions(list(CAPTIONS))
     noisy = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
-    return unet(noisy, torch.tensor([100, 700]), text[:2]).sample
+    return pipe.unet(noisy, torch.tensor([100, 700]), text).sample
 
 
 # -- the independent reader: the LyCORIS loaders' arithmetic -------------------------------------------------
@@ -103,10 +113,20 @@ def lycoris_deltas(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return deltas
 
 
+def kohya_names(pipe) -> dict[str, torch.nn.Module]:
+    """The UNet's and the text encoder's modules by the names the loaders give them (CLIP's under `text_model.`,
+    which transformers 5.6 dropped from the module paths)."""
+    names = {"lora_unet_" + path.replace(".", "_"): module for path, module in pipe.unet.named_modules()}
+    for path, module in pipe.text_encoder.named_modules():
+        full = path if path.startswith("text_model.") else "text_model." + path
+        names["lora_te_" + full.replace(".", "_")] = module
+    return names
+
+
 def apply_single_file(pipe, path) -> int:
-    """Add the file's updates to the UNet's weights, finding each module by its kohya name; returns how many."""
+    """Add the file's updates to the base weights, finding each module by its kohya name; returns how many."""
     deltas = lycoris_deltas(load_file(path))
-    modules = {"lora_unet_" + path.replace(".", "_"): module for path, module in pipe.unet.named_modules()}
+    modules = kohya_names(pipe)
     with torch.no_grad():
         for name, delta in deltas.items():
             weight = modules[name].weight
@@ -127,19 +147,21 @@ def adapter_folder(kind, tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp(kind)
     metadata = lora.provenance(trainer.config, 3, "fp")
     lora.save_adapter(trainer.parts, folder, metadata)
-    kohya.save_kohya(trainer.denoiser, folder / "artlora-style.safetensors", "epsilon", metadata)
+    encoders = {name: part for name, part in trainer.parts.items() if name != "unet"}  # as the train stage does
+    kohya.save_kohya(trainer.denoiser, folder / "artlora-style.safetensors", "epsilon", metadata, encoders or None)
     live = loading.load_pipeline(str(tiny_model_dir))
-    live.unet = trainer.denoiser
-    text = trainer.data.groups[0].text
-    return folder, paint(live), text, denoised(trainer.denoiser, text)
+    for name, part in trainer.parts.items():
+        setattr(live, name, part)
+    return folder, paint(live), denoised(live)
 
 
 def test_the_single_file_paints_what_the_diffusers_layout_paints(kind, adapter_folder, tiny_model_dir):
-    folder, trained_image, text, trained_output = adapter_folder
+    folder, _, trained_output = adapter_folder
     single = adapters.adapter_file(folder, "kohya")
     keys = load_file(single)
     prefix = "hada_" if KINDS[kind]["adapter"] == "loha" else "lokr_"
-    assert all(key.startswith("lora_unet_") for key in keys)
+    prefixes = {"lora_unet_", "lora_te_"} if KINDS[kind].get("train_text_encoder") else {"lora_unet_"}
+    assert {key.split("_", 2)[1] for key in keys} == {prefix.split("_")[1] for prefix in prefixes}
     assert {key.rsplit(".", 1)[1] for key in keys} - {"alpha"} <= {
         *(f"{prefix}{w}" for w in ("w1", "w2", "w1_a", "w1_b", "w2_a", "w2_b"))
     }
@@ -150,21 +172,21 @@ def test_the_single_file_paints_what_the_diffusers_layout_paints(kind, adapter_f
         assert not any(key.endswith(("_a", "_b")) for key in keys)
 
     by_reader = loading.load_pipeline(str(tiny_model_dir))
-    base_output = denoised(by_reader.unet, text)
+    base_output = denoised(by_reader)
     modules = apply_single_file(by_reader, single)
     by_artlora = loading.load_pipeline(str(tiny_model_dir))
     adapters.load_adapter(by_artlora, adapters.adapter_file(folder))
 
     assert modules == len({key.split(".", 1)[0] for key in keys}) > 0
     assert (trained_output - base_output).abs().max() > 1e-3, "the adapter changes the prediction"
-    torch.testing.assert_close(denoised(by_artlora.unet, text), trained_output, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(denoised(by_reader.unet, text), trained_output, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(denoised(by_artlora), trained_output, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(denoised(by_reader), trained_output, atol=1e-5, rtol=1e-4)
 
 
 def test_the_published_adapter_paints_through_generates_path(kind, adapter_folder, tiny_model_dir):
     """The pyfunc flavour (what a registered version loads as): base model from the adapter's provenance,
     the diffusers-layout file, the strength as the adapter's weight."""
-    folder, trained_image, _, _ = adapter_folder
+    folder, trained_image, _ = adapter_folder
     painter = StyleModel(folder).painter
     image = painter.paint("a woodcut", 0, Settings(steps=2), size=(32, 32))
     np.testing.assert_allclose(np.asarray(image, dtype=float), trained_image, atol=1)
@@ -218,3 +240,28 @@ def test_transformer_families_refuse_a_lycoris_single_file(tmp_path):
     with pytest.raises(kohya.UnsupportedAdapterError, match="LoKr/LoHa adapter on a transformer base"):
         kohya.save_kohya(pipe.transformer, tmp_path / "x.safetensors", "flow")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+# -- the settings ----------------------------------------------------------------------------------------
+
+
+def test_the_settings_are_checked_and_searchable():
+    train = {"storage_root": "s3://tests", "base_model": "x"}
+    for wrong, message in (
+        ({"adapter": "loha", "use_dora": True}, "use_dora with adapter 'loha'"),
+        ({"adapter": "lokr", "dropout": 0.1}, "dropout with adapter 'lokr'"),
+        ({"lokr_factor": 4}, "LoKr settings, but adapter is 'lora'"),
+        ({"adapter": "lokr", "lokr_factor": 0}, "lokr_factor 0"),
+        ({"adapter": "dora"}, "'lora', 'lokr' or 'loha'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**train, **wrong)
+    # At their defaults the settings stay out of the resolved config (run keys and compiled pipelines unchanged).
+    assert not {"adapter", "lokr_factor", "lokr_decompose_both"} & set(TrainConfig(**train).model_dump())
+    chosen = TrainConfig(**train, adapter="lokr", lokr_factor=4).model_dump(mode="json")
+    assert TrainConfig.model_validate(chosen).lokr_factor == 4
+
+    config = load_config("configs/demo.yaml", ["search.adapter=[lora, loha]"])  # with text-encoder training
+    assert config.search.space() == {"adapter": ("lora", "loha")}
+    with pytest.raises(ConfigError, match="adapter: 'lokr' is not a valid train.adapter"):
+        load_config("configs/sd15.yaml", ["search.adapter=[lora, lokr]"])  # sd15.yaml trains with dropout 0.1
