@@ -48,8 +48,8 @@ def adapter_file(folder: str | Path, layout: str = "diffusers") -> Path:
     others = sorted(p for p in folder.glob("*.safetensors") if p.name != DIFFUSERS_FILE)
     if not others:
         raise AdapterError(
-            f"no kohya-layout file in {folder}, as for DoRA adapters and layouts kohya's format cannot express "
-            "(use the diffusers layout)"
+            f"no kohya-layout file in {folder}, as for DoRA adapters, LoKr/LoHa on SD 3.5 and Flux.1 and layouts "
+            "kohya's format cannot express (use the diffusers layout)"
         )
     return others[0]
 

@@ -6,6 +6,8 @@ Each LoRA module is one name with `.lora_down.weight` (peft's lora_A), `.lora_up
 `convert_state_dict_to_kohya` writes alpha = rank (wrong whenever alpha != rank); hence this module. Which module
 path becomes which name is the family's (`diffusion.families`).
 
+LoKr and LoHa adapters (peft's LyCORIS tuners) take the LyCORIS keys on the same names (`lycoris_state_dict`).
+
 Refused (`UnsupportedAdapterError`), because no file in this layout would give the trained model's images:
 - DoRA: peft's DoRA normalises each output channel, while the `dora_scale` of kohya-layout files is read by
   AUTOMATIC1111 as a per-input-channel magnitude (LyCORIS's default) and dropped by diffusers. DoRA adapters
