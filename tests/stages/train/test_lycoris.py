@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 from artlora.config import ConfigError, TrainConfig, load_config
 from artlora.data import tensor_files
 from artlora.data.latents import LatentGroup, LatentSet
+from artlora.demo import tiny
 from artlora.diffusion import adapters, families, loading, painting
+from artlora.diffusion.families import sgm_names
 from artlora.diffusion.lycoris import LycorisError
 from artlora.generate.painting import Settings
 from artlora.generate.pyfunc import StyleModel
@@ -265,3 +267,56 @@ def test_the_settings_are_checked_and_searchable():
     assert config.search.space() == {"adapter": ("lora", "loha")}
     with pytest.raises(ConfigError, match="adapter: 'lokr' is not a valid train.adapter"):
         load_config("configs/sd15.yaml", ["search.adapter=[lora, lokr]"])  # sd15.yaml trains with dropout 0.1
+
+
+def test_sdxl_single_file_holds_the_adapters_updates_under_the_original_names(tmp_path):
+    """SDXL's file: the LyCORIS keys on the SGM UNet names and the two text encoders' `lora_te1_`/`lora_te2_`
+    names; the reader's updates added to the base give the adapted UNet's prediction (random factors: LoKr's
+    second one starts at zero)."""
+    pipe = tiny.build_tiny_sdxl()
+    config = TrainConfig(storage_root="s3://tests", base_model="x", adapter="lokr", rank=3, lokr_decompose_both=True)
+    torch.manual_seed(0)
+    lora.add_lora(pipe.unet, config)
+    lora.add_text_encoder_lora(pipe.text_encoder_2, config, families.of(pipe).text_encoder_targets)
+    with torch.no_grad():
+        for name, param in [*pipe.unet.named_parameters(), *pipe.text_encoder_2.named_parameters()]:
+            if ".lokr_" in name:
+                param.normal_(0, 0.3)
+    pipe.unet.eval()
+    path = kohya.save_kohya(
+        pipe.unet, tmp_path / "x.safetensors", "epsilon", None, {"text_encoder_2": pipe.text_encoder_2}
+    )
+    tensors = load_file(path)
+    assert {key.split("_", 2)[1] for key in tensors} == {"unet", "te2"}
+    assert any(key.startswith("lora_unet_input_blocks_3_1_transformer_blocks_0_attn1_to_q.") for key in tensors)
+
+    base = tiny.build_tiny_sdxl()
+    names = {
+        "lora_unet_" + sgm_names.sgm_path(p, base.unet.config).replace(".", "_"): m
+        for p, m in base.unet.named_modules()
+        if p.endswith(("to_q", "to_k", "to_v", "to_out.0"))
+    }
+    for p, m in base.text_encoder_2.named_modules():
+        names["lora_te2_" + ("" if p.startswith("text_model.") else "text_model_") + p.replace(".", "_")] = m
+    ids = base.tokenizer_2(["a red cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    width = base.unet.config.projection_class_embeddings_input_dim - 6 * base.unet.config.addition_time_embed_dim
+    gen = torch.Generator().manual_seed(1)
+    noisy = torch.randn(1, 4, 4, 4, generator=gen)
+    text = torch.randn(1, 8, base.unet.config.cross_attention_dim, generator=gen)
+    added = {"text_embeds": torch.randn(1, width, generator=gen), "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}
+
+    @torch.no_grad()
+    def outputs(sdxl) -> tuple[torch.Tensor, torch.Tensor]:
+        """The second text encoder's penultimate states and the UNet's prediction."""
+        states = sdxl.text_encoder_2(ids, output_hidden_states=True).hidden_states[-2]
+        return states, sdxl.unet(noisy, torch.tensor([500]), text, added_cond_kwargs=added).sample
+
+    before, adapted = outputs(base), outputs(pipe)
+    deltas = lycoris_deltas(tensors)
+    with torch.no_grad():
+        for name, delta in deltas.items():
+            names[name].weight += delta.reshape(names[name].weight.shape).float()
+    assert len(deltas) == len({key.split(".", 1)[0] for key in tensors})
+    for changed, expected, of_base in zip(outputs(base), adapted, before, strict=True):
+        assert (expected - of_base).abs().max() > 1e-3, "the adapter changes it"
+        torch.testing.assert_close(changed, expected, atol=1e-5, rtol=1e-4)
