@@ -12,9 +12,9 @@ from pydantic import ConfigDict, Field, model_validator
 
 from artlora.config.base import LeftOutAtDefault
 
-# Searchable settings added with EMA, the timestep bias and the Huber loss: left out of a search config's dumps
-# while they list nothing (LeftOutAtDefault), so the configs digested and compiled before keep their digests.
-ADDED_LATER = ("ema_decay", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta")
+# Searchable settings added after searches were made: left out of a search config's dumps while they list nothing
+# (LeftOutAtDefault), so the configs digested and compiled before keep their digests.
+ADDED_LATER = ("ema_decay", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta", "adapter")
 # The train settings a search may vary, in the order trials are labelled.
 SEARCHABLE = (
     "learning_rate",
@@ -63,6 +63,9 @@ class SearchConfig(LeftOutAtDefault):
     loss: tuple[Literal["mse", "huber"], ...] = Field((), description="per-element errors to try (train.loss)")
     huber_delta: tuple[float, ...] = Field(
         (), description="pseudo-Huber deltas to try, with train.loss: huber (train.huber_delta)"
+    )
+    adapter: tuple[Literal["lora", "lokr", "loha"], ...] = Field(
+        (), description="adapter forms to try (train.adapter: lora, lokr, loha)"
     )
 
     @model_validator(mode="after")

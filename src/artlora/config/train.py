@@ -14,14 +14,18 @@ _EVALUATE = EvaluateConfig.model_fields  # the gallery's defaults are the evalua
 GALLERY_FIELDS = frozenset(
     {"sample_every", "sample_prompts", "sample_seed", "sample_resolution", "sample_steps", "sample_guidance"}
 )
-# EMA, timestep bias and Huber loss: left out of the resolved config while at their defaults (LeftOutAtDefault).
-EMA_BIAS_HUBER = frozenset(
-    {"ema_decay", "ema_warmup", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta"}
+# Settings added after runs were made: left out of the resolved config while at their defaults (LeftOutAtDefault),
+# so the run keys and config digests of before, and the compiled pipeline, stay what they were until one is set.
+ADDED_LATER = frozenset(
+    {
+        *("ema_decay", "ema_warmup", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta"),
+        *("adapter", "lokr_factor", "lokr_decompose_both"),
+    }
 )
 
 
 class TrainConfig(StageConfig):
-    left_out_at_default = EMA_BIAS_HUBER
+    left_out_at_default = ADDED_LATER
 
     cache_uri: str | None = Field(None, description="latent cache index (augment's output)")
     storage_root: str = StorageRoot
@@ -42,6 +46,26 @@ class TrainConfig(StageConfig):
         "streams), 'modulation' (adaLN linears)), and/or module names matched by suffix as peft does",
     )
     use_dora: bool = Field(False, description="DoRA: a trained magnitude per output channel besides the LoRA update")
+    # LyCORIS adapters (peft's LoKr and LoHa): rank and alpha keep their meaning (the update is scaled by alpha / rank)
+    adapter: Literal["lora", "lokr", "loha"] = Field(
+        "lora",
+        description="the adapter's form: 'lora' (low-rank B @ A), 'lokr' (LyCORIS LoKr: Kronecker product of two "
+        "small factors, the larger one low-rank when rank is under half its side), 'loha' (LyCORIS LoHa: Hadamard "
+        "product of two rank-`rank` products); the UNet families' single file is in the LyCORIS layout A1111 and "
+        "ComfyUI read",
+    )
+    lokr_factor: int = Field(
+        -1,
+        ge=-1,
+        le=1024,
+        description="LoKr only: the side of the Kronecker product's small factor, where it divides the layer's "
+        "width (else the divisor nearest the square root up to it; kohya/LyCORIS `factor`); -1 = as square as "
+        "possible",
+    )
+    lokr_decompose_both: bool = Field(
+        False,
+        description="LoKr only: the first factor low-rank too (where rank is under half its side)",
+    )
     train_text_encoder: bool = Field(
         False,
         description="LoRA also on the text encoder(s)' attention (q/k/v/out projections, same rank and alpha); "
@@ -112,7 +136,7 @@ class TrainConfig(StageConfig):
         "(0, 1]: latents are resized before the VAE decode, so 0.5 makes decode and LPIPS about 4x cheaper",
     )
     # -- the adapter's EMA, the timestep bias and the Huber loss: off at their defaults, and then left out of the
-    # resolved config (EMA_BIAS_HUBER below), so the runs and the compiled pipeline of before keep their keys
+    # resolved config (ADDED_LATER), so the runs and the compiled pipeline of before keep their keys
     ema_decay: float = Field(
         0.0,
         ge=0.0,
@@ -270,6 +294,7 @@ class TrainConfig(StageConfig):
         if self.text_encoder_learning_rate is not None and not self.train_text_encoder:
             raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
         self._switched_on_by_their_switch()
+        self._lycoris_settings()
         if self.sample_every and not self.sample_prompts:
             raise ValueError(
                 "sample_every paints sample_prompts, and there are none: give some, or set sample_every: 0"
@@ -286,3 +311,20 @@ class TrainConfig(StageConfig):
         ):
             if getattr(self, name) != fields[name].default and getattr(self, switch) == off:
                 raise ValueError(f"{name} is set but {switch} is {off!r}: set {switch} to {on}, or leave {name} out")
+
+    def _lycoris_settings(self) -> None:
+        if self.lokr_factor == 0:
+            raise ValueError("lokr_factor 0 divides nothing: give -1 (as square as possible) or a factor >= 1")
+        lokr_set = self.lokr_factor != -1 or self.lokr_decompose_both
+        if lokr_set and self.adapter != "lokr":
+            raise ValueError(f"lokr_factor / lokr_decompose_both are LoKr settings, but adapter is {self.adapter!r}")
+        if self.adapter == "lora":
+            return
+        for name, value, why in (
+            ("use_dora", self.use_dora, "DoRA is a LoRA variant"),
+            ("dropout", self.dropout, "LoRA's input dropout; peft's LoKr/LoHa have none"),
+        ):
+            if value:
+                raise ValueError(
+                    f"{name} with adapter {self.adapter!r}: {why} (use adapter 'lora', or leave {name} off)"
+                )

@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from artlora import contracts
 from artlora.data.latents import LatentSet
-from artlora.diffusion import families
+from artlora.diffusion import families, lycoris
 from artlora.diffusion.heldout import heldout_loss
 from artlora.errors import ArtloraError
 
@@ -48,8 +48,8 @@ def adapter_file(folder: str | Path, layout: str = "diffusers") -> Path:
     others = sorted(p for p in folder.glob("*.safetensors") if p.name != DIFFUSERS_FILE)
     if not others:
         raise AdapterError(
-            f"no kohya-layout file in {folder}, as for DoRA adapters and layouts kohya's format cannot express "
-            "(use the diffusers layout)"
+            f"no kohya-layout file in {folder}, as for DoRA adapters, LoKr/LoHa on SD 3.5 and Flux.1 and layouts "
+            "kohya's format cannot express (use the diffusers layout)"
         )
     return others[0]
 
@@ -69,9 +69,14 @@ def adapter_digest(folder: str | Path) -> str:
 
 def load_adapter(pipe, path: str | Path) -> None:
     """Load an adapter file (either layout) into `pipe` as the adapter ADAPTER_NAME at full strength (its weight,
-    which `pipe.set_adapters` changes), then put every module of the pipeline in eval mode: LoRA dropout off."""
+    which `pipe.set_adapters` changes), then put every module of the pipeline in eval mode: LoRA dropout off.
+    LoKr and LoHa adapters (which diffusers' `load_lora_weights` does not read) load from their diffusers-layout
+    file through peft (`lycoris.load`)."""
     path = Path(path)
-    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=ADAPTER_NAME)
+    if lycoris.kind(path) is not None:
+        lycoris.load(pipe, path, ADAPTER_NAME)
+    else:
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=ADAPTER_NAME)
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()

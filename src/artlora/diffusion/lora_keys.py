@@ -6,6 +6,8 @@ Each LoRA module is one name with `.lora_down.weight` (peft's lora_A), `.lora_up
 `convert_state_dict_to_kohya` writes alpha = rank (wrong whenever alpha != rank); hence this module. Which module
 path becomes which name is the family's (`diffusion.families`).
 
+LoKr and LoHa adapters (peft's LyCORIS tuners) take the LyCORIS keys on the same names (`lycoris_state_dict`).
+
 Refused (`UnsupportedAdapterError`), because no file in this layout would give the trained model's images:
 - DoRA: peft's DoRA normalises each output channel, while the `dora_scale` of kohya-layout files is read by
   AUTOMATIC1111 as a per-input-channel magnitude (LyCORIS's default) and dropped by diffusers. DoRA adapters
@@ -21,7 +23,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from peft import LoKrConfig, LoraConfig
 from peft.tuners.lora import LoraLayer
+from peft.tuners.lycoris_utils import LycorisLayer
 from peft.utils import get_peft_model_state_dict
 
 PREFIX = "lora_unet_"
@@ -67,6 +71,43 @@ def kohya_state_dict(
     return out
 
 
+def unet_state_dict(model: torch.nn.Module, rename: Callable[[str], str] = kohya_name) -> dict[str, torch.Tensor]:
+    """A UNet's (or CLIP text encoder's) adapter in the single-file layout: kohya LoRA keys, or LyCORIS keys for
+    a LoKr/LoHa adapter; `rename` turns a module path into its kohya name."""
+    if any(isinstance(module, LycorisLayer) for module in model.modules()):
+        return lycoris_state_dict(model, rename)
+    return kohya_state_dict(peft_state(model), module_alphas(model), rename)
+
+
+def lycoris_state_dict(model: torch.nn.Module, rename: Callable[[str], str] = kohya_name) -> dict[str, torch.Tensor]:
+    """A LoKr/LoHa adapter as the LyCORIS loaders of AUTOMATIC1111 and ComfyUI read it: `<name>.<weight>` with
+    peft's weight names (`lokr_w1`, `lokr_w2_a`, `hada_w1_a`, ...) and an `.alpha` per module.
+
+    Those loaders scale the rebuilt update by alpha / rank, the rank being the inner size of a low-rank factor
+    (LoHa's hada_w1_b rows; LoKr's lokr_w2_b or lokr_w1_b rows), and by 1 when a LoKr module has no low-rank
+    factor. peft scales every module by alpha / r. So a LoHa module and a LoKr module with a low-rank factor keep
+    peft's alpha, and a LoKr module of two full factors gets peft's scale folded into lokr_w2 and alpha = r (as
+    LyCORIS itself writes such modules), which every reader applies as 1.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for path, module in model.named_modules():
+        if not isinstance(module, LycorisLayer) or ADAPTER not in module.r:
+            continue
+        name = rename(path)
+        weights = {
+            attr: getattr(module, attr)[ADAPTER].detach().float().cpu().contiguous()
+            for attr in module.adapter_layer_names
+            if ADAPTER in getattr(module, attr)
+        }
+        alpha, rank = float(module.alpha[ADAPTER]), module.r[ADAPTER]
+        if "lokr_w1" in weights and "lokr_w2" in weights:
+            weights["lokr_w2"] = (weights["lokr_w2"] * module.scaling[ADAPTER]).contiguous()
+            alpha = float(rank)
+        out.update({f"{name}.{attr}": value for attr, value in weights.items()})
+        out[f"{name}.alpha"] = torch.tensor(alpha)
+    return out
+
+
 def module_alphas(model: torch.nn.Module) -> dict[str, float]:
     """Each LoRA module's alpha such that alpha / rank is peft's scaling (rsLoRA's alpha / sqrt(rank) too)."""
     alphas = {}
@@ -91,10 +132,7 @@ def text_encoder_state_dict(
         raise ValueError(f"text encoder {name!r}: the kohya layout names only {sorted(prefixes)} for this model")
     if ADAPTER not in (getattr(encoder, "peft_config", None) or {}):
         raise ValueError(f"text encoder {name!r} has no LoRA adapter")
-    peft_state = get_peft_model_state_dict(encoder, adapter_name=ADAPTER)
-    return kohya_state_dict(
-        peft_state, module_alphas(encoder), lambda module: kohya_name(text_model_path(module), prefixes[name])
-    )
+    return unet_state_dict(encoder, lambda module: kohya_name(text_model_path(module), prefixes[name]))
 
 
 def peft_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -105,11 +143,19 @@ def network_metadata(model: Any, version: str, architecture: str, implementation
     """The `ss_*` and `modelspec.*` entries that the UIs read to show and check a LoRA."""
     config = model.peft_config[ADAPTER]
     targets = sorted(config.target_modules)
+    if isinstance(config, LoraConfig):
+        module, alpha = "networks.lora", config.lora_alpha
+        args: dict[str, Any] = {"target_modules": targets, "dora": bool(config.use_dora)}
+    else:  # LoKr or LoHa, named as kohya's sd-scripts names LyCORIS networks
+        module, alpha = "lycoris.kohya", config.alpha
+        args = {"algo": str(config.peft_type.value).lower(), "target_modules": targets}
+        if isinstance(config, LoKrConfig):
+            args.update(factor=config.decompose_factor, decompose_both=config.decompose_both)
     return {
-        "ss_network_module": "networks.lora",
+        "ss_network_module": module,
         "ss_network_dim": str(config.r),
-        "ss_network_alpha": str(float(config.lora_alpha)),
-        "ss_network_args": json.dumps({"target_modules": targets, "dora": bool(config.use_dora)}),
+        "ss_network_alpha": str(float(alpha)),
+        "ss_network_args": json.dumps(args),
         "ss_base_model_version": version,
         "ss_output_name": title,
         "modelspec.sai_model_spec": "1.0.0",
@@ -123,6 +169,11 @@ def folded_state_dict(model: torch.nn.Module, prefix: str) -> dict[str, torch.Te
     """A peft adapter in the diffusers key layout (`<prefix><module>.lora_A.weight` / `.lora_B.weight`) with each
     module's scale (alpha / rank) folded into lora_B: readers that find no alpha scale by 1 (ComfyUI) or take
     alpha = rank (diffusers without metadata), so every reader applies exactly the trained update."""
+    if any(isinstance(module, LycorisLayer) for module in model.modules()):
+        raise UnsupportedAdapterError(
+            "a LoKr/LoHa adapter on a transformer base has no single-file layout artlora can check against a "
+            "reader (ComfyUI's names for these bases are LoRA's); use the diffusers-layout file"
+        )
     alphas = module_alphas(model)
     ranks = {
         path: module.r[ADAPTER]

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from small_configs import DEMO_CONFIG
 
 from artlora.config import PipelineConfig, TrainConfig, load_config
-from artlora.config.search import ADDED_LATER
-from artlora.config.train import EMA_BIAS_HUBER
+from artlora.config import search as search_config
+from artlora.config import train as train_config
 from artlora.data import tensor_files
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.demo import tiny
@@ -56,7 +56,7 @@ def weights(model: Trainer) -> list[torch.Tensor]:
 
 def test_the_settings_are_left_out_of_the_run_key_until_set():
     plain = config()
-    assert not EMA_BIAS_HUBER & set(plain.model_dump()), "a default config's dump is what it was before them"
+    assert not train_config.ADDED_LATER & set(plain.model_dump()), "a default config's dump is what it was before them"
     explicit = config(ema_decay=0.0, ema_warmup=True, timestep_bias="none", loss="mse")
     assert train.run_uri(explicit) == train.run_uri(plain)
     for change in ({"ema_decay": 0.999}, {"timestep_bias": "high_noise"}, {"loss": "huber"}):
@@ -64,7 +64,7 @@ def test_the_settings_are_left_out_of_the_run_key_until_set():
         assert train.run_uri(changed) != train.run_uri(plain)
         assert TrainConfig.model_validate(changed.model_dump(mode="json")) == changed  # the dump reads back
     pipeline = load_config(DEMO_CONFIG)
-    assert not set(ADDED_LATER) & set(pipeline.model_dump(mode="json")["search"])
+    assert not set(search_config.ADDED_LATER) & set(pipeline.model_dump(mode="json")["search"])
 
 
 def test_a_setting_of_an_option_that_is_off_is_refused():

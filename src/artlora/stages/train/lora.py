@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
-from peft import LoraConfig
+from peft import LoHaConfig, LoKrConfig, LoraConfig, PeftConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
@@ -43,9 +43,27 @@ def expand_targets(targets: Iterable[str], family: families.Family) -> list[str]
     return list(dict.fromkeys(names))
 
 
-def lora_config(config: TrainConfig, targets: Iterable[str], layers: int | None = None) -> LoraConfig:
-    """The adapter's peft config on `targets` (module names); `layers` limits a text encoder's adapter to its
-    first transformer layers."""
+def lora_config(config: TrainConfig, targets: Iterable[str], layers: int | None = None) -> PeftConfig:
+    """The adapter's peft config (LoRA, LoKr or LoHa, as `config.adapter` says) on `targets` (module names);
+    `layers` limits a text encoder's adapter to its first transformer layers."""
+    where: dict[str, Any] = {
+        "target_modules": list(targets),
+        "layers_to_transform": None if layers is None else list(range(layers)),
+        "layers_pattern": None if layers is None else "layers",
+    }
+    if config.adapter == "lokr":
+        # init_weights=True: the second factor starts at zero, so step 0 is exactly the base model.
+        return LoKrConfig(
+            r=config.rank,
+            alpha=config.alpha,  # type: ignore[arg-type]  # peft types it int; a float scales as well
+            decompose_both=config.lokr_decompose_both,
+            decompose_factor=config.lokr_factor,
+            init_weights=True,
+            **where,
+        )
+    if config.adapter == "loha":
+        # init_weights=True: hada_w2_b starts at zero, so step 0 is exactly the base model.
+        return LoHaConfig(r=config.rank, alpha=config.alpha, init_weights=True, **where)  # type: ignore[arg-type]
     return LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft types it int; a float scales as well (alpha / r)
@@ -53,9 +71,7 @@ def lora_config(config: TrainConfig, targets: Iterable[str], layers: int | None 
         use_dora=config.use_dora,
         # B starts at zero, so step 0 is exactly the base model.
         init_lora_weights="gaussian",
-        target_modules=list(targets),
-        layers_to_transform=None if layers is None else list(range(layers)),
-        layers_pattern=None if layers is None else "layers",
+        **where,
     )
 
 
@@ -107,7 +123,8 @@ def adapter_metadata(module: ModelMixin | PreTrainedModel) -> dict:
     """The peft LoraConfig as diffusers stores it (JSON-able: sets become sorted lists), without dropout:
     diffusers attaches the loaded LoRA layers in training mode, so a dropout rate here would drop activations
     in every image generated afterwards, even in an eval-mode pipeline."""
-    values = {**module.peft_config["default"].to_dict(), "lora_dropout": 0.0}
+    config = module.peft_config["default"]
+    values = {**config.to_dict(), "lora_dropout": 0.0} if isinstance(config, LoraConfig) else config.to_dict()
     return {k: sorted(v) if isinstance(v, set) else v for k, v in values.items()}
 
 
