@@ -36,7 +36,8 @@ PARALLEL := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest -q $(PARALLEL)
 
-# The quick loop: everything but the end-to-end tests that run whole pipelines (marked slow).
+# The quick loop: everything but the end-to-end tests (marked slow: whole pipelines, and processes and services
+# started, killed and restarted).
 test-fast: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest -q $(PARALLEL) -m "not slow"
 

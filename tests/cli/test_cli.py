@@ -56,6 +56,7 @@ def test_every_command_and_option_has_a_description():
     assert missing == []
 
 
+@pytest.mark.slow
 def test_ingest_runs_as_the_container_runs_it(small_config, tmp_path, store):
     raw = f"{small_config.storage_root}/raw"
     artlora("sample-data", "--out", raw, "--count", "10", "--size", "64")

@@ -129,6 +129,7 @@ def test_pipeline_run_names_a_bad_base_model_before_starting_tasks(capsys, confi
     fails_clearly(capsys, argv, "pipeline run", missing)
 
 
+@pytest.mark.slow
 def test_pipeline_run_ends_with_the_failed_tasks_own_error(capsys, config_file, tmp_path, s3_endpoint):
     """The ingest task fails at run time (a source folder without images): the last line is its own error, not
     kfp's "Inner task failed: 'ingest'"."""

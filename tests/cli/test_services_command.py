@@ -25,6 +25,8 @@ from service_environment import CLIENT_VARIABLES, free_ports, without_services
 from artlora import cli
 from artlora.io import local_services, services, settings, storage
 
+pytestmark = pytest.mark.slow  # starts, stops and kills the local services
+
 
 def artlora(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(

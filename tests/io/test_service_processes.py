@@ -18,6 +18,7 @@ def _store(s3) -> storage.Storage:
     return storage.Storage(storage.client_for(s3))
 
 
+@pytest.mark.slow
 def test_seaweedfs_keeps_its_objects_across_a_restart_and_refuses_other_keys(tmp_path):
     store = services.start_seaweedfs(tmp_path / "s3")
     try:

@@ -13,7 +13,7 @@ from registered import unique_model_name
 from artlora.data import lineage
 from artlora.io import model_registry
 
-pytestmark = pytest.mark.usefixtures("tracking_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tracking_server")]
 
 
 def register_when_released(barrier, config, name: str, adapter_uri: str, run_id: str) -> tuple[str, bool]:

@@ -122,6 +122,7 @@ def _train_command(config_path, overrides):
     return args + [arg for item in overrides for arg in ("--set", item)]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
     small_config, latent_cache, store, tmp_path
 ):

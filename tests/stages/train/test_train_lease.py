@@ -41,6 +41,7 @@ def train_when_released(barrier, config) -> tuple[dict, list[str]]:
     return dataclasses.asdict(result), collect.messages
 
 
+@pytest.mark.slow
 def test_two_identical_runs_at_once_train_once(small_config, latent_cache, store):
     config = with_inputs(small_config.train, cache_uri=latent_cache)
     context = multiprocessing.get_context("spawn")
