@@ -6,7 +6,8 @@ The cache is content-addressed in the object store under `<storage_root>/cache/`
 - `text/<key>.safetensors`: one caption's text-encoder states, `hidden` [tokens, dim] (and `pooled` [dim] for the
   families that have one), as the model family encodes a caption (`Family.text_encoders`); the key hashes the
   caption and the family's text identity (every encoder and tokenizer); the empty caption is always there, for
-  caption dropout;
+  caption dropout; the training images' caption variants (`caption_variants.py`) are cached the same way, each
+  distinct string once;
 - `index/<hash>.json`: the dataset's entries (split, style, caption, bucket, shard URIs and checksums), named by
   the hash of its content (besides SD 1.x/2.x, the family's name as `"architecture"`; for SDXL per entry each
   view's size/crop time ids); its
