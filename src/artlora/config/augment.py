@@ -65,7 +65,8 @@ class AugmentConfig(StageConfig):
         ge=1,
         le=64,
         description="variants made of each training caption with shuffle_tags / tag_dropout, seeded, encoded once "
-        "and cached; training draws one per view and step. Without either, an image's variants are its captions",
+        "and cached; training draws one per view and step. Without either, an image's variants are its captions. "
+        "Held-out images keep their first caption",
     )
     batch_size: int = Field(16, ge=1, le=512, description="views per VAE encode batch (views of one bucket size)")
     max_t5_length: int | None = Field(

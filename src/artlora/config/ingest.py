@@ -71,7 +71,7 @@ class IngestConfig(StageConfig):
         "first",
         description="'first': one caption per image (the first sidecar by precedence, else its metadata.jsonl "
         "line); 'all': every caption of it (each sidecar .txt/.caption, one per non-empty line, and every "
-        "metadata.jsonl entry naming it), for augment to train with in turn (the first stays the one evaluated)",
+        "metadata.jsonl entry naming it): training draws among them, evaluation reads the first",
     )
     # -- balance between styles (a property of the data, as kohya's folder repeats and OneTrainer's concepts)
     style_repeats: dict[str, int] = Field(
