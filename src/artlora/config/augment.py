@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from artlora.config.base import BaseModelRef, Experiment, Seed, StageConfig, StorageRoot
 
+# Settings added after caches were made: left out of the resolved config while at their defaults
+# (LeftOutAtDefault), so configs digested and compiled before keep their digests.
+ADDED_LATER = frozenset({"shuffle_tags", "keep_tokens", "tag_dropout", "caption_variants"})
+
 
 class AugmentConfig(StageConfig):
+    left_out_at_default = ADDED_LATER
     dataset_uri: str | None = Field(None, description="curated dataset version (ingest's output)")
     storage_root: str = StorageRoot
     base_model: str = BaseModelRef
@@ -42,6 +47,32 @@ class AugmentConfig(StageConfig):
     hue: float = Field(
         0.01, ge=0.0, le=0.5, description="hue jitter: shift drawn from [-x, x] of the colour wheel; 0 turns it off"
     )
+    # -- caption augmentation (kohya sd-scripts' shuffle_caption, keep_tokens, caption_tag_dropout_rate)
+    shuffle_tags: bool = Field(
+        False, description="shuffle the comma-separated tags of training captions (after the first keep_tokens)"
+    )
+    keep_tokens: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="leading comma-separated tags of a caption that shuffling and tag dropout leave in place "
+        "(1 keeps the trigger word first)",
+    )
+    tag_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="probability, in [0, 1), that each tag after the first keep_tokens is left out of a caption "
+        "variant; 0 turns it off",
+    )
+    caption_variants: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="variants made of each training caption with shuffle_tags / tag_dropout, seeded, encoded once "
+        "and cached; training draws one per view and step. Without either, an image's variants are its captions. "
+        "Held-out images keep their first caption",
+    )
     batch_size: int = Field(16, ge=1, le=512, description="views per VAE encode batch (views of one bucket size)")
     max_t5_length: int | None = Field(
         None,
@@ -65,3 +96,14 @@ class AugmentConfig(StageConfig):
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"needs 0 < min <= max <= 1, got [{low}, {high}]")
         return value
+
+    @model_validator(mode="after")
+    def _caption_changes(self) -> AugmentConfig:
+        changes = self.shuffle_tags or self.tag_dropout > 0
+        if self.caption_variants > 1 and not changes:
+            raise ValueError(
+                "caption_variants > 1 needs shuffle_tags or tag_dropout > 0 (else every variant is the same)"
+            )
+        if self.keep_tokens and not changes:
+            raise ValueError("keep_tokens keeps tags in place for shuffle_tags or tag_dropout: set one of them")
+        return self

@@ -8,8 +8,13 @@ from pydantic import Field, field_validator, model_validator
 
 from artlora.config.base import Experiment, Seed, StageConfig, StorageRoot
 
+# Settings added after dataset versions were made: left out of the resolved config while at their defaults
+# (LeftOutAtDefault), so configs digested and compiled before keep their digests.
+ADDED_LATER = frozenset({"captions", "style_repeats", "style_loss_weights"})
+
 
 class IngestConfig(StageConfig):
+    left_out_at_default = ADDED_LATER
     source: str = Field(
         min_length=1, description="raw images: a local folder or an s3:// prefix (sub-folders = styles)"
     )
@@ -67,6 +72,23 @@ class IngestConfig(StageConfig):
     long_caption: Literal["truncate", "keep"] = Field(
         "truncate", description="caption over caption_token_limit (estimated): cut at a word boundary, or keep it"
     )
+    captions: Literal["first", "all"] = Field(
+        "first",
+        description="'first': one caption per image (the first sidecar by precedence, else its metadata.jsonl "
+        "line); 'all': every caption of it (each sidecar .txt/.caption, one per non-empty line, and every "
+        "metadata.jsonl entry naming it): training draws among them, evaluation reads the first",
+    )
+    # -- balance between styles (a property of the data, as kohya's folder repeats and OneTrainer's concepts)
+    style_repeats: dict[str, int] = Field(
+        {},
+        description="times each training image of a style is seen per epoch, {style: n} with n in [1, 1000]; "
+        "styles not named are seen once (kohya sd-scripts' num_repeats, OneTrainer's concept repeats)",
+    )
+    style_loss_weights: dict[str, float] = Field(
+        {},
+        description="weight of a style's views in the training loss, {style: w} with w in (0, 100]; styles not "
+        "named weigh 1 (OneTrainer's concept loss weight)",
+    )
     max_per_style: int | None = Field(
         None,
         ge=1,
@@ -88,6 +110,20 @@ class IngestConfig(StageConfig):
     def _rgb(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
         if not all(0 <= channel <= 255 for channel in value):
             raise ValueError("each channel must be 0-255")
+        return value
+
+    @field_validator("style_repeats")
+    @classmethod
+    def _repeats(cls, value: dict[str, int]) -> dict[str, int]:
+        if bad := {style: n for style, n in value.items() if not 1 <= n <= 1000}:
+            raise ValueError(f"each repeat count must be in [1, 1000], got {bad}")
+        return value
+
+    @field_validator("style_loss_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        if bad := {style: w for style, w in value.items() if not 0 < w <= 100}:
+            raise ValueError(f"each loss weight must be in (0, 100], got {bad}")
         return value
 
     @model_validator(mode="after")

@@ -33,6 +33,19 @@ class Item:
     height: int
     bucket: tuple[int, int]  # (width, height) of its training bucket in pixels, multiples of 64
     split: str = "train"
+    # Written to the manifest only when not at these defaults, so versions made before them read the same.
+    more_captions: tuple[str, ...] = ()  # its other captions (ingest.captions: all)
+    repeats: int = 1  # times a training view of it is seen per epoch (ingest.style_repeats)
+    loss_weight: float = 1.0  # weight of its views in the training loss (ingest.style_loss_weights)
+
+
+OPTIONAL_FIELDS = {"more_captions": (), "repeats": 1, "loss_weight": 1.0}
+
+
+def item_record(item: Item) -> dict:
+    """An item as the manifest holds it: the optional fields only where they are not at their default."""
+    record = asdict(item)
+    return {name: value for name, value in record.items() if OPTIONAL_FIELDS.get(name, object()) != value}
 
 
 def fingerprint_of(dataset_uri: str) -> str:
@@ -45,7 +58,7 @@ def write(store: storage.Storage, dataset_uri: str, items: list[Item], backgroun
     Returns whether the stored one was reused."""
     if store.is_complete(dataset_uri):
         return True
-    manifest = {"background": list(background), "items": [asdict(item) for item in items]}
+    manifest = {"background": list(background), "items": [item_record(item) for item in items]}
     store.put_json(storage.join(dataset_uri, MANIFEST), manifest)
     store.mark_complete(dataset_uri, {"items": len(items)})
     return False
@@ -53,7 +66,10 @@ def write(store: storage.Storage, dataset_uri: str, items: list[Item], backgroun
 
 def load_items(dataset_uri: str) -> list[Item]:
     manifest = _manifest(dataset_uri)
-    return [Item(**{**entry, "bucket": tuple(entry["bucket"])}) for entry in manifest["items"]]
+    return [
+        Item(**{**entry, "bucket": tuple(entry["bucket"]), "more_captions": tuple(entry.get("more_captions", ()))})
+        for entry in manifest["items"]
+    ]
 
 
 def load_background(dataset_uri: str) -> RGB:

@@ -8,6 +8,8 @@ are checked against the index's sha256 before they are used.
 An index names the model family it was made for (`"architecture"`: a `diffusion.families` name; indexes without
 it are SD 1.x/2.x's). Families with pooled embeddings (SDXL, SD 3.5, Flux) add, per caption shard, `pooled` [dim];
 SDXL adds per entry `time_ids`: each view's [original h, original w, crop top, crop left, target h, target w].
+A training entry may list `variants`, its caption variants as {"caption", "uri", "sha256"} (caption shards like
+`text`'s), and `repeats` and `loss_weight` when they are not 1 (ingest.style_repeats, ingest.style_loss_weights).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import torch
 from safetensors.torch import load
 
-from artlora.data.latents import LatentGroup, LatentSet
+from artlora.data.latents import CaptionVariants, LatentGroup, LatentSet
 from artlora.data.shards import CorruptShardError
 from artlora.errors import ArtloraError
 from artlora.io import storage
@@ -47,7 +49,7 @@ def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSe
         raise CacheError(
             f"the latent cache {cache_uri} has no {split!r} images (give ingest a val_fraction, or a cache with one)"
         )
-    texts = {entry["text"]["uri"]: entry["text"] for entry in entries}
+    texts = {shard["uri"]: shard for entry in entries for shard in [entry["text"], *entry.get("variants", [])]}
     # Many small GETs: latency-bound, so fetched in parallel.
     latents = storage.parallel(lambda e: read_shard(store, e["latents"])["latents"][:views], entries)
     text = dict(zip(texts, storage.parallel(lambda t: read_shard(store, t), texts.values()), strict=True))
@@ -64,31 +66,60 @@ def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSe
 def _groups(entries: list[dict], latents: list[torch.Tensor], text: dict[str, dict[str, torch.Tensor]]) -> tuple:
     """One LatentGroup per latent size, ordered by size; each view paired with its image's caption states (and
     its caption's pooled embedding and its own time ids, where the cache holds them)."""
-    by_size: dict[tuple[int, ...], tuple[list, list, list, list, set, list, list]] = {}
+    by_size: dict[tuple[int, ...], list[tuple[dict, torch.Tensor]]] = {}
     for entry, image_views in zip(entries, latents, strict=True):
-        size = tuple(image_views.shape[1:])
-        lat, txt, pooled, ids, buckets, captions, styles = by_size.setdefault(size, ([], [], [], [], set(), [], []))
-        lat.append(image_views)
+        by_size.setdefault(tuple(image_views.shape[1:]), []).append((entry, image_views))
+    with_variants = any("variants" in entry for entry in entries)
+    return tuple(_group(members, text, with_variants) for _, members in sorted(by_size.items()))
+
+
+def _group(members: list[tuple[dict, torch.Tensor]], text: dict[str, dict[str, torch.Tensor]], variants: bool):
+    txt, pooled, ids, captions, styles, buckets, repeats, weights = [], [], [], [], [], set(), [], []
+    for entry, image_views in members:
+        views = len(image_views)
         shard = text[entry["text"]["uri"]]
-        txt.extend([shard["hidden"]] * len(image_views))
-        captions.extend([entry["caption"]] * len(image_views))
-        styles.extend([entry.get("style", "")] * len(image_views))
+        txt.extend([shard["hidden"]] * views)
+        captions.extend([entry["caption"]] * views)
+        styles.extend([entry.get("style", "")] * views)
+        repeats.extend([entry.get("repeats", 1)] * views)
+        weights.extend([entry.get("loss_weight", 1.0)] * views)
         if "pooled" in shard:
-            pooled.extend([shard["pooled"]] * len(image_views))
+            pooled.extend([shard["pooled"]] * views)
         if "time_ids" in entry:
-            ids.extend(entry["time_ids"][: len(image_views)])
+            ids.extend(entry["time_ids"][:views])
         buckets.add(tuple(entry["bucket"]) if "bucket" in entry else None)
-    return tuple(
-        LatentGroup(
-            latents=torch.cat(lat),
-            text=torch.stack(txt),
-            bucket=buckets.pop() if len(buckets) == 1 else None,
-            pooled=torch.stack(pooled) if pooled else None,
-            time_ids=torch.tensor(ids, dtype=torch.float32) if ids else None,
-            captions=tuple(captions),
-            styles=tuple(styles),
-        )
-        for _, (lat, txt, pooled, ids, buckets, captions, styles) in sorted(by_size.items())
+    return LatentGroup(
+        latents=torch.cat([image_views for _, image_views in members]),
+        text=torch.stack(txt),
+        bucket=buckets.pop() if len(buckets) == 1 else None,
+        pooled=torch.stack(pooled) if pooled else None,
+        time_ids=torch.tensor(ids, dtype=torch.float32) if ids else None,
+        captions=tuple(captions),
+        styles=tuple(styles),
+        variants=_variants(members, text) if variants else None,
+        repeats=torch.tensor(repeats) if any(n != 1 for n in repeats) else None,
+        loss_weights=torch.tensor(weights) if any(w != 1.0 for w in weights) else None,
+    )
+
+
+def _variants(members: list[tuple[dict, torch.Tensor]], text: dict[str, dict[str, torch.Tensor]]) -> CaptionVariants:
+    """Each distinct variant's states once, and every view's choices among them (an entry without variants
+    trains with its caption)."""
+    table: dict[str, int] = {}  # shard URI -> index into the variant states
+    per_view: list[list[int]] = []
+    for entry, image_views in members:
+        own = [table.setdefault(shard["uri"], len(table)) for shard in entry.get("variants", [entry["text"]])]
+        per_view.extend([own] * len(image_views))
+    width = max(len(own) for own in per_view)
+    shards = [text[uri] for uri in table]
+    captions = {shard["uri"]: shard["caption"] for entry, _ in members for shard in entry.get("variants", [])}
+    captions |= {entry["text"]["uri"]: entry["caption"] for entry, _ in members if "variants" not in entry}
+    return CaptionVariants(
+        text=torch.stack([shard["hidden"] for shard in shards]),
+        pooled=torch.stack([shard["pooled"] for shard in shards]) if "pooled" in shards[0] else None,
+        captions=tuple(captions[uri] for uri in table),
+        choices=torch.tensor([own + [own[0]] * (width - len(own)) for own in per_view]),
+        counts=torch.tensor([len(own) for own in per_view]),
     )
 
 

@@ -12,6 +12,33 @@ import torch
 
 
 @dataclass(frozen=True, kw_only=True)
+class CaptionVariants:
+    """The caption variants a group's views train with: each distinct variant's states once, and per view which
+    of them are its own (training draws one per view and step)."""
+
+    text: torch.Tensor  # [variants, tokens, dim]
+    pooled: torch.Tensor | None  # [variants, dim] for the families with a pooled embedding
+    captions: tuple[str, ...]  # what `text` encodes, per variant
+    choices: torch.Tensor  # [views, most variants of a view] long: indices into `text`, padded with the first
+    counts: torch.Tensor  # [views] long: how many of a view's `choices` are real
+
+    def to(self, device: torch.device) -> CaptionVariants:
+        return replace(
+            self,
+            text=self.text.to(device),
+            pooled=_to(self.pooled, device),
+            choices=self.choices.to(device),
+            counts=self.counts.to(device),
+        )
+
+    def pick(self, rows: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """Indices into `text` of one variant per row, chosen by `draws` (uniform in [0, 1), one per row)."""
+        counts = self.counts[rows]
+        choice = torch.minimum((draws.to(counts.device) * counts).long(), counts - 1)
+        return self.choices[rows, choice]
+
+
+@dataclass(frozen=True, kw_only=True)
 class LatentGroup:
     """Cached views that share one latent size (one aspect-ratio bucket), so they can share a batch."""
 
@@ -22,6 +49,9 @@ class LatentGroup:
     time_ids: torch.Tensor | None = None  # SDXL: [views, 6], each view's size and crop conditioning
     captions: tuple[str, ...] = ()  # each view's caption (what `text` encodes)
     styles: tuple[str, ...] = ()  # each view's style (its image's folder in the source); () in older indexes
+    variants: CaptionVariants | None = None  # augment's caption variants; None: each view trains with `text`
+    repeats: torch.Tensor | None = None  # [views] long: times each view is seen per epoch; None: once each
+    loss_weights: torch.Tensor | None = None  # [views]: each view's weight in the loss; None: 1 each
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -48,6 +78,8 @@ class LatentSet:
                 text=g.text.to(device),
                 pooled=_to(g.pooled, device),
                 time_ids=_to(g.time_ids, device),
+                variants=None if g.variants is None else g.variants.to(device),
+                loss_weights=_to(g.loss_weights, device),
             )
             for g in self.groups
         )

@@ -21,7 +21,7 @@ from artlora.data.shards import CorruptShardError
 from artlora.demo import sample_data, tiny
 from artlora.diffusion import loading
 from artlora.io import storage
-from artlora.stages.augment import cache_keys
+from artlora.stages.augment import cache_keys, caption_variants
 from artlora.stages.augment import run as augment
 from artlora.stages.ingest import run as ingest
 
@@ -397,3 +397,48 @@ def test_a_views_latent_does_not_depend_on_the_views_batched_with_it(model_dir):
     with torch.no_grad():
         alone = vae.encode(views[3][None]).latent_dist.mean[0] * vae.config.scaling_factor
     assert not torch.equal(alone, together[3]), "this VAE no longer differs alone: the test shows nothing"
+
+
+# -- caption variants -----------------------------------------------------------------------------------
+
+
+def test_caption_variants_are_encoded_once_each_and_listed_with_their_image(store, bucket, raw, model_dir, monkeypatch):
+    for image in raw.rglob("*.png"):  # a second caption for every image, the same for all
+        image.with_suffix(".caption").write_text("a second caption, with, tags\n", encoding="utf-8")
+    config = IngestConfig(
+        source=str(raw), storage_root=bucket, val_fraction=0.34, bucket_resolution=SIDE, captions="all"
+    )
+    dataset = ingest.run(config)
+    items = dataset_items(dataset.dataset_uri)
+    assert all(item.more_captions == ("a second caption, with, tags",) for item in items)
+    encoded: list[str] = []
+    original = augment.encode_text
+
+    def counting(pipe, captions, config):
+        encoded.extend(captions)
+        return original(pipe, captions, config)
+
+    monkeypatch.setattr(augment, "encode_text", counting)
+    settings = augment_config(
+        bucket, model_dir, dataset.dataset_uri, shuffle_tags=True, keep_tokens=1, caption_variants=3
+    )
+    result = augment.run(settings)
+
+    made = {item.sha256: caption_variants.variants(item, settings) for item in items if item.split == "train"}
+    distinct = {item.caption for item in items} | {""} | {text for texts in made.values() for text in texts}
+    assert sorted(encoded) == sorted(distinct), "every distinct string encoded exactly once"
+    assert result.encoded_captions == len(distinct) < len(items) + 1 + sum(len(texts) for texts in made.values())
+    index = store.get_json(result.cache_uri)
+    assert index["augmentation"]["caption_variants"] == 3
+    for entry in index["entries"]:
+        listed = [variant["caption"] for variant in entry.get("variants", [])]
+        assert listed == made.get(entry["id"], []), "training images list their variants, held-out ones none"
+    train = latent_cache.load_split(result.cache_uri, "train")
+    (group,) = train.groups
+    assert group.variants is not None
+    assert sorted(group.variants.captions) == sorted({text for texts in made.values() for text in texts})
+    assert [int(n) for n in group.variants.counts] == [
+        len(made[e["id"]]) for e in index["entries"] if e["id"] in made for _ in range(VIEWS)
+    ]
+    encoded.clear()
+    assert augment.run(settings).encoded_captions == 0 and encoded == [], "a rerun encodes no caption"

@@ -103,6 +103,40 @@ def test_captions_come_from_sidecars_metadata_and_the_folder_name(store, bucket,
     assert report["inputs"] == 6, "sidecars and metadata files are not inputs"
 
 
+def manifest_items(store: storage.Storage, result: ingest.IngestResult) -> dict[str, dict]:
+    return {item["source"]: item for item in store.get_json(storage.join(result.dataset_uri, "manifest.json"))["items"]}
+
+
+def test_with_all_captions_every_sidecar_line_and_metadata_entry_is_kept(store, bucket, layouts):
+    (layouts / "ink_wash/metadata.jsonl").write_text(
+        (layouts / "ink_wash/metadata.jsonl").read_text()
+        + '\n{"file_name": "from_metadata.png", "text": "a later line"}'
+    )
+    (layouts / "metadata.jsonl").write_text('{"file_name": "ink_wash/both.png", "text": "a shallower metadata file"}')
+    (layouts / "ink_wash/both.png.caption").write_text("named after the whole name")
+    first = manifest_items(store, ingest.run(config_for(bucket, layouts)))
+    assert all("more_captions" not in item for item in first.values()), "one caption each: the manifest as before"
+    result = ingest.run(config_for(bucket, layouts, captions="all", trigger_word="zkx"))
+    items = manifest_items(store, result)
+    assert {name: [item["caption"], *item.get("more_captions", [])] for name, item in items.items()} == {
+        "ink_wash/txt.png": ["zkx, a caption", "zkx, over two lines"],  # a caption per line
+        "ink_wash/cap.png": ["zkx, from a .caption file"],
+        "ink_wash/txt_wins.png": ["zkx, the .txt", "zkx, not the .caption"],
+        "ink_wash/from_metadata.png": ["zkx, a later line", "zkx, words from metadata"],
+        "ink_wash/both.png": [
+            "zkx, named after the whole name",
+            "zkx, the sidecar",
+            "zkx, metadata loses to a sidecar",
+            "zkx, a shallower metadata file",
+        ],
+        "ink_wash/no_caption.png": ["zkx, ink wash"],
+    }
+    assert first["ink_wash/both.png"]["caption"] == "named after the whole name", "the first is the one used alone"
+    assert store.get_json(result.report_uri)["captions"]["per_image"] == {"1": 2, "2": 3, "4": 1}
+    notes = "\n".join(store.get_json(result.report_uri)["notes"])
+    assert "txt_wins.caption" not in notes, "every sidecar of an image is used"
+
+
 def test_metadata_in_the_root_names_files_in_sub_folders(tmp_path):
     raw = write(tmp_path / "raw", {"a/x.png": picture(1), "metadata.jsonl": '{"file_name": "a/x.png", "text": "x"}'})
     listing = list_source(str(raw))

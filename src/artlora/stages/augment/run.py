@@ -6,7 +6,8 @@ The cache is content-addressed in the object store under `<storage_root>/cache/`
 - `text/<key>.safetensors`: one caption's text-encoder states, `hidden` [tokens, dim] (and `pooled` [dim] for the
   families that have one), as the model family encodes a caption (`Family.text_encoders`); the key hashes the
   caption and the family's text identity (every encoder and tokenizer); the empty caption is always there, for
-  caption dropout;
+  caption dropout; the training images' caption variants (`caption_variants.py`) are cached the same way, each
+  distinct string once;
 - `index/<hash>.json`: the dataset's entries (split, style, caption, bucket, shard URIs and checksums), named by
   the hash of its content (besides SD 1.x/2.x, the family's name as `"architecture"`; for SDXL per entry each
   view's size/crop time ids); its
@@ -38,7 +39,7 @@ from artlora.diffusion import families, loading
 from artlora.diffusion.device import default_device
 from artlora.diffusion.vae import encode_latents
 from artlora.io import runs, storage, tracking
-from artlora.stages.augment import cache_keys
+from artlora.stages.augment import cache_keys, caption_variants
 from artlora.stages.augment.views import Bucket, item_bucket, make_views, time_ids
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,11 @@ def run(config: AugmentConfig) -> AugmentResult:
     with runs.stage_run("augment", config, tags={contracts.DATASET_FINGERPRINT_TAG: dataset_fp}):
         planned = plan(items, background, config, vae_id, cache)
         latents = build_latents(pipe, planned, config, store)
-        texts, text_built = build_texts(pipe, store, cache, text_id, [item.caption for item in items], config)
+        variants = {item.sha256: caption_variants.variants(item, config) for item in items if item.split == "train"}
+        captions = [item.caption for item in items] + [text for texts in variants.values() for text in texts]
+        texts, text_built = build_texts(pipe, store, cache, text_id, captions, config)
         identities = {"vae": vae_id, "text": text_id}
-        index = make_index(config, dataset_fp, identities, planned, latents, texts, families.of(pipe))
+        index = make_index(config, dataset_fp, identities, planned, latents, texts, families.of(pipe), variants)
         cache_uri = storage.join(cache, "index", f"{cache_keys.index_key(index)}.json")
         store.put_json(cache_uri, index)
         views = config.views_per_image
@@ -277,10 +280,14 @@ def make_index(
     latents: Built,
     texts: dict[str, dict[str, str]],
     family: families.Family,
+    variants: dict[str, list[str]] | None = None,
 ) -> dict:
-    """The index: what the cache was made from, and one entry per image (layout: artlora.data.latent_cache)."""
+    """The index: what the cache was made from, and one entry per image (layout: artlora.data.latent_cache);
+    `variants` are the training images' caption variants, by content hash."""
     buckets = Counter(f"{w}x{h}" for w, h in (p.bucket for p in planned))
-    entries = [index_entry(p, latents.checksums[p.key], texts[p.item.caption], config) for p in planned]
+    entries = [
+        index_entry(p, latents.checksums[p.key], texts, config, (variants or {}).get(p.item.sha256)) for p in planned
+    ]
     if family.time_ids:
         for p, entry in zip(planned, entries, strict=True):
             entry["time_ids"] = time_ids((p.item.width, p.item.height), p.item.sha256, config, p.bucket)
@@ -295,6 +302,7 @@ def make_index(
             "views_per_image": config.views_per_image,
             "resolution": config.resolution,
             "background": list(planned[0].background),
+            **caption_variants.settings(config),
         },
         "buckets": dict(sorted(buckets.items())),
         "entries": entries,
@@ -303,9 +311,13 @@ def make_index(
     return {**family.index_fields(), **index}
 
 
-def index_entry(planned: Planned, checksum: str, text: dict[str, str], config: AugmentConfig) -> dict:
+def index_entry(
+    planned: Planned, checksum: str, texts: dict[str, dict[str, str]], config: AugmentConfig, variants: list | None
+) -> dict:
+    """One image's entry; `variants` (its caption variants) are listed when they are other than its caption, and
+    its repeats and loss weight when they are not 1 (so an index made without them is unchanged)."""
     item = planned.item
-    return {
+    entry = {
         "id": item.sha256,
         "split": item.split,
         "style": item.style,
@@ -313,5 +325,12 @@ def index_entry(planned: Planned, checksum: str, text: dict[str, str], config: A
         "bucket": list(planned.bucket),
         "views": config.views_per_image,
         "latents": {"uri": planned.uri, "sha256": checksum},
-        "text": text,
+        "text": texts[item.caption],
     }
+    if variants and variants != [item.caption]:
+        entry["variants"] = [{"caption": text, **texts[text]} for text in variants]
+    if item.repeats != 1:
+        entry["repeats"] = item.repeats
+    if item.loss_weight != 1.0:
+        entry["loss_weight"] = item.loss_weight
+    return entry

@@ -45,6 +45,7 @@ class Candidate:
     caption: Caption
     bucket: buckets.Bucket
     blob: str
+    more_captions: tuple[Caption, ...] = ()  # its other captions (ingest.captions: all), distinct from the first
 
     @property
     def pixels(self) -> int:
@@ -114,7 +115,20 @@ def judge(file: SourceFile, scan: Scanned | None, config: IngestConfig, blobs: s
     if problem is not None:
         return Rejection(file.name, *problem, file.style, blob)
     assert bucket is not None and not isinstance(caption, str)  # either would have been a problem above
-    return Candidate(file=file, sha256=scan.sha256, outcome=outcome, caption=caption, bucket=bucket, blob=blob)
+    more = _more_captions(file, caption, config)
+    return Candidate(
+        file=file, sha256=scan.sha256, outcome=outcome, caption=caption, bucket=bucket, blob=blob, more_captions=more
+    )
+
+
+def _more_captions(file: SourceFile, first: Caption, config: IngestConfig) -> tuple[Caption, ...]:
+    """The image's other captions as training will use them (trigger word, truncation), each text once."""
+    out: dict[str, Caption] = {}
+    for text, source in file.more_captions:
+        caption = captions.resolve(text, source, file.style, config)
+        if isinstance(caption, Caption) and caption.text != first.text:
+            out.setdefault(caption.text, caption)
+    return tuple(out.values())
 
 
 def image_problem(outcome: Outcome, config: IngestConfig) -> tuple[str, str] | None:

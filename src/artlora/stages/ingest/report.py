@@ -20,6 +20,8 @@ NOT_CURATION = frozenset({"source", "experiment", "workers", "model_name"})
 
 
 def curation_settings(config: IngestConfig) -> dict[str, Any]:
+    """The settings that shape a dataset version (the dump leaves out the settings added later while they are at
+    their defaults, so the versions stored before them keep their fingerprint)."""
     return config.model_dump(mode="json", exclude=set(NOT_CURATION))
 
 
@@ -34,6 +36,7 @@ def build(listing: Listing, curated: curation.Curated, items: list[Any], config:
         "by_reason": {code: by_reason[code] for code in curation.REASONS if by_reason[code]},
         "reasons": {code: title for code, title in curation.REASONS.items() if by_reason[code]},
         "by_style": _by_style(items),
+        "balance": _balance(items),
         "rejected_by_style": _rejected_by_style(curated),
         "by_bucket": dict(sorted(Counter(buckets.label(item.bucket) for item in items).items())),
         "captions": _captions(curated, config),
@@ -52,6 +55,18 @@ def _by_style(items: list[Any]) -> dict[str, dict[str, int]]:
     return by_style
 
 
+def _balance(items: list[Any]) -> dict[str, dict[str, Any]]:
+    """Per style: training images, repeats, the views of them an epoch trains on (images x repeats) and their
+    loss weight (ingest.style_repeats, ingest.style_loss_weights)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in sorted(items, key=lambda i: i.style):
+        row = out.setdefault(item.style, {"train_images": 0, "repeats": item.repeats, "loss_weight": item.loss_weight})
+        row["train_images"] += item.split == "train"
+    for row in out.values():
+        row["effective_per_epoch"] = row["train_images"] * row["repeats"]
+    return out
+
+
 def _rejected_by_style(curated: curation.Curated) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for r in sorted(curated.rejections, key=lambda r: (r.style, r.code)):
@@ -67,6 +82,7 @@ def _captions(curated: curation.Curated, config: IngestConfig) -> dict[str, Any]
         "token_limit": config.caption_token_limit,
         "token_count": captions.TOKEN_COUNT_METHOD,
         "by_source": dict(sorted(Counter(c.caption.source for c in kept).items())),
+        "per_image": dict(sorted(Counter(str(1 + len(c.more_captions)) for c in kept).items())),
         "over_limit": [
             {
                 "file": c.file.name,

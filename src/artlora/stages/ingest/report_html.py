@@ -66,6 +66,7 @@ def render(report: Mapping[str, Any], thumbs: Mapping[str, str], title: str) -> 
         report=report,
         reasons=[(report["reasons"][code], code, count) for code, count in report["by_reason"].items()],
         styles=_style_rows(report),
+        style_columns=STYLE_COLUMNS,
         caption_sources=", ".join(f"{source}: {count}" for source, count in captions["by_source"].items()),
         over_limit=[f"{c['file']}: {c['tokens']} tokens, {c['action']}" for c in captions["over_limit"]],
         clusters=[", ".join(c) for c in report["near_duplicate_clusters"]],
@@ -73,10 +74,27 @@ def render(report: Mapping[str, Any], thumbs: Mapping[str, str], title: str) -> 
     )
 
 
-def _style_rows(report: Mapping[str, Any]) -> list[tuple[str, int, int, int]]:
+STYLE_COLUMNS = ["style", "train", "val", "rejected", "repeats", "train images per epoch", "loss weight"]
+
+
+def _style_rows(report: Mapping[str, Any]) -> list[tuple]:
+    """Per style its accepted and rejected images, and its balance: repeats, effective training images per
+    epoch (train x repeats), loss weight."""
     styles = sorted(set(report["by_style"]) | set(report["rejected_by_style"]))
     rows = []
     for style in styles:
         split = report["by_style"].get(style, {"train": 0, "val": 0})
-        rows.append((style, split["train"], split["val"], sum(report["rejected_by_style"].get(style, {}).values())))
+        balance = report["balance"].get(style, {"repeats": 1, "effective_per_epoch": 0, "loss_weight": 1.0})
+        rejected = sum(report["rejected_by_style"].get(style, {}).values())
+        rows.append(
+            (
+                style,
+                split["train"],
+                split["val"],
+                rejected,
+                balance["repeats"],
+                balance["effective_per_epoch"],
+                balance["loss_weight"],
+            )
+        )
     return rows

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # Bumped when curation logic changes, so datasets curated by older code get new fingerprints.
 CURATION_VERSION = 2
+OPTIONAL = frozenset(dataset.OPTIONAL_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class IngestResult:
 
 def run(config: IngestConfig) -> IngestResult:
     tracking.check()  # before any work: a tracking store that does not answer fails at once
-    listing = list_source(config.source, config.allow_outside_links)
+    listing = list_source(config.source, config.allow_outside_links, all_captions=config.captions == "all")
     image_files = [file for file in listing.files if file.is_image and file.problem is None]
     if not image_files:
         raise SourceError(
@@ -66,7 +67,9 @@ def run(config: IngestConfig) -> IngestResult:
         counts = ", ".join(f"{code}: {n}" for code, n in sorted(Counter(r.code for r in curated.rejections).items()))
         first = "; ".join(f"{r.file}: {r.reason}" for r in curated.rejections[:5])
         raise SourceError(f"every image under {config.source} was rejected ({counts}); first: {first}")
-    items = split.split([_item(c) for c in curated.kept], config.val_fraction, config.seed, curated.groups)
+    check_balance_styles(config, {c.style for c in curated.kept})
+    kept = [_item(c, config) for c in curated.kept]
+    items = split.split(kept, config.val_fraction, config.seed, curated.groups)
     fp = fingerprint(items, config)
     dataset_uri = storage.join(config.storage_root, "datasets", fp)
     summary = report.build(listing, curated, items, config)
@@ -149,7 +152,9 @@ def fingerprint(items: list[Item], config: IngestConfig) -> str:
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for item in sorted(items, key=lambda item: (item.sha256, item.source)):
-        fields = (item.sha256, item.source, item.caption, item.style, item.split, *item.bucket)
+        fields: tuple = (item.sha256, item.source, item.caption, item.style, item.split, *item.bucket)
+        # The fields added later count only when set, so versions curated before them keep their fingerprint.
+        fields += tuple(f"{name}={value}" for name, value in dataset.item_record(item).items() if name in OPTIONAL)
         digest.update(("\0".join(map(str, fields)) + "\n").encode())
     return digest.hexdigest()[:24]
 
@@ -158,17 +163,32 @@ def _blobs(config: IngestConfig) -> str:
     return storage.join(config.storage_root, "datasets", "blobs")
 
 
-def _item(candidate: curation.Candidate) -> Item:
+def check_balance_styles(config: IngestConfig, styles: set[str]) -> None:
+    """A style named in style_repeats or style_loss_weights that the accepted images do not have is a typo."""
+    for setting in ("style_repeats", "style_loss_weights"):
+        for style in getattr(config, setting):
+            if style not in styles:
+                raise SourceError(
+                    f"ingest.{setting} names style {style!r}, which the dataset does not have (its styles: "
+                    f"{', '.join(sorted(styles))})"
+                )
+
+
+def _item(candidate: curation.Candidate, config: IngestConfig) -> Item:
     outcome = candidate.outcome
+    style = candidate.file.style
     return Item(
         sha256=candidate.sha256,
         source=candidate.file.name,
         file=candidate.blob,
         caption=candidate.caption.text,
-        style=candidate.file.style,
+        style=style,
         width=outcome["width"],
         height=outcome["height"],
         bucket=candidate.bucket,
+        more_captions=tuple(caption.text for caption in candidate.more_captions),
+        repeats=config.style_repeats.get(style, 1),
+        loss_weight=config.style_loss_weights.get(style, 1.0),
     )
 
 

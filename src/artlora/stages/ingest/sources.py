@@ -7,6 +7,8 @@ Layouts:
   or `.caption` (`cat.png` + `cat.png.txt`, else `cat.txt`), then a line of a `metadata.jsonl` in the image's
   folder or any folder above it (the Hugging Face imagefolder convention: `{"file_name": "cat.png", "text":
   "..."}`, file_name relative to the metadata file's folder; a "caption" key is read when there is no "text").
+With `all_captions` (ingest.captions: all) an image keeps every caption besides the first: each of its sidecars,
+one caption per non-empty line (SimpleTuner's multi-line caption files), and every metadata.jsonl entry naming it.
 Sidecars and metadata files are not inputs themselves. Hidden files and folders are skipped. What cannot be
 used (a caption with no image, a bad metadata line) is listed in `Listing.notes`, never dropped silently.
 """
@@ -40,6 +42,7 @@ class SourceFile:
     uri: str  # where to read it: an absolute local path or an s3:// URI
     caption: str = ""
     caption_source: str = ""  # "sidecar .txt", "sidecar .caption", "metadata.jsonl", or "" for none
+    more_captions: tuple[tuple[str, str], ...] = ()  # (caption, source) of its other captions (all_captions)
     problem: tuple[str, str] | None = None  # (code, reason): a link that is not read (curation rejects it)
 
     @property
@@ -69,10 +72,10 @@ def read_uri(uri: str) -> bytes:
     return storage.get_storage().get_bytes(uri) if storage.is_s3(uri) else Path(uri).read_bytes()
 
 
-def list_source(source: str, allow_outside_links: bool = False) -> Listing:
-    """Every input under the source, with captions from sidecars or metadata.jsonl. In a local folder a symbolic
-    link that leads outside it (unless `allow_outside_links`), nowhere, or round in a loop is listed with its
-    problem, never read."""
+def list_source(source: str, allow_outside_links: bool = False, all_captions: bool = False) -> Listing:
+    """Every input under the source, with captions from sidecars or metadata.jsonl (with `all_captions`, all of
+    an image's captions). In a local folder a symbolic link that leads outside it (unless
+    `allow_outside_links`), nowhere, or round in a loop is listed with its problem, never read."""
     problems: dict[str, tuple[str, str]] = {}
     local = not storage.is_s3(source)
     entries = _local_entries(source, allow_outside_links, problems) if local else _s3_entries(source)
@@ -80,35 +83,64 @@ def list_source(source: str, allow_outside_links: bool = False) -> Listing:
     metadata = {name: uri for name, uri in entries.items() if PurePosixPath(name).name == METADATA_NAME}
     inputs = sorted(name for name in entries if name not in sidecars and name not in metadata)
     notes: list[str] = []
-    captions = _metadata_captions(metadata, set(inputs), notes)
-    chosen = _sidecar_choice(inputs, sidecars)
-    used = set(chosen.values())
+    found = _metadata_captions(metadata, set(inputs), notes)
+    chosen = _sidecar_choice(inputs, sidecars, all_captions)
+    used = {sidecar for names in chosen.values() for sidecar in names}
     notes += [f"{name}: caption file with no input file of the same name" for name in sorted(set(sidecars) - used)]
-    texts = _read_texts([sidecars[name] for name in chosen.values()])
-    for (image, sidecar), text in zip(chosen.items(), texts, strict=True):
-        captions[image] = (text, f"sidecar {PurePosixPath(sidecar).suffix.lower()}")
-    files = [SourceFile(name, entries[name], *captions.get(name, ("", ""))) for name in inputs]
+    texts = dict(zip(sorted(used), _read_texts([sidecars[name] for name in sorted(used)]), strict=True))
+    for image, names in chosen.items():
+        from_sidecars = [
+            (text, f"sidecar {PurePosixPath(name).suffix.lower()}")
+            for name in names
+            for text in _caption_lines(texts[name], all_captions)
+        ]
+        found[image] = from_sidecars + (found.get(image, []) if all_captions else [])
+    files = [_source_file(name, entries[name], found.get(name, []), all_captions) for name in inputs]
     files += [SourceFile(name, str(Path(source) / name), problem=problem) for name, problem in problems.items()]
     return Listing(sorted(files, key=lambda file: file.name), notes)
 
 
-def _sidecar_choice(inputs: list[str], sidecars: dict[str, str]) -> dict[str, str]:
-    """input name -> the sidecar caption file that belongs to it: one named after the whole input name
-    (`cat.png.txt`) before one named after its stem (`cat.txt`), `.txt` before `.caption`."""
-    by_base: dict[str, str] = {}  # what a sidecar is named after (its name without the caption suffix) -> it
+def _source_file(name: str, uri: str, captions: list[tuple[str, str]], all_captions: bool) -> SourceFile:
+    """The first caption is the one used alone; with `all_captions` the other distinct ones come along."""
+    if not captions:
+        return SourceFile(name, uri)
+    first, *rest = captions
+    seen, more = {first[0]}, []
+    for text, source in rest if all_captions else ():
+        if text not in seen:
+            seen.add(text)
+            more.append((text, source))
+    return SourceFile(name, uri, *first, more_captions=tuple(more))
+
+
+def _caption_lines(text: str, all_captions: bool) -> list[str]:
+    """A caption file is one caption; with all captions, one per non-empty line."""
+    if not all_captions:
+        return [text]
+    return [line for line in text.splitlines() if line.strip()] or [text]
+
+
+def _sidecar_choice(inputs: list[str], sidecars: dict[str, str], every: bool = False) -> dict[str, list[str]]:
+    """input name -> the sidecar caption files that belong to it, best first: one named after the whole input
+    name (`cat.png.txt`) before one named after its stem (`cat.txt`), `.txt` before `.caption`; only the best
+    unless `every`."""
+    by_base: dict[str, list[str]] = {}  # what a sidecar is named after (its name without the caption suffix)
     for name in sorted(sidecars, key=lambda n: CAPTION_SUFFIXES.index(PurePosixPath(n).suffix.lower())):
-        by_base.setdefault(str(PurePosixPath(name).with_suffix("")), name)
+        by_base.setdefault(str(PurePosixPath(name).with_suffix("")), []).append(name)
     chosen = {}
     for name in inputs:
-        base = next((b for b in (name, str(PurePosixPath(name).with_suffix(""))) if b in by_base), None)
-        if base is not None:
-            chosen[name] = by_base[base]
+        found = [s for b in dict.fromkeys((name, str(PurePosixPath(name).with_suffix("")))) for s in by_base.get(b, [])]
+        if found:
+            chosen[name] = found if every else found[:1]
     return chosen
 
 
-def _metadata_captions(metadata: dict[str, str], inputs: set[str], notes: list[str]) -> dict[str, tuple[str, str]]:
-    """input name -> (caption, "metadata.jsonl") from every metadata file; a deeper folder's file wins."""
-    captions: dict[str, tuple[str, str]] = {}
+def _metadata_captions(
+    metadata: dict[str, str], inputs: set[str], notes: list[str]
+) -> dict[str, list[tuple[str, str]]]:
+    """input name -> [(caption, "metadata.jsonl"), ...] from every metadata file, the one used alone first: a
+    deeper folder's file before a shallower one's, a later line before an earlier one."""
+    captions: dict[str, list[tuple[str, str]]] = {}
     names = sorted(metadata, key=lambda n: len(PurePosixPath(n).parts))  # shallow first, deeper overrides
     for name, raw in zip(names, _read_texts([metadata[n] for n in names]), strict=True):
         folder = PurePosixPath(name).parent
@@ -124,7 +156,7 @@ def _metadata_captions(metadata: dict[str, str], inputs: set[str], notes: list[s
             if target not in inputs:
                 notes.append(f"{where}: names {target}, which is not in the source")
                 continue
-            captions[target] = (entry[1], METADATA_NAME)
+            captions.setdefault(target, []).insert(0, (entry[1], METADATA_NAME))
     return captions
 
 

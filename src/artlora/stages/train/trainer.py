@@ -4,9 +4,9 @@ No storage and no tracking here (the stage, `stages/train/__init__.py`, adds tho
 exactly this step. Importing it still runs the stage package's `__init__`, which imports the object-store client
 and MLflow: a GPU machine without them needs their wheels carried (`bench/train_step.md`).
 
-Every step's randomness (batch, noise, timesteps, caption dropout, noise offset, LoRA dropout) is derived from
-(seed, micro-batch index) alone, so a resumed run takes the same steps as an uninterrupted one without replaying
-anything; the RNG states are saved with the rest of the state all the same.
+Every step's randomness (batch, noise, timesteps, caption dropout and variants, noise offset, LoRA dropout) is
+derived from (seed, micro-batch index) alone, so a resumed run takes the same steps as an uninterrupted one without
+replaying anything; the RNG states are saved with the rest of the state all the same.
 
 What differs between bases (the noising, target, timestep sampling and loss weights, the denoiser's call and its
 conditioning, e.g. SDXL's pooled embedding and size/crop time ids) is the model family's (`diffusion.families`);
@@ -33,7 +33,7 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 
 from artlora.config import TrainConfig
-from artlora.data.latents import LatentSet
+from artlora.data.latents import LatentGroup, LatentSet
 from artlora.diffusion import families
 from artlora.diffusion.device import default_device
 from artlora.diffusion.losses import PerceptualLoss, offset_noise, perceptual_subset, weighted_loss
@@ -41,7 +41,14 @@ from artlora.diffusion.text_encoding import TextEncoders
 from artlora.stages.train import lora
 from artlora.stages.train.ema import AdapterEMA
 from artlora.stages.train.errors import TrainError
-from artlora.stages.train.sampling import epoch_batches, sampler_position, seed_for_dropout, step_generator
+from artlora.stages.train.sampling import (
+    caption_draws,
+    effective_sizes,
+    epoch_batches,
+    sampler_position,
+    seed_for_dropout,
+    step_generator,
+)
 
 if TYPE_CHECKING:  # Any to mypy (pyproject.toml)
     from diffusers import ModelMixin
@@ -100,7 +107,9 @@ class Trainer:
         self.family.check_config(config)
         check_architecture(data, self.family)
         self.data = data.to(self.device)
-        self.sizes = [len(group) for group in self.data.groups]
+        # Repeats (ingest.style_repeats) make a view several of an epoch's places; `sizes` counts the places.
+        self.repeats = [group.repeats for group in data.groups]
+        self.sizes = effective_sizes([len(group) for group in data.groups], self.repeats)
         self._epoch: tuple[int, list] = (-1, [])
         self.noise_scheduler = self.family.training_scheduler(pipe)
         self.denoiser, denoiser_params = self._adapted_denoiser(getattr(pipe, self.family.denoiser))
@@ -158,7 +167,7 @@ class Trainer:
             encoder.train()
         if not all(group.captions for group in self.data.groups):
             raise TrainError("this latent cache does not list each view's caption: run augment again")
-        self.token_ids = [tuple(map(self.to_device, encoders.tokenize(g.captions))) for g in self.data.groups]
+        self.token_ids = [tuple(map(self.to_device, encoders.tokenize(_captions_of(g)))) for g in self.data.groups]
         self.empty_ids = tuple(map(self.to_device, encoders.tokenize([""])))
         return encoders, params
 
@@ -277,21 +286,26 @@ class Trainer:
             group=data,
             rows=rows,
             latents=latents,
-            **self._captions(group, rows, dropped),
+            **self._captions(group, rows, dropped, index),
             noise=noise,
             timesteps=self.to_device(timesteps),
             cpu_timesteps=timesteps,
         )
 
-    def _captions(self, group: int, rows: torch.Tensor, dropped: torch.Tensor | None) -> dict[str, Any]:
-        """The micro-batch's caption inputs, with the dropped views' swapped for the empty caption's."""
+    def _captions(self, group: int, rows: torch.Tensor, dropped: torch.Tensor | None, index: int) -> dict[str, Any]:
+        """The micro-batch's caption inputs, with the dropped views' swapped for the empty caption's. With caption
+        variants each view's is one of its own, drawn by (seed, index); token ids are then the variants'."""
+        data = self.data.groups[group]
+        chosen, text, pooled = rows, data.text, data.pooled
+        if data.variants is not None:
+            draws = self.to_device(caption_draws(self.config.seed, index, len(rows)))
+            chosen, text, pooled = data.variants.pick(rows, draws), data.variants.text, data.variants.pooled
         if self.text_encoders is not None:
-            ids = tuple(tokens[rows] for tokens in self.token_ids[group])
+            ids = tuple(tokens[chosen] for tokens in self.token_ids[group])
             if dropped is not None:
                 ids = tuple(torch.where(dropped.view(-1, 1), e, t) for e, t in zip(self.empty_ids, ids, strict=True))
             return {"ids": ids, "text": None, "pooled": None}
-        data = self.data.groups[group]
-        text, pooled = data.text[rows], None if data.pooled is None else data.pooled[rows]
+        text, pooled = text[chosen], None if pooled is None else pooled[chosen]
         if dropped is not None:
             text = torch.where(dropped.view(-1, 1, 1), self.data.empty_text.to(text.dtype), text)
             if pooled is not None:  # the pooled embedding is dropped with the caption
@@ -310,7 +324,8 @@ class Trainer:
         """`batch_for_step` for micro-batch `index`, with the current epoch's shuffle computed once."""
         epoch, position = sampler_position(self.sizes, self.config.batch_size, index)
         if self._epoch[0] != epoch:
-            self._epoch = (epoch, epoch_batches(self.sizes, self.config.batch_size, self.config.seed, epoch))
+            sizes = [len(group) for group in self.data.groups]
+            self._epoch = (epoch, epoch_batches(sizes, self.config.batch_size, self.config.seed, epoch, self.repeats))
         return self._epoch[1][position]
 
     def _noise_generator(self, index: int, gen: torch.Generator) -> torch.Generator:
@@ -336,6 +351,9 @@ class Trainer:
             output = family.predict(self.forward, noisy, batch.timesteps, text, conditioning)
         target = family.target(scheduler, batch.latents, batch.noise, batch.timesteps)
         weights = family.loss_weights(scheduler, batch.timesteps, config)
+        if batch.group.loss_weights is not None:  # ingest.style_loss_weights, per view
+            style = batch.group.loss_weights[batch.rows]
+            weights = style if weights is None else weights * style
         error = weighted_loss(output, target, weights, config.loss, config.huber_delta)
         loss, metrics = error, {f"loss_{config.loss}": error.detach()}
         if with_perceptual:
@@ -414,3 +432,8 @@ def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, dict):
         return {name: _to(item, device) for name, item in value.items()}
     return value
+
+
+def _captions_of(group: LatentGroup) -> tuple[str, ...]:
+    """What a group's token ids are made of: its caption variants when it has them, else each view's caption."""
+    return group.variants.captions if group.variants is not None else group.captions
