@@ -136,7 +136,7 @@ class TrainConfig(StageConfig):
         "(0, 1]: latents are resized before the VAE decode, so 0.5 makes decode and LPIPS about 4x cheaper",
     )
     # -- the adapter's EMA, the timestep bias and the Huber loss: off at their defaults, and then left out of the
-    # resolved config (ADDED_LATER), so the runs and the compiled pipeline of before keep their keys
+    # resolved config (ADDED_LATER, above), so the runs and the compiled pipeline of before keep their keys
     ema_decay: float = Field(
         0.0,
         ge=0.0,
