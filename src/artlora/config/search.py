@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 # The train settings a search may vary, in the order trials are labelled.
-SEARCHABLE = ("learning_rate", "rank", "alpha", "dropout", "perceptual_weight", "max_steps", "lr_schedule")
+SEARCHABLE = (
+    "learning_rate",
+    "rank",
+    "alpha",
+    "dropout",
+    "perceptual_weight",
+    "max_steps",
+    "lr_schedule",
+    "preservation_weight",
+)
 
 
 class SearchConfig(BaseModel):
@@ -37,6 +46,17 @@ class SearchConfig(BaseModel):
     lr_schedule: tuple[Literal["linear", "cosine", "constant"], ...] = Field(
         (), description="learning-rate schedules to try (train.lr_schedule)"
     )
+    preservation_weight: tuple[float, ...] = Field(
+        (), description="output-preservation weights to try (train.preservation_weight; 0 turns the term off)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unused_preservation(self, handler):
+        # Left out while empty (as train's preservation settings): the compiled pipeline's config stays as it was.
+        data = handler(self)
+        if not self.preservation_weight and isinstance(data, dict):
+            data.pop("preservation_weight", None)
+        return data
 
     @model_validator(mode="after")
     def _draws_with_random(self) -> SearchConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from artlora.config.base import BaseModelRef, Experiment, Seed, StageConfig, StorageRoot
 from artlora.config.evaluate import EvaluateConfig
@@ -14,6 +14,9 @@ _EVALUATE = EvaluateConfig.model_fields  # the gallery's defaults are the evalua
 GALLERY_FIELDS = frozenset(
     {"sample_every", "sample_prompts", "sample_seed", "sample_resolution", "sample_steps", "sample_guidance"}
 )
+# Output preservation's settings: left out of the config's dump while preservation is off, so a config that does
+# not use it keeps its run key (the hash of the dump) and the compiled pipeline its default config.
+PRESERVATION_FIELDS = ("preservation_weight", "preservation_prompts", "preservation_every")
 
 
 class TrainConfig(StageConfig):
@@ -104,6 +107,26 @@ class TrainConfig(StageConfig):
         le=1.0,
         description="side of the compared images as a share of the training resolution, in "
         "(0, 1]: latents are resized before the VAE decode, so 0.5 makes decode and LPIPS about 4x cheaper",
+    )
+    # -- output preservation (ai-toolkit's diff_output_preservation)
+    preservation_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="weight of the output-preservation term: on each micro-batch's noisy latents, the MSE between "
+        "the LoRA model's prediction for a preservation prompt and the base model's own (LoRA off), weighted per "
+        "sample as the main loss; keeps the adapter from changing what the base paints for prompts outside the "
+        "style. 0 turns it off (costs two more denoiser passes per micro-batch, one without gradients)",
+    )
+    preservation_prompts: tuple[str, ...] = Field(
+        ("",),
+        min_length=1,
+        description="prompts whose predictions are kept the base's (class or blank prompts, not the style's "
+        "captions); the micro-batch's samples take them in turn. The default is the empty caption (what "
+        "classifier-free guidance paints against)",
+    )
+    preservation_every: int = Field(
+        1, ge=1, le=1_000_000, description="apply the output-preservation term every k-th step (its cost / k)"
     )
     # -- optimisation
     learning_rate: float = Field(1e-4, gt=0, le=1.0, description="peak learning rate")
@@ -214,12 +237,25 @@ class TrainConfig(StageConfig):
         description="classifier-free guidance scale of the gallery (pipeline: evaluate.guidance_scale)",
     )
 
+    @model_serializer(mode="wrap")
+    def _without_unused_preservation(self, handler):
+        data = handler(self)
+        if not self.preservation_weight and isinstance(data, dict):
+            for name in PRESERVATION_FIELDS:
+                if getattr(self, name) == type(self).model_fields[name].default:
+                    data.pop(name, None)
+        return data
+
     @model_validator(mode="after")
     def _settings_that_need_another(self) -> TrainConfig:
         if self.early_stopping_patience and not self.eval_every:
             raise ValueError("early_stopping_patience needs validation: set eval_every > 0")
         if self.text_encoder_learning_rate is not None and not self.train_text_encoder:
             raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
+        defaults = type(self).model_fields
+        unused = [n for n in PRESERVATION_FIELDS[1:] if getattr(self, n) != defaults[n].default]
+        if unused and not self.preservation_weight:
+            raise ValueError(f"{unused[0]} is set but preservation_weight is 0: set preservation_weight > 0 too")
         if self.sample_every and not self.sample_prompts:
             raise ValueError(
                 "sample_every paints sample_prompts, and there are none: give some, or set sample_every: 0"
