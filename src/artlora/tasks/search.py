@@ -87,7 +87,9 @@ def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
             f"trial run {run_id} has no {metric!r} metric or no adapter (the first metric rule of register.gate "
             "names it; check the trial's train and evaluate tasks)"
         )
-    settings = {name: run.data.params.get(f"train.{name}", "?") for name in config.search.space()}
+    # A setting left out of the logged config at its default (train's preservation settings while off) shows it.
+    defaults = {name: str(field.default) for name, field in type(config.train).model_fields.items()}
+    settings = {name: run.data.params.get(f"train.{name}", defaults[name]) for name in config.search.space()}
     return TrialReport(
         number=number,
         run_id=run_id,

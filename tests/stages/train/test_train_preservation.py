@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from artlora.config import ConfigError, SearchConfig, TrainConfig, validate
+from artlora.config import ConfigError, PipelineConfig, SearchConfig, TrainConfig, validate
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.demo import tiny
 from artlora.diffusion.losses import weighted_mse
 from artlora.stages.train.errors import TrainError
 from artlora.stages.train.preservation import adapters_off
 from artlora.stages.train.trainer import Trainer
+from artlora.tasks import search
 
 CAPTIONS = ("a woodcut of a tree", "ink wash mountains", "a linocut harbour", "pastel fields")
 
@@ -60,7 +61,7 @@ def test_preservation_keeps_the_prompts_prediction_closer_to_the_base():
     drifts = {}
     for weight in (0.0, 4.0):
         trainer = Trainer(config(preservation_weight=weight), data, tiny.build_tiny_sd())
-        for step in range(6):
+        for step in range(3):
             trainer.step(step)
         drifts[weight] = drift(trainer, data.empty_text)
     assert drifts[0.0] > 0, "without preservation the adapter moves the empty caption's prediction"
@@ -128,9 +129,13 @@ def test_preservation_settings_are_validated_searchable_and_left_out_when_off():
     with pytest.raises(ValueError, match="preservation_every is set but preservation_weight is 0"):
         config(preservation_every=4)
     assert SearchConfig(preservation_weight=(0.0, 1.0)).space() == {"preservation_weight": (0.0, 1.0)}
-    base = {"storage_root": "s3://tests", "base_model": "tiny", "ingest": {"source": "s3://tests/raw"}}
+    base = {"storage_root": "s3://tests", "base_model": "tiny", "model_name": "m", "ingest": {"source": "s3://x/raw"}}
     with pytest.raises(ConfigError, match="preservation_weight"):
         validate({**base, "train": {"preservation_weight": 200.0}})
+    searched = validate({**base, "search": {"preservation_weight": [0.0, 2.0]}})
+    trials = [PipelineConfig.model_validate_json(text) for text in search.trial_configs(searched)]
+    assert [trial.train.preservation_weight for trial in trials] == [0.0, 2.0]
+    assert "preservation_weight" not in validate(base).model_dump()["search"]  # the compiled pipeline's as before
 
 
 def test_sdxl_keeps_the_base_for_the_empty_caption_with_its_pooled_embedding_and_the_views_time_ids():

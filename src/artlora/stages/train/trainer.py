@@ -18,6 +18,9 @@ process at batch B with N times the accumulation.
 
 With `train_text_encoder`, the text encoder(s) get LoRA too and the caption states are computed every step from
 the captions' token ids (caption dropout then swaps in the empty caption's ids) instead of read from the cache.
+
+With `preservation_weight`, a term keeps the LoRA model's prediction for the preservation prompts the base's, on the
+same noisy latents (`preservation.py`).
 """
 
 from __future__ import annotations
