@@ -19,8 +19,11 @@ from artlora.demo import tiny, tiny_transformers
 from artlora.diffusion import families, loading
 from artlora.diffusion.families import flow
 from artlora.diffusion.heldout import heldout_loss
+from artlora.diffusion.losses import weighted_mse
 from artlora.diffusion.vae import decode_latents, encode_latents
 from artlora.stages.train import kohya, lora
+from artlora.stages.train.errors import TrainError
+from artlora.stages.train.preservation import adapters_off
 from artlora.stages.train.trainer import DeviceModel, Trainer
 
 CAPTIONS = ("a red cat in ink", "two boats at dusk, watercolour")
@@ -201,6 +204,28 @@ def test_the_perceptual_term_decodes_the_flow_x0_through_the_shifted_vae(name):
     loss, metrics = trainer.loss(0, with_perceptual=True)
     assert torch.isfinite(loss) and "loss_perceptual" in metrics
     assert loss.item() == pytest.approx(metrics["loss_mse"].item() + 0.5 * metrics["loss_perceptual"].item())
+
+
+def test_output_preservation_goes_through_the_familys_seam(name):
+    """The preservation term on a transformer: the target is the base's prediction (LoRA off) for the cache's empty
+    caption with its pooled embedding; a prompt the base would encode otherwise than the cache (here: T5 cut at
+    16 tokens) is refused rather than mixed in."""
+    trainer, data = trained(name, 2, learning_rate=1e-2, preservation_weight=1.0)
+    family, scheduler, index = trainer.family, trainer.noise_scheduler, 3
+    batch = trainer.micro_batch(index)
+    noisy = family.add_noise(scheduler, batch.latents, batch.noise, batch.timesteps)
+    weights = family.loss_weights(scheduler, batch.timesteps, trainer.config)
+    text, pooled = data.empty_text.expand(len(noisy), -1, -1), data.empty_pooled.expand(len(noisy), -1)
+    with torch.no_grad():
+        term = trainer.preservation.term(trainer, batch, noisy, index, weights)
+        conditioning = family.conditioning(batch.group, batch.rows, pooled)
+        adapted = family.predict(trainer.denoiser, noisy, batch.timesteps, text, conditioning)
+        with adapters_off(trainer.denoiser):
+            base = family.predict(trainer.denoiser, noisy, batch.timesteps, text, conditioning)
+    assert weighted_mse(adapted, base) > 0, "the adapter has moved away from the base"
+    torch.testing.assert_close(term, weighted_mse(adapted, base, weights), rtol=1e-4, atol=1e-8)
+    with pytest.raises(TrainError, match="preservation_prompts"):
+        trained(name, 0, preservation_weight=1.0, preservation_prompts=("a cat",))
 
 
 def test_a_resumed_run_takes_the_steps_of_an_uninterrupted_one(name):

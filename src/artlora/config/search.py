@@ -14,7 +14,10 @@ from artlora.config.base import LeftOutAtDefault
 
 # Searchable settings added after searches were made: left out of a search config's dumps while they list nothing
 # (LeftOutAtDefault), so the configs digested and compiled before keep their digests.
-ADDED_LATER = ("ema_decay", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta", "adapter")
+ADDED_LATER = (
+    *("ema_decay", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta"),
+    *("adapter", "preservation_weight"),
+)
 # The train settings a search may vary, in the order trials are labelled.
 SEARCHABLE = (
     "learning_rate",
@@ -66,6 +69,9 @@ class SearchConfig(LeftOutAtDefault):
     )
     adapter: tuple[Literal["lora", "lokr", "loha"], ...] = Field(
         (), description="adapter forms to try (train.adapter: lora, lokr, loha)"
+    )
+    preservation_weight: tuple[float, ...] = Field(
+        (), description="output-preservation weights to try (train.preservation_weight; 0 turns the term off)"
     )
 
     @model_validator(mode="after")

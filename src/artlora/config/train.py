@@ -20,6 +20,7 @@ ADDED_LATER = frozenset(
     {
         *("ema_decay", "ema_warmup", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta"),
         *("adapter", "lokr_factor", "lokr_decompose_both"),
+        *("preservation_weight", "preservation_prompts", "preservation_every"),
     }
 )
 
@@ -178,6 +179,26 @@ class TrainConfig(StageConfig):
         description="with loss 'huber': the error size, in (0, 10], where it turns from squared to linear "
         "(kohya's huber_c; 0.1 is its default)",
     )
+    # -- output preservation (ai-toolkit's diff_output_preservation)
+    preservation_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="weight of the output-preservation term: on each micro-batch's noisy latents, the MSE between "
+        "the LoRA model's prediction for a preservation prompt and the base model's own (LoRA off), weighted per "
+        "sample as the main loss; keeps the adapter from changing what the base paints for prompts outside the "
+        "style. 0 turns it off (costs two more denoiser passes per micro-batch, one without gradients)",
+    )
+    preservation_prompts: tuple[str, ...] = Field(
+        ("",),
+        min_length=1,
+        description="prompts whose predictions are kept the base's (class or blank prompts, not the style's "
+        "captions); the micro-batch's samples take them in turn. The default is the empty caption (what "
+        "classifier-free guidance paints against)",
+    )
+    preservation_every: int = Field(
+        1, ge=1, le=1_000_000, description="apply the output-preservation term every k-th step (its cost / k)"
+    )
     # -- optimisation
     learning_rate: float = Field(1e-4, gt=0, le=1.0, description="peak learning rate")
     lr_schedule: Literal["linear", "cosine", "constant"] = Field(
@@ -308,6 +329,8 @@ class TrainConfig(StageConfig):
             ("ema_warmup", "ema_decay", 0.0, "a decay such as 0.999"),
             ("timestep_bias_strength", "timestep_bias", "none", "high_noise or low_noise"),
             ("huber_delta", "loss", "mse", "huber"),
+            ("preservation_prompts", "preservation_weight", 0.0, "a weight such as 1.0"),
+            ("preservation_every", "preservation_weight", 0.0, "a weight such as 1.0"),
         ):
             if getattr(self, name) != fields[name].default and getattr(self, switch) == off:
                 raise ValueError(f"{name} is set but {switch} is {off!r}: set {switch} to {on}, or leave {name} out")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from artlora import contracts
-from artlora.config import PipelineConfig, TrainConfig, with_inputs
+from artlora.config import PipelineConfig, with_inputs
 from artlora.errors import ArtloraError
 from artlora.io import runs, storage
 from artlora.tasks.search_report import TrialReport, summary_html
@@ -87,8 +87,8 @@ def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
             f"trial run {run_id} has no {metric!r} metric or no adapter (the first metric rule of register.gate "
             "names it; check the trial's train and evaluate tasks)"
         )
-    # A setting at its default may be left out of the logged params (train.adapter: lora).
-    defaults = {name: str(TrainConfig.model_fields[name].default) for name in config.search.space()}
+    # A setting left out of the logged config at its default (the settings added later) shows its default.
+    defaults = {name: str(field.default) for name, field in type(config.train).model_fields.items()}
     settings = {name: run.data.params.get(f"train.{name}", defaults[name]) for name in config.search.space()}
     return TrialReport(
         number=number,

@@ -18,6 +18,9 @@ process at batch B with N times the accumulation.
 
 With `train_text_encoder`, the text encoder(s) get LoRA too and the caption states are computed every step from
 the captions' token ids (caption dropout then swaps in the empty caption's ids) instead of read from the cache.
+
+With `preservation_weight`, a term keeps the LoRA model's prediction for the preservation prompts the base's, on the
+same noisy latents (`preservation.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from artlora.diffusion.text_encoding import TextEncoders
 from artlora.stages.train import lora
 from artlora.stages.train.ema import AdapterEMA
 from artlora.stages.train.errors import TrainError
+from artlora.stages.train.preservation import Preservation
 from artlora.stages.train.sampling import (
     caption_draws,
     effective_sizes,
@@ -136,6 +140,7 @@ class Trainer:
             self.perceptual = PerceptualLoss(
                 vae, config.perceptual_net, config.perceptual_backbone, config.perceptual_scale
             ).to(self.device)
+        self.preservation = Preservation(self, pipe) if config.preservation_weight > 0 else None
 
     def _adapted_denoiser(self, denoiser: ModelMixin) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
         """Attach LoRA in fp32 on the CPU (the same init everywhere), then move; frozen weights get the dtype."""
@@ -237,11 +242,12 @@ class Trainer:
         them would stall the GPU every step)."""
         config, micro_batches = self.config, self.config.gradient_accumulation
         with_perceptual = self.perceptual is not None and step % config.perceptual_every == 0
+        with_preservation = self.preservation is not None and step % config.preservation_every == 0
         totals: dict[str, list[torch.Tensor]] = {}
         for micro in range(micro_batches):
             # DDP averages the gradients across processes once, after the step's last micro-batch.
             with self._without_sync(micro < micro_batches - 1):
-                loss, metrics = self.loss(self.micro_batch_index(step, micro), with_perceptual)
+                loss, metrics = self.loss(self.micro_batch_index(step, micro), with_perceptual, with_preservation)
                 self.scaler.scale(loss / micro_batches).backward()
             for name, value in metrics.items():
                 totals.setdefault(name, []).append(value)
@@ -335,9 +341,11 @@ class Trainer:
             return gen
         return torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + index + 1)
 
-    def loss(self, index: int, with_perceptual: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The objective on micro-batch `index`: (weighted) MSE or pseudo-Huber error on the model's target,
-        plus LPIPS if asked."""
+    def loss(
+        self, index: int, with_perceptual: bool, with_preservation: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective on micro-batch `index`: (weighted) MSE or pseudo-Huber error on the model's target, plus
+        LPIPS and output preservation (`preservation.py`) if asked."""
         config, scheduler, batch, family = self.config, self.noise_scheduler, self.micro_batch(index), self.family
         noisy = family.add_noise(scheduler, batch.latents, batch.noise, batch.timesteps)
         if config.dropout:
@@ -358,6 +366,10 @@ class Trainer:
         loss, metrics = error, {f"loss_{config.loss}": error.detach()}
         if with_perceptual:
             loss = self._add_perceptual(loss, metrics, batch, noisy, output)
+        if with_preservation:
+            assert self.preservation is not None  # asked for only when there is one (`step`)
+            kept = self.preservation.term(self, batch, noisy, index, weights)
+            loss, metrics["loss_preservation"] = loss + config.preservation_weight * kept, kept.detach()
         metrics["loss"] = loss.detach()
         return loss, metrics
 
