@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from artlora.config import ConfigError, TrainConfig
 from artlora.data.latents import LatentGroup, LatentSet
 from artlora.demo import tiny, tiny_transformers
-from artlora.diffusion import families, loading
+from artlora.diffusion import adapters, families, loading
 from artlora.diffusion.families import flow
 from artlora.diffusion.heldout import heldout_loss
 from artlora.diffusion.losses import weighted_mse
@@ -310,3 +310,20 @@ def test_a_family_that_misses_a_method_of_the_interface_cannot_be_made():
 
     with pytest.raises(TypeError, match="abstract method pipeline_class"):
         Unfinished()
+
+
+def test_a_lokr_adapter_loads_back_through_peft_and_has_no_single_file(name, tmp_path):
+    """LoKr on the transformer families: the diffusers-layout file (which load_lora_weights cannot read) loads
+    through artlora's loader and paints the trained model's image; the single file is refused (no LyCORIS
+    convention for these bases that could be checked)."""
+    trainer, _ = trained(name, 3, adapter="lokr", alpha=2.0, learning_rate=5e-2, target_modules=("attention",))
+    trainer.denoiser.eval()
+    lora.save_adapter(trainer.parts, tmp_path)
+    with pytest.raises(kohya.UnsupportedAdapterError, match="LoKr/LoHa"):
+        kohya.save_kohya(trainer.denoiser, tmp_path / "style.safetensors", "flow")
+    live, loaded = BUILD[name](), BUILD[name]()
+    live.transformer = trainer.denoiser.float()
+    adapters.load_adapter(loaded, adapters.adapter_file(tmp_path))
+    expected = paint(live)
+    assert not np.allclose(paint(BUILD[name]()), expected, atol=1e-4)
+    np.testing.assert_allclose(paint(loaded), expected, atol=1e-5)

@@ -71,8 +71,10 @@ def kohya_state_dict(
     return out
 
 
-def unet_state_dict(model: torch.nn.Module, rename: Callable[[str], str] = kohya_name) -> dict[str, torch.Tensor]:
-    """A UNet's (or CLIP text encoder's) adapter in the single-file layout: kohya LoRA keys, or LyCORIS keys for
+def single_file_state_dict(
+    model: torch.nn.Module, rename: Callable[[str], str] = kohya_name
+) -> dict[str, torch.Tensor]:
+    """A UNet's or CLIP text encoder's adapter in the single-file layout: kohya LoRA keys, or LyCORIS keys for
     a LoKr/LoHa adapter; `rename` turns a module path into its kohya name."""
     if any(isinstance(module, LycorisLayer) for module in model.modules()):
         return lycoris_state_dict(model, rename)
@@ -132,7 +134,7 @@ def text_encoder_state_dict(
         raise ValueError(f"text encoder {name!r}: the kohya layout names only {sorted(prefixes)} for this model")
     if ADAPTER not in (getattr(encoder, "peft_config", None) or {}):
         raise ValueError(f"text encoder {name!r} has no LoRA adapter")
-    return unet_state_dict(encoder, lambda module: kohya_name(text_model_path(module), prefixes[name]))
+    return single_file_state_dict(encoder, lambda module: kohya_name(text_model_path(module), prefixes[name]))
 
 
 def peft_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -234,16 +234,6 @@ def test_a_run_resumed_from_its_checkpoint_files_takes_the_uninterrupted_steps(a
         assert torch.equal(got[key], value), key
 
 
-def test_transformer_families_refuse_a_lycoris_single_file(tmp_path):
-    from artlora.demo import tiny_transformers
-
-    pipe = tiny_transformers.build_tiny_sd3()
-    lora.add_lora(pipe.transformer, TrainConfig(storage_root="s3://tests", base_model="x", adapter="lokr"))
-    with pytest.raises(kohya.UnsupportedAdapterError, match="LoKr/LoHa adapter on a transformer base"):
-        kohya.save_kohya(pipe.transformer, tmp_path / "x.safetensors", "flow")
-    assert not (tmp_path / "x.safetensors").exists()
-
-
 # -- the settings ----------------------------------------------------------------------------------------
 
 

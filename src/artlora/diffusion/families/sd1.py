@@ -63,7 +63,7 @@ class SD1(UNetFamily):
         """kohya trains SD 1.x/2.x on the diffusers UNet, so names are diffusers paths with `_` for `.`; the text
         encoder's are `lora_te_` + its Hugging Face CLIP path."""
         unet: Any = parts["unet"]  # its config is read
-        tensors = lora_keys.unet_state_dict(unet)
+        tensors = lora_keys.single_file_state_dict(unet)
         for name, encoder in parts.items():
             if name != "unet":
                 tensors.update(lora_keys.text_encoder_state_dict(name, encoder, {"text_encoder": "lora_te_"}))

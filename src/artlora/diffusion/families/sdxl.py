@@ -89,7 +89,7 @@ class SDXL(UNetFamily):
         modules = {key.rsplit(".lora_", 1)[0] for key in state if ".lora_" in key}
         sgm_names.check_diffusers_reads(sgm_names.sgm_path(module, unet.config) for module in modules)
         rename = lambda module: lora_keys.kohya_name(sgm_names.sgm_path(module, unet.config))  # noqa: E731
-        tensors = lora_keys.unet_state_dict(unet, rename)
+        tensors = lora_keys.single_file_state_dict(unet, rename)
         prefixes: Mapping[str, str] = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
         for name, encoder in parts.items():
             if name != "unet":
