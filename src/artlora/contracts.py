@@ -26,6 +26,14 @@ SEARCH_WINNER_TAG = "artlora.search.winner"  # on a search's parent run: the win
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: what makes a run show as another's child (a search's trials)
 RUN_NAME_TAG = "mlflow.runName"  # MLflow's own: the name a run is listed by
 
+# -- a dataset version's reserved style ------------------------------------------------------------------
+
+# The style label of the regularisation images (ingest.regularisation_source): trained alongside the styles at
+# their own weight, never a style the adapter paints, so every list of the dataset's styles leaves it out. Their
+# file names in a dataset version start with it (`regularisation/<name under the source>`), and a style folder of
+# the style source may not be called so.
+REGULARISATION_STYLE = "regularisation"
+
 # -- an adapter file's provenance (safetensors metadata, strings only) ---------------------------------
 
 METADATA_PREFIX = "artlora."

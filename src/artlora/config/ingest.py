@@ -7,10 +7,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from artlora.config.base import Experiment, Seed, StageConfig, StorageRoot
+from artlora.contracts import REGULARISATION_STYLE
 
 # Settings added after dataset versions were made: left out of the resolved config while at their defaults
 # (LeftOutAtDefault), so configs digested and compiled before keep their digests.
-ADDED_LATER = frozenset({"captions", "style_repeats", "style_loss_weights"})
+ADDED_LATER = frozenset(
+    {"captions", "style_repeats", "style_loss_weights", "regularisation_source", "regularisation_weight"}
+)
 
 
 class IngestConfig(StageConfig):
@@ -89,6 +92,21 @@ class IngestConfig(StageConfig):
         description="weight of a style's views in the training loss, {style: w} with w in (0, 100]; styles not "
         "named weigh 1 (OneTrainer's concept loss weight)",
     )
+    # -- regularisation images (kohya sd-scripts' is_reg folders, DreamBooth's class images for prior preservation)
+    regularisation_source: str = Field(
+        "",
+        description="ordinary images of what the style prompts paint (photos, plain renderings), each with its own "
+        "caption sidecar or metadata.jsonl line: a local folder or an s3:// prefix, read like source but its "
+        f"sub-folders are not styles; all go to training under the reserved style {REGULARISATION_STYLE!r}, "
+        "captioned without the trigger word, so the adapter keeps the base's answers to such prompts; '' for none",
+    )
+    regularisation_weight: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="weight of the regularisation images' views in the training loss, in (0, 100] (needs "
+        "regularisation_source)",
+    )
     max_per_style: int | None = Field(
         None,
         ge=1,
@@ -125,6 +143,17 @@ class IngestConfig(StageConfig):
         if bad := {style: w for style, w in value.items() if not 0 < w <= 100}:
             raise ValueError(f"each loss weight must be in (0, 100], got {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _regularisation(self) -> IngestConfig:
+        if self.regularisation_weight != 1.0 and not self.regularisation_source:
+            raise ValueError("regularisation_weight needs regularisation_source (set ingest.regularisation_source)")
+        if REGULARISATION_STYLE in self.style_loss_weights:
+            raise ValueError(
+                f"style_loss_weights names the regularisation images ({REGULARISATION_STYLE!r}): set "
+                "ingest.regularisation_weight instead"
+            )
+        return self
 
     @model_validator(mode="after")
     def _trigger_for_empty_captions(self) -> IngestConfig:

@@ -125,6 +125,7 @@ def real_images(config: EvaluateConfig) -> Heldout:
     index = storage.get_storage().get_json(config.given("cache_uri"))
     real = painting.dataset_images(index["dataset_uri"], config.resolution, config.images_per_style)
     images = real.get("val") or real["train"]  # validation_data warned already when there is no split
+    images.pop(contracts.REGULARISATION_STYLE, None)  # trained alongside the styles, never one of them
     return Heldout(
         styles=sorted(images),
         images=images,

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from artlora.config import IngestConfig
+from artlora.contracts import REGULARISATION_STYLE
 from artlora.stages.ingest.sources import DEFAULT_STYLE
 
 TOKEN_COUNT_METHOD = (
@@ -54,14 +55,22 @@ def truncate(text: str, limit: int) -> str:
 
 
 def resolve(raw: str, raw_source: str, style: str, config: IngestConfig) -> Caption | str:
-    """The caption an image trains with, or why it has none (a rejection reason)."""
+    """The caption an image trains with, or why it has none (a rejection reason). A regularisation image keeps
+    its own caption as it is (no trigger word: it teaches what the prompt paints without the style) and has
+    none to fall back on."""
     text, source = " ".join(raw.split()), raw_source
+    regularisation = style == REGULARISATION_STYLE
+    if not text and regularisation:
+        return (
+            "caption missing: a regularisation image needs its own caption (a sidecar .txt or a metadata.jsonl "
+            "line; ingest.regularisation_source)"
+        )
     if not text:
         fallback = _fallback(style, config)
         if isinstance(fallback, str):
             return fallback
         text, source = fallback
-    trigger = " ".join(config.trigger_word.split())
+    trigger = "" if regularisation else " ".join(config.trigger_word.split())
     if trigger and not re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", text, re.IGNORECASE):
         text = f"{trigger}, {text}"
     tokens = estimate_tokens(text)

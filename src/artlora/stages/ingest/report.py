@@ -11,12 +11,12 @@ from collections import Counter
 from typing import Any
 
 from artlora.config import IngestConfig
-from artlora.stages.ingest import buckets, captions, curation
+from artlora.stages.ingest import buckets, captions, curation, regularisation
 from artlora.stages.ingest.sources import Listing
 
 # Settings that are not about curation: where the inputs are read from, where the run is logged, how fast.
 # model_name shapes captions only where it becomes one, and the captions are in the fingerprint.
-NOT_CURATION = frozenset({"source", "experiment", "workers", "model_name"})
+NOT_CURATION = frozenset({"source", "regularisation_source", "experiment", "workers", "model_name"})
 
 
 def curation_settings(config: IngestConfig) -> dict[str, Any]:
@@ -27,9 +27,16 @@ def curation_settings(config: IngestConfig) -> dict[str, Any]:
 
 def build(listing: Listing, curated: curation.Curated, items: list[Any], config: IngestConfig) -> dict[str, Any]:
     """The report of one ingest; `items` are the accepted items with their split and bucket."""
-    rejections = [{"file": r.file, "code": r.code, "reason": r.reason} for r in curated.rejections]
+    rejections = [_rejection(r) for r in curated.rejections]
     by_reason = Counter(r.code for r in curated.rejections)
+    # Only with regularisation images, so the reports of ingests without them keep their bytes.
+    extra = {}
+    if config.regularisation_source:
+        accepted = [item.source for item in items]
+        rejected = [r.file for r in curated.rejections]
+        extra["regularisation"] = regularisation.summary(config, listing, accepted, rejected)
     return {
+        **extra,
         "inputs": len(listing.files),
         "accepted": len(items),
         "rejected": len(rejections),
@@ -46,6 +53,13 @@ def build(listing: Listing, curated: curation.Curated, items: list[Any], config:
         "accepted_files": sorted(item.source for item in items),
         "rejections": rejections,
     }
+
+
+def _rejection(r: curation.Rejection) -> dict[str, Any]:
+    entry: dict[str, Any] = {"file": r.file, "code": r.code, "reason": r.reason}
+    if regularisation.is_regularisation(r.file):
+        entry["regularisation"] = True
+    return entry
 
 
 def _by_style(items: list[Any]) -> dict[str, dict[str, int]]:

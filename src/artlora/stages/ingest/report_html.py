@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from artlora import pages
+from artlora.contracts import REGULARISATION_STYLE
 from artlora.data import images
 from artlora.io import storage
 from artlora.stages.ingest.curation import Rejection
@@ -88,7 +89,7 @@ def _style_rows(report: Mapping[str, Any]) -> list[tuple]:
         rejected = sum(report["rejected_by_style"].get(style, {}).values())
         rows.append(
             (
-                style,
+                f"{style} (regularisation images, not a style)" if style == REGULARISATION_STYLE else style,
                 split["train"],
                 split["val"],
                 rejected,

@@ -28,7 +28,16 @@ from artlora.config import IngestConfig
 from artlora.data import dataset
 from artlora.data.dataset import Item
 from artlora.io import runs, storage, tracking
-from artlora.stages.ingest import curation, inspection, report, report_html, scan_index, scanning, split
+from artlora.stages.ingest import (
+    curation,
+    inspection,
+    regularisation,
+    report,
+    report_html,
+    scan_index,
+    scanning,
+    split,
+)
 from artlora.stages.ingest.scanning import Scanned
 from artlora.stages.ingest.sources import SourceError, SourceFile, list_source
 
@@ -55,6 +64,7 @@ class IngestResult:
 def run(config: IngestConfig) -> IngestResult:
     tracking.check()  # before any work: a tracking store that does not answer fails at once
     listing = list_source(config.source, config.allow_outside_links, all_captions=config.captions == "all")
+    listing = regularisation.with_regularisation(listing, config)
     image_files = [file for file in listing.files if file.is_image and file.problem is None]
     if not image_files:
         raise SourceError(
@@ -69,7 +79,7 @@ def run(config: IngestConfig) -> IngestResult:
         raise SourceError(f"every image under {config.source} was rejected ({counts}); first: {first}")
     check_balance_styles(config, {c.style for c in curated.kept})
     kept = [_item(c, config) for c in curated.kept]
-    items = split.split(kept, config.val_fraction, config.seed, curated.groups)
+    items = split.split(kept, config.val_fraction, config.seed, curated.groups, {contracts.REGULARISATION_STYLE})
     fp = fingerprint(items, config)
     dataset_uri = storage.join(config.storage_root, "datasets", fp)
     summary = report.build(listing, curated, items, config)
@@ -188,7 +198,11 @@ def _item(candidate: curation.Candidate, config: IngestConfig) -> Item:
         bucket=candidate.bucket,
         more_captions=tuple(caption.text for caption in candidate.more_captions),
         repeats=config.style_repeats.get(style, 1),
-        loss_weight=config.style_loss_weights.get(style, 1.0),
+        loss_weight=(
+            config.regularisation_weight
+            if style == contracts.REGULARISATION_STYLE
+            else config.style_loss_weights.get(style, 1.0)
+        ),
     )
 
 

@@ -72,13 +72,16 @@ def read_uri(uri: str) -> bytes:
     return storage.get_storage().get_bytes(uri) if storage.is_s3(uri) else Path(uri).read_bytes()
 
 
-def list_source(source: str, allow_outside_links: bool = False, all_captions: bool = False) -> Listing:
+def list_source(
+    source: str, allow_outside_links: bool = False, all_captions: bool = False, setting: str = "ingest.source"
+) -> Listing:
     """Every input under the source, with captions from sidecars or metadata.jsonl (with `all_captions`, all of
     an image's captions). In a local folder a symbolic link that leads outside it (unless
-    `allow_outside_links`), nowhere, or round in a loop is listed with its problem, never read."""
+    `allow_outside_links`), nowhere, or round in a loop is listed with its problem, never read. `setting` is
+    the config setting that named the source, for the errors."""
     problems: dict[str, tuple[str, str]] = {}
     local = not storage.is_s3(source)
-    entries = _local_entries(source, allow_outside_links, problems) if local else _s3_entries(source)
+    entries = _local_entries(source, allow_outside_links, problems, setting) if local else _s3_entries(source, setting)
     sidecars = {name: uri for name, uri in entries.items() if PurePosixPath(name).suffix.lower() in CAPTION_SUFFIXES}
     metadata = {name: uri for name, uri in entries.items() if PurePosixPath(name).name == METADATA_NAME}
     inputs = sorted(name for name in entries if name not in sidecars and name not in metadata)
@@ -182,11 +185,13 @@ def _read_texts(uris: list[str]) -> list[str]:
         return [data.decode("utf-8-sig", errors="replace") for data in pool.map(read_uri, uris)]
 
 
-def _local_entries(source: str, allow_outside: bool, problems: dict[str, tuple[str, str]]) -> dict[str, str]:
+def _local_entries(
+    source: str, allow_outside: bool, problems: dict[str, tuple[str, str]], setting: str
+) -> dict[str, str]:
     """name -> path of every file under the folder; the links that are not followed go into `problems`."""
     root = Path(source)
     if not root.is_dir():
-        raise SourceError(f"ingest.source {source!r} is not a folder (nor an s3:// prefix)")
+        raise SourceError(f"{setting} {source!r} is not a folder (nor an s3:// prefix)")
     root = root.resolve()
     entries = {}
     for path in root.rglob("*"):
@@ -219,7 +224,7 @@ def _link_problem(link: Path, root: Path, allow_outside: bool) -> tuple[str, str
     return None
 
 
-def _s3_entries(source: str) -> dict[str, str]:
+def _s3_entries(source: str, setting: str) -> dict[str, str]:
     store = storage.get_storage()
     base = storage.parse_uri(source)[1].rstrip("/")
     entries: dict[str, str] = {}
@@ -228,7 +233,7 @@ def _s3_entries(source: str) -> dict[str, str]:
         if not _hidden(name):
             entries[name] = uri
     if not entries:
-        raise SourceError(f"nothing under ingest.source {source!r} (give the prefix the images are under)")
+        raise SourceError(f"nothing under {setting} {source!r} (give the prefix the images are under)")
     return entries
 
 

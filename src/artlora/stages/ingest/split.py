@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T", bound=Any)  # a frozen dataclass with sha256, style, source and split fields (dataset.Item)
@@ -34,12 +34,18 @@ def cap_per_style(items: Sequence[T], cap: int | None, seed: int) -> tuple[list[
     return kept, dropped
 
 
-def split(items: Sequence[T], val_fraction: float, seed: int, groups: Mapping[str, str] | None = None) -> list[T]:
+def split(
+    items: Sequence[T],
+    val_fraction: float,
+    seed: int,
+    groups: Mapping[str, str] | None = None,
+    train_only: Collection[str] = (),
+) -> list[T]:
     """Items with `split` set to "train" or "val", sorted by source.
 
     `groups` maps an item's sha256 to its group key (items without one are a group of their own). Per style,
     round(count * val_fraction) images go to validation (fewer when whole groups do not add up to it), and at
-    least one image stays in training.
+    least one image stays in training; the styles in `train_only` (the regularisation images) all train.
     """
     groups = groups or {}
     units: dict[str, list[T]] = {}
@@ -49,10 +55,10 @@ def split(items: Sequence[T], val_fraction: float, seed: int, groups: Mapping[st
     for key, members in units.items():
         by_style.setdefault(min(m.style for m in members), []).append(key)
     out: list[T] = []
-    for keys in by_style.values():
+    for style, keys in by_style.items():
         total = sum(len(units[key]) for key in keys)
         # Round half up, and keep at least one image of every style for training.
-        budget = min(math.floor(total * val_fraction + 0.5), total - 1)
+        budget = 0 if style in train_only else min(math.floor(total * val_fraction + 0.5), total - 1)
         for key in sorted(keys, key=lambda k: rank(seed, k)):
             to_val = len(units[key]) <= budget
             budget -= len(units[key]) if to_val else 0

@@ -39,10 +39,13 @@ class Styles:
     train: Counter
     heldout: Counter
     words: dict[str, str]
+    regularisation: int = 0  # regularisation images trained alongside (ingest.regularisation_source): no style
 
 
 def dataset_styles(dataset_uri: str) -> Styles:
-    items = dataset.load_items(dataset_uri)
+    """The styles of a dataset version; its regularisation images are counted apart (they are not a style)."""
+    everything = dataset.load_items(dataset_uri)
+    items = [item for item in everything if item.style != contracts.REGULARISATION_STYLE]
     captions: dict[str, list[str]] = {}
     for item in items:
         captions.setdefault(item.style, []).append(item.caption)
@@ -52,6 +55,7 @@ def dataset_styles(dataset_uri: str) -> Styles:
         train=Counter(item.style for item in items if item.split == "train"),
         heldout=Counter(item.style for item in items if item.split != "train"),
         words={style: common_words(texts) for style, texts in sorted(captions.items())},
+        regularisation=len(everything) - len(items),
     )
 
 
@@ -97,6 +101,8 @@ def _lineage_section(tags: Mapping[str, str], styles: Styles | None) -> list[str
     split = (
         "" if styles is None else f"({sum(styles.train.values())} training, {sum(styles.heldout.values())} held out)"
     )
+    if styles is not None and styles.regularisation:
+        split += f" and {styles.regularisation} regularisation images"
     return [
         "## Lineage",
         "",
