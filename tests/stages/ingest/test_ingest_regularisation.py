@@ -10,10 +10,11 @@ import yaml
 from pydantic import ValidationError
 
 from artlora import cli
-from artlora.config import IngestConfig
+from artlora.config import EvaluateConfig, IngestConfig
 from artlora.contracts import REGULARISATION_STYLE
 from artlora.data.dataset import load_items
 from artlora.demo import sample_data
+from artlora.stages.evaluate import run as evaluate
 from artlora.stages.ingest import run as ingest
 from artlora.stages.ingest.sources import SourceError
 from artlora.stages.register import card
@@ -120,3 +121,13 @@ def test_regularisation_settings_are_bounded_and_left_out_at_their_defaults():
         IngestConfig(source="x", storage_root="s3://artlora", style_loss_weights={REGULARISATION_STYLE: 2.0})
     dumped = IngestConfig(source="x", storage_root="s3://artlora").model_dump()
     assert "regularisation_source" not in dumped and "regularisation_weight" not in dumped
+
+
+def test_evaluation_never_takes_them_for_a_style_even_without_a_validation_split(store, bucket, raw, reg):
+    result = ingest.run(config_for(bucket, raw, regularisation_source=str(reg)).model_copy(update={"val_fraction": 0}))
+    assert {i.split for i in load_items(result.dataset_uri)} == {"train"}
+    index = f"{bucket}/cache/index.json"
+    store.put_json(index, {"dataset_uri": result.dataset_uri})
+    config = EvaluateConfig(storage_root=bucket, base_model="tiny", cache_uri=index, resolution=32, images_per_style=2)
+    heldout = evaluate.real_images(config)
+    assert heldout.styles == sorted(STYLES), "the training images stand in for held-out ones, the styles' only"
