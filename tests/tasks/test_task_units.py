@@ -11,6 +11,7 @@ import pytest
 from small_configs import small_config_for
 
 from artlora.config import ConfigError, PipelineConfig
+from artlora.contracts import REGULARISATION_STYLE
 from artlora.tasks import changes, launch, parameters, search
 from artlora.tasks.search_report import TrialReport, curve_chart
 
@@ -64,6 +65,21 @@ def test_a_local_listing_changes_with_content_and_files_but_not_with_hidden_file
     assert changes.source_listing(str(tmp_path)) != edited
     with pytest.raises(changes.SourceError, match="is not a folder"):
         changes.source_listing(str(tmp_path / "missing"))
+
+
+def test_the_regularisation_images_source_is_part_of_the_listing_under_their_reserved_style(config, tmp_path):
+    assert changes.listing_of(config) == changes.source_listing(config.ingest.source), "unchanged without them"
+    (tmp_path / "a.png").write_bytes(b"\x89PNG")
+    (tmp_path / "a.txt").write_text("a photo of a house")
+    ingest = config.ingest.model_copy(update={"regularisation_source": str(tmp_path)})
+    with_them = config.model_copy(update={"ingest": ingest})
+    listing = changes.listing_of(with_them)
+    assert {name for name, _, _ in listing} - {name for name, _, _ in changes.listing_of(config)} == {
+        f"{REGULARISATION_STYLE}/a.png",
+        f"{REGULARISATION_STYLE}/a.txt",
+    }
+    (tmp_path / "a.txt").write_text("a photo of a barn")
+    assert changes.listing_of(with_them) != listing, "a changed regularisation caption is a change"
 
 
 def test_an_s3_listing_has_keys_sizes_and_etags_relative_to_the_source(store, bucket, sample_folder):

@@ -1,9 +1,10 @@
 """Has anything changed since a registered version was trained? The cheap check before a pipeline trains.
 
 Two digests decide it, and the register stage writes both on every version a pipeline registers (as tags):
-- `source_fingerprint`: the source as listed, no image decoded. Under s3:// each object's key, size and ETag;
-  in a local folder each file's path and size, with the content hash of small files (captions, metadata) and
-  the modification time of the others (images). Hidden files are left out, as ingest leaves them out.
+- `source_fingerprint`: the source (and the regularisation images' source, when set) as listed, no image
+  decoded. Under s3:// each object's key, size and ETag; in a local folder each file's path and size, with the
+  content hash of small files (captions, metadata) and the modification time of the others (images). Hidden
+  files are left out, as ingest leaves them out.
 - `pipeline_config_digest`: the resolved config, less the `cluster:` section (where tasks run does not change the
   model) and, for the single-run pipeline, less the `search:` section it does not read.
 A version carrying both digests covers the run when its adapter is still in the object store. The champion is
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from artlora.config import PipelineConfig
+from artlora.contracts import REGULARISATION_STYLE
 from artlora.data import lineage
 from artlora.data.digests import digest
 from artlora.errors import ArtloraError
@@ -77,7 +79,7 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(".") for part in relative.split("/"))
 
 
-def source_listing(source: str) -> list[tuple[str, int, str]]:
+def source_listing(source: str, setting: str = "ingest.source") -> list[tuple[str, int, str]]:
     """(path relative to the source, size in bytes, ETag / content hash / mtime) of every file, sorted."""
     if storage.is_s3(source):
         root = source.rstrip("/") + "/"
@@ -87,9 +89,20 @@ def source_listing(source: str) -> list[tuple[str, int, str]]:
     else:
         folder = Path(source)
         if not folder.is_dir():
-            raise SourceError(f"ingest.source {source} is not a folder (give a local folder or an s3:// prefix)")
+            raise SourceError(f"{setting} {source} is not a folder (give a local folder or an s3:// prefix)")
         entries = [_local_entry(folder, path) for path in folder.rglob("*") if path.is_file()]
     return sorted(entry for entry in entries if not _hidden(entry[0]))
+
+
+def listing_of(config: PipelineConfig) -> list[tuple[str, int, str]]:
+    """The source's listing, and with regularisation images their source's too, each name under the reserved
+    style as ingest names them (so a change to either is a change; without them the listing is the source's)."""
+    listing = source_listing(config.ingest.source)
+    if regularisation := config.ingest.regularisation_source:
+        prefix = REGULARISATION_STYLE + "/"
+        extra = source_listing(regularisation, "ingest.regularisation_source")
+        listing = sorted(listing + [(prefix + name, size, mark) for name, size, mark in extra])
+    return listing
 
 
 def config_digest(config: PipelineConfig, search: bool = False) -> str:
@@ -115,7 +128,7 @@ def covering_version(config: PipelineConfig, source_fingerprint: str, config_has
 
 def check(config: PipelineConfig, search: bool = False) -> ChangeCheck:
     """List the source and compare it, and the config, with the registered versions' lineage."""
-    listing = source_listing(config.ingest.source)
+    listing = listing_of(config)
     fingerprint, config_hash = digest(listing), config_digest(config, search)
     result = ChangeCheck(fingerprint, config_hash, len(listing), covering_version(config, fingerprint, config_hash))
     log.info("%s", result.describe())
