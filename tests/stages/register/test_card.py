@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from artlora.contracts import REGULARISATION_STYLE
 from artlora.stages.register import card
 from artlora.stages.register.gate import Champion, Decision, Outcome
 
@@ -71,3 +72,39 @@ def test_card_compares_with_base_and_champion_and_links_the_served_report():
         tracking_uri="file:///tmp/mlruns",
     )
     assert "get-artifact" not in local and "could not be read back" in local and "# m version 4: woodcut" in local
+
+
+def test_the_regularisation_images_are_counted_apart_and_never_a_style_of_the_card():
+    decision = Decision("challenger", (), None)
+    styles = card.Styles(
+        fingerprint="abc123",
+        uri="s3://b/datasets/abc123",
+        train=Counter(woodcut=8),
+        heldout=Counter(woodcut=2),
+        words={"woodcut": "sks woodcut"},
+        regularisation=5,
+    )
+    # Without a validation split the held-out loss is measured on training images, the regularisation ones too.
+    metrics = {**METRICS, f"val_loss_lora/{REGULARISATION_STYLE}": 0.3, f"val_loss_base/{REGULARISATION_STYLE}": 0.3}
+    for read_back in (styles, None):
+        text = card.model_card(
+            model="m",
+            version="4",
+            tags=TAGS,
+            metrics=metrics,
+            decision=decision,
+            styles=read_back,
+            run_id="r1",
+            tracking_uri="file:///mlruns",
+        )
+        assert text.startswith("# m version 4: woodcut\n") and f"`{REGULARISATION_STYLE}`" not in text
+    assert "(8 training, 2 held out) and 5 regularisation images" in card.model_card(
+        model="m",
+        version="4",
+        tags=TAGS,
+        metrics=metrics,
+        decision=decision,
+        styles=styles,
+        run_id="r1",
+        tracking_uri="file:///mlruns",
+    )

@@ -20,6 +20,8 @@ from artlora.io import storage
 from artlora.stages.register.gate import Decision
 from artlora.stages.register.report import compared_with
 
+REGULARISATION = contracts.REGULARISATION_STYLE  # trained alongside the styles, never one of them
+
 # (metric, what it says): the rows of the comparison with the base model and the champion.
 COMPARED = (
     ("val_loss_lora", "held-out denoising loss (lower is better)"),
@@ -45,7 +47,7 @@ class Styles:
 def dataset_styles(dataset_uri: str) -> Styles:
     """The styles of a dataset version; its regularisation images are counted apart (they are not a style)."""
     everything = dataset.load_items(dataset_uri)
-    items = [item for item in everything if item.style != contracts.REGULARISATION_STYLE]
+    items = [item for item in everything if item.style != REGULARISATION]
     captions: dict[str, list[str]] = {}
     for item in items:
         captions.setdefault(item.style, []).append(item.caption)
@@ -194,7 +196,7 @@ def model_card(
     names = (
         sorted(styles.words)
         if styles
-        else sorted({k.split("/", 1)[1] for k in metrics if k.startswith("val_loss_lora/")})
+        else sorted({k.split("/", 1)[1] for k in metrics if k.startswith("val_loss_lora/")} - {REGULARISATION})
     )
     title = f"# {model} version {version}: " + (", ".join(names) or "style LoRA")
     sections = [
