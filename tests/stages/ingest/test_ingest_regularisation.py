@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from artlora import cli
 from artlora.config import EvaluateConfig, IngestConfig
 from artlora.contracts import REGULARISATION_STYLE
-from artlora.data.dataset import load_items
+from artlora.data.dataset import Item, load_items
 from artlora.demo import sample_data
 from artlora.stages.evaluate import run as evaluate
 from artlora.stages.ingest import run as ingest
+from artlora.stages.ingest import split
 from artlora.stages.ingest.sources import SourceError
 from artlora.stages.register import card
 
@@ -131,3 +132,27 @@ def test_evaluation_never_takes_them_for_a_style_even_without_a_validation_split
     config = EvaluateConfig(storage_root=bucket, base_model="tiny", cache_uri=index, resolution=32, images_per_style=2)
     heldout = evaluate.real_images(config)
     assert heldout.styles == sorted(STYLES), "the training images stand in for held-out ones, the styles' only"
+
+
+def test_the_split_trains_every_regularisation_image_and_any_group_holding_one():
+    def item(n: int, style: str) -> Item:
+        return Item(
+            sha256=f"{n:064x}",
+            source=f"{style}/{n}.png",
+            file=f"s3://b/{n}",
+            caption="",
+            style=style,
+            width=64,
+            height=64,
+            bucket=(64, 64),
+        )
+
+    styles = [item(n, "a_style") for n in range(10)]
+    regs = [item(n, REGULARISATION_STYLE) for n in range(10, 20)]
+    # Each style image kept together with a regularisation image (near duplicates, keep_together).
+    groups = {i.sha256: f"g{n}" for n, i in enumerate(styles[:4])} | {i.sha256: f"g{n}" for n, i in enumerate(regs[:4])}
+    for seed in range(3):
+        out = split.split(styles + regs, 0.5, seed, groups, {REGULARISATION_STYLE})
+        by_source = {i.source: i.split for i in out}
+        assert {by_source[i.source] for i in regs + styles[:4]} == {"train"}
+        assert sum(by_source[i.source] == "val" for i in styles[4:]) == 3, "half of the 6 the groups leave"

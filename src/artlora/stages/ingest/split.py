@@ -45,7 +45,8 @@ def split(
 
     `groups` maps an item's sha256 to its group key (items without one are a group of their own). Per style,
     round(count * val_fraction) images go to validation (fewer when whole groups do not add up to it), and at
-    least one image stays in training; the styles in `train_only` (the regularisation images) all train.
+    least one image stays in training; the styles in `train_only` (the regularisation images) all train, and so
+    does any group holding one of their images.
     """
     groups = groups or {}
     units: dict[str, list[T]] = {}
@@ -53,7 +54,8 @@ def split(
         units.setdefault(groups.get(item.sha256, item.sha256), []).append(item)
     by_style: dict[str, list[str]] = {}
     for key, members in units.items():
-        by_style.setdefault(min(m.style for m in members), []).append(key)
+        styles = {m.style for m in members}  # a group with a train-only image (near duplicates kept together) trains
+        by_style.setdefault(min(styles & set(train_only) or styles), []).append(key)
     out: list[T] = []
     for style, keys in by_style.items():
         total = sum(len(units[key]) for key in keys)
