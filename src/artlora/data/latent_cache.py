@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection
 
 import torch
 from safetensors.torch import load
 
+from artlora.contracts import REGULARISATION_STYLE
 from artlora.data.latents import CaptionVariants, LatentGroup, LatentSet
 from artlora.data.shards import CorruptShardError
 from artlora.errors import ArtloraError
@@ -40,11 +42,12 @@ def read_shard(store: storage.Storage, shard: dict[str, str]) -> dict[str, torch
     return load(data)
 
 
-def load_split(cache_uri: str, split: str, views: int | None = None) -> LatentSet:
-    """The cached views of one split ("train" or "val"); `views` keeps only the first views of each image."""
+def load_split(cache_uri: str, split: str, views: int | None = None, leave_out: Collection[str] = ()) -> LatentSet:
+    """The cached views of one split ("train" or "val"); `views` keeps only the first views of each image;
+    the images of the styles in `leave_out` are not read."""
     store = storage.get_storage()
     index = store.get_json(cache_uri)
-    entries = [entry for entry in index["entries"] if entry["split"] == split]
+    entries = [e for e in index["entries"] if e["split"] == split and e.get("style", "") not in leave_out]
     if not entries:
         raise CacheError(
             f"the latent cache {cache_uri} has no {split!r} images (give ingest a val_fraction, or a cache with one)"
@@ -124,9 +127,10 @@ def _variants(members: list[tuple[dict, torch.Tensor]], text: dict[str, dict[str
 
 
 def validation_data(cache_uri: str) -> LatentSet:
-    """The validation split's first view per image; the training split if there is none (with a warning)."""
+    """The validation split's first view per image; the training split if there is none (with a warning), less
+    the regularisation images (they are no style's)."""
     try:
         return load_split(cache_uri, "val", views=1)
     except CacheError:
         log.warning("no validation images in %s: the held-out loss is measured on training images", cache_uri)
-        return load_split(cache_uri, "train", views=1)
+        return load_split(cache_uri, "train", views=1, leave_out={REGULARISATION_STYLE})

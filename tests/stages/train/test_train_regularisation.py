@@ -3,8 +3,11 @@ latent cache's entry to the trainer, where its views' loss is scaled by it."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
+from safetensors.torch import save
 
 from artlora.config import AugmentConfig, IngestConfig, TrainConfig
 from artlora.contracts import REGULARISATION_STYLE
@@ -66,3 +69,31 @@ def test_a_regularisation_views_loss_weighs_the_regularisation_weight():
         expected = WEIGHT if names[row].startswith(REGULARISATION_STYLE) else 1.0
         assert scaled.item() == pytest.approx(expected * base.item(), rel=1e-5)
     assert seen == {"watercolour", REGULARISATION_STYLE}
+
+
+def test_without_a_validation_split_the_held_out_loss_leaves_the_regularisation_images_out(store, bucket):
+    def shard(name: str, **tensors: torch.Tensor) -> dict:
+        data = save(tensors)
+        uri = f"{bucket}/cache/{name}.safetensors"
+        store.put_bytes(uri, data)
+        return {"uri": uri, "sha256": hashlib.sha256(data).hexdigest()}
+
+    text = shard("text", hidden=torch.zeros(TOKENS, DIM))
+    entries = [
+        {
+            "id": style,
+            "split": "train",
+            "style": style,
+            "caption": style,
+            "bucket": [64, 64],
+            "views": 1,
+            "latents": shard(style, latents=torch.zeros(1, 4, 8, 8)),
+            "text": text,
+        }
+        for style in ("watercolour", REGULARISATION_STYLE)
+    ]
+    index = f"{bucket}/cache/index.json"
+    store.put_json(index, {"dataset_fingerprint": "fp", "entries": entries, "empty_text": text})
+    held_out = latent_cache.validation_data(index)
+    assert [style for group in held_out.groups for style in group.styles] == ["watercolour"]
+    assert len(latent_cache.load_split(index, "train")) == 2, "training reads them"
