@@ -215,9 +215,8 @@ def collect_metrics(ev: report.Evidence) -> dict[str, float]:
         "val_loss_zero_predictor": base.loss.zero_predictor,
         "caption_gap_base": base.caption_gap,
         "caption_gap_lora": lora.caption_gap,
-        # Per style: the regularisation images (measured only when there is no validation split) are no style.
-        **{f"val_loss_base/{s}": v for s, v in base.loss.per_style.items() if s != contracts.REGULARISATION_STYLE},
-        **{f"val_loss_lora/{s}": v for s, v in lora.loss.per_style.items() if s != contracts.REGULARISATION_STYLE},
+        **{f"val_loss_base/{s}": v for s, v in base.loss.per_style.items()},
+        **{f"val_loss_lora/{s}": v for s, v in lora.loss.per_style.items()},
         "style_hits_base": float(sum(diagonal_minima(base_c))),
         "style_hits_lora": float(sum(diagonal_minima(lora_c))),
         "style_hits_reference": float(sum(diagonal_minima(combined(ev.reference, ev.unit)))),
