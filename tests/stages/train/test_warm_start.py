@@ -16,6 +16,7 @@ from artlora.data.latent_cache import load_split, validation_data
 from artlora.diffusion import loading
 from artlora.diffusion.adapters import adapter_digest, adapter_file, heldout_losses
 from artlora.io import model_registry
+from artlora.registry.references import RegistryError
 from artlora.stages.train import run as train
 from artlora.stages.train import warm_start
 from artlora.stages.train.errors import TrainError
@@ -103,7 +104,7 @@ def test_a_warm_started_run_names_its_parent_in_its_key_and_lineage(style_run, r
     ],
 )
 def test_a_parent_of_another_shape_is_refused_before_the_base_is_loaded(style_run, bucket, changes, differs):
-    config = warm_config(style_run, bucket, style_run.adapter_uri, **changes)
+    config = warm_config(style_run, bucket, style_run.adapter_uri, cache_uri=style_run.cache_uri, **changes)
     with pytest.raises(TrainError, match="a warm start needs the same base model and adapter shape") as error:
         train.run(config)
     assert differs in str(error.value) and style_run.adapter_uri in str(error.value)
@@ -111,8 +112,8 @@ def test_a_parent_of_another_shape_is_refused_before_the_base_is_loaded(style_ru
 
 def test_an_unknown_parent_is_one_line_naming_what_exists(style_run, registered, bucket, tmp_path):
     name = registered.removeprefix("models:/").split("/")[0]
-    with pytest.raises(Exception, match=f"model '{name}' has no alias 'champion'"):
-        warm_start.resolve(warm_config(style_run, bucket, f"models:/{name}@champion"))
+    with pytest.raises(RegistryError, match=f"model '{name}' has no alias 'nosuch' \\(its aliases: champion -> 1\\)"):
+        warm_start.resolve(warm_config(style_run, bucket, f"models:/{name}@nosuch"))
     with pytest.raises(TrainError, match="neither a registered version"):
         warm_start.resolve(warm_config(style_run, bucket, str(tmp_path / "nowhere")))
 
