@@ -50,6 +50,7 @@ class GateRule(BaseModel):
     )
     no_style_regresses: float | None = Field(
         None,
+        exclude_if=lambda value: value is None,  # unset, a gate's dump (the compiled pipeline's config) is as before
         ge=0,
         le=1,
         description=f"no style's held-out loss ({STYLE_LOSS_PREFIX}<style>) worse than the champion's same-style "
@@ -58,6 +59,7 @@ class GateRule(BaseModel):
     )
     max_content_change: float | None = Field(
         None,
+        exclude_if=lambda value: value is None,  # unset, a gate's dump (the compiled pipeline's config) is as before
         ge=0,
         description=f"upper bound (inclusive) on the evaluation's {CONTENT_CHANGE_METRIC}: how much the adapter "
         "changes images of prompts outside the styles (RMS over pixels in [0, 1]); holds for the first version too",
