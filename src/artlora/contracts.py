@@ -22,6 +22,10 @@ BASE_MODEL_TAG = "artlora.base_model"  # train's base model
 # The trained adapter's folder and the step whose weights it holds: train writes them; a search's pick reads them.
 ADAPTER_URI_TAG = "artlora.adapter_uri"
 ADAPTER_STEP_TAG = "artlora.adapter_step"
+# A warm-started run's parent (train.init_from): the version (models:/NAME/VERSION) or folder, and its adapter's
+# content digest; register copies both to the version's lineage.
+INIT_FROM_TAG = "artlora.init_from"
+INIT_FROM_DIGEST_TAG = "artlora.init_from_digest"
 SEARCH_WINNER_TAG = "artlora.search.winner"  # on a search's parent run: the winning trial's run id
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: what makes a run show as another's child (a search's trials)
 RUN_NAME_TAG = "mlflow.runName"  # MLflow's own: the name a run is listed by
