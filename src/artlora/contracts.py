@@ -101,6 +101,20 @@ def gallery_key(prompt: int) -> str:
     return f"{GALLERY}/{prompt:02d}"
 
 
+EVALUATIONS = "evaluations"  # cross-evaluations: `<storage_root>/evaluations/<key>/`, one folder each
+EVALUATION_ABOUT = "evaluation.json"  # in a cross-evaluation's folder: what was evaluated, on what
+PAINTED = "images"  # in a cross-evaluation's folder: `images/<base|lora>/<style>/<n>.png`, painted per style
+
+
+def evaluations_folder(storage_root: str, key: str) -> str:
+    """`<storage_root>/evaluations/<key>`: one cross-evaluation (an adapter on a cache, with its settings)."""
+    return _join(storage_root, EVALUATIONS, key)
+
+
+def painted_image(folder: str, side: str, style: str, number: int) -> str:
+    return _join(folder, PAINTED, side, style, f"{number:02d}.png")
+
+
 def checkpoints_folder(run: str) -> str:
     return _join(run, CHECKPOINTS)
 
