@@ -84,6 +84,11 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     tracking.check()
     if config.run_id is None:
         return cross_evaluate(config)
+    if config.given("adapter_uri").startswith(cross.MODELS):
+        raise cross.CrossEvaluationError(
+            f"{config.adapter_uri} is a registered version and run_id names a training run: a version is evaluated "
+            "into a folder of its own (leave evaluate.run_id unset)"
+        )
     data, heldout = validation_data(config.given("cache_uri")), real_images(config)
     pipe = loading.load_pipeline(config.base_model)
     with tempfile.TemporaryDirectory() as adapter_dir:
