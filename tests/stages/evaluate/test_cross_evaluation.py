@@ -78,7 +78,10 @@ def test_a_registered_adapter_on_another_cache_gets_a_folder_and_run_of_its_own(
     assert about["model_version"] == f"models:/{crossed.name}/1"
     assert about["dataset_fingerprint"] == index["dataset_fingerprint"] != ""
     assert store.get_json(storage.join(folder, contracts.EVALUATION_METRICS)) == pytest.approx(crossed.result.metrics)
-    assert f"models:/{crossed.name}/1" in store.get_bytes(crossed.result.report_uri).decode()
+    report = store.get_bytes(crossed.result.report_uri).decode()
+    assert f"Cross-evaluation of <code>models:/{crossed.name}/1</code>" in report
+    kept = store.completion(style_run.adapter_uri)["adapter_step"]  # the training's summary, found from the version
+    assert f"the adapter kept is the one of step <b>{kept}</b>" in report
     # The adapter's own report, grid and metrics are byte for byte what they were.
     assert _folder_bytes(store, contracts.evaluation_folder(style_run.adapter_uri)) == crossed.own_eval
     assert crossed.own_eval  # and there was one to keep

@@ -67,6 +67,7 @@ def fetch(reference: str, base_model: str, work: Path) -> Subject:
         version = references.resolve(reference)
         base_files.verify(version.uri, base_model, version.tags.get(contracts.BASE_MANIFEST_TAG))
         folder = files.adapter_folder(version)  # its files checked against the manifest registered with it
+        trained = version.tags.get(lineage.ADAPTER_URI, "")  # its training's adapter folder, with its summary
         return Subject(
             reference=reference,
             path=adapter_file(folder),
@@ -74,6 +75,7 @@ def fetch(reference: str, base_model: str, work: Path) -> Subject:
             version=version.uri,
             training_run=version.run_id,
             recorded_base=version.tags.get(lineage.BASE_MODEL, ""),
+            completion=_completion(trained) if trained else {},
         )
     store = storage.get_storage()
     if not store.exists(storage.join(reference, DIFFUSERS_FILE)):
@@ -83,14 +85,19 @@ def fetch(reference: str, base_model: str, work: Path) -> Subject:
         )
     folder = store.download_dir(reference, work / "adapter")
     path = adapter_file(folder)
-    completion = store.completion(reference) if store.is_complete(reference) else {}
     return Subject(
         reference=reference,
         path=path,
         digest=adapter_digest(folder),
         recorded_base=read_metadata(path).get(contracts.BASE_MODEL_METADATA, ""),
-        completion=completion,
+        completion=_completion(reference),
     )
+
+
+def _completion(adapter_uri: str) -> dict:
+    """The training's summary in its adapter folder's completion marker (steps, kept step), when it is there."""
+    store = storage.get_storage()
+    return store.completion(adapter_uri) if store.is_complete(adapter_uri) else {}
 
 
 def check_fits(pipe, subject: Subject, index: dict, base_model: str) -> None:
