@@ -8,6 +8,9 @@ A training run lives under `<storage_root>/runs/<key>/` (the key hashes the reso
     eval/                        the evaluate stage's report.html, grid.png, metrics.json
     register/gate.html           the gate's page
 
+A cross-evaluation (evaluate without a training run: any adapter on any cache) writes its report.html, grid.png,
+metrics.json, evaluation.json and painted images under `<storage_root>/evaluations/<key>/` instead.
+
 The tags of a registered model version are `data.lineage`'s; the completion marker is `io.storage`'s.
 """
 

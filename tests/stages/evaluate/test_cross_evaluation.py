@@ -189,6 +189,12 @@ def test_a_missing_version_a_missing_cache_and_another_familys_adapter_are_one_l
         "that `artlora augment` printed for the dataset version)"
     )
 
+    nowhere = storage.join(style_run.config.storage_root, "no-such-run", "adapter")
+    code, line = _evaluate(
+        capsys, [*base, *_set([f"evaluate.adapter_uri={nowhere}", f"evaluate.cache_uri={style_run.cache_uri}"])]
+    )
+    assert code == 2 and line.startswith(f"artlora evaluate: error: no adapter at {nowhere} (give evaluate.adapter_uri")
+
     # The same weights named as a transformer's (SD 3.5, Flux): not layers of this UNet.
     store, folder = storage.get_storage(), tmp_path / "foreign"
     store.download_dir(style_run.adapter_uri, folder)
