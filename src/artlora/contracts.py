@@ -8,6 +8,9 @@ A training run lives under `<storage_root>/runs/<key>/` (the key hashes the reso
     eval/                        the evaluate stage's report.html, grid.png, metrics.json
     register/gate.html           the gate's page
 
+A cross-evaluation (evaluate without a training run: any adapter on any cache) writes its report.html, grid.png,
+metrics.json, evaluation.json and painted images under `<storage_root>/evaluations/<key>/` instead.
+
 The tags of a registered model version are `data.lineage`'s; the completion marker is `io.storage`'s.
 """
 
@@ -103,6 +106,20 @@ def gallery_image(folder: str, step: int, prompt: int) -> str:
 def gallery_key(prompt: int) -> str:
     """The MLflow image key of one gallery prompt (MLflow keeps one series per key, by step)."""
     return f"{GALLERY}/{prompt:02d}"
+
+
+EVALUATIONS = "evaluations"  # cross-evaluations: `<storage_root>/evaluations/<key>/`, one folder each
+EVALUATION_ABOUT = "evaluation.json"  # in a cross-evaluation's folder: what was evaluated, on what
+PAINTED = "images"  # in a cross-evaluation's folder: `images/<base|lora>/<style>/<n>.png`, painted per style
+
+
+def evaluations_folder(storage_root: str, key: str) -> str:
+    """`<storage_root>/evaluations/<key>`: one cross-evaluation (an adapter on a cache, with its settings)."""
+    return _join(storage_root, EVALUATIONS, key)
+
+
+def painted_image(folder: str, side: str, style: str, number: int) -> str:
+    return _join(folder, PAINTED, side, style, f"{number:02d}.png")
 
 
 def checkpoints_folder(run: str) -> str:
