@@ -8,6 +8,9 @@ A training run lives under `<storage_root>/runs/<key>/` (the key hashes the reso
     eval/                        the evaluate stage's report.html, grid.png, metrics.json
     register/gate.html           the gate's page
 
+A cross-evaluation (evaluate without a training run: any adapter on any cache) writes its report.html, grid.png,
+metrics.json, evaluation.json and painted images under `<storage_root>/evaluations/<key>/` instead.
+
 The tags of a registered model version are `data.lineage`'s; the completion marker is `io.storage`'s.
 """
 
@@ -22,6 +25,10 @@ BASE_MODEL_TAG = "artlora.base_model"  # train's base model
 # The trained adapter's folder and the step whose weights it holds: train writes them; a search's pick reads them.
 ADAPTER_URI_TAG = "artlora.adapter_uri"
 ADAPTER_STEP_TAG = "artlora.adapter_step"
+# A warm-started run's parent (train.init_from): the version (models:/NAME/VERSION) or folder, and its adapter's
+# content digest; register copies both to the version's lineage.
+INIT_FROM_TAG = "artlora.init_from"
+INIT_FROM_DIGEST_TAG = "artlora.init_from_digest"
 SEARCH_WINNER_TAG = "artlora.search.winner"  # on a search's parent run: the winning trial's run id
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: what makes a run show as another's child (a search's trials)
 RUN_NAME_TAG = "mlflow.runName"  # MLflow's own: the name a run is listed by
@@ -107,6 +114,20 @@ def gallery_image(folder: str, step: int, prompt: int) -> str:
 def gallery_key(prompt: int) -> str:
     """The MLflow image key of one gallery prompt (MLflow keeps one series per key, by step)."""
     return f"{GALLERY}/{prompt:02d}"
+
+
+EVALUATIONS = "evaluations"  # cross-evaluations: `<storage_root>/evaluations/<key>/`, one folder each
+EVALUATION_ABOUT = "evaluation.json"  # in a cross-evaluation's folder: what was evaluated, on what
+PAINTED = "images"  # in a cross-evaluation's folder: `images/<base|lora>/<style>/<n>.png`, painted per style
+
+
+def evaluations_folder(storage_root: str, key: str) -> str:
+    """`<storage_root>/evaluations/<key>`: one cross-evaluation (an adapter on a cache, with its settings)."""
+    return _join(storage_root, EVALUATIONS, key)
+
+
+def painted_image(folder: str, side: str, style: str, number: int) -> str:
+    return _join(folder, PAINTED, side, style, f"{number:02d}.png")
 
 
 def checkpoints_folder(run: str) -> str:

@@ -45,6 +45,13 @@ def test_one_style_has_no_caption_gap_and_no_evaluation_has_no_lines():
     assert evaluation_lines({}) == []
 
 
+def test_the_summary_has_each_styles_movement_and_the_largest():
+    lines = summary({**OUTPUTS, "evaluation": {**EVALUATION, "style_movement/woodcut": 0.62, "style_movement": 0.62}})
+    movement = next(line for line in lines if line.startswith("style movement   : "))
+    assert movement.startswith("style movement   : 0.620 at most") and movement.endswith("woodcut 0.620")
+    assert not any(line.startswith("style movement") for line in summary(OUTPUTS))  # not measured: no line
+
+
 def test_summary_follows_the_json_on_stdout(capsys):
     print_run(OUTPUTS)
     out = capsys.readouterr().out

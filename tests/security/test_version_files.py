@@ -101,3 +101,25 @@ def test_a_changed_adapter_is_refused_by_the_pyfunc_loader_before_it_is_read(ver
 
     with pytest.raises(model_registry.VersionFilesError, match=f"models:/{version.name}/1: {ADAPTER} has changed"):
         mlflow.pyfunc.load_model(f"models:/{version.name}/1")
+
+
+def test_a_changed_adapter_is_refused_as_a_warm_start_before_training(
+    version, style_run, mlflow_server, store, bucket, tmp_path
+):
+    """Weights swapped for others that load just as well (a LoRA scaled up): train.init_from refuses the version
+    before the base model is loaded or anything is written."""
+    from safetensors.torch import load_file, save
+
+    from artlora.config import with_inputs
+    from artlora.diffusion.adapters import read_metadata
+    from artlora.stages.train import run as train
+
+    clean = Path(model_registry.download_version(version, tmp_path / "clean"))
+    path = clean / "pytorch_lora_weights.safetensors"
+    scaled = {key: value * 3 if "lora_B" in key else value for key, value in load_file(path).items()}
+    change(mlflow_server, version, ADAPTER, save(scaled, metadata=read_metadata(path, prefix="")))
+    config = with_inputs(style_run.config.train, storage_root=bucket, cache_uri=style_run.cache_uri)
+
+    with pytest.raises(model_registry.VersionFilesError, match=f"models:/{version.name}/1: {ADAPTER} has changed"):
+        train.run(with_inputs(config, init_from=f"models:/{version.name}/1"))
+    assert not list(store.list(bucket))  # no run folder, no checkpoint

@@ -184,8 +184,8 @@ def summary(outputs: dict) -> list[str]:
 
 
 def evaluation_lines(evaluation: dict) -> list[str]:
-    """The evaluation's key figures: held-out loss, styles told apart, and the caption gap (logged only when it is
-    finite: with one style there is no other style's caption to try)."""
+    """The evaluation's key figures: held-out loss, styles told apart, style movement, and the caption gap (logged
+    only when it is finite: with one style there is no other style's caption to try)."""
     if "val_loss_lora" not in evaluation:
         return []
     loss = (
@@ -205,4 +205,18 @@ def evaluation_lines(evaluation: dict) -> list[str]:
         )
     else:
         gap = "caption gap      : n/a (one style: no other style's caption to try)"
-    return [loss, gap]
+    return [loss, *movement_lines(evaluation), gap]
+
+
+def movement_lines(evaluation: dict) -> list[str]:
+    """Per style, the LoRA's style distance over the base's, and the largest (none when not measured)."""
+    prefix = "style_movement/"
+    per_style = {key.removeprefix(prefix): value for key, value in evaluation.items() if key.startswith(prefix)}
+    if not per_style:
+        return []
+    styles = ", ".join(f"{style} {value:.3f}" for style, value in sorted(per_style.items()))
+    worst = evaluation.get("style_movement")
+    return [
+        f"style movement   : {'n/a' if worst is None else f'{worst:.3f}'} at most (LoRA / base distance to a style's "
+        f"held-out images, below 1 = moved toward it): {styles}"
+    ]

@@ -18,7 +18,8 @@ SUMMARY = {
     "ingest": "curate raw images into a versioned dataset, every input accounted for",
     "augment": "encode augmented views of a dataset into the latent cache",
     "train": "train a LoRA adapter from the latent cache (resumes from checkpoints)",
-    "evaluate": "compare the adapter with its base model on held-out data and sample images",
+    "evaluate": "compare the adapter with its base model on held-out data and sample images (without run_id: any "
+    "adapter, a folder or models:/..., on any dataset version's cache, into a folder of its own)",
     "register": "register the adapter in MLflow; the gate picks its alias",
 }
 # Inputs the pipeline fills from the stage before; a stage run alone takes them with --set.

@@ -8,9 +8,18 @@ from artlora.config.base import BaseModelRef, Experiment, Seed, StageConfig, Sto
 
 
 class EvaluateConfig(StageConfig):
-    adapter_uri: str | None = Field(None, description="trained adapter folder (train's output)")
+    adapter_uri: str | None = Field(
+        None,
+        description="trained adapter folder (train's output); without run_id also a registered version, "
+        "models:/NAME/VERSION or models:/NAME@ALIAS (its files and its base model's checked against their digests)",
+    )
     cache_uri: str | None = Field(None, description="latent cache index holding the validation split")
-    run_id: str | None = Field(None, description="MLflow run of the training, which receives the metrics")
+    run_id: str | None = Field(
+        None,
+        description="MLflow run of the training, which receives the metrics (the report goes to <run>/eval/); "
+        "without it, a cross-evaluation: the adapter on this cache, into <storage_root>/evaluations/<key>/ and an "
+        "MLflow run of its own",
+    )
     storage_root: str = StorageRoot
     base_model: str = BaseModelRef
     experiment: str = Experiment

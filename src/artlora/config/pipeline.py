@@ -14,7 +14,7 @@ from artlora.config.evaluate import EvaluateConfig
 from artlora.config.ingest import IngestConfig
 from artlora.config.register import RegisterConfig
 from artlora.config.search import SearchConfig
-from artlora.config.train import TrainConfig
+from artlora.config.train import CHAMPION_SHORTHAND, TrainConfig
 
 SHARED_KEYS = ("storage_root", "base_model", "experiment", "seed", "model_name")
 STAGES = ("ingest", "augment", "train", "evaluate", "register")
@@ -55,6 +55,16 @@ class _Pipeline(BaseModel):
             shared = {k: data[k] for k in SHARED_KEYS if k in data and k in fields}
             data[stage] = {**shared, **section}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _champion_of_this_model(cls, data: Any) -> Any:
+        """train.init_from: champion -> models:/<model_name>@champion (looked up when the train task starts)."""
+        if not isinstance(data, dict) or not isinstance(train := data.get("train"), dict):
+            return data
+        if train.get("init_from") != CHAMPION_SHORTHAND or not isinstance(data.get("model_name"), str):
+            return data
+        return {**data, "train": {**train, "init_from": f"models:/{data['model_name']}@{CHAMPION_SHORTHAND}"}}
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from artlora.config.base import BaseModelRef, Experiment, Seed, StageConfig, StorageRoot
 from artlora.config.evaluate import EvaluateConfig
 
+CHAMPION_SHORTHAND = "champion"  # train.init_from in a pipeline config: the model's champion, when there is one
 _EVALUATE = EvaluateConfig.model_fields  # the gallery's defaults are the evaluation's
 # The gallery's settings: what it paints while training, not what is trained (left out of the run's key).
 GALLERY_FIELDS = frozenset(
@@ -21,6 +22,7 @@ ADDED_LATER = frozenset(
         *("ema_decay", "ema_warmup", "timestep_bias", "timestep_bias_strength", "loss", "huber_delta"),
         *("adapter", "lokr_factor", "lokr_decompose_both"),
         *("preservation_weight", "preservation_prompts", "preservation_every"),
+        "init_from",
     }
 )
 
@@ -74,6 +76,16 @@ class TrainConfig(StageConfig):
     )
     text_encoder_learning_rate: float | None = Field(
         None, gt=0, le=1.0, description="peak learning rate of the text-encoder LoRA; null = learning_rate"
+    )
+    # -- warm start (the adapter's first weights)
+    init_from: str | None = Field(
+        None,
+        min_length=1,
+        description="start from a trained adapter instead of from zero: a registered version (models:/NAME@ALIAS, "
+        "models:/NAME/VERSION; its files are checked against the digests registered with it), an adapter folder "
+        "(s3:// or local) written by the train stage, or, in a pipeline config, `champion`: models:/<model_name>"
+        "@champion, looked up when the run starts. Same base model, rank, alpha, target modules, DoRA and "
+        "text-encoder setting as this run; the optimizer and LR schedule start fresh; null starts from zero",
     )
     # -- the objective
     min_snr_gamma: float | None = Field(
@@ -316,6 +328,11 @@ class TrainConfig(StageConfig):
             raise ValueError("text_encoder_learning_rate is set but train_text_encoder is false: set both or neither")
         self._switched_on_by_their_switch()
         self._lycoris_settings()
+        if self.init_from == CHAMPION_SHORTHAND:
+            raise ValueError(
+                "init_from: champion means the pipeline model's champion and needs the pipeline's model_name: in a "
+                "train config name it, models:/NAME@champion"
+            )
         if self.sample_every and not self.sample_prompts:
             raise ValueError(
                 "sample_every paints sample_prompts, and there are none: give some, or set sample_every: 0"

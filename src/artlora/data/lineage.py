@@ -18,6 +18,8 @@ CONFIG_DIGEST = "config_digest"  # digest of the resolved train config
 SOURCE_FINGERPRINT = "source_fingerprint"
 PIPELINE_DIGEST = "pipeline_config_digest"
 CODE_VERSION = "code_version"
+INIT_FROM = "init_from"  # a warm start's parent: the version (models:/NAME/VERSION) or adapter folder it began at
+INIT_FROM_DIGEST = "init_from_digest"  # that parent's adapter content digest
 REPORT_URI = "report_uri"  # the evaluate stage's HTML report
 GATE_REPORT_URI = "gate_report_uri"  # the gate's section of the report
 GATE_PREFIX = "gate."
@@ -37,6 +39,8 @@ LINEAGE = (
     ADAPTER_STEP,
     SOURCE_FINGERPRINT,
     PIPELINE_DIGEST,
+    INIT_FROM,
+    INIT_FROM_DIGEST,
 )
 # Shown first wherever metrics are listed; the others follow by name.
 KEY_METRICS = ("val_loss_lora", "val_loss_base", "val_loss_delta", "memorised_images")

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from artlora import contracts
 from artlora.data.latents import LatentSet
 from artlora.diffusion import families, lycoris
-from artlora.diffusion.heldout import heldout_loss
+from artlora.diffusion.heldout import HeldoutLoss, heldout_loss_by_style
 from artlora.errors import ArtloraError
 
 # The file name diffusers gives an adapter in its own layout; any other .safetensors in an adapter folder is the
@@ -93,10 +93,11 @@ def read_by_adapter(pipe, data: LatentSet) -> LatentSet:
 
 def heldout_losses(
     pipe, scheduler, data: LatentSet, adapter: str | Path, timesteps: tuple[int, ...], seed: int
-) -> tuple[float, float]:
-    """The held-out loss of the base model, then of base + adapter, on the same data, timesteps and noise."""
+) -> tuple[HeldoutLoss, HeldoutLoss]:
+    """The held-out loss (overall and per style) of the base model, then of base + adapter, on the same data,
+    timesteps and noise."""
     family = families.of(pipe)
     denoiser = getattr(pipe, family.denoiser)
-    base = heldout_loss(family, denoiser, scheduler, data, timesteps, seed)
+    base = heldout_loss_by_style(family, denoiser, scheduler, data, timesteps, seed)
     load_adapter(pipe, adapter)
-    return base, heldout_loss(family, denoiser, scheduler, read_by_adapter(pipe, data), timesteps, seed)
+    return base, heldout_loss_by_style(family, denoiser, scheduler, read_by_adapter(pipe, data), timesteps, seed)

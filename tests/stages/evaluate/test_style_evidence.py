@@ -8,6 +8,7 @@ import pytest
 
 from artlora.demo import sample_data
 from artlora.stages.evaluate.memorisation import nearest_training_images
+from artlora.stages.evaluate.run import STYLE_MOVEMENT, style_movement
 from artlora.stages.evaluate.style_distance import StyleDistance, combined, diagonal_minima, scales
 
 
@@ -49,6 +50,31 @@ def test_images_of_one_style_painted_for_every_style_miss_the_diagonal(real):
     training, heldout = real
     matrices = StyleDistance().matrices([training[3]] * 5, heldout)
     assert sum(diagonal_minima(combined(matrices, scales(StyleDistance().matrices(training, heldout))))) <= 1
+
+
+def test_one_style_has_a_unit_and_a_movement_toward_its_own_images(real):
+    """With one style there is no other style to measure the unit by: its own real images' distance is the unit
+    (before, the unit was NaN and a single style got no distance at all)."""
+    training, heldout = real
+    distance, style = StyleDistance(), sample_data.STYLES[0]
+    reference = distance.matrices(training[:1], heldout[:1])
+    unit = scales(reference)
+    assert unit == {measure: pytest.approx(float(reference[measure][0, 0])) for measure in reference}
+    other = combined(distance.matrices([training[3]], heldout[:1]), unit)  # another style's images
+    own = combined(distance.matrices([_style_images(style, 2000)], heldout[:1]), unit)  # new images of the style
+    toward = style_movement(other, own, [style])
+    assert toward[f"{STYLE_MOVEMENT}/{style}"] == pytest.approx(own[0, 0] / other[0, 0]) and toward[STYLE_MOVEMENT] < 1
+    assert style_movement(own, other, [style])[STYLE_MOVEMENT] > 1  # moved away
+
+
+def test_style_movement_is_the_largest_ratio_and_only_when_every_style_has_one():
+    base, lora = np.diag([2.0, 4.0]), np.diag([1.0, 3.0])
+    assert style_movement(base, lora, ["a", "b"]) == {
+        f"{STYLE_MOVEMENT}/a": 0.5,
+        f"{STYLE_MOVEMENT}/b": 0.75,
+        STYLE_MOVEMENT: 0.75,
+    }
+    assert STYLE_MOVEMENT not in style_movement(np.diag([0.0, 4.0]), lora, ["a", "b"])  # no ratio for a
 
 
 def test_diagonal_minima_reads_rows():

@@ -95,8 +95,9 @@ def test_a_champion_evaluated_on_other_data_is_measured_again_on_the_new_data(st
         with_inputs(config.augment, storage_root=f"{config.storage_root}-b", dataset_uri=dataset.dataset_uri)
     ).cache_uri
     # What the evaluate stage measures for the champion's adapter on B: what a like-for-like gate compares with.
+    run_b = run_with({}, "b")
     measured = evaluate.run(
-        with_inputs(config.evaluate, adapter_uri=style_run.adapter_uri, cache_uri=cache_b, run_id=run_with({}, "b"))
+        with_inputs(config.evaluate, adapter_uri=style_run.adapter_uri, cache_uri=cache_b, run_id=run_b)
     )
     on_b = measured.val_loss_lora
     assert on_b != on_a
@@ -111,7 +112,14 @@ def test_a_champion_evaluated_on_other_data_is_measured_again_on_the_new_data(st
     note = model_registry.model_version(name, result.version).tags[lineage.GATE_COMPARED]
     assert "measured again on this version's held-out data" in note and f"{on_b:.6g}" in note
     assert f"vs champion v1 {on_b:.6g}" in result.gate[0]
-    assert "measured again" in store.get_bytes(result.gate_report_uri).decode()
+    page = store.get_bytes(result.gate_report_uri).decode()
+    assert "measured again" in page
+    # Per style too: the page's rows hold the champion's held-out loss of each style on B, as evaluate measured it.
+    per_style = {k: v for k, v in runs.run_metrics(run_b).items() if k.startswith("val_loss_lora/")}
+    assert per_style
+    for key, loss in per_style.items():
+        style = key.split("/", 1)[1]
+        assert f'<tr><td class="l">{style}</td><td>-</td><td>{loss:.6g}</td>' in page
 
     # Registered alone without the new data's cache, the comparison cannot be like for like, and says so.
     other = scaled_adapter(store, style_run.adapter_uri, 0.25, tmp_path)

@@ -243,7 +243,7 @@ def test_validation_and_both_adapter_files_take_the_ema_weights(ema_run, tmp_pat
     assert step == STEPS and _same(adapter, ema)
     files = {}
     for name, state in (("trained", trained), ("published", adapter)):
-        kohya = train.write_adapter(model, state, str(tmp_path / name), {})
+        kohya = train.write_adapter(model, state, str(tmp_path / name), {}, train.kohya_file_name(model.config))
         assert kohya is not None
         files[name] = (load_file(tmp_path / name / lora.ADAPTER_FILE), load_file(tmp_path / name / kohya))
     diffusers_layout, kohya_layout = files["published"]

@@ -73,13 +73,22 @@ def grid(base: list[list[Image.Image]], tuned: list[list[Image.Image]]) -> Image
     return canvas
 
 
-def render(config: EvaluateConfig, metrics: dict[str, float], ev: Evidence, training: dict, index: dict) -> str:
+def render(
+    config: EvaluateConfig,
+    metrics: dict[str, float],
+    ev: Evidence,
+    training: dict,
+    index: dict,
+    about: dict | None = None,
+) -> str:
+    """The report; `about` (what a cross-evaluation evaluated, on what) heads it when given."""
     base_c, lora_c, ref_c = (combined(m, ev.unit) for m in (ev.base.matrices, ev.lora.matrices, ev.reference))
     return pages.render(
         "evaluate.html",
         title="artlora evaluation",
         sections=SECTIONS,
         config=config,
+        about=about,
         metrics=metrics,
         training=_training(training),
         dataset=_dataset(index),
@@ -200,6 +209,7 @@ def _per_style(ev: Evidence, base_c, lora_c, ref_c, floor_c) -> dict[str, Any]:
             "loss_lora": loss_lora[i],
             "change": (loss_lora[i] / loss_base[i] - 1) * 100,
             "distance": [base_c[i, i], lora_c[i, i], ref_c[i, i], floor_c[i, i]],
+            "movement": [_ratio(lora_c[i, i], base_c[i, i]), _ratio(ref_c[i, i], base_c[i, i])],
         }
         for i, s in enumerate(ev.styles)
     ]
@@ -215,6 +225,10 @@ def _per_style(ev: Evidence, base_c, lora_c, ref_c, floor_c) -> dict[str, Any]:
         ),
         "distance_chart": charts.bars(ev.styles, diagonal, ylabel="style distance (units)"),
     }
+
+
+def _ratio(value: float, over: float) -> float:
+    return float(value / over) if over else float("nan")
 
 
 def _sweep(ev: Evidence) -> dict[str, Any]:

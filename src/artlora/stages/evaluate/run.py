@@ -20,7 +20,8 @@ import io
 import logging
 import tempfile
 from dataclasses import dataclass, field
-from typing import TypedDict
+from pathlib import Path
+from typing import NamedTuple, TypedDict
 
 import numpy as np
 from PIL import Image
@@ -33,12 +34,18 @@ from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapt
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import runs, storage, tracking
 from artlora.io.lease import Lease
-from artlora.stages.evaluate import clip_metrics, painting, report, sides
+from artlora.stages.evaluate import clip_metrics, cross, painting, report, sides
 from artlora.stages.evaluate.memorisation import Nearest, nearest_training_images
 from artlora.stages.evaluate.sides import Side
 from artlora.stages.evaluate.style_distance import StyleDistance, combined, diagonal_minima, scales
 
 log = logging.getLogger(__name__)
+
+# Per style, `style_movement/<style>`: the LoRA's style distance over the base's (below 1: the LoRA's images moved
+# toward the style's held-out images); `style_movement` is the largest of them, the style that moved least, so
+# that a gate's `max` holds for every style.
+STYLE_MOVEMENT = "style_movement"
+CURVES = ("loss", "val_loss", "lr")  # the training run's curves the report draws
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,27 +75,67 @@ class Heldout:
 
 
 def run(config: EvaluateConfig) -> EvaluateResult:
-    config.require("adapter_uri", "cache_uri", "run_id")
+    """With `run_id` (the pipeline), the training's adapter into `<run>/eval/` and the training's run; without,
+    a cross-evaluation (`cross`): any adapter on any cache, into a folder and a run of its own."""
+    config.require("adapter_uri", "cache_uri")
     # Before any work: a bad base model or a tracking store that does not answer fails at once.
     loading.check_reference(config.base_model)
     clip_metrics.check_reference(config.clip_model)
     tracking.check()
+    if config.run_id is None:
+        return cross_evaluate(config)
+    if config.given("adapter_uri").startswith(cross.MODELS):
+        raise cross.CrossEvaluationError(
+            f"{config.adapter_uri} is a registered version and run_id names a training run: a version is evaluated "
+            "into a folder of its own (leave evaluate.run_id unset)"
+        )
     data, heldout = validation_data(config.given("cache_uri")), real_images(config)
     pipe = loading.load_pipeline(config.base_model)
-    scheduler = families.of(pipe).training_scheduler(pipe)
-    pipe.set_progress_bar_config(disable=True)
-
-    base = sides.measure(pipe, scheduler, data, config, heldout.prompts)
-    vae_floor = [painting.through_vae(pipe.vae, heldout.images[style][0]) for style in heldout.styles]
     with tempfile.TemporaryDirectory() as adapter_dir:
         storage.get_storage().download_dir(config.given("adapter_uri"), adapter_dir)
-        load_adapter(pipe, adapter_file(adapter_dir))  # LoRA dropout off: it would blur the measure
+        evidence = measure(config, pipe, data, heldout, adapter_file(adapter_dir))
+    metrics = collect_metrics(evidence)
+    html = report.render(config, metrics, evidence, training_summary(config), heldout.index)
+    publish(config, metrics, html, report.grid(evidence.base.grid, evidence.lora.grid))
+    report_uri = storage.join(contracts.evaluation_folder(config.given("adapter_uri")), contracts.REPORT)
+    return _result(report_uri, metrics, html, evidence)
+
+
+def cross_evaluate(config: EvaluateConfig) -> EvaluateResult:
+    """Any adapter (a folder or a registered version, checked) on the cache's validation split, written to
+    `<storage_root>/evaluations/<key>/` and to an MLflow run of its own."""
+    cache_uri = config.given("cache_uri")
+    cross.check_cache(cache_uri)
+    with tempfile.TemporaryDirectory() as work:
+        subject = cross.fetch(config.given("adapter_uri"), config.base_model, Path(work))
+        data, heldout = validation_data(cache_uri), real_images(config)
+        pipe = loading.load_pipeline(config.base_model)
+        cross.check_fits(pipe, subject, heldout.index, config.base_model)
+        evidence = measure(config, pipe, data, heldout, subject.path)
+    metrics = collect_metrics(evidence)
+    curves = {name: runs.metric_history(subject.training_run, name) for name in CURVES} if subject.training_run else {}
+    training = {"completed": subject.completion, "curves": curves, "gallery": []}
+    about = cross.about(subject, heldout.index, config)
+    html = report.render(config, metrics, evidence, training, heldout.index, about=about)
+    folder = cross.folder(config, subject, heldout.index)
+    grid = report.grid(evidence.base.grid, evidence.lora.grid)
+    publish_cross(config, folder, Published(metrics, html, grid, evidence, about), cross.tags(subject, heldout.index))
+    return _result(storage.join(folder, contracts.REPORT), metrics, html, evidence)
+
+
+def measure(config: EvaluateConfig, pipe, data, heldout: Heldout, adapter: Path) -> report.Evidence:
+    """The base, then base + the adapter file, on every measure, with the same noise and seeds."""
+    scheduler = families.of(pipe).training_scheduler(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    base = sides.measure(pipe, scheduler, data, config, heldout.prompts)
+    vae_floor = [painting.through_vae(pipe.vae, heldout.images[style][0]) for style in heldout.styles]
+    load_adapter(pipe, adapter)  # LoRA dropout off: it would blur the measure
     data = read_by_adapter(pipe, data)  # encoded again if the adapter trained the text encoder(s) too
     lora = sides.measure(pipe, scheduler, data, config, heldout.prompts)
 
     sweep = strength_sweep(pipe, config, heldout, base, lora)
     matrices = style_matrices(config, heldout, (base, lora), vae_floor)
-    evidence = report.Evidence(
+    return report.Evidence(
         styles=heldout.styles,
         base=base,
         lora=lora,
@@ -99,22 +146,23 @@ def run(config: EvaluateConfig) -> EvaluateResult:
         **memorisation(config, heldout, lora),
         extra=clip_metrics.measure(config.clip_model, heldout.prompts, lora.by_style, heldout.images),
     )
-    metrics = collect_metrics(evidence)
-    html = report.render(config, metrics, evidence, training_summary(config), heldout.index)
-    publish(config, metrics, html, report.grid(base.grid, lora.grid))
+
+
+def _result(report_uri: str, metrics: dict[str, float], html: str, evidence: report.Evidence) -> EvaluateResult:
     log.info(
-        "held-out loss: base %.5f, LoRA %.5f; styles closest to their own: base %d, LoRA %d of %d",
-        base.loss.loss,
-        lora.loss.loss,
+        "held-out loss: base %.5f, LoRA %.5f; styles closest to their own: base %d, LoRA %d of %d; "
+        "style movement (LoRA / base, worst style) %s",
+        evidence.base.loss.loss,
+        evidence.lora.loss.loss,
         metrics["style_hits_base"],
         metrics["style_hits_lora"],
-        len(heldout.styles),
+        len(evidence.styles),
+        f"{metrics[STYLE_MOVEMENT]:.3f}" if STYLE_MOVEMENT in metrics else "n/a",
     )
-    report_uri = storage.join(contracts.evaluation_folder(config.given("adapter_uri")), contracts.REPORT)
     return EvaluateResult(
         report_uri=report_uri,
-        val_loss_base=base.loss.loss,
-        val_loss_lora=lora.loss.loss,
+        val_loss_base=evidence.base.loss.loss,
+        val_loss_lora=evidence.lora.loss.loss,
         metrics=metrics,
         report_html=html,
     )
@@ -210,6 +258,7 @@ def collect_metrics(ev: report.Evidence) -> dict[str, float]:
     """Every number the evaluation logs, by its metric name (the finite ones)."""
     base, lora, styles = ev.base, ev.lora, ev.styles
     base_c, lora_c = combined(base.matrices, ev.unit), combined(lora.matrices, ev.unit)
+    reference_c, floor_c = combined(ev.reference, ev.unit), combined(ev.floor, ev.unit)
     metrics = {
         **heldout_metrics(base.loss.loss, lora.loss.loss),
         "val_loss_zero_predictor": base.loss.zero_predictor,
@@ -219,9 +268,12 @@ def collect_metrics(ev: report.Evidence) -> dict[str, float]:
         **{f"val_loss_lora/{s}": v for s, v in lora.loss.per_style.items()},
         "style_hits_base": float(sum(diagonal_minima(base_c))),
         "style_hits_lora": float(sum(diagonal_minima(lora_c))),
-        "style_hits_reference": float(sum(diagonal_minima(combined(ev.reference, ev.unit)))),
+        "style_hits_reference": float(sum(diagonal_minima(reference_c))),
         **{f"style_distance_base/{s}": float(base_c[i, i]) for i, s in enumerate(styles)},
         **{f"style_distance_lora/{s}": float(lora_c[i, i]) for i, s in enumerate(styles)},
+        **{f"style_distance_reference/{s}": float(reference_c[i, i]) for i, s in enumerate(styles)},
+        **{f"style_distance_floor/{s}": float(floor_c[i, i]) for i, s in enumerate(styles)},
+        **style_movement(base_c, lora_c, styles),
         "content_change": float(np.mean([_rms(a, b) for a, b in zip(base.content, lora.content, strict=True)])),
         "style_change": float(
             np.mean([_rms(a, b) for s in styles for a, b in zip(base.by_style[s], lora.by_style[s], strict=True)])
@@ -230,6 +282,16 @@ def collect_metrics(ev: report.Evidence) -> dict[str, float]:
         **ev.extra,
     }
     return {key: value for key, value in metrics.items() if np.isfinite(value)}
+
+
+def style_movement(base_c: np.ndarray, lora_c: np.ndarray, styles: list[str]) -> dict[str, float]:
+    """Per style, the LoRA's style distance to the style's held-out images over the base's (below 1: moved toward
+    the style), and their largest (`STYLE_MOVEMENT`: the style that moved least); only finite ratios count."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = {s: float(lora_c[i, i] / base_c[i, i]) for i, s in enumerate(styles)}
+    finite = [value for value in ratios.values() if np.isfinite(value)]
+    worst = {STYLE_MOVEMENT: max(finite)} if len(finite) == len(styles) and finite else {}
+    return {**{f"{STYLE_MOVEMENT}/{s}": value for s, value in ratios.items()}, **worst}
 
 
 def _rms(a: np.ndarray, b: np.ndarray) -> float:
@@ -253,6 +315,38 @@ def publish(config: EvaluateConfig, metrics: dict[str, float], html: str, grid: 
             runs.log_bytes(html.encode(), contracts.REPORT_ARTIFACT)
 
 
+class Published(NamedTuple):
+    """What a cross-evaluation writes to its folder."""
+
+    metrics: dict[str, float]
+    html: str
+    grid: Image.Image
+    evidence: report.Evidence
+    about: dict
+
+
+def publish_cross(config: EvaluateConfig, folder: str, out: Published, tags: dict[str, str]) -> None:
+    """A cross-evaluation's report, grid, metrics, what it evaluated (`evaluation.json`) and the images each side
+    painted per style, into its own folder (under that folder's lease), and to an MLflow run of its own."""
+    store, grid_png = storage.get_storage(), _png(out.grid)
+    painted = [
+        (contracts.painted_image(folder, side, style, n), _png(Image.fromarray(image)))
+        for side, by_style in (("base", out.evidence.base.by_style), ("lora", out.evidence.lora.by_style))
+        for style in out.evidence.styles
+        for n, image in enumerate(by_style[style])
+    ]
+    with Lease(store, contracts.lease_object(folder)):
+        storage.parallel(lambda item: store.put_bytes(*item, content_type="image/png"), painted)
+        store.put_bytes(storage.join(folder, contracts.GRID), grid_png, content_type="image/png")
+        store.put_json(storage.join(folder, contracts.EVALUATION_METRICS), out.metrics)
+        store.put_json(storage.join(folder, contracts.EVALUATION_ABOUT), out.about)
+        store.put_bytes(storage.join(folder, contracts.REPORT), out.html.encode(), content_type="text/html")
+        with runs.stage_run("evaluate", config, tags=tags):
+            runs.log_metrics(out.metrics)
+            runs.log_bytes(grid_png, contracts.GRID_ARTIFACT)
+            runs.log_bytes(out.html.encode(), contracts.REPORT_ARTIFACT)
+
+
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -263,7 +357,7 @@ def training_summary(config: EvaluateConfig) -> dict:
     """The training's curve (loss, validation loss, learning rate by step) from its MLflow run, and the summary
     its completion marker holds (steps, the step whose adapter was kept, early stopping)."""
     completed = storage.get_storage().completion(config.given("adapter_uri"))
-    curves = {name: runs.metric_history(config.given("run_id"), name) for name in ("loss", "val_loss", "lr")}
+    curves = {name: runs.metric_history(config.given("run_id"), name) for name in CURVES}
     return {"completed": completed, "curves": curves, "gallery": gallery(config.given("adapter_uri"))}
 
 

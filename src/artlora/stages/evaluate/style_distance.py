@@ -75,9 +75,12 @@ def combined(matrices: dict[str, np.ndarray], scales: dict[str, float]) -> np.nd
 
 
 def scales(reference: dict[str, np.ndarray]) -> dict[str, float]:
-    """Each measure's mean distance between different styles' real images: the unit `combined` counts in."""
-    off_diagonal = ~np.eye(len(reference[MEASURES[0]]), dtype=bool)
-    return {m: float(reference[m][off_diagonal].mean()) or 1.0 for m in MEASURES}
+    """Each measure's mean distance between different styles' real images: the unit `combined` counts in. With
+    one style there is no other style: the distance between its own real images (training to held-out) is the
+    unit, so that a single style's distances, and its style movement, still count."""
+    count = len(reference[MEASURES[0]])
+    chosen = ~np.eye(count, dtype=bool) if count > 1 else np.ones((1, 1), dtype=bool)
+    return {m: float(reference[m][chosen].mean()) or 1.0 for m in MEASURES}
 
 
 def diagonal_minima(matrix: np.ndarray) -> list[bool]:

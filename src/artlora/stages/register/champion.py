@@ -3,7 +3,9 @@
 A champion evaluated on the same held-out data (same dataset fingerprint) is compared by the metrics copied to
 its version tags. When the dataset changed, its held-out losses on its own data say nothing about the new data:
 its adapter is measured again on the new version's held-out data, with the new version's evaluation settings
-(timesteps, noise seed), exactly as the evaluate stage measures. Other metrics keep their recorded values.
+(timesteps, noise seed), exactly as the evaluate stage measures, overall and per style (the per-style values
+recorded on its own data are dropped: only the styles of the new data are compared). Other metrics keep their
+recorded values.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import tempfile
 
 from artlora import contracts
 from artlora.config import RegisterConfig
+from artlora.config.register import STYLE_LOSS_PREFIX
 from artlora.data import lineage
 from artlora.data.latent_cache import validation_data
 from artlora.diffusion import base_files, families, loading
@@ -22,6 +25,7 @@ from artlora.io import model_registry, runs
 from artlora.stages.register.gate import CHAMPION, Champion
 
 log = logging.getLogger(__name__)
+PER_STYLE = ("val_loss_base/", STYLE_LOSS_PREFIX)  # evaluate's per-style held-out losses
 EVALUATE_CONFIG = "config/evaluate.json"  # the evaluate stage's resolved config, logged to the training run
 
 
@@ -30,7 +34,8 @@ def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | Non
     version = model_registry.version_by_alias(config.model_name, CHAMPION)
     if version is None:
         return None
-    compared = set(config.gate_metrics) | set(heldout_metrics(0.0, 0.0))
+    per_style = {name for name in version.tags if name.startswith(PER_STYLE)}  # the gate's page shows them all
+    compared = set(config.gate_metrics) | set(heldout_metrics(0.0, 0.0)) | per_style
     metrics = lineage.tag_metrics(version.tags, compared)
     theirs = version.tags.get(lineage.DATASET_FINGERPRINT, "")
     if theirs == fingerprint:
@@ -46,11 +51,13 @@ def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | Non
     note = (
         f"{other}; measured again on this version's held-out data: val_loss_lora {measured['val_loss_lora']:.6g}{was}"
     )
-    return Champion(version.version, {**metrics, **measured}, note)
+    kept = {name: value for name, value in metrics.items() if not name.startswith(PER_STYLE)}
+    return Champion(version.version, {**kept, **measured}, note)
 
 
 def remeasure(version: model_registry.Version, config: RegisterConfig, settings: dict) -> dict[str, float]:
-    """The champion adapter's held-out losses on this version's validation data, as evaluate measured them."""
+    """The champion adapter's held-out losses on this version's validation data, as evaluate measured them
+    (val_loss_base, val_loss_lora, val_loss_delta, and val_loss_base/<style>, val_loss_lora/<style>)."""
     base_model = version.tags.get(lineage.BASE_MODEL) or config.base_model
     log.info("measuring champion version %s again on %s", version.version, config.cache_uri)
     data = validation_data(config.given("cache_uri"))
@@ -61,4 +68,6 @@ def remeasure(version: model_registry.Version, config: RegisterConfig, settings:
         scheduler = families.of(pipe).training_scheduler(pipe)
         timesteps = tuple(settings["loss_timesteps"])
         base, lora = heldout_losses(pipe, scheduler, data, adapter_file(folder), timesteps, settings["seed"])
-    return heldout_metrics(base, lora)
+    per_style = {f"val_loss_base/{s}": v for s, v in base.per_style.items()}
+    per_style |= {f"{STYLE_LOSS_PREFIX}{s}": v for s, v in lora.per_style.items()}
+    return heldout_metrics(base.loss, lora.loss) | per_style

@@ -4,6 +4,11 @@ version becomes `champion` when all of them pass, else `challenger`.
 A relative improvement is measured against the reference's size: (champion - new) / |champion| when lower is
 better. "Beat by at least 0" means strictly better, so the default rule (val_loss_lora, over_champion 0) is the
 old gate: a lower held-out loss than the champion's.
+
+Per style, like for like: `no_style_regresses` compares each style's held-out loss (`val_loss_lora/<style>`) with
+the champion's value of the same style, for the styles both have, and fails when any is worse by more than its
+margin. The decision keeps one row per style (the new version's value, the champion's, and, under that rule,
+pass or fail), which the gate's page shows.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from artlora.config.register import MEMORISATION_METRIC, GateRule
+from artlora.config.register import CONTENT_CHANGE_METRIC, MEMORISATION_METRIC, STYLE_LOSS_PREFIX, GateRule
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -34,10 +39,28 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class StyleRow:
+    """One style's held-out loss, the new version's beside the champion's."""
+
+    style: str
+    value: float | None  # None: the new version was not evaluated on this style
+    champion: float | None  # None: no champion, or it has no value for this style
+    passed: bool | None = None  # under a no_style_regresses rule: within its margin; None: not compared
+
+    @property
+    def change(self) -> float | None:
+        """(new - champion) / champion: positive is worse (a higher loss)."""
+        if self.value is None or not self.champion:
+            return None
+        return (self.value - self.champion) / abs(self.champion)
+
+
+@dataclass(frozen=True)
 class Decision:
     alias: str
     outcomes: tuple[Outcome, ...]
     champion: Champion | None
+    styles: tuple[StyleRow, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -50,18 +73,45 @@ class Decision:
 def decide(rules: tuple[GateRule, ...], metrics: Mapping[str, float], champion: Champion | None) -> Decision:
     outcomes = tuple(check(rule, metrics, champion) for rule in rules)
     alias = CHAMPION if all(outcome.passed for outcome in outcomes) else CHALLENGER
-    return Decision(alias, outcomes, champion)
+    margin = next((rule.no_style_regresses for rule in rules if rule.no_style_regresses is not None), None)
+    return Decision(alias, outcomes, champion, style_rows(metrics, champion, margin))
+
+
+def style_losses(metrics: Mapping[str, float]) -> dict[str, float]:
+    """{style: held-out loss} from metrics named val_loss_lora/<style>."""
+    return {k.removeprefix(STYLE_LOSS_PREFIX): v for k, v in metrics.items() if k.startswith(STYLE_LOSS_PREFIX)}
+
+
+def style_rows(metrics: Mapping[str, float], champion: Champion | None, margin: float | None) -> tuple[StyleRow, ...]:
+    """Every style either version has, by name; pass/fail where both have it and a margin is given."""
+    ours, theirs = style_losses(metrics), style_losses(champion.metrics) if champion else {}
+    rows = []
+    for style in sorted(set(ours) | set(theirs)):
+        value, reference = ours.get(style), theirs.get(style)
+        passed = None
+        if margin is not None and value is not None and reference is not None:
+            passed = value <= reference + margin * abs(reference)
+        rows.append(StyleRow(style, value, reference, passed))
+    return tuple(rows)
 
 
 def describe(rule: GateRule) -> str:
     if rule.no_memorisation:
         return "no memorisation"
+    if rule.no_style_regresses is not None:
+        return f"no style regresses (by more than {rule.no_style_regresses:.1%})"
+    if rule.max_content_change is not None:
+        return f"{CONTENT_CHANGE_METRIC} at most {rule.max_content_change:g}"
     return f"{rule.metric} ({rule.direction} is better)"
 
 
 def check(rule: GateRule, metrics: Mapping[str, float], champion: Champion | None) -> Outcome:
     if rule.no_memorisation:
         return _memorisation(metrics)
+    if rule.no_style_regresses is not None:
+        return _styles(rule, rule.no_style_regresses, metrics, champion)
+    if rule.max_content_change is not None:
+        return _content_change(rule, rule.max_content_change, metrics)
     value = metrics.get(rule.metric_name)
     if value is None:
         return Outcome(describe(rule), False, f"the run has no metric {rule.metric}")
@@ -123,6 +173,46 @@ def _memorisation(metrics: Mapping[str, float]) -> Outcome:
     if count == 0:
         return Outcome("no memorisation", True, "no generated image was flagged as a near copy of a training image")
     return Outcome("no memorisation", False, f"{count:g} generated image(s) flagged as near copies of training images")
+
+
+def _styles(rule: GateRule, margin: float, metrics: Mapping[str, float], champion: Champion | None) -> Outcome:
+    if champion is None:
+        return Outcome(describe(rule), True, "no champion yet")
+    rows = style_rows(metrics, champion, margin)
+    compared = [row for row in rows if row.passed is not None]
+    if not style_losses(metrics):
+        return Outcome(describe(rule), False, f"the run has no {STYLE_LOSS_PREFIX}<style> metrics (run evaluate)")
+    if not compared:
+        return Outcome(
+            describe(rule),
+            False,
+            f"champion version {champion.version} has no held-out loss of any of this run's styles to compare with "
+            "(compare them yourself and `artlora models promote` the better one)",
+        )
+    worse = [row for row in compared if not row.passed]
+    listed = worse or compared
+    values = ", ".join(f"{r.style} {r.value:.6g} vs {r.champion:.6g} ({_change(r.change)})" for r in listed)
+    if worse:
+        return Outcome(
+            describe(rule),
+            False,
+            f"{len(worse)} of {len(compared)} styles worse than champion v{champion.version}: {values}",
+        )
+    return Outcome(describe(rule), True, f"{len(compared)} styles compared with champion v{champion.version}: {values}")
+
+
+def _content_change(rule: GateRule, bound: float, metrics: Mapping[str, float]) -> Outcome:
+    value = metrics.get(CONTENT_CHANGE_METRIC)
+    if value is None:
+        return Outcome(describe(rule), False, f"the run has no {CONTENT_CHANGE_METRIC} metric (run evaluate)")
+    ok = value <= bound
+    return Outcome(describe(rule), ok, f"{value:.6g} {'within' if ok else 'above'} the bound {bound:g}")
+
+
+def _change(change: float | None) -> str:
+    if change is None:
+        return "-"
+    return f"{abs(change):.1%} {'worse' if change > 0 else 'better' if change < 0 else 'equal'}"
 
 
 def _percent(gain: float) -> str:

@@ -200,6 +200,8 @@ def lineage_tags(config: RegisterConfig, folder: Path, content: str) -> dict[str
         lineage.ADAPTER_DIGEST: content,
         lineage.ADAPTER_STEP: provenance.get(contracts.STEP_METADATA, ""),
         lineage.REPORT_URI: report if storage.get_storage().exists(report) else "",
+        lineage.INIT_FROM: run_tags.get(contracts.INIT_FROM_TAG, ""),
+        lineage.INIT_FROM_DIGEST: run_tags.get(contracts.INIT_FROM_DIGEST_TAG, ""),
         **change_check_tags(config),
     }
     return {key: value for key, value in tags.items() if value}

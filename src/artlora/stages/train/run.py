@@ -39,7 +39,7 @@ from artlora.diffusion import loading
 from artlora.diffusion.heldout import heldout_loss
 from artlora.io import runs, storage, tracking
 from artlora.io.lease import Lease
-from artlora.stages.train import lora
+from artlora.stages.train import lora, warm_start
 from artlora.stages.train.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from artlora.stages.train.early_stopping import EarlyStopping
 from artlora.stages.train.errors import TrainError
@@ -71,16 +71,18 @@ class Progress:
     stopped_early: bool
 
 
-def run_uri(config: TrainConfig) -> str:
-    """The run's folder, keyed by what makes the adapter (not the experiment's name, nor the gallery's settings)."""
-    return contracts.run_folder(
-        config.storage_root, digest(config.model_dump(exclude={"experiment", *GALLERY_FIELDS}))[:16]
-    )
+def run_uri(config: TrainConfig, parent: warm_start.Parent | None = None) -> str:
+    """The run's folder, keyed by what makes the adapter (not the experiment's name, nor the gallery's settings):
+    with a warm start, the parent's weights too (the same reference, e.g. @champion, may name another version)."""
+    settings = config.model_dump(exclude={"experiment", *GALLERY_FIELDS})
+    if parent is not None:
+        settings["init_from_digest"] = parent.digest
+    return contracts.run_folder(config.storage_root, digest(settings)[:16])
 
 
-def kohya_file_name(config: TrainConfig) -> str:
+def kohya_file_name(config: TrainConfig, parent: warm_start.Parent | None = None) -> str:
     """`artlora-<run key>.safetensors`: unique per run, so adapters dropped into one UI folder never collide."""
-    return f"artlora-{run_uri(config).rsplit('/', 1)[-1]}.safetensors"
+    return f"artlora-{run_uri(config, parent).rsplit('/', 1)[-1]}.safetensors"
 
 
 def validate(trainer: Trainer, data: LatentSet) -> float:
@@ -98,8 +100,9 @@ def run(config: TrainConfig) -> TrainResult:
     # Before any work: a bad base model or a tracking store that does not answer fails at once.
     loading.check_reference(config.base_model)
     tracking.check()
+    parent = warm_start.resolve(config)  # checked before the base model is loaded
     store = storage.get_storage()
-    root = run_uri(config)
+    root = run_uri(config, parent)
     adapter_uri = contracts.adapter_folder(root)
     if store.is_complete(adapter_uri):
         log.info("run %s already finished; reusing its adapter", root)
@@ -109,7 +112,7 @@ def run(config: TrainConfig) -> TrainResult:
         if store.is_complete(adapter_uri):
             log.info("run %s was finished by an identical run while this one waited; reusing its adapter", root)
             return TrainResult(adapter_uri=adapter_uri, resumed_from=None, **published(store, adapter_uri))
-        return train(config, store, root, processes, lease)
+        return train(config, store, root, processes, lease, parent)
 
 
 @contextlib.contextmanager
@@ -129,7 +132,12 @@ def run_lease(processes: Accelerator, store: storage.Storage, root: str) -> Iter
 
 
 def train(
-    config: TrainConfig, store: storage.Storage, root: str, processes: Accelerator, lease: Lease | None
+    config: TrainConfig,
+    store: storage.Storage,
+    root: str,
+    processes: Accelerator,
+    lease: Lease | None,
+    parent: warm_start.Parent | None = None,
 ) -> TrainResult:
     """Train the run from its newest checkpoint (or from the start) and publish its adapter."""
     adapter_uri = contracts.adapter_folder(root)
@@ -145,14 +153,17 @@ def train(
         stopper, run_id = restore(trainer, resume), resume.state["run_id"]
         start = resume.step
         log.info("resuming %s from its checkpoint at step %d", root, resume.step)
+    elif parent is not None:
+        start_from(trainer, parent)
     tags = {contracts.DATASET_FINGERPRINT_TAG: data.dataset_fingerprint, contracts.BASE_MODEL_TAG: config.base_model}
+    tags |= parent.tags if parent is not None else {}
     gallery = Gallery(trainer, pipe, store, root, start) if config.sample_every and processes.is_main_process else None
     with tracked(trainer, run_id, tags) as run_id:
         progress = train_loop(trainer, store, root, start, run_id, val_data, stopper, gallery, lease)
         if processes.is_main_process:
             assert run_id is not None and lease is not None  # the first process tracks the run and holds the lease
             lease.check()
-            publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper)
+            publish(trainer, store, adapter_uri, run_id, data.dataset_fingerprint, progress, stopper, parent)
     processes.wait_for_everyone()  # every process returns what the first one published
     resumed_from = resume.step if resume else None
     return TrainResult(adapter_uri=adapter_uri, resumed_from=resumed_from, **published(store, adapter_uri))
@@ -289,6 +300,15 @@ def checkpoint(
         runs.log_artifact(tmp, f"{contracts.CHECKPOINTS}/{contracts.checkpoint_name(step)}")
 
 
+def start_from(trainer: Trainer, parent: warm_start.Parent) -> None:
+    """The parent's weights as the adapter's first (a parent of the right shape on another family's denoiser, or
+    with other layers, is refused here); the optimizer keeps its fresh state."""
+    try:
+        lora.load_adapter_state(trainer.parts, parent.state)
+    except ValueError as err:
+        raise TrainError(f"train.init_from {parent.reference} does not fit this run's adapter: {err}") from err
+
+
 def restore(trainer: Trainer, resume: Checkpoint) -> EarlyStopping:
     """Load a checkpoint into the trainer; the early-stopping state (best adapter included) is returned."""
     config = trainer.config
@@ -328,6 +348,7 @@ def publish(
     dataset_fingerprint: str,
     progress: Progress,
     stopper: EarlyStopping,
+    parent: warm_start.Parent | None = None,
 ) -> None:
     """Write the final adapter (the best validated one, else the last) in both layouts; mark the run complete
     with the run's summary (what `published` reads back)."""
@@ -335,9 +356,11 @@ def publish(
     adapter, adapter_step = final_adapter(trainer, stopper, progress.steps)
     best_val = None if stopper.best_step is None else stopper.best_loss
     extra = {"run_id": run_id, "val_loss": "" if best_val is None else repr(best_val)}
+    if parent is not None:  # artlora.init_from and artlora.init_from_digest, as the run's tags
+        extra |= {key.removeprefix(contracts.METADATA_PREFIX): value for key, value in parent.tags.items()}
     metadata = lora.provenance(config, adapter_step, dataset_fingerprint, extra)
     with tempfile.TemporaryDirectory() as tmp:
-        kohya = write_adapter(trainer, adapter, tmp, metadata)
+        kohya = write_adapter(trainer, adapter, tmp, metadata, kohya_file_name(config, parent))
         store.upload_dir(tmp, adapter_uri)
         runs.log_artifact(tmp, contracts.ADAPTER)
     summary = {
@@ -362,13 +385,14 @@ def final_adapter(trainer: Trainer, stopper: EarlyStopping, steps: int) -> tuple
 
 
 def write_adapter(
-    trainer: Trainer, adapter: dict[str, torch.Tensor], directory: str, metadata: dict[str, str]
+    trainer: Trainer, adapter: dict[str, torch.Tensor], directory: str, metadata: dict[str, str], kohya_name: str
 ) -> str | None:
     """`adapter`, loaded into the trainer's parts (the training is over), written into `directory` in both
-    layouts; the kohya-layout file's name, or None where that layout cannot hold the adapter."""
+    layouts (the kohya-layout file as `kohya_name`); that file's name, or None where its layout cannot hold the
+    adapter."""
     lora.load_adapter_state(trainer.parts, adapter)
     lora.save_adapter(trainer.parts, directory, metadata)
-    return _save_kohya(trainer, Path(directory) / kohya_file_name(trainer.config), metadata)
+    return _save_kohya(trainer, Path(directory) / kohya_name, metadata)
 
 
 def published(store: storage.Storage, adapter_uri: str) -> dict:
