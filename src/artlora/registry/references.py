@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from artlora.errors import ArtloraError
 from artlora.io import model_registry, settings
 
+SCHEME = "models:/"  # a registered version's URI, as MLflow writes it; what tells one from an adapter folder
 _REFERENCE = re.compile(
     r"^(?:models:/)?(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))?$"
 )
@@ -26,6 +27,11 @@ class Reference:
 
     def __str__(self) -> str:
         return self.name + (f"@{self.alias}" if self.alias else f"/{self.version}" if self.version else "")
+
+
+def is_registered(text: str) -> bool:
+    """Whether `text` names a registered version (models:/...) rather than a folder."""
+    return text.startswith(SCHEME)
 
 
 def parse(text: str) -> Reference:

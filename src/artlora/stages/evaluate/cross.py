@@ -27,7 +27,6 @@ from artlora.errors import ArtloraError
 from artlora.io import storage
 from artlora.registry import files, references
 
-MODELS = "models:/"
 # Tags of a cross-evaluation's own MLflow run: what was evaluated (train's own tags are left to training runs, so
 # a search's pick never mistakes this run for a trial).
 EVALUATED_ADAPTER_TAG = "artlora.evaluated.adapter"
@@ -63,7 +62,7 @@ def check_cache(cache_uri: str) -> None:
 
 def fetch(reference: str, base_model: str, work: Path) -> Subject:
     """The adapter `reference` names, here under `work`; a registered one checked with its base model."""
-    if reference.startswith(MODELS):
+    if references.is_registered(reference):
         version = references.resolve(reference)
         base_files.verify(version.uri, base_model, version.tags.get(contracts.BASE_MANIFEST_TAG))
         folder = files.adapter_folder(version)  # its files checked against the manifest registered with it

@@ -34,6 +34,7 @@ from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapt
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import runs, storage, tracking
 from artlora.io.lease import Lease
+from artlora.registry import references
 from artlora.stages.evaluate import clip_metrics, cross, painting, report, sides
 from artlora.stages.evaluate.memorisation import Nearest, nearest_training_images
 from artlora.stages.evaluate.sides import Side
@@ -84,7 +85,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     tracking.check()
     if config.run_id is None:
         return cross_evaluate(config)
-    if config.given("adapter_uri").startswith(cross.MODELS):
+    if references.is_registered(config.given("adapter_uri")):
         raise cross.CrossEvaluationError(
             f"{config.adapter_uri} is a registered version and run_id names a training run: a version is evaluated "
             "into a folder of its own (leave evaluate.run_id unset)"

@@ -28,14 +28,14 @@ from safetensors.torch import load_file
 from artlora import contracts
 from artlora.config import TrainConfig
 from artlora.diffusion.adapters import adapter_digest, adapter_file, read_metadata
-from artlora.io import storage
+from artlora.io import model_registry, storage
+from artlora.registry import references
 from artlora.stages.train.errors import TrainError
 
 log = logging.getLogger(__name__)
 
 # What makes two adapters the same shape on the same base: the train settings a parent must share with the run.
 SHAPE = ("base_model", "rank", "alpha", "target_modules", "use_dora", "train_text_encoder")
-MODELS_SCHEME = "models:/"
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,7 @@ def resolve(config: TrainConfig) -> Parent | None:
 
 def _fetch(init_from: str, tmp: Path) -> tuple[str, Path]:
     """(the parent's name, a local folder holding its adapter files)."""
-    if init_from.startswith(MODELS_SCHEME):
-        from artlora.io import model_registry
-        from artlora.registry import references
-
+    if references.is_registered(init_from):
         version = references.resolve(init_from)
         # Downloaded afresh, not from the adapter cache: the manifest check covers the whole logged model.
         return version.uri, model_registry.download_version(version, tmp / "version")
