@@ -33,6 +33,10 @@ demo: $(STAMP)
 # Each module is one work unit (its fixtures made once); tests/conftest.py starts the slow ones first.
 WORKERS ?= 3
 PARALLEL := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+# The suite starts about 160 Python processes (kfp.local tasks, CLI runs, servers): with bytecode caching off (many
+# Python images set PYTHONDONTWRITEBYTECODE=1), each compiles artlora's source again, and each worker re-rewrites
+# every test module's asserts. Caching on for the suite's processes (__pycache__ is ignored by git).
+test test-fast: export PYTHONDONTWRITEBYTECODE :=
 
 test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest -q $(PARALLEL)
