@@ -39,9 +39,12 @@ def test_the_summary_has_the_caption_gap():
     assert gap.startswith("caption gap      : 0.0012 (base) -> 0.0311 (LoRA)")
 
 
-def test_one_style_has_no_caption_gap_and_no_evaluation_has_no_lines():
-    one_style = {key: value for key, value in EVALUATION.items() if not key.startswith("caption_gap")}
-    assert evaluation_lines(one_style)[1].startswith("caption gap      : n/a (one style")
+def test_one_style_is_measured_with_the_empty_caption_and_no_evaluation_has_no_lines():
+    one_style = {**EVALUATION, "val_loss_lora/woodcut": 0.17}
+    assert "held-out loss with the empty caption minus with its own" in evaluation_lines(one_style)[1]
+    assert "another style's caption" in evaluation_lines({**one_style, "val_loss_lora/watercolour": 0.2})[1]
+    no_styles = {key: value for key, value in EVALUATION.items() if not key.startswith("caption_gap")}
+    assert evaluation_lines(no_styles)[1].startswith("caption gap      : n/a (the cache names no styles")
     assert evaluation_lines({}) == []
 
 
@@ -50,6 +53,10 @@ def test_the_summary_has_each_styles_movement_and_the_largest():
     movement = next(line for line in lines if line.startswith("style movement   : "))
     assert movement.startswith("style movement   : 0.620 at most") and movement.endswith("woodcut 0.620")
     assert not any(line.startswith("style movement") for line in summary(OUTPUTS))  # not measured: no line
+    assert not any(line.startswith("other content") for line in lines)
+    toward = {**EVALUATION, "style_movement/woodcut": 0.62, "other_content_movement/woodcut": 0.97}
+    other = next(line for line in summary({**OUTPUTS, "evaluation": toward}) if line.startswith("other content"))
+    assert other.endswith("woodcut 0.970")
 
 
 def test_summary_follows_the_json_on_stdout(capsys):

@@ -185,7 +185,7 @@ def summary(outputs: dict) -> list[str]:
 
 def evaluation_lines(evaluation: dict) -> list[str]:
     """The evaluation's key figures: held-out loss, styles told apart, style movement, and the caption gap (logged
-    only when it is finite: with one style there is no other style's caption to try)."""
+    only when it is finite: an older cache has no styles to swap captions between)."""
     if "val_loss_lora" not in evaluation:
         return []
     loss = (
@@ -198,25 +198,37 @@ def evaluation_lines(evaluation: dict) -> list[str]:
             f"LoRA {evaluation['style_hits_lora']:.0f}"
         )
     if "caption_gap_lora" in evaluation:
+        other = "the empty caption" if len(_per_style(evaluation, "val_loss_lora/")) == 1 else "another style's caption"
         gap = (
             f"caption gap      : {evaluation.get('caption_gap_base', float('nan')):.4f} (base) -> "
-            f"{evaluation['caption_gap_lora']:.4f} (LoRA): held-out loss with another style's caption minus "
+            f"{evaluation['caption_gap_lora']:.4f} (LoRA): held-out loss with {other} minus "
             "with its own (larger: the model reads the style from the caption)"
         )
     else:
-        gap = "caption gap      : n/a (one style: no other style's caption to try)"
+        gap = "caption gap      : n/a (the cache names no styles: make it again to measure the gap)"
     return [loss, *movement_lines(evaluation), gap]
+
+
+def _per_style(evaluation: dict, prefix: str) -> dict[str, float]:
+    return {key.removeprefix(prefix): value for key, value in evaluation.items() if key.startswith(prefix)}
 
 
 def movement_lines(evaluation: dict) -> list[str]:
     """Per style, the LoRA's style distance over the base's, and the largest (none when not measured)."""
-    prefix = "style_movement/"
-    per_style = {key.removeprefix(prefix): value for key, value in evaluation.items() if key.startswith(prefix)}
+    per_style = _per_style(evaluation, "style_movement/")
     if not per_style:
         return []
     styles = ", ".join(f"{style} {value:.3f}" for style, value in sorted(per_style.items()))
     worst = evaluation.get("style_movement")
-    return [
+    lines = [
         f"style movement   : {'n/a' if worst is None else f'{worst:.3f}'} at most (LoRA / base distance to a style's "
         f"held-out images, below 1 = moved toward it): {styles}"
     ]
+    toward_content = _per_style(evaluation, "other_content_movement/")
+    if toward_content:
+        others = ", ".join(f"{style} {value:.3f}" for style, value in sorted(toward_content.items()))
+        lines.append(
+            "other content    : LoRA / base distance from a style's images to the base's images of the content "
+            f"prompts (at or above its style movement: the style's own, not a move toward anything): {others}"
+        )
+    return lines

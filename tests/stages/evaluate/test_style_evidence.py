@@ -8,7 +8,8 @@ import pytest
 
 from artlora.demo import sample_data
 from artlora.stages.evaluate.memorisation import nearest_training_images
-from artlora.stages.evaluate.run import STYLE_MOVEMENT, style_movement
+from artlora.stages.evaluate.run import OTHER_CONTENT_MOVEMENT, STYLE_MOVEMENT, other_content_movement, style_movement
+from artlora.stages.evaluate.sides import Side
 from artlora.stages.evaluate.style_distance import StyleDistance, combined, diagonal_minima, scales
 
 
@@ -65,6 +66,41 @@ def test_one_style_has_a_unit_and_a_movement_toward_its_own_images(real):
     toward = style_movement(other, own, [style])
     assert toward[f"{STYLE_MOVEMENT}/{style}"] == pytest.approx(own[0, 0] / other[0, 0]) and toward[STYLE_MOVEMENT] < 1
     assert style_movement(own, other, [style])[STYLE_MOVEMENT] > 1  # moved away
+
+
+def _side(distance: StyleDistance, painted: np.ndarray, heldout: np.ndarray, content: np.ndarray) -> Side:
+    """One model's side as the run fills it in: its style's images' distances to the held-out images and to the
+    base's images of other content."""
+    side = Side(loss=None, caption_gap=float("nan"), by_style={}, content=content, grid=[])
+    side.matrices = distance.matrices([painted], [heldout])
+    side.to_content = distance.matrices([painted], [content])
+    return side
+
+
+def test_other_content_tells_a_move_toward_the_style_from_a_move_toward_anything(real):
+    """One style: the base paints another style's look; one LoRA paints the style, another paints the base's other
+    content. Both move toward the style's held-out images by the style distance alone; the distance to the base's
+    images of other content tells which moved toward the style."""
+    training, heldout = real
+    distance, style = StyleDistance(), sample_data.STYLES[0]
+    unit = scales(distance.matrices(training[:1], heldout[:1]))
+    content = training[2]  # the base's images of the content prompts
+    base = _side(distance, training[3], heldout[0], content)
+    learned = _side(distance, _style_images(style, 2000), heldout[0], content)
+    anything = _side(distance, _style_images(sample_data.STYLES[2], 3000), heldout[0], content)
+
+    def measured(lora: Side) -> tuple[float, float]:
+        moved = style_movement(combined(base.matrices, unit), combined(lora.matrices, unit), [style])
+        toward = other_content_movement(base, lora, unit, [style])
+        return moved[f"{STYLE_MOVEMENT}/{style}"], toward[f"{OTHER_CONTENT_MOVEMENT}/{style}"]
+
+    style_ratio, content_ratio = measured(learned)
+    assert style_ratio < 1 and style_ratio < content_ratio, (style_ratio, content_ratio)
+    style_ratio, content_ratio = measured(anything)
+    assert content_ratio < style_ratio, (style_ratio, content_ratio)
+    no_content = Side(loss=None, caption_gap=float("nan"), by_style={}, content=np.zeros((0, 64, 64, 3)), grid=[])
+    no_content.to_content = distance.matrices([training[3]], [])  # no content prompts: the run's empty columns
+    assert other_content_movement(no_content, no_content, unit, [style]) == {}
 
 
 def test_style_movement_is_the_largest_ratio_and_only_when_every_style_has_one():

@@ -93,7 +93,7 @@ def render(
         training=_training(training),
         dataset=_dataset(index),
         metric_rows=_metric_rows(metrics, ev),
-        per_style=_per_style(ev, base_c, lora_c, ref_c, combined(ev.floor, ev.unit)),
+        per_style=_per_style(ev, base_c, lora_c, ref_c, combined(ev.floor, ev.unit), metrics),
         matrices=[
             _matrix("base model", base_c, ev.styles),
             _matrix("base + LoRA", lora_c, ev.styles),
@@ -177,7 +177,8 @@ def _metric_rows(metrics: dict[str, float], ev: Evidence) -> list[tuple[str, Any
             f"zero predictor {metrics['val_loss_zero_predictor']:.4f}",
         ),
         (
-            "caption gap: held-out loss with another style's caption, minus with its own",
+            "caption gap: held-out loss with another style's caption (one style: the empty caption), minus with "
+            "its own",
             metrics.get("caption_gap_base", "n/a"),
             metrics.get("caption_gap_lora", "n/a"),
             "about 0 for a model that does not read the style from the caption",
@@ -198,7 +199,7 @@ def _metric_rows(metrics: dict[str, float], ev: Evidence) -> list[tuple[str, Any
     ]
 
 
-def _per_style(ev: Evidence, base_c, lora_c, ref_c, floor_c) -> dict[str, Any]:
+def _per_style(ev: Evidence, base_c, lora_c, ref_c, floor_c, metrics: dict[str, float]) -> dict[str, Any]:
     nan = float("nan")
     loss_base = [ev.base.loss.per_style.get(s, nan) for s in ev.styles]
     loss_lora = [ev.lora.loss.per_style.get(s, nan) for s in ev.styles]
@@ -209,7 +210,11 @@ def _per_style(ev: Evidence, base_c, lora_c, ref_c, floor_c) -> dict[str, Any]:
             "loss_lora": loss_lora[i],
             "change": (loss_lora[i] / loss_base[i] - 1) * 100,
             "distance": [base_c[i, i], lora_c[i, i], ref_c[i, i], floor_c[i, i]],
-            "movement": [_ratio(lora_c[i, i], base_c[i, i]), _ratio(ref_c[i, i], base_c[i, i])],
+            "movement": [
+                _ratio(lora_c[i, i], base_c[i, i]),
+                _ratio(ref_c[i, i], base_c[i, i]),
+                metrics.get(f"other_content_movement/{s}", nan),
+            ],
         }
         for i, s in enumerate(ev.styles)
     ]

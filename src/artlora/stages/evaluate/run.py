@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 # toward the style's held-out images); `style_movement` is the largest of them, the style that moved least, so
 # that a gate's `max` holds for every style.
 STYLE_MOVEMENT = "style_movement"
+# Per style, `other_content_movement/<style>`: the same ratio measured to the base's images of the content prompts
+# (scenes outside the styles). A style movement below it is a move toward the style, not toward anything: what a
+# single style, with no other style to be confused with, is judged by.
+OTHER_CONTENT_MOVEMENT = "other_content_movement"
 CURVES = ("loss", "val_loss", "lr")  # the training run's curves the report draws
 
 
@@ -202,15 +206,18 @@ class Memorisation(TypedDict):
 def style_matrices(
     config: EvaluateConfig, heldout: Heldout, painted: tuple[Side, ...], vae_floor: list[np.ndarray]
 ) -> StyleMatrices:
-    """Style distances of each side's images (into its `matrices`), of the real training images (the reference:
+    """Style distances of each side's images (into its `matrices`, and to the first side's images of the content
+    prompts into its `to_content`), of the real training images (the reference:
     what learning the styles looks like) and of held-out images through the VAE alone (the floor), to every
     style's held-out images; and the unit each measure counts in."""
     distance = StyleDistance(config.seed)
     styles = heldout.styles
     columns = [heldout.images[style][0] for style in styles]
     reference = distance.matrices([heldout.training.get(style, heldout.images[style])[0] for style in styles], columns)
+    other_content = [painted[0].content] if len(painted[0].content) else []  # the base's: the first side
     for side in painted:
         side.matrices = distance.matrices([side.by_style[style] for style in styles], columns)
+        side.to_content = distance.matrices([side.by_style[style] for style in styles], other_content)
     floor = distance.matrices(vae_floor, columns)
     return StyleMatrices(reference=reference, floor=floor, unit=scales(reference))
 
@@ -275,6 +282,7 @@ def collect_metrics(ev: report.Evidence) -> dict[str, float]:
         **{f"style_distance_reference/{s}": float(reference_c[i, i]) for i, s in enumerate(styles)},
         **{f"style_distance_floor/{s}": float(floor_c[i, i]) for i, s in enumerate(styles)},
         **style_movement(base_c, lora_c, styles),
+        **other_content_movement(base, lora, ev.unit, styles),
         "content_change": float(np.mean([_rms(a, b) for a, b in zip(base.content, lora.content, strict=True)])),
         "style_change": float(
             np.mean([_rms(a, b) for s in styles for a, b in zip(base.by_style[s], lora.by_style[s], strict=True)])
@@ -293,6 +301,16 @@ def style_movement(base_c: np.ndarray, lora_c: np.ndarray, styles: list[str]) ->
     finite = [value for value in ratios.values() if np.isfinite(value)]
     worst = {STYLE_MOVEMENT: max(finite)} if len(finite) == len(styles) and finite else {}
     return {**{f"{STYLE_MOVEMENT}/{s}": value for s, value in ratios.items()}, **worst}
+
+
+def other_content_movement(base: Side, lora: Side, unit: dict[str, float], styles: list[str]) -> dict[str, float]:
+    """Per style, the LoRA's distance from its images of the style to the base's images of the content prompts
+    over the base's (`OTHER_CONTENT_MOVEMENT`); nothing without content prompts."""
+    if not base.to_content or not base.to_content[next(iter(base.to_content))].size:
+        return {}
+    base_d, lora_d = combined(base.to_content, unit)[:, 0], combined(lora.to_content, unit)[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {f"{OTHER_CONTENT_MOVEMENT}/{s}": float(lora_d[i] / base_d[i]) for i, s in enumerate(styles)}
 
 
 def _rms(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,7 +12,12 @@ from PIL import Image
 from artlora.config import EvaluateConfig
 from artlora.data.latents import LatentSet
 from artlora.diffusion import families
-from artlora.diffusion.heldout import HeldoutLoss, heldout_loss_by_style, with_other_styles_captions
+from artlora.diffusion.heldout import (
+    HeldoutLoss,
+    heldout_loss_by_style,
+    with_empty_captions,
+    with_other_styles_captions,
+)
 from artlora.stages.evaluate import painting
 
 
@@ -21,11 +26,12 @@ class Side:
     """What one model (the base, or base + LoRA) did on every measure."""
 
     loss: HeldoutLoss
-    caption_gap: float  # held-out loss with another style's caption, minus with its own (NaN with one style)
+    caption_gap: float  # held-out loss with another style's caption (one style: the empty one), minus with its own
     by_style: dict[str, np.ndarray]  # style -> images painted from that style's held-out captions
     content: np.ndarray  # images of the content prompts
     grid: list[list[Image.Image]]  # the sample prompts x seeds
     matrices: dict[str, np.ndarray] = field(default_factory=dict)  # style distances, filled in by the run
+    to_content: dict[str, np.ndarray] = field(default_factory=dict)  # each style's to other content, by the run
 
 
 def measure(pipe, scheduler, data: LatentSet, config: EvaluateConfig, prompts: dict[str, list[str]]) -> Side:
@@ -37,10 +43,13 @@ def measure(pipe, scheduler, data: LatentSet, config: EvaluateConfig, prompts: d
 
 
 def caption_gap(pipe, scheduler, data: LatentSet, config: EvaluateConfig, right: HeldoutLoss) -> float:
-    """Held-out loss with each view given another style's caption, minus with its own (NaN with one style)."""
+    """Held-out loss with each view given another style's caption, minus with its own. With one style, the empty
+    caption takes the other style's place (NaN for an older cache without styles)."""
     swapped = with_other_styles_captions(data)
     if swapped is data:
-        return float("nan")
+        if len(right.per_style) != 1:
+            return float("nan")
+        swapped = with_empty_captions(data)
     return _heldout(pipe, scheduler, swapped, config).loss - right.loss
 
 
