@@ -41,10 +41,16 @@ def exports(stdout: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """The environment of a user with no S3 endpoint or tracking server of their own; `down` at the end."""
+    """The environment of a user with no S3 endpoint or tracking server of their own; the services killed at the
+    end. Their data goes with the temporary folder, so nothing needs flushing: a `down` would wait out SeaweedFS's
+    10 s graceful stop (test_objects_and_runs_survive_down_and_up runs a real `down`)."""
     environment = {**without_services(os.environ), "ARTLORA_WORK_DIR": str(tmp_path_factory.mktemp("services-work"))}
     yield environment
-    artlora(environment, "services", "down")
+    with settings.exported({settings.WORK_DIR: environment[settings.WORK_DIR]}):
+        for name in (local_services.TRACKING, local_services.STORE):
+            record = local_services._record(name)
+            if record is not None:
+                local_services._handle(record).kill()
 
 
 def folder(env) -> Path:
