@@ -7,7 +7,7 @@ Servers run in sessions of their own, so no signal to the test session reaches t
 - SIGTERM (a timeout's) stops the session as Ctrl-C does: pytest tears the session fixtures down, which stop their
   servers.
 - At the session's end, whatever still carries its mark is ended (a fixture cut off half-way through starting its
-  server never got to stop it).
+  server never got to stop it): SIGTERM, and SIGKILL after GRACE; SeaweedFS, whose data is thrown away, SIGKILL.
 - A session that could not clean up (SIGKILL, a crash) leaves processes whose mark names a session that no longer
   runs: the next session ends those when it starts. Sessions that still run (another checkout's, side by side on
   this machine) are left alone.
@@ -63,11 +63,22 @@ def end_processes(found: list[psutil.Process]) -> None:
     for process in found:
         with contextlib.suppress(psutil.Error):
             leftovers.add(process.environ().get(LEFTOVER, ""))
-    processes.end(found, signal.SIGTERM, GRACE)
+    # A test session's SeaweedFS holds only data thrown away with it (its fixture kills it too, as
+    # services.throwaway_seaweedfs does): a SIGTERM would only wait out its filer's fixed 10 s graceful stop.
+    stores = [process for process in found if _is_weed(process)]
+    processes.end(stores, signal.SIGKILL, GRACE)
+    processes.end([process for process in found if process not in stores], signal.SIGTERM, GRACE)
     for folder in filter(None, leftovers):
         path = Path(folder)
         if path.parent == Path(tempfile.gettempdir()) and path.name.startswith("artlora-"):  # never anything else
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_weed(process: psutil.Process) -> bool:
+    try:
+        return process.name() == "weed"
+    except psutil.Error:
+        return False
 
 
 def _carrying(wanted) -> list[psutil.Process]:

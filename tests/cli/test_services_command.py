@@ -41,10 +41,21 @@ def exports(stdout: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """The environment of a user with no S3 endpoint or tracking server of their own; `down` at the end."""
+    """The environment of a user with no S3 endpoint or tracking server of their own; the services killed at the
+    end. Their data goes with the temporary folder, so nothing needs flushing: a `down` would wait out SeaweedFS's
+    10 s graceful stop (test_objects_and_runs_survive_down_and_up runs a real `down`)."""
     environment = {**without_services(os.environ), "ARTLORA_WORK_DIR": str(tmp_path_factory.mktemp("services-work"))}
     yield environment
-    artlora(environment, "services", "down")
+    kill_services(environment)
+
+
+def kill_services(environment: dict[str, str]) -> None:
+    """End at once whatever runs of the services of `environment`'s work folder (their data is thrown away)."""
+    with settings.exported({settings.WORK_DIR: environment[settings.WORK_DIR]}):
+        for name in (local_services.TRACKING, local_services.STORE):
+            record = local_services._record(name)
+            if record is not None:
+                local_services._handle(record).kill()
 
 
 def folder(env) -> Path:
@@ -191,6 +202,25 @@ def test_a_taken_port_is_named(tmp_path):
         f"artlora services up: error: SeaweedFS (S3 port {port}) needs port {port} on 127.0.0.1, which another "
         "process holds (stop it, or choose other ports"
     )
+
+
+def test_a_taken_mlflow_port_is_named_and_the_store_started_meanwhile_is_kept(tmp_path):
+    """SeaweedFS is spawned before MLflow's port is checked: it is still waited for and recorded, not left running
+    unknown to `status` and `down`."""
+    environment = {**without_services(os.environ), "ARTLORA_WORK_DIR": str(tmp_path)}
+    port = environment[local_services.MLFLOW_PORT]
+    try:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", int(port)))
+            listener.listen()
+            result = artlora(environment, "services", "up")
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"artlora services up: error: MLflow needs port {port} on 127.0.0.1")
+        status = artlora(environment, "services", "status")
+        assert re.search(r"^seaweedfs +running ", status.stdout, re.MULTILINE), status.stdout
+        assert re.search(r"^mlflow +stopped", status.stdout, re.MULTILINE), status.stdout
+    finally:
+        kill_services(environment)
 
 
 def test_without_weed_up_says_how_to_install_it(tmp_path, monkeypatch, capsys):

@@ -109,30 +109,53 @@ def _credential_values() -> dict[str, str]:
 
 def up(s3_port: int | None = None, mlflow_port: int | None = None, backend_store_uri: str | None = None) -> list[str]:
     """Start whichever of the two is not running (on the given ports, else ARTLORA_S3_PORT / ARTLORA_MLFLOW_PORT,
-    else the defaults) and wait until both answer; the names of those started now."""
+    else the defaults) and wait until both answer; the names of those started now. Both are spawned before either
+    is waited for: MLflow's start (its imports, its database) need not wait for SeaweedFS's."""
     started = []
     with _locked():
         keys = credentials()
-        store = _record(STORE)
-        if not _alive(store):
-            _end_leftovers(store)
-            port = _port(s3_port, S3_PORT, DEFAULT_S3_PORT)
-            handle = services.start_seaweedfs(folder() / STORE, port, keys, folder() / f"{STORE}.log")
-            store = _remember(STORE, handle, where=str(handle.data_dir))
-            started.append(STORE)
-        tracking = _record(TRACKING)
-        if not _alive(tracking):
-            _end_leftovers(tracking)
-            backend = backend_store_uri or f"sqlite:///{folder() / 'mlflow.db'}"
-            port = _port(mlflow_port, MLFLOW_PORT, DEFAULT_MLFLOW_PORT)
-            log_path = folder() / f"{TRACKING}.log"
-            auth = folder() / "mlflow-auth"
-            server = services.start_mlflow(
-                backend, ARTIFACTS, _s3(store, keys), log_path, port, admin=mlflow_login(), auth_dir=auth
-            )
-            _remember(TRACKING, server, where=_without_password(backend))
+        store, tracking = _record(STORE), _record(TRACKING)
+        backend = backend_store_uri or f"sqlite:///{folder() / 'mlflow.db'}"
+        starting_store, starting_tracking = None, None
+        if _alive(store):
+            store_url = store.url
+        else:
+            starting_store = _launch_store(store, s3_port, keys)
+            store_url = starting_store.service.url
+        try:
+            if not _alive(tracking):
+                starting_tracking = _launch_tracking(tracking, mlflow_port, backend, _s3(store_url, keys))
+        finally:  # a SeaweedFS spawned is waited for and recorded even when MLflow could not be spawned
+            if starting_store is not None:
+                try:
+                    handle = starting_store.ready()
+                except BaseException:
+                    if starting_tracking is not None:
+                        starting_tracking.service.kill()
+                    raise
+                _remember(STORE, handle, where=str(handle.data_dir))
+                started.append(STORE)
+        if starting_tracking is not None:
+            _remember(TRACKING, starting_tracking.ready(), where=_without_password(backend))
             started.append(TRACKING)
     return started
+
+
+def _launch_store(
+    dead: Record | None, s3_port: int | None, keys: services.Credentials
+) -> services.Starting[services.SeaweedFS]:
+    _end_leftovers(dead)
+    port = _port(s3_port, S3_PORT, DEFAULT_S3_PORT)
+    return services.launch_seaweedfs(folder() / STORE, port, keys, folder() / f"{STORE}.log")
+
+
+def _launch_tracking(
+    dead: Record | None, mlflow_port: int | None, backend: str, s3: settings.S3Settings
+) -> services.Starting[services.MlflowServer]:
+    _end_leftovers(dead)
+    port = _port(mlflow_port, MLFLOW_PORT, DEFAULT_MLFLOW_PORT)
+    log_path, auth = folder() / f"{TRACKING}.log", folder() / "mlflow-auth"
+    return services.launch_mlflow(backend, ARTIFACTS, s3, log_path, port, admin=mlflow_login(), auth_dir=auth)
 
 
 def down() -> list[str]:
@@ -167,7 +190,7 @@ def status() -> list[Status]:
 def exports() -> dict[str, str]:
     """The variables that point artlora, MLflow and boto3 at the running services (what `up` prints)."""
     store, tracking = _running()
-    s3 = services.client_environment(_s3(store, credentials()))
+    s3 = services.client_environment(_s3(store.url, credentials()))
     return {**s3, settings.TRACKING_URI: tracking.url, **mlflow_login().environment()}
 
 
@@ -298,9 +321,9 @@ def _fields(record: Record) -> tuple[str, int, float, str, Path, tuple[int, ...]
     return (record.url, record.pid, record.create_time, record.token, Path(record.log), tuple(record.ports))
 
 
-def _s3(store: Record, keys: services.Credentials) -> settings.S3Settings:
+def _s3(store_url: str, keys: services.Credentials) -> settings.S3Settings:
     return settings.S3Settings(
-        endpoint=urlsplit(store.url).netloc,
+        endpoint=urlsplit(store_url).netloc,
         secure=False,
         access_key=keys.access_key,
         secret_key=keys.secret_key,

@@ -12,10 +12,10 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import psutil
 
@@ -85,6 +85,9 @@ class Service:
         end(self.members(), signum, timeout)
 
 
+S = TypeVar("S", bound=Service)
+
+
 def end(members: list[psutil.Process], signum: int, timeout: float) -> None:
     """Send `signum` to every process of `members`, wait up to `timeout` seconds, then kill what is left."""
     for member in members:
@@ -122,6 +125,27 @@ def spawn(command: list[str], environment: Mapping[str, str], log_path: Path) ->
     finally:
         os.umask(previous)
     return {"pid": pid, "create_time": psutil.Process(pid).create_time(), "token": token}, log_start
+
+
+@dataclass
+class Starting(Generic[S]):
+    """A server spawned and not yet waited for: `ready()` waits until it answers (after `before_ready`, what must
+    be done once it runs but before it is used) and returns it. Two servers so spawned start side by side."""
+
+    service: S
+    timeout: float
+    log_start: int
+    before_ready: Callable[[], None] | None = None
+
+    def ready(self) -> S:
+        try:
+            if self.before_ready is not None:
+                self.before_ready()
+        except BaseException:
+            self.service.kill()
+            raise
+        wait_healthy(self.service, self.timeout, self.log_start)
+        return self.service
 
 
 def wait_healthy(service: Service, timeout: float, log_start: int) -> None:

