@@ -5,6 +5,7 @@ version: before this work both found no version with the adapter's digest and bo
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -16,9 +17,12 @@ from artlora.io import model_registry
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tracking_server")]
 
 
-def register_when_released(barrier, config, name: str, adapter_uri: str, run_id: str) -> tuple[str, bool]:
-    """In a process of its own (the test's environment, its tracking server and login, inherited)."""
+def register_when_released(barrier, environment, config, name: str, adapter_uri: str, run_id: str) -> tuple[str, bool]:
+    """In a process of its own, with the test's environment (its tracking server and login)."""
     from registered import register_as
+
+    os.environ.clear()  # a forkserver's child starts with the environment its server started in
+    os.environ.update(environment)
 
     barrier.wait(timeout=300)  # both processes start registering together
     result = register_as(config, name, adapter_uri, run_id)
@@ -27,10 +31,19 @@ def register_when_released(barrier, config, name: str, adapter_uri: str, run_id:
 
 def test_two_processes_registering_the_same_adapter_leave_one_version(style_run):
     name = unique_model_name()
-    context = multiprocessing.get_context("spawn")
+    # Two processes forked from one that imported the registry once (not two that each import MLflow and torch).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["artlora.stages.register.run"])
     with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
         barrier = manager.Barrier(2)
-        arguments = (barrier, style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
+        arguments = (
+            barrier,
+            dict(os.environ),
+            style_run.config.register,
+            name,
+            style_run.adapter_uri,
+            style_run.run_id,
+        )
         futures = [pool.submit(register_when_released, *arguments) for _ in range(2)]
         results = [future.result(timeout=600) for future in futures]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 
 import mlflow
 import pytest
@@ -30,8 +31,10 @@ class Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def train_when_released(barrier, config) -> tuple[dict, list[str]]:
-    """In a process of its own (the test's environment inherited): train once both processes are ready."""
+def train_when_released(barrier, environment, config) -> tuple[dict, list[str]]:
+    """In a process of its own, with the test's environment: train once both processes are ready."""
+    os.environ.clear()  # a forkserver's child starts with the environment its server started in
+    os.environ.update(environment)
     collect = Collect()
     logger = logging.getLogger("artlora")
     logger.setLevel(logging.INFO)
@@ -44,10 +47,13 @@ def train_when_released(barrier, config) -> tuple[dict, list[str]]:
 @pytest.mark.slow
 def test_two_identical_runs_at_once_train_once(small_config, latent_cache, store):
     config = with_inputs(small_config.train, cache_uri=latent_cache)
-    context = multiprocessing.get_context("spawn")
+    # Two processes forked from one that imported the trainer once (not two that each import torch and MLflow).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["artlora.stages.train.run"])
     with context.Manager() as manager, context.Pool(2) as pool:
         barrier = manager.Barrier(2)
-        futures = [pool.apply_async(train_when_released, (barrier, config)) for _ in range(2)]
+        arguments = (barrier, dict(os.environ), config)
+        futures = [pool.apply_async(train_when_released, arguments) for _ in range(2)]
         (first, first_log), (second, second_log) = (future.get(timeout=600) for future in futures)
 
     tracking.configure()
