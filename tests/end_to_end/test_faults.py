@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
+import mlflow
 import psutil
 import pytest
 import torch
@@ -70,11 +73,11 @@ def cli(config, stage: str, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
 
 
-def wait_for(condition, what: str, timeout: float = 300) -> None:
+def wait_for(condition, what: str, timeout: float = 300, poll: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.1)
+        time.sleep(poll)
 
 
 def fails_within(run: subprocess.Popen, command: str, *named: str) -> str:
@@ -104,21 +107,39 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 # -- mid-train --------------------------------------------------------------------------------------------
 
 
-def cache_and_undisturbed_adapter(small_config, **steps) -> tuple[str, dict[str, torch.Tensor]]:
-    """The latent cache, and the adapter of the training never disturbed (under another storage root)."""
+def cache(small_config) -> str:
+    """The latent cache of the sample data, in this test's store."""
     dataset = ingest.run(small_config.ingest)
-    cache_uri = augment.run(with_inputs(small_config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
-    other_root = storage.join(small_config.storage_root, "undisturbed")
-    undisturbed = train.run(with_inputs(small_config.train, cache_uri=cache_uri, storage_root=other_root, **steps))
-    return cache_uri, adapter_weights(storage.get_storage(), undisturbed.adapter_uri)
+    return augment.run(with_inputs(small_config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
 
 
 # A checkpoint every other step; no validation, which these tests do not need.
 STEPS = {"max_steps": 12, "checkpoint_every": 2, "eval_every": 0, "early_stopping_patience": 0}
 
 
-def test_store_frozen_mid_train_and_the_rerun_ends_as_undisturbed(store_server, small_config, tmp_path):
-    cache_uri, undisturbed = cache_and_undisturbed_adapter(small_config, **STEPS)
+@pytest.fixture(scope="module")
+def undisturbed(s3_endpoint, tiny_model_dir, sample_folder, _mlflow_db_template, tmp_path_factory):
+    """The adapter of the training never disturbed, made once for the mid-train tests: the same config on the same
+    samples, in the session's store under a root of its own (a cache of the same content trains the same weights
+    in any store, under any root)."""
+    from small_configs import small_config_for
+
+    work = tmp_path_factory.mktemp("undisturbed")
+    shutil.copyfile(_mlflow_db_template, work / "mlflow.db")  # tracked as the tests' runs are (mlflow_db)
+    with mock.patch.dict(os.environ, {settings.WORK_DIR: str(work)}):
+        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(key, None)
+        config = small_config_for("s3://artlora-tests/faults-undisturbed", tiny_model_dir, sample_folder)
+        result = train.run(with_inputs(config.train, cache_uri=cache(config), **STEPS))
+        weights = adapter_weights(storage.get_storage(), result.adapter_uri)
+    mlflow.set_tracking_uri(None)  # as conftest's mlflow_settings_end_with_the_test does after a test
+    mlflow.set_registry_uri(None)
+    settings.forget_boto3_keys()
+    return weights
+
+
+def test_store_frozen_mid_train_and_the_rerun_ends_as_undisturbed(store_server, small_config, tmp_path, undisturbed):
+    cache_uri = cache(small_config)
     config = written_config(small_config, tmp_path, **STEPS)
     root = train.run_uri(with_inputs(small_config.train, cache_uri=cache_uri, **STEPS))
     store = storage.get_storage()
@@ -135,9 +156,9 @@ def test_store_frozen_mid_train_and_the_rerun_ends_as_undisturbed(store_server, 
 
 
 def test_tracking_stopped_mid_train_and_the_rerun_ends_as_undisturbed(
-    store_server, small_config, tmp_path, monkeypatch, mlflow_db
+    store_server, small_config, tmp_path, monkeypatch, mlflow_db, undisturbed
 ):
-    cache_uri, undisturbed = cache_and_undisturbed_adapter(small_config, **STEPS)
+    cache_uri = cache(small_config)
     log, backend = tmp_path / "mlflow.log", f"sqlite:///{mlflow_db}"
     artifacts = storage.join(small_config.storage_root, "mlflow-artifacts")
     server = services.start_mlflow(backend, artifacts, store_server.settings(), log)
@@ -173,7 +194,7 @@ def cache_content(store: storage.Storage, cache_uri: str) -> list[tuple]:
 def test_store_stopped_mid_augment_and_the_rerun_makes_the_undisturbed_cache(store_server, small_config, tmp_path):
     # Enough images that most are still to encode when the first shard is stored; small VAE batches that
     # straddle images (2 views each), so that the rerun batches the views it has left otherwise.
-    sample_data.generate(tmp_path / "raw", count=80, size=64, seed=1)
+    sample_data.generate(tmp_path / "raw", count=40, size=64, seed=1)
     sections = {
         "ingest": small_config.ingest.model_copy(update={"source": str(tmp_path / "raw")}),
         "augment": small_config.augment.model_copy(update={"batch_size": 3}),
@@ -184,7 +205,7 @@ def test_store_stopped_mid_augment_and_the_rerun_makes_the_undisturbed_cache(sto
     store = storage.get_storage()
     latents = storage.join(small_config.storage_root, "cache", "latents")
     run = cli(config, "augment", f"augment.dataset_uri={dataset.dataset_uri}")
-    wait_for(lambda: next(store.list(latents), None) is not None, "a first cache shard")
+    wait_for(lambda: next(store.list(latents), None) is not None, "a first cache shard", poll=0.02)
     psutil.Process(run.pid).suspend()  # held while the store goes down, so that it cannot finish meanwhile
     store_server.kill()  # a crash: whatever was in flight is lost
     psutil.Process(run.pid).resume()
@@ -228,7 +249,7 @@ def freeze_once_a_part_is_up(server: services.SeaweedFS, uri: str) -> threading.
             return False
 
     def watch() -> None:
-        wait_for(parts_stored, "a first part of the upload", timeout=60)
+        wait_for(parts_stored, "a first part of the upload", timeout=60, poll=0.02)
         server.process.suspend()
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -236,9 +257,10 @@ def freeze_once_a_part_is_up(server: services.SeaweedFS, uri: str) -> threading.
     return thread
 
 
-def test_store_frozen_mid_upload_leaves_no_object_and_the_retry_stores_it_whole(store_server, tmp_path):
+def test_store_frozen_mid_upload_leaves_no_object_and_the_retry_stores_it_whole(store_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "PART_SIZE", 5 * 2**20)  # S3's smallest part, for less to send: same upload
     big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(96 * 2**20))  # six 16 MiB parts: a multipart upload
+    big.write_bytes(os.urandom(40 * 2**20))  # eight parts, three at a time: a multipart upload
     uri = "s3://fault-upload/models/big.bin"
     store = storage.get_storage()
     freezer = freeze_once_a_part_is_up(store_server, uri)

@@ -31,24 +31,40 @@ class Collect(logging.Handler):
 
 
 def train_when_released(barrier, config) -> tuple[dict, list[str]]:
-    """In a process of its own (the test's environment inherited): train once both processes are ready."""
+    """Train once both processes are ready; the result, and what the run logged."""
     collect = Collect()
     logger = logging.getLogger("artlora")
+    level = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(collect)
-    barrier.wait(timeout=300)
-    result = train.run(config)
+    try:
+        barrier.wait(timeout=300)
+        result = train.run(config)
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
     return dataclasses.asdict(result), collect.messages
+
+
+def train_in_a_process(barrier, config, results) -> None:
+    """In a process of its own (the test's environment inherited)."""
+    results.put(train_when_released(barrier, config))
 
 
 @pytest.mark.slow
 def test_two_identical_runs_at_once_train_once(small_config, latent_cache, store):
     config = with_inputs(small_config.train, cache_uri=latent_cache)
+    # Two processes: this one, and one started fresh (one torch import, not two in two new processes).
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, context.Pool(2) as pool:
-        barrier = manager.Barrier(2)
-        futures = [pool.apply_async(train_when_released, (barrier, config)) for _ in range(2)]
-        (first, first_log), (second, second_log) = (future.get(timeout=600) for future in futures)
+    barrier, results = context.Barrier(2), context.Queue()
+    other = context.Process(target=train_in_a_process, args=(barrier, config, results))
+    other.start()
+    try:
+        first, first_log = train_when_released(barrier, config)
+        second, second_log = results.get(timeout=600)
+        other.join(timeout=60)
+    finally:
+        other.kill()
 
     tracking.configure()
     client = mlflow.tracking.MlflowClient()
