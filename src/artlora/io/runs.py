@@ -93,7 +93,15 @@ def _record_config(
     # MLflow params cannot change once logged: a stage run again on the same run with other settings (an
     # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
     logged = run.data.params
-    mlflow.log_params({k: v for k, v in flatten(stage, resolved).items() if k not in logged})
+    wanted = {k: v for k, v in flatten(stage, resolved).items() if k not in logged}
+    try:
+        mlflow.log_params(wanted)
+    except MlflowException:
+        # Another process continuing the same run (two registrations of one adapter at once) logged them between
+        # the read above and this write: the database refuses the second insert, but equal values are no conflict.
+        now = mlflow.get_run(run.info.run_id).data.params
+        if any(now.get(key) != str(value) for key, value in wanted.items()):
+            raise
     log_bytes(json.dumps(resolved, indent=2).encode(), f"config/{stage}.json")
     stage_tag = contracts.STAGE_TAG if run_id is None else f"{contracts.STAGE_TAG}.{stage}"
     mlflow.set_tags({stage_tag: stage, **(tags or {})})
