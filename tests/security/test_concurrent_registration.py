@@ -5,7 +5,6 @@ version: before this work both found no version with the adapter's digest and bo
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from registered import unique_model_name
@@ -17,7 +16,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tracking_server")]
 
 
 def register_when_released(barrier, config, name: str, adapter_uri: str, run_id: str) -> tuple[str, bool]:
-    """In a process of its own (the test's environment, its tracking server and login, inherited)."""
     from registered import register_as
 
     barrier.wait(timeout=300)  # both processes start registering together
@@ -25,14 +23,24 @@ def register_when_released(barrier, config, name: str, adapter_uri: str, run_id:
     return result.version, result.reused
 
 
+def register_in_a_process(results, *arguments) -> None:
+    """In a process of its own (the test's environment, its tracking server and login, inherited)."""
+    results.put(register_when_released(*arguments))
+
+
 def test_two_processes_registering_the_same_adapter_leave_one_version(style_run):
     name = unique_model_name()
+    # Two processes: this one, and one started fresh (one import of the registry's stack, not two).
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
-        barrier = manager.Barrier(2)
-        arguments = (barrier, style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
-        futures = [pool.submit(register_when_released, *arguments) for _ in range(2)]
-        results = [future.result(timeout=600) for future in futures]
+    barrier, queue = context.Barrier(2), context.Queue()
+    arguments = (barrier, style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
+    other = context.Process(target=register_in_a_process, args=(queue, *arguments))
+    other.start()
+    try:
+        results = [register_when_released(*arguments), queue.get(timeout=600)]
+        other.join(timeout=60)
+    finally:
+        other.kill()
 
     versions = model_registry.model_versions(name)
     assert len(versions) == 1, [(v.version, v.tags.get(lineage.ADAPTER_DIGEST)) for v in versions]
