@@ -9,12 +9,13 @@
 - Only the pipeline-building code (`components/`, `pipelines/`) imports kfp.
 - A name two stages agree on (a run tag, a metadata key) is written once: each `artlora.` string that is not a
   module's name appears once in `src/`.
-- Importing the trainer loads neither the object-store client nor MLflow.
+- Importing the trainer loads neither the object-store client nor MLflow; the light tasks load no torch stack.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -192,6 +193,27 @@ def test_importing_the_trainer_loads_neither_the_store_client_nor_mlflow():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+# Each pipeline task is a fresh process that pays for its imports (torch, diffusers and transformers: seconds of
+# CPU). What a module must not load, in import order: what one step forbids, the steps before it forbid too.
+LIGHT = [
+    ("artlora.orchestration.local", ("torch", "diffusers")),  # `pipeline run --local`, before any task runs
+    ("artlora.tasks.search", ("torch", "matplotlib")),  # the search's plan; every trial's train task imports it
+    ("artlora.stages.register.run", ("diffusers", "peft")),  # register, unless a champion is measured again
+]
+
+
+def test_the_light_tasks_load_no_heavy_library():
+    code = (
+        "import importlib, json, sys\n"
+        f"for module, forbidden in {LIGHT!r}:\n"
+        "    importlib.import_module(module)\n"
+        "    print(json.dumps([module, sorted(set(forbidden) & {m.split('.')[0] for m in sys.modules})]))\n"
+    )
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = [json.loads(line) for line in printed.splitlines()]
+    assert loaded == [[module, []] for module, _ in LIGHT]
 
 
 # -- model families ---------------------------------------------------------------------------------------

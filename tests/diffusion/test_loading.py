@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from artlora.demo import tiny
-from artlora.diffusion import families, loading
+from artlora.diffusion import families, loading, model_sources
 from artlora.diffusion.families import sgm_names
 from artlora.io import storage
 
@@ -129,7 +129,7 @@ def test_s3_model_is_downloaded_once_and_reused(store, bucket, tiny_folder, tiny
     assert np.array_equal(generate(loading.load_pipeline(uri)), tiny_image)
     assert sorted(fetched) == sorted(uploaded)
     (cached,) = (work_dir / "models").iterdir()
-    assert (cached / loading.DOWNLOAD_MARKER).is_file()
+    assert (cached / model_sources.DOWNLOAD_MARKER).is_file()
     mtime = cached.stat().st_mtime_ns
     fetched.clear()
     assert np.array_equal(generate(loading.load_pipeline(uri + "/")), tiny_image)
@@ -156,12 +156,12 @@ def test_unfinished_download_is_not_reused(store, bucket, tiny_folder, fetched):
     store.upload_dir(tiny_folder, uri)
     cached = Path(loading.local_model_path(uri))
     # What a download killed half-way would leave behind: no marker, missing weights.
-    (cached / loading.DOWNLOAD_MARKER).unlink()
+    (cached / model_sources.DOWNLOAD_MARKER).unlink()
     shutil.rmtree(cached / "unet")
     fetched.clear()
     assert loading.local_model_path(uri) == str(cached)
     assert fetched
-    assert (cached / loading.DOWNLOAD_MARKER).is_file()
+    assert (cached / model_sources.DOWNLOAD_MARKER).is_file()
     assert list(cached.glob("unet/*.safetensors"))
 
 

@@ -8,63 +8,22 @@ carries a dropout rate (as files from other trainers do) would drop activations 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
-from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
-from safetensors import safe_open
 
-from artlora import contracts
 from artlora.data.latents import LatentSet
 from artlora.diffusion import families, lycoris
+
+# An adapter's files (`adapter_files`), named here too for the callers that load adapters.
+from artlora.diffusion.adapter_files import DIFFUSERS_FILE as DIFFUSERS_FILE
+from artlora.diffusion.adapter_files import AdapterError as AdapterError
+from artlora.diffusion.adapter_files import adapter_digest as adapter_digest
+from artlora.diffusion.adapter_files import adapter_file as adapter_file
+from artlora.diffusion.adapter_files import read_metadata as read_metadata
 from artlora.diffusion.heldout import HeldoutLoss, heldout_loss_by_style
-from artlora.errors import ArtloraError
 
-# The file name diffusers gives an adapter in its own layout; any other .safetensors in an adapter folder is the
-# kohya-layout copy the train stage writes beside it.
-DIFFUSERS_FILE = LORA_WEIGHT_NAME_SAFE
 ADAPTER_NAME = "style"
-
-
-class AdapterError(ArtloraError):
-    """An adapter folder without the file asked for."""
-
-
-def read_metadata(path: str | Path, prefix: str = contracts.METADATA_PREFIX) -> dict[str, str]:
-    """A safetensors file's metadata entries whose keys start with `prefix` (all of them for "")."""
-    with safe_open(str(path), framework="pt") as handle:
-        return {k: v for k, v in (handle.metadata() or {}).items() if k.startswith(prefix)}
-
-
-def adapter_file(folder: str | Path, layout: str = "diffusers") -> Path:
-    """The adapter file of a folder in the given layout ("diffusers" or "kohya")."""
-    folder = Path(folder)
-    if layout == "diffusers":
-        path = folder / DIFFUSERS_FILE
-        if not path.is_file():
-            raise AdapterError(f"no {DIFFUSERS_FILE} in {folder} (give an adapter folder written by the train stage)")
-        return path
-    others = sorted(p for p in folder.glob("*.safetensors") if p.name != DIFFUSERS_FILE)
-    if not others:
-        raise AdapterError(
-            f"no kohya-layout file in {folder}, as for DoRA adapters, LoKr/LoHa on SD 3.5 and Flux.1 and layouts "
-            "kohya's format cannot express (use the diffusers layout)"
-        )
-    return others[0]
-
-
-def adapter_digest(folder: str | Path) -> str:
-    """The content digest of an adapter: its diffusers-layout tensors (names, dtypes, shapes, values). The
-    file's metadata (run id, config) and the kohya copy, which holds the same weights, are left out, so the
-    same weights trained again give the same digest."""
-    content = hashlib.sha256()
-    with safe_open(str(adapter_file(folder)), framework="pt") as handle:
-        for name in sorted(handle.keys()):
-            tensor = handle.get_tensor(name).contiguous()
-            content.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-            content.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return content.hexdigest()[:32]
 
 
 def load_adapter(pipe, path: str | Path) -> None:

@@ -4,7 +4,7 @@ config files ({relative path: sha256}), and every use of the version compares th
 A version's own files are checked by the manifest of its logged model (`io.model_registry.verify_files`); its
 adapter paints as intended only on the base it was trained on, so the base is checked the same way. Which files:
 those a load reads or could be made to read (weights in any form, configs, tokenizer files) under the folder the
-reference resolves to (`loading.local_model_path`: a local folder, an s3:// prefix's download, a hub id's local
+reference resolves to (`model_sources.local_model_path`: a local folder, an s3:// prefix's download, a hub id's local
 snapshot), or the one file of a single-file checkpoint. A safety checker is never loaded, so never checked.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from artlora.diffusion import loading
+from artlora.diffusion import model_sources
 from artlora.errors import ArtloraError
 from artlora.io import manifest
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Weights (the pickle forms too: refused when they are all a component has, and a planted one must show as extra),
 # configs and tokenizer files; documentation, git attributes and download markers are not read by a load.
-BASE_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model", *loading.PICKLE_SUFFIXES)
+BASE_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model", *model_sources.PICKLE_SUFFIXES)
 NOT_LOADED = frozenset({"safety_checker"})
 
 
@@ -38,9 +38,9 @@ def base_manifest(ref: str) -> dict[str, str]:
 
 
 def _local_source(ref: str) -> str:
-    """Where the reference's files are here: `loading.local_model_path`, with a hub id resolved to its local
+    """Where the reference's files are here: `model_sources.local_model_path`, with a hub id resolved to its local
     snapshot as diffusers' from_pretrained fetches it (safetensors only, as artlora loads)."""
-    source = loading.local_model_path(ref)
+    source = model_sources.local_model_path(ref)
     if Path(source).exists():
         return source
     from diffusers import DiffusionPipeline
@@ -48,7 +48,7 @@ def _local_source(ref: str) -> str:
     try:
         return str(DiffusionPipeline.download(ref, use_safetensors=True))
     except Exception as err:  # noqa: BLE001 - unreachable hub, unknown id: the same advice
-        raise loading.ModelLoadError(
+        raise model_sources.ModelLoadError(
             f"base model {ref!r}: cannot fetch the hub model's files to check them ({type(err).__name__}: {err}); "
             "check that the hub is reachable, or point base_model at a local or s3:// copy"
         ) from err

@@ -7,11 +7,14 @@ Every validation view is noised at each of a fixed set of timesteps with noise f
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from artlora.data.latents import LatentSet
-from artlora.diffusion.families import Family
+
+if TYPE_CHECKING:  # the family is passed in: the metrics' names (register's gate) load no diffusers
+    from artlora.diffusion.families import Family
 
 
 @dataclass(frozen=True)

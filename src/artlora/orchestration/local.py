@@ -16,12 +16,11 @@ from pathlib import Path
 
 from artlora.config import PipelineConfig, TaskSettings
 from artlora.data import lineage
-from artlora.diffusion import loading
+from artlora.diffusion import model_sources
 from artlora.errors import ArtloraError
 from artlora.io import model_registry, runs, settings, storage, tracking
 from artlora.orchestration import process_group
 from artlora.pipelines import build
-from artlora.stages.train import run as train
 from artlora.tasks.parameters import arguments
 
 
@@ -46,7 +45,7 @@ def run_local(config: PipelineConfig, search: bool = False) -> dict[str, object]
     trained, the evaluation report (or the search's summary page) is copied into the work folder."""
     # A bad base model or an unreachable tracking server fails here, not minutes later in a task.
     for reference in {config.augment.base_model, config.train.base_model, config.evaluate.base_model}:
-        loading.check_reference(reference)
+        model_sources.check_reference(reference)
     tracking.check()
     work = settings.work_dir()
     os.environ[settings.WORK_DIR] = str(work)  # the tasks are subprocesses: give them the same absolute folder
@@ -91,7 +90,9 @@ def _trained(outputs: dict) -> dict[str, object]:
     adapter) and its evaluation's metrics: what a user looks at next, also when the run reused a version."""
     version = model_registry.model_version(str(outputs["model_name"]), str(outputs["version"]))
     adapter_uri = version.tags.get(lineage.ADAPTER_URI, "") if version else ""
-    training = train.published(storage.get_storage(), adapter_uri) if adapter_uri else {}
+    # The train stage's summary, which its adapter's completion marker holds (`stages.train.run.published`); read
+    # here without importing the stage, which loads torch and diffusers into this process for nothing.
+    training = storage.get_storage().completion(adapter_uri) if adapter_uri else {}
     metrics = runs.run_metrics(version.run_id) if version and version.run_id else {}
     return {
         "adapter_uri": adapter_uri,

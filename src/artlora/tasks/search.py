@@ -12,13 +12,15 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from artlora import contracts
 from artlora.config import PipelineConfig, with_inputs
 from artlora.errors import ArtloraError
 from artlora.io import runs, storage
-from artlora.tasks.search_report import TrialReport, summary_html
+
+if TYPE_CHECKING:
+    from artlora.tasks.search_report import TrialReport
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class Winner:
 
 
 def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
+    from artlora.tasks.search_report import TrialReport  # see `pick`
+
     run = runs.get_run(run_id)
     metric = config.register.ranking_rule.metric_name
     if metric not in run.data.metrics or contracts.ADAPTER_URI_TAG not in run.data.tags:
@@ -104,6 +108,10 @@ def _trial(config: PipelineConfig, run_id: str, number: int) -> TrialReport:
 def pick(config: PipelineConfig, parent_run_id: str, run_ids: list[str]) -> Winner:
     """The best trial by the gate's first metric rule; every trial is named in MLflow and compared on the summary page,
     which goes to the parent run (`search/summary.html`) and to the object store."""
+    # The summary page's code (jinja2, matplotlib) is loaded here, not with the module: the plan and every trial's
+    # train task import this module too, and neither renders a page.
+    from artlora.tasks.search_report import summary_html
+
     rule = config.register.ranking_rule
     metric = rule.metric_name
     reports = [_trial(config, run_id, number) for number, run_id in enumerate(run_ids, start=1)]

@@ -35,7 +35,7 @@ from artlora.config import AugmentConfig
 from artlora.data import dataset, shards
 from artlora.data.dataset import Item
 from artlora.data.images import open_rgb
-from artlora.diffusion import families, loading
+from artlora.diffusion import families, loading, model_sources
 from artlora.diffusion.device import default_device
 from artlora.diffusion.vae import encode_latents
 from artlora.io import runs, storage, tracking
@@ -82,7 +82,7 @@ class Built:
 def run(config: AugmentConfig) -> AugmentResult:
     config.require("dataset_uri")
     # Before any work: a bad base model or a tracking store that does not answer fails at once.
-    loading.check_reference(config.base_model)
+    model_sources.check_reference(config.base_model)
     tracking.check()
     store = storage.get_storage()
     dataset_uri = config.given("dataset_uri")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artlora.diffusion import loading
-from artlora.diffusion.loading import ModelLoadError
+from artlora.diffusion import model_sources
+from artlora.diffusion.model_sources import ModelLoadError
 from artlora.io import storage
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def measure(
     from torchmetrics.image.kid import KernelInceptionDistance
     from transformers import CLIPModel, CLIPProcessor
 
-    folder = loading.local_folder(clip_model)
+    folder = model_sources.local_folder(clip_model)
     model = CLIPModel.from_pretrained(folder, use_safetensors=True).eval()
     processor = CLIPProcessor.from_pretrained(folder)
     styles = sorted(painted)

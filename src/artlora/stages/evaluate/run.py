@@ -29,7 +29,7 @@ from PIL import Image
 from artlora import contracts
 from artlora.config import EvaluateConfig
 from artlora.data.latent_cache import validation_data
-from artlora.diffusion import families, loading
+from artlora.diffusion import families, loading, model_sources
 from artlora.diffusion.adapters import adapter_file, load_adapter, read_by_adapter
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import runs, storage, tracking
@@ -84,7 +84,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     a cross-evaluation (`cross`): any adapter on any cache, into a folder and a run of its own."""
     config.require("adapter_uri", "cache_uri")
     # Before any work: a bad base model or a tracking store that does not answer fails at once.
-    loading.check_reference(config.base_model)
+    model_sources.check_reference(config.base_model)
     clip_metrics.check_reference(config.clip_model)
     tracking.check()
     if config.run_id is None:

@@ -10,21 +10,13 @@ recorded values.
 
 from __future__ import annotations
 
-import logging
-import tempfile
-
-from artlora import contracts
 from artlora.config import RegisterConfig
 from artlora.config.register import STYLE_LOSS_PREFIX
 from artlora.data import lineage
-from artlora.data.latent_cache import validation_data
-from artlora.diffusion import base_files, families, loading
-from artlora.diffusion.adapters import adapter_file, heldout_losses
 from artlora.diffusion.heldout import heldout_metrics
 from artlora.io import model_registry, runs
 from artlora.stages.register.gate import CHAMPION, Champion
 
-log = logging.getLogger(__name__)
 PER_STYLE = ("val_loss_base/", STYLE_LOSS_PREFIX)  # evaluate's per-style held-out losses
 EVALUATE_CONFIG = "config/evaluate.json"  # the evaluate stage's resolved config, logged to the training run
 
@@ -45,6 +37,9 @@ def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | Non
     if not config.cache_uri or settings is None:
         missing = "register.cache_uri is not set" if not config.cache_uri else f"the run has no {EVALUATE_CONFIG}"
         return Champion(version.version, metrics, f"{other}; not measured again ({missing}), so not like for like")
+    # Measuring loads the base model (torch, diffusers, peft): only a version registered on changed data pays for it.
+    from artlora.stages.register.remeasure import remeasure
+
     measured = remeasure(version, config, settings)
     before = metrics.get("val_loss_lora")
     was = "" if before is None else f", {before:.6g} on its own data"
@@ -53,21 +48,3 @@ def current_champion(config: RegisterConfig, fingerprint: str) -> Champion | Non
     )
     kept = {name: value for name, value in metrics.items() if not name.startswith(PER_STYLE)}
     return Champion(version.version, {**kept, **measured}, note)
-
-
-def remeasure(version: model_registry.Version, config: RegisterConfig, settings: dict) -> dict[str, float]:
-    """The champion adapter's held-out losses on this version's validation data, as evaluate measured them
-    (val_loss_base, val_loss_lora, val_loss_delta, and val_loss_base/<style>, val_loss_lora/<style>)."""
-    base_model = version.tags.get(lineage.BASE_MODEL) or config.base_model
-    log.info("measuring champion version %s again on %s", version.version, config.cache_uri)
-    data = validation_data(config.given("cache_uri"))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = model_registry.download_version(version, tmp)
-        base_files.verify(version.uri, base_model, version.tags.get(contracts.BASE_MANIFEST_TAG))
-        pipe = loading.load_pipeline(base_model)
-        scheduler = families.of(pipe).training_scheduler(pipe)
-        timesteps = tuple(settings["loss_timesteps"])
-        base, lora = heldout_losses(pipe, scheduler, data, adapter_file(folder), timesteps, settings["seed"])
-    per_style = {f"val_loss_base/{s}": v for s, v in base.per_style.items()}
-    per_style |= {f"{STYLE_LOSS_PREFIX}{s}": v for s, v in lora.per_style.items()}
-    return heldout_metrics(base.loss, lora.loss) | per_style

@@ -31,7 +31,7 @@ from artlora.data import lineage
 from artlora.data.dataset import DatasetError
 from artlora.data.digests import digest
 from artlora.diffusion import base_files
-from artlora.diffusion.adapters import DIFFUSERS_FILE, adapter_digest, read_metadata
+from artlora.diffusion.adapter_files import DIFFUSERS_FILE, adapter_digest, read_metadata
 from artlora.errors import ArtloraError
 from artlora.io import model_registry, runs, storage, tracking
 from artlora.stages.register import card

@@ -35,7 +35,7 @@ from artlora.config import TrainConfig
 from artlora.config.train import GALLERY_FIELDS
 from artlora.data.digests import digest
 from artlora.data.latent_cache import LatentSet, load_split, validation_data
-from artlora.diffusion import loading
+from artlora.diffusion import loading, model_sources
 from artlora.diffusion.heldout import heldout_loss
 from artlora.io import runs, storage, tracking
 from artlora.io.lease import Lease
@@ -98,7 +98,7 @@ def validate(trainer: Trainer, data: LatentSet) -> float:
 def run(config: TrainConfig) -> TrainResult:
     config.require("cache_uri")
     # Before any work: a bad base model or a tracking store that does not answer fails at once.
-    loading.check_reference(config.base_model)
+    model_sources.check_reference(config.base_model)
     tracking.check()
     parent = warm_start.resolve(config)  # checked before the base model is loaded
     store = storage.get_storage()
