@@ -1,7 +1,8 @@
 """Every model family (SD 1.x/2.x, SDXL, SD 3.5, Flux.1) through the same end-to-end test on its tiny in-code
 base: the five stages (ingest, augment, train, evaluate, register into the session's MLflow server), `artlora
 generate` from the registered version, the pyfunc flavour painting it, a training killed with SIGKILL after a
-checkpoint and resumed to the same adapter, and the single-file (kohya/ComfyUI) export loaded back.
+checkpoint and resumed to the same adapter, the single-file (kohya/ComfyUI) export loaded back, and a grid
+search's tasks keeping the better of two trials.
 
 Each family's run is made once (a module-scoped fixture) and its tests look at it. What is particular to one
 family (SDXL's time ids, SD 2.x's v-prediction metadata, the tiny bases' builds) is tested beside it:
@@ -257,3 +258,41 @@ def test_the_single_file_export_loads_back_and_paints_as_the_diffusers_adapter(
     base = pixels(painters[single_file.name].paint(PROMPT, 0, Settings(steps=2, strength=0), SIZE))
     assert np.abs(painted[single_file.name] - painted[diffusers_file.name]).max() <= 1
     assert np.abs(painted[single_file.name] - base).max() > 1  # the exported file carries the style
+
+
+def test_a_grid_search_keeps_the_better_trial_on_the_family(run: FamilyRun, tracking_server, tmp_path):
+    """The grid search's own task functions, in this process, on the family's cache: the plan (a parent run and each
+    trial's config), each trial's train (filed under the parent) and evaluate, and the pick of the best by the
+    gate's metric. The pipeline around them knows no family (tests/pipelines/test_search.py runs it through
+    kfp.local). The two trials' rates differ by six orders, so their held-out losses differ and the pick can be
+    wrong."""
+    from kfp import dsl
+
+    from artlora.components.evaluate import evaluate as evaluate_task
+    from artlora.components.search import pick_best, plan_search
+    from artlora.components.train import train as train_task
+
+    root = f"{TEST_BUCKET}/families-{run.family}-search-{uuid.uuid4().hex[:8]}"
+    config = run.config_at(root, "search.learning_rate=[0.00000001, 0.02]")
+    config_json = config.model_dump_json()
+    plan = plan_search.python_func(config_json=config_json)
+    cache = run.augmented.cache_uri
+    losses = {}
+    for trial in plan.trials:
+        trained = train_task.python_func(config_json=trial, cache_uri=cache, parent_run_id=plan.parent_run_id)
+        evaluated = evaluate_task.python_func(
+            config_json=trial,
+            adapter_uri=trained.adapter_uri,
+            cache_uri=cache,
+            run_id=trained.run_id,
+            report=dsl.HTML(name="report", uri=str(tmp_path / f"report-{len(losses)}.html")),
+            metrics=dsl.Metrics(name="metrics", uri=str(tmp_path / f"metrics-{len(losses)}")),
+        )
+        losses[evaluated.run_id] = (evaluated.val_loss_lora, trained.adapter_uri)
+    best = pick_best.python_func(config_json=config_json, parent_run_id=plan.parent_run_id, run_ids=list(losses))
+    assert len(losses) == 2 and best.run_id == min(losses, key=lambda run_id: losses[run_id][0])
+    assert best.adapter_uri == losses[best.run_id][1]
+    trials = mlflow.search_runs(
+        filter_string=f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'", search_all_experiments=True
+    )
+    assert sorted(trials["params.train.learning_rate"].astype(float)) == [0.00000001, 0.02]
