@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from artlora.io import local_services, services
+from artlora.io import local_services, services, settings
 
 # What `artlora services up` exports, and what a user with services of their own would have set.
 CLIENT_VARIABLES = {
@@ -30,3 +30,14 @@ def free_ports() -> dict[str, str]:
 def without_services(environment: Mapping[str, str]) -> dict[str, str]:
     """`environment` without any store or tracking server, with free ports for the local services."""
     return {**{key: value for key, value in environment.items() if key not in CLIENT_VARIABLES}, **free_ports()}
+
+
+def kill_local_services(work_dir: str) -> None:
+    """End the local services of `work_dir` at once, for a test whose data goes with its temporary folder: nothing
+    needs flushing, and `services down` would wait out SeaweedFS's fixed 10 s graceful stop (the services tests
+    run a real `down` where it is what they test)."""
+    with settings.exported({settings.WORK_DIR: work_dir}):
+        for name in (local_services.TRACKING, local_services.STORE):
+            record = local_services._record(name)
+            if record is not None:
+                local_services._handle(record).kill()

@@ -20,7 +20,7 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from service_environment import CLIENT_VARIABLES, free_ports, without_services
+from service_environment import CLIENT_VARIABLES, free_ports, kill_local_services, without_services
 
 from artlora import cli
 from artlora.io import local_services, services, settings, storage
@@ -51,11 +51,7 @@ def env(tmp_path_factory):
 
 def kill_services(environment: dict[str, str]) -> None:
     """End at once whatever runs of the services of `environment`'s work folder (their data is thrown away)."""
-    with settings.exported({settings.WORK_DIR: environment[settings.WORK_DIR]}):
-        for name in (local_services.TRACKING, local_services.STORE):
-            record = local_services._record(name)
-            if record is not None:
-                local_services._handle(record).kill()
+    kill_local_services(environment[settings.WORK_DIR])
 
 
 def folder(env) -> Path:

@@ -15,14 +15,14 @@ import requests
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from service_environment import without_services
+from service_environment import kill_local_services, without_services
 from small_configs import small_config_for
 
 from artlora.cli import main
 from artlora.config import load_config
 from artlora.demo import sample_data
 from artlora.diffusion import loading
-from artlora.io import local_services, model_registry, tracking
+from artlora.io import local_services, model_registry, settings, tracking
 from artlora.pipelines import build
 from artlora.tasks import changes
 from artlora.tasks.parameters import arguments
@@ -62,7 +62,7 @@ def _train_runs(experiment: str) -> int:
 @pytest.fixture
 def local_services_up(monkeypatch):
     """No store or tracking server in the environment: artlora's local services come up (free ports, this test's
-    work folder) and are exported, as `demo` and `pipeline run --local` do; stopped afterwards."""
+    work folder) and are exported, as `demo` and `pipeline run --local` do; killed afterwards."""
     environment = without_services(os.environ)
     for key in set(os.environ) - set(environment):
         monkeypatch.delenv(key)
@@ -70,7 +70,7 @@ def local_services_up(monkeypatch):
         monkeypatch.setenv(key, value)
     local_services.ensure()
     yield os.environ["MLFLOW_TRACKING_URI"]
-    local_services.down()
+    kill_local_services(os.environ[settings.WORK_DIR])  # its data goes with the test's folder: nothing to flush
 
 
 def _everything_logged(config, logs: list[str]) -> str:
