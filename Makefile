@@ -29,7 +29,8 @@ demo: $(STAMP)
 	$(BIN)/artlora demo --config configs/demo.yaml
 
 # Three pytest-xdist workers on two cores: much of the suite waits on servers and task processes, and a third worker
-# fills those waits (the whole suite on 2 cores, nothing else running: 13m22s with two, 11m24s with three).
+# fills those waits (the whole suite on 2 cores, nothing else running: 13m22s with two, 11m24s with three; at 912
+# tests, 10m25s with three and 12m05s with four, whose contention costs more CPU than its overlap saves).
 # Each module is one work unit (its fixtures made once); tests/conftest.py starts the slow ones first.
 WORKERS ?= 3
 PARALLEL := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
