@@ -306,7 +306,7 @@ def style_movement(base_c: np.ndarray, lora_c: np.ndarray, styles: list[str]) ->
 def other_content_movement(base: Side, lora: Side, unit: dict[str, float], styles: list[str]) -> dict[str, float]:
     """Per style, the LoRA's distance from its images of the style to the base's images of the content prompts
     over the base's (`OTHER_CONTENT_MOVEMENT`); nothing without content prompts."""
-    if not base.to_content or not base.to_content[next(iter(base.to_content))].size:
+    if not len(base.content) or not base.to_content:
         return {}
     base_d, lora_d = combined(base.to_content, unit)[:, 0], combined(lora.to_content, unit)[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
