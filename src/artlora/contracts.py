@@ -57,6 +57,9 @@ CHECKPOINTS = "checkpoints"
 EVALUATION = "eval"
 REPORT = "report.html"
 GRID = "grid.png"
+STYLE_SHEET = (
+    "styles.png"  # per style: real held-out images, the base's and the LoRA's (stages/evaluate/style_sheet.py)
+)
 EVALUATION_METRICS = "metrics.json"
 GATE_PAGE = "register/gate.html"
 # The gallery painted while training (train.sample_every): `<run>/gallery/index.json` lists the prompts, seeds and
@@ -150,6 +153,7 @@ def lease_object(run: str) -> str:
 # The same names as paths of the training run's MLflow artifacts.
 REPORT_ARTIFACT = f"{EVALUATION}/{REPORT}"
 GRID_ARTIFACT = f"{EVALUATION}/{GRID}"
+STYLE_SHEET_ARTIFACT = f"{EVALUATION}/{STYLE_SHEET}"
 
 # -- a registered version's files ---------------------------------------------------------------------------
 

@@ -64,3 +64,9 @@ def test_summary_follows_the_json_on_stdout(capsys):
     out = capsys.readouterr().out
     result, end = json.JSONDecoder().raw_decode(out, out.rfind("\n{\n") + 1)
     assert result == OUTPUTS and "registered model : style version 2 (alias: champion)" in out[end:]
+
+
+def test_the_style_sheet_is_named_when_the_run_kept_one():
+    assert not any(line.startswith("style sheet") for line in summary(OUTPUTS))
+    lines = summary({**OUTPUTS, "style_sheet": "/work/reports/style-v2-styles.png"})
+    assert "style sheet      : /work/reports/style-v2-styles.png (per style: real, base, LoRA)" in lines

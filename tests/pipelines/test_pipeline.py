@@ -15,6 +15,7 @@ import requests
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from service_environment import kill_local_services, without_services
 from small_configs import small_config_for
 
@@ -121,9 +122,12 @@ def test_pipeline_registers_a_loadable_champion_and_retrains_only_when_the_data_
         f"registered model : {config.model_name} version 1 (alias: champion)",
         "why that alias   : passed all 1 gate rule(s)",
         f"evaluation report: {first['report']}",
+        f"style sheet      : {first['style_sheet']}",
         f"artlora generate --model models:/{config.model_name}/1",
     ):
         assert line in said
+    with Image.open(first["style_sheet"]) as sheet:  # copied beside the report
+        assert sheet.format == "PNG" and Path(first["style_sheet"]).parent == Path(first["report"]).parent
     tracking.configure()
     version = model_registry.version_by_alias(config.model_name, "champion")
     assert version.tags["dataset_fingerprint"] == first["dataset_fingerprint"]

@@ -178,6 +178,11 @@ def summary(outputs: dict) -> list[str]:
         f"why that alias   : {outputs['reason']}",
         f"dataset          : fingerprint {outputs['dataset_fingerprint']}",
         f"evaluation report: {outputs['report'] or '(nothing evaluated: nothing changed)'}",
+        *(
+            [f"style sheet      : {outputs['style_sheet']} (per style: real, base, LoRA)"]
+            if outputs.get("style_sheet")
+            else []
+        ),
         f"paint with it    : artlora generate --model models:/{model} --prompt '...' --out images/",
         f"pipeline time    : {outputs['seconds']} s",
     ]

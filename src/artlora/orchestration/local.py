@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from artlora import contracts
 from artlora.config import PipelineConfig, TaskSettings
 from artlora.data import lineage
 from artlora.diffusion import model_sources
@@ -53,13 +54,18 @@ def run_local(config: PipelineConfig, search: bool = False) -> dict[str, object]
     with tempfile.TemporaryDirectory() as tmp:
         compiled = build.compile_pipeline(without_retries(config), Path(tmp) / "pipeline.yaml", search=search)
         outputs = run_pipeline(compiled, arguments(config), work / "kfp")
-    report = ""
+    report = sheet = ""
     if outputs["report_uri"]:
+        store, report_uri = storage.get_storage(), str(outputs["report_uri"])
         suffix = "-search" if search else ""
         path = work / "reports" / f"{outputs['model_name']}-v{outputs['version']}{suffix}.html"
-        report = str(storage.get_storage().get_file(str(outputs["report_uri"]), path))
+        report = str(store.get_file(report_uri, path))
+        # The evaluation's style sheet lies beside its report (a search's summary page has none).
+        sheet_uri = report_uri.removesuffix(contracts.REPORT) + contracts.STYLE_SHEET
+        if report_uri.endswith(contracts.REPORT) and store.exists(sheet_uri):
+            sheet = str(store.get_file(sheet_uri, path.with_name(f"{path.stem}-{contracts.STYLE_SHEET}")))
     tracking_uri = tracking.configure()
-    result = {**outputs, **_trained(outputs), "tracking_uri": tracking_uri, "report": report}
+    result = {**outputs, **_trained(outputs), "tracking_uri": tracking_uri, "report": report, "style_sheet": sheet}
     if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its UI shows the version
         result["mlflow_ui"] = f"{tracking_uri}/#/models/{outputs['model_name']}/versions/{outputs['version']}"
     return {**result, "seconds": round(time.monotonic() - started, 1)}

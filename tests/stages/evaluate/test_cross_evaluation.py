@@ -78,6 +78,7 @@ def test_a_registered_adapter_on_another_cache_gets_a_folder_and_run_of_its_own(
     assert about["model_version"] == f"models:/{crossed.name}/1"
     assert about["dataset_fingerprint"] == index["dataset_fingerprint"] != ""
     assert store.get_json(storage.join(folder, contracts.EVALUATION_METRICS)) == pytest.approx(crossed.result.metrics)
+    assert store.exists(storage.join(folder, contracts.STYLE_SHEET))
     report = store.get_bytes(crossed.result.report_uri).decode()
     assert f"Cross-evaluation of <code>models:/{crossed.name}/1</code>" in report
     kept = store.completion(style_run.adapter_uri)["adapter_step"]  # the training's summary, found from the version

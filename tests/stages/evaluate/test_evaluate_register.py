@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+
 import mlflow
 import pytest
+from PIL import Image
 
 from artlora.config import with_inputs
 from artlora.io import runs, storage
 from artlora.stages.evaluate import run as evaluate
+from artlora.stages.evaluate.style_sheet import GAP, HEADING, SCALE
 from artlora.stages.train import run as train
 
 
@@ -27,11 +31,14 @@ def test_evaluate_logs_losses_grid_and_report(small_config, latent_cache, traine
     assert result.val_loss_base != result.val_loss_lora  # the adapter changed the UNet
     report = store.get_bytes(result.report_uri).decode()
     assert "data:image/png;base64," in report and f"{result.val_loss_lora:.4f}" in report
-    assert store.exists(storage.join(result.report_uri.rsplit("/", 1)[0], "grid.png"))
+    folder = result.report_uri.rsplit("/", 1)[0]
+    assert store.exists(storage.join(folder, "grid.png"))
+    sheet = Image.open(io.BytesIO(store.get_bytes(storage.join(folder, "styles.png"))))
+    assert sheet.height == HEADING + 5 * (SCALE * small_config.evaluate.resolution + GAP)  # a row per style
     metrics = runs.run_metrics(trained.run_id)
     assert metrics["val_loss_lora"] == pytest.approx(result.val_loss_lora)
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(trained.run_id, "eval")}
-    assert artifacts == {"eval/grid.png", "eval/report.html"}
+    assert artifacts == {"eval/grid.png", "eval/styles.png", "eval/report.html"}
 
     styles = {"geometric", "op_art", "pointillist", "watercolour", "woodcut"}
     for side in ("base", "lora"):

@@ -39,6 +39,7 @@ from artlora.stages.evaluate import clip_metrics, cross, painting, report, sides
 from artlora.stages.evaluate.memorisation import Nearest, nearest_training_images
 from artlora.stages.evaluate.sides import Side
 from artlora.stages.evaluate.style_distance import StyleDistance, combined, diagonal_minima, scales
+from artlora.stages.evaluate.style_sheet import style_sheet
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
         evidence = measure(config, pipe, data, heldout, adapter_file(adapter_dir))
     metrics = collect_metrics(evidence)
     html = report.render(config, metrics, evidence, training_summary(config), heldout.index)
-    publish(config, metrics, html, report.grid(evidence.base.grid, evidence.lora.grid))
+    publish(config, metrics, html, report.grid(evidence.base.grid, evidence.lora.grid), sheet_of(evidence))
     report_uri = storage.join(contracts.evaluation_folder(config.given("adapter_uri")), contracts.REPORT)
     return _result(report_uri, metrics, html, evidence)
 
@@ -124,7 +125,8 @@ def cross_evaluate(config: EvaluateConfig) -> EvaluateResult:
     html = report.render(config, metrics, evidence, training, heldout.index, about=about)
     folder = cross.folder(config, subject, heldout.index)
     grid = report.grid(evidence.base.grid, evidence.lora.grid)
-    publish_cross(config, folder, Published(metrics, html, grid, evidence, about), cross.tags(subject, heldout.index))
+    published = Published(metrics, html, grid, sheet_of(evidence), evidence, about)
+    publish_cross(config, folder, published, cross.tags(subject, heldout.index))
     return _result(storage.join(folder, contracts.REPORT), metrics, html, evidence)
 
 
@@ -319,18 +321,29 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean(difference**2)))
 
 
-def publish(config: EvaluateConfig, metrics: dict[str, float], html: str, grid: Image.Image) -> None:
-    """The report, the grid and the metrics beside the adapter (`<run>/eval/`), and to the training's run; under
-    the run folder's lease, so that two identical runs evaluating the same adapter write one after the other."""
+def sheet_of(evidence: report.Evidence) -> Image.Image:
+    """The style sheet: per style, real held-out images, the base's and the LoRA's."""
+    real = {style: evidence.heldout[style][0] for style in evidence.styles}
+    return style_sheet(evidence.styles, real, evidence.base.by_style, evidence.lora.by_style)
+
+
+def publish(
+    config: EvaluateConfig, metrics: dict[str, float], html: str, grid: Image.Image, sheet: Image.Image
+) -> None:
+    """The report, the grid, the style sheet and the metrics beside the adapter (`<run>/eval/`), and to the
+    training's run; under the run folder's lease, so that two identical runs evaluating the same adapter write one
+    after the other."""
     store, folder = storage.get_storage(), contracts.evaluation_folder(config.given("adapter_uri"))
-    grid_png = _png(grid)
+    grid_png, sheet_png = _png(grid), _png(sheet)
     with Lease(store, contracts.lease_object(contracts.run_of_adapter(config.given("adapter_uri")))):
         store.put_bytes(storage.join(folder, contracts.GRID), grid_png, content_type="image/png")
+        store.put_bytes(storage.join(folder, contracts.STYLE_SHEET), sheet_png, content_type="image/png")
         store.put_json(storage.join(folder, contracts.EVALUATION_METRICS), metrics)
         store.put_bytes(storage.join(folder, contracts.REPORT), html.encode(), content_type="text/html")
         with runs.stage_run("evaluate", config, run_id=config.run_id):
             runs.log_metrics(metrics)
             runs.log_bytes(grid_png, contracts.GRID_ARTIFACT)
+            runs.log_bytes(sheet_png, contracts.STYLE_SHEET_ARTIFACT)
             runs.log_bytes(html.encode(), contracts.REPORT_ARTIFACT)
 
 
@@ -340,6 +353,7 @@ class Published(NamedTuple):
     metrics: dict[str, float]
     html: str
     grid: Image.Image
+    sheet: Image.Image
     evidence: report.Evidence
     about: dict
 
@@ -347,7 +361,7 @@ class Published(NamedTuple):
 def publish_cross(config: EvaluateConfig, folder: str, out: Published, tags: dict[str, str]) -> None:
     """A cross-evaluation's report, grid, metrics, what it evaluated (`evaluation.json`) and the images each side
     painted per style, into its own folder (under that folder's lease), and to an MLflow run of its own."""
-    store, grid_png = storage.get_storage(), _png(out.grid)
+    store, grid_png, sheet_png = storage.get_storage(), _png(out.grid), _png(out.sheet)
     painted = [
         (contracts.painted_image(folder, side, style, n), _png(Image.fromarray(image)))
         for side, by_style in (("base", out.evidence.base.by_style), ("lora", out.evidence.lora.by_style))
@@ -357,12 +371,14 @@ def publish_cross(config: EvaluateConfig, folder: str, out: Published, tags: dic
     with Lease(store, contracts.lease_object(folder)):
         storage.parallel(lambda item: store.put_bytes(*item, content_type="image/png"), painted)
         store.put_bytes(storage.join(folder, contracts.GRID), grid_png, content_type="image/png")
+        store.put_bytes(storage.join(folder, contracts.STYLE_SHEET), sheet_png, content_type="image/png")
         store.put_json(storage.join(folder, contracts.EVALUATION_METRICS), out.metrics)
         store.put_json(storage.join(folder, contracts.EVALUATION_ABOUT), out.about)
         store.put_bytes(storage.join(folder, contracts.REPORT), out.html.encode(), content_type="text/html")
         with runs.stage_run("evaluate", config, tags=tags):
             runs.log_metrics(out.metrics)
             runs.log_bytes(grid_png, contracts.GRID_ARTIFACT)
+            runs.log_bytes(sheet_png, contracts.STYLE_SHEET_ARTIFACT)
             runs.log_bytes(out.html.encode(), contracts.REPORT_ARTIFACT)
 
 
