@@ -36,6 +36,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sample.add_argument("--count", type=int, default=500, help="number of images (default 500)")
     sample.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     sample.add_argument("--seed", type=int, default=0, help="same seed, same images (default 0)")
+    sample.add_argument(
+        "--styles",
+        nargs="+",
+        metavar="STYLE",
+        help="only these styles, e.g. '--styles woodcut' for a one-style set (default: all five: pointillist "
+        "geometric op_art watercolour woodcut)",
+    )
     sample.set_defaults(handler=sample_data)
 
     tiny = command(
@@ -69,7 +76,8 @@ def sample_data(args: argparse.Namespace) -> int:
     from artlora.demo import sample_data
 
     with _local_or_s3(args.out) as folder:
-        paths = sample_data.generate(folder, count=args.count, size=args.size, seed=args.seed)
+        styles = args.styles or sample_data.STYLES
+        paths = sample_data.generate(folder, count=args.count, size=args.size, seed=args.seed, styles=styles)
     print(f"wrote {len(paths)} images with captions to {args.out}")
     return 0
 
