@@ -146,10 +146,15 @@ def tracking_server(mlflow_server, monkeypatch) -> str:
 
 @pytest.fixture(autouse=True)
 def work_dir(tmp_path, monkeypatch) -> Path:
-    """Each test gets its own work folder (local caches, SQLite MLflow store)."""
+    """Each test gets its own work folder (local caches, SQLite MLflow store).
+
+    MLflow's own registry variable goes too: MLflow's set_registry_uri exports it, so a module's fixture that
+    configured tracking under a MonkeyPatch (which restores only what it set) would leave it naming that
+    fixture's store, and `mlflow.pyfunc.load_model("models:/...")` in every later test of the worker would look
+    there ("Registered Model ... not found"). Without it the registry is the tracking store, as artlora sets it."""
     path = tmp_path / "work"
     monkeypatch.setenv("ARTLORA_WORK_DIR", str(path))
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(key, raising=False)
     return path
 

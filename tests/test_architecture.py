@@ -198,6 +198,9 @@ def test_importing_the_trainer_loads_neither_the_store_client_nor_mlflow():
 # Each pipeline task is a fresh process that pays for its imports (torch, diffusers and transformers: seconds of
 # CPU). What a module must not load, in import order: what one step forbids, the steps before it forbid too.
 LIGHT = [
+    # The painting parameters that registering records with a version (MLflow imports the package, too, before the
+    # pyfunc loader): the painter and its torch stack load only to paint.
+    ("artlora.generate.settings", ("torch", "diffusers", "peft")),
     ("artlora.orchestration.local", ("torch", "diffusers")),  # `pipeline run --local`, before any task runs
     ("artlora.tasks.search", ("torch", "matplotlib")),  # the search's plan; every trial's train task imports it
     ("artlora.stages.register.run", ("diffusers", "peft")),  # register, unless a champion is measured again

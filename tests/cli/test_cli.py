@@ -69,17 +69,14 @@ def test_ingest_runs_as_the_container_runs_it(small_config, tmp_path, store):
     assert store.is_complete(outcome["dataset_uri"])
 
 
-def test_bad_values_fail_with_the_field_named(small_config, tmp_path):
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(small_config.model_dump(mode="json")))
-    result = artlora("train", "--config", str(config_path), "--set", "train.rank=0", check=False)
-    assert result.returncode == 2 and "train.rank" in result.stderr
-
-    result = artlora("train", "--config", str(config_path), check=False)  # cache_uri comes from augment
-    assert result.returncode == 2 and "--set train.cache_uri=" in result.stderr
-
-
+@pytest.mark.usefixtures("mlflow_db")
 def test_no_object_store_is_a_clear_error(small_config, tmp_path):
+    """The console script, given no store in its environment (the AWS variables still set), ends in the error
+    that says which variable to set, exit 2: an error raised inside a command, where a bad config value (the
+    3-second test) is refused before it. `test_cli_errors.py` checks a left-out stage input in-process.
+
+    The stage asks the tracking store first: its SQLite store in ARTLORA_WORK_DIR starts as the migrated copy
+    (`mlflow_db`), not made and migrated by the command (seconds of CPU that this error does not need)."""
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(small_config.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if k != "ARTLORA_S3_ENDPOINT"}
@@ -91,12 +88,12 @@ def test_no_object_store_is_a_clear_error(small_config, tmp_path):
 @pytest.mark.parametrize("command", [["train"], ["pipeline", "run", "--local"], ["demo"], ["search", "--local"]])
 def test_a_bad_config_value_ends_in_one_line_within_3_seconds(command, tmp_path):
     """The config is validated before torch, diffusers, kfp or MLflow are imported (each takes seconds), and
-    before any service is started: a typo costs the user no wait. The fastest of three tries counts, so that a
-    busy machine's passing stall does not decide it."""
+    before any service is started: a typo costs the user no wait. The fastest of up to three tries counts, so
+    that a busy machine's passing stall does not decide it (the tries stop at the first within 3 seconds)."""
     config_path = tmp_path / "config.yaml"
     config_path.write_text((CONFIGS / "demo.yaml").read_text())
-    times = []
-    for _ in range(3):
+    times: list[float] = []
+    while len(times) < 3 and not any(seconds < 3.0 for seconds in times):
         started = time.perf_counter()
         result = artlora(*command, "--config", str(config_path), "--set", "train.rank=0", check=False)
         times.append(time.perf_counter() - started)

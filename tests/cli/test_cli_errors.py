@@ -143,6 +143,7 @@ def test_pipeline_run_ends_with_the_failed_tasks_own_error(capsys, config_file, 
     )
 
 
+@pytest.mark.usefixtures("mlflow_db")  # the stages ask the tracking store first: a migrated one
 def test_missing_inputs_are_named(capsys, config_file, tmp_path, bucket):
     missing_folder = str(tmp_path / "no-images-here")
     fails_clearly(capsys, ["ingest", "--config", config_file, "--set", f"ingest.source={missing_folder}"], "ingest")

@@ -15,20 +15,28 @@ from artlora.data.tensor_files import TensorFileError
 
 # safetensors ordered the metadata by a hash map seeded anew for every map in every process: packing the same
 # tensors ten times in each of three processes used to give several different byte strings.
+# Three processes: this one and two others (each start pays torch's import, seconds of CPU).
 _DIGESTS = """
 import hashlib, torch
 from artlora.data import shards, tensor_files
-tensors = {"latents": torch.arange(24.0).reshape(2, 3, 4), "b": torch.ones(3, dtype=torch.float16)}
-state = {"step": 3, "betas": (0.9, 0.999), "state": {0: {"exp_avg": torch.zeros(2)}}, "rng": torch.ones(4)}
-for _ in range(10):
-    for data in (shards.pack("key-a", tensors), *tensor_files.state_files(state)):
-        print(hashlib.sha256(data).hexdigest())
+def digests():
+    tensors = {"latents": torch.arange(24.0).reshape(2, 3, 4), "b": torch.ones(3, dtype=torch.float16)}
+    state = {"step": 3, "betas": (0.9, 0.999), "state": {0: {"exp_avg": torch.zeros(2)}}, "rng": torch.ones(4)}
+    found = []
+    for _ in range(10):
+        for data in (shards.pack("key-a", tensors), *tensor_files.state_files(state)):
+            found.append(hashlib.sha256(data).hexdigest())
+    return found
+if __name__ == "__main__":
+    print(*digests())
 """
 
 
 def test_shards_and_state_files_are_byte_identical_across_processes():
-    runs = [subprocess.Popen([sys.executable, "-c", _DIGESTS], stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    digests = [run.communicate(timeout=120)[0].split() for run in runs]
+    runs = [subprocess.Popen([sys.executable, "-c", _DIGESTS], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    here: dict = {}
+    exec(_DIGESTS, here)  # not as __main__: defines digests() only
+    digests = [here["digests"](), *(run.communicate(timeout=120)[0].split() for run in runs)]
     assert all(len(found) == 30 for found in digests), digests
     shard_digests = {digest for found in digests for digest in found[0::3]}
     state_digests = {digest for found in digests for digest in found[1::3] + found[2::3]}

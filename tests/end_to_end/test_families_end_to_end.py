@@ -36,7 +36,8 @@ from artlora.config import PipelineConfig, with_inputs
 from artlora.data.latent_cache import load_split, read_shard
 from artlora.demo import tiny
 from artlora.diffusion import families, loading
-from artlora.generate.painting import Painter, Settings
+from artlora.generate.painting import Painter
+from artlora.generate.settings import Settings
 from artlora.io import settings, storage
 from artlora.registry import references
 from artlora.stages.augment import run as augment

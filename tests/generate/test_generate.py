@@ -21,8 +21,10 @@ from safetensors.torch import load_file, save_file
 from artlora.cli import main
 from artlora.diffusion import loading
 from artlora.diffusion.adapters import DIFFUSERS_FILE, read_metadata
-from artlora.generate import Request, generate, sheet
-from artlora.generate.painting import PRECISIONS, GenerateError, Painter, Settings, choose_device, choose_precision
+from artlora.generate import sheet
+from artlora.generate.painting import PRECISIONS, Painter, choose_device, choose_precision
+from artlora.generate.run import Request, generate
+from artlora.generate.settings import GenerateError, Settings
 
 PROMPT = "a woodcut of a tree"
 FAST = Settings(steps=2)

@@ -78,8 +78,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from artlora.generate import Request, generate
-    from artlora.generate.painting import Settings, check_size
+    from artlora.generate.run import Request, generate
+    from artlora.generate.settings import Settings, check_size
 
     if args.count < 1 or args.steps < 1:
         raise ArtloraError("--count and --steps must be at least 1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import textwrap
 import types
@@ -39,19 +40,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_stage(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: they load torch and diffusers, which `artlora --help` does not need.
-    from artlora.stages.augment import run as augment
-    from artlora.stages.evaluate import run as evaluate
-    from artlora.stages.ingest import run as ingest
-    from artlora.stages.register import run as register
-    from artlora.tasks.launch import run_train
-
-    modules = {"ingest": ingest, "augment": augment, "evaluate": evaluate, "register": register}
+    # Only the stage asked for is imported, and here, not at the top: augment, train and evaluate load torch and
+    # diffusers (seconds of CPU), which `artlora --help`, `ingest` and `register` do not need.
     config = args.pipeline_config
     if args.command == "train":  # with train.gpus >= 2, under `accelerate launch` (unless already launched)
+        from artlora.tasks.launch import run_train
+
         print_result(run_train(config))
     else:
-        print_result(modules[args.command].run(getattr(config, args.command)))
+        stage = importlib.import_module(f"artlora.stages.{args.command}.run")
+        print_result(stage.run(getattr(config, args.command)))
     return 0
 
 

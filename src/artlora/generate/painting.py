@@ -6,7 +6,6 @@ the images then agree across devices up to the device's arithmetic (and half pre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,29 +14,9 @@ from PIL import Image
 from artlora.diffusion import loading, painting
 from artlora.diffusion.adapters import ADAPTER_NAME, load_adapter
 from artlora.diffusion.device import default_device
-from artlora.errors import ArtloraError
+from artlora.generate.settings import GenerateError, Settings
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class GenerateError(ArtloraError):
-    """A request that cannot be painted as asked (e.g. half precision on a machine without a GPU)."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How one image is painted; with the prompt and seed, what its PNG records."""
-
-    negative_prompt: str = ""
-    strength: float = 1.0  # the adapter's weight: 0 is the base model, 1 the style as trained
-    steps: int = 25
-    guidance: float = 7.5
-
-
-def check_size(name: str, pixels: int | None) -> None:
-    """A width or height the VAE can halve three times: a positive multiple of 8 (None: the model's own)."""
-    if pixels is not None and (pixels <= 0 or pixels % 8):
-        raise GenerateError(f"{name} {pixels}: must be a positive multiple of 8 pixels (e.g. 512 or 768)")
 
 
 def choose_device(name: str | None) -> torch.device:

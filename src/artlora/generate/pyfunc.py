@@ -26,12 +26,12 @@ from artlora.data import lineage
 from artlora.diffusion import base_files
 from artlora.diffusion.adapters import adapter_file, read_metadata
 from artlora.generate import png
-from artlora.generate.painting import GenerateError, Painter, Settings
+from artlora.generate.painting import Painter
+from artlora.generate.settings import PARAMS, GenerateError, Settings
 
 if TYPE_CHECKING:  # the registry (MLflow) is imported only when the model is loaded through it
     from artlora.io.model_registry import Version
 
-PARAMS = {**asdict(Settings()), "seed": 0}
 # Written by MLflow beside a model it downloads as models:/NAME/VERSION or models:/NAME@alias.
 REGISTERED_META = "registered_model_meta"
 

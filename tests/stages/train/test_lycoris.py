@@ -19,8 +19,8 @@ from artlora.demo import tiny
 from artlora.diffusion import adapters, families, loading, painting
 from artlora.diffusion.families import sgm_names
 from artlora.diffusion.lycoris import LycorisError
-from artlora.generate.painting import Settings
 from artlora.generate.pyfunc import StyleModel
+from artlora.generate.settings import Settings
 from artlora.stages.train import kohya, lora
 from artlora.stages.train.trainer import Trainer
 

@@ -33,6 +33,7 @@ from artlora.data.digests import digest
 from artlora.diffusion import base_files
 from artlora.diffusion.adapter_files import DIFFUSERS_FILE, adapter_digest, read_metadata
 from artlora.errors import ArtloraError
+from artlora.generate.settings import PARAMS  # the predict() parameters the logged model takes
 from artlora.io import model_registry, runs, storage, tracking
 from artlora.stages.register import card
 from artlora.stages.register.champion import current_champion
@@ -81,8 +82,6 @@ def run(config: RegisterConfig) -> RegisterResult:
 
 
 def _register(config: RegisterConfig, folder: Path, tags: dict[str, str], decision: Decision) -> RegisterResult:
-    from artlora.generate.pyfunc import PARAMS  # the predict() parameters the logged model takes
-
     gate_uri = contracts.gate_page_uri(config.given("adapter_uri"))
     # Hashed before anything is logged: a base that cannot be read fails the stage with nothing half-registered.
     base = base_files.recorded_text(config.base_model)
