@@ -72,11 +72,6 @@ def mlflow_settings_end_with_the_test():
     """artlora's tracking.configure sets MLflow's process-wide tracking and registry URIs and, where unset, the S3
     variables of MLflow's artifact client: without this, a later test asks an earlier test's server, long gone, or
     an earlier store's keys (InvalidAccessKeyId)."""
-    # mlflow.set_registry_uri also exports MLFLOW_REGISTRY_URI, and set_registry_uri(None) leaves it: one set by a
-    # module- or session-scoped fixture (made before this fixture saves) would send every later test's registry
-    # calls that do not go through tracking.configure (mlflow.pyfunc.load_model) to that fixture's store. A test
-    # starts with the registry following the tracking URI.
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
     saved = {name: os.environ.get(name) for name in CONFIGURED_VARIABLES}
     yield
     if "mlflow" in sys.modules:  # nothing to reset in a test that never loaded it
