@@ -155,7 +155,8 @@ def polygons(rng: np.random.Generator, side: int) -> np.ndarray:
 
 def blobs(rng: np.random.Generator, side: int) -> np.ndarray:
     """Noise thresholded into hard-edged blobs, or left as a soft multi-scale cloud."""
-    field = sum(_smooth(rng, side, int(c)) / (i + 1) for i, c in enumerate(rng.integers(3, 40, rng.integers(1, 4))))
+    octaves = rng.integers(3, 40, rng.integers(1, 4))
+    field = np.asarray(sum(_smooth(rng, side, int(c)) / (i + 1) for i, c in enumerate(octaves)))
     field = (field - field.min()) / (field.max() - field.min() + 1e-9)
     if rng.random() < 0.6:
         return _edge((field - rng.uniform(0.3, 0.7)) * rng.uniform(10, 60), rng)
