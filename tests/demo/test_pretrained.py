@@ -10,13 +10,14 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-from artlora.demo import pretrained, tiny, toy_scenes
+from artlora.demo import pretrained, sample_data, tiny, toy_scenes
 from artlora.demo.tiny import SD_NOISE_SCHEDULE
 
 # The recipe at toy size: every step of the build runs, in seconds.
 TOY_RECIPE = {
     **pretrained.RECIPE,
     "vae_images": 32,
+    "vae_textures": 32,
     "vae_steps": 3,
     "vae_full_steps": 1,
     "unet_images": 32,
@@ -90,6 +91,15 @@ def test_the_base_denoises_far_better_than_predicting_nothing(base):
     assert loss < 0.4 * zero
     random_loss, random_zero = _heldout_loss(tiny.build_tiny_sd(prediction_type="v_prediction"))
     assert random_loss > 0.9 * random_zero  # the random model explains nothing: the pretraining did this
+
+
+def test_the_vae_carries_every_demo_style(base):
+    """Held-out images of each demo style (which the base never trained on: the LoRA is to teach them) come back
+    through the VAE at 20 dB PSNR or better: their dots, fine lines and hard edges survive encoding, so a LoRA
+    can learn them. The recipe's 40-image figures are in build.json; these are six other images per style."""
+    psnr = pretrained.style_psnr(base.vae, count=6, start=2000)
+    assert set(psnr) == set(sample_data.STYLES)
+    assert min(psnr.values()) >= 20.0, {style: round(db, 1) for style, db in psnr.items()}
 
 
 def test_the_base_paints_what_the_caption_says(base):
