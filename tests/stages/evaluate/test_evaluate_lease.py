@@ -35,7 +35,8 @@ def test_evaluation_results_are_written_only_under_the_run_folders_lease(store, 
 
     with lease.Lease(store, contracts.lease_object(root)):  # an identical run writing there
         writer = threading.Thread(
-            target=evaluate.publish, args=(config, {"m": 1.0}, "<html>", Image.new("RGB", (2, 2)))
+            target=evaluate.publish,
+            args=(config, {"m": 1.0}, "<html>", Image.new("RGB", (2, 2)), Image.new("RGB", (2, 2))),
         )
         writer.start()
         time.sleep(1.0)
