@@ -5,6 +5,8 @@ Each worker used to make its own servers, tiny model, samples and trained style 
 on the two cores `make test` has. Now the first worker to need one takes a lock in the folder the workers share
 (their base temporary folder's parent), makes it and writes a JSON descriptor (URLs, ports, keys, paths); the
 others wait on the lock and attach to what the descriptor says. Nothing is pickled: a descriptor is plain data.
+Measured (2026-12, 2 cores, three workers, the servers' own CPU counted): six modules that use them all, 133 ->
+97 CPU-s; the quick loop (`-m "not slow"`), 381 -> 349 CPU-s and 3m28s -> 3m14s.
 
 The servers made this way carry the controller's session mark (session_processes.py), not the worker's: workers
 finish at different times, and the first to finish must not end a server the others still use. The controller's
