@@ -1,8 +1,12 @@
 """Shared fixtures: real servers on loopback (SeaweedFS, PostgreSQL, an MLflow server), a private work folder,
-the tiny model, and one trained and evaluated style adapter for the tests that look it up or paint with it."""
+the tiny model, and one trained and evaluated style adapter for the tests that look it up or paint with it.
+
+Under pytest-xdist the session fixtures are made once for the whole session and shared by the workers
+(shared_fixtures.py); without it each is made and torn down here."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -13,8 +17,10 @@ from unittest import mock
 
 import pytest
 import session_processes
+import shared_fixtures
+from shared_fixtures import under_xdist
 
-from artlora.io import services, settings, storage
+from artlora.io import service_security, services, settings, storage
 
 # Every test's objects go under a prefix of its own in this one bucket: a SeaweedFS bucket is a collection with
 # volumes of its own (about 0.2 s to set up, and a disk holds only so many).
@@ -34,6 +40,13 @@ def pytest_configure(config):
         share = str(max(1, cpus.usable() // workers))
         for name in cpus.THREAD_VARIABLES:
             os.environ.setdefault(name, share)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called in the controller, once per worker
+def pytest_configure_node(node):
+    """Each worker learns the controller's session mark, which the servers the workers share carry: the
+    controller, the last to finish, ends them (shared_fixtures.py)."""
+    node.workerinput[shared_fixtures.CONTROLLER_MARK] = session_processes.mark()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -87,13 +100,24 @@ def mlflow_settings_end_with_the_test():
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory):
+def s3_endpoint(tmp_path_factory, pytestconfig):
     """One SeaweedFS for the whole test session (free ports, a temporary data folder), exported to the environment
     (ARTLORA_S3_*, AWS_*, MLFLOW_S3_ENDPOINT_URL), so subprocesses reach it too."""
     for key in (settings.S3_ENDPOINT, settings.TRACKING_URI):
         os.environ.pop(key, None)
-    with services.throwaway_seaweedfs(tmp_path_factory.mktemp("seaweedfs") / "data") as store:
-        yield store.url
+    if not under_xdist(pytestconfig):
+        with services.throwaway_seaweedfs(tmp_path_factory.mktemp("seaweedfs") / "data") as store:
+            yield store.url
+        return
+
+    def start() -> dict:
+        with shared_fixtures.as_controller(pytestconfig):
+            store = services.start_seaweedfs(shared_fixtures.folder(tmp_path_factory, "seaweedfs") / "data")
+        return {"url": store.url, "environment": store.environment()}
+
+    shared = shared_fixtures.shared(tmp_path_factory, "seaweedfs", start)
+    with settings.exported(shared["environment"]):
+        yield shared["url"]
 
 
 @pytest.fixture
@@ -110,25 +134,52 @@ def bucket(store, request) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres():
+def postgres(tmp_path_factory, pytestconfig):
     """One PostgreSQL cluster for the session (password authentication); each user makes its own database."""
-    from local_postgres import start_cluster
+    from local_postgres import PostgresCluster, start_cluster
 
-    cluster = start_cluster()
-    yield cluster
-    cluster.stop()
+    if not under_xdist(pytestconfig):
+        cluster = start_cluster()
+        yield cluster
+        cluster.stop()
+        return
+
+    def start() -> dict:
+        with shared_fixtures.as_controller(pytestconfig):
+            cluster = start_cluster()
+        return {"root": str(cluster.root), "bin_dir": str(cluster.bin_dir), "port": cluster.port}
+
+    shared = shared_fixtures.shared(tmp_path_factory, "postgres", start)
+    yield PostgresCluster(Path(shared["root"]), Path(shared["bin_dir"]), shared["port"])
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(s3_endpoint, postgres, tmp_path_factory) -> services.MlflowServer:
+def mlflow_server(s3_endpoint, postgres, tmp_path_factory, pytestconfig) -> services.MlflowServer:
     """One `mlflow server` for the session, as in production: runs and models in PostgreSQL, artifacts through
     the server into SeaweedFS (s3://mlflow-server/artifacts), every request authenticated (its admin login in
-    `.admin`). Its registry is shared: give models unique names."""
-    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
-    backend = postgres.create_database("tracking")
-    server = services.start_mlflow(backend, "s3://mlflow-server/artifacts", settings.s3_settings(), log)
-    yield server
-    server.kill()
+    `.admin`). Its registry is shared (by the xdist workers too): give models unique names."""
+
+    def start(folder: Path) -> services.MlflowServer:
+        backend = postgres.create_database("tracking")
+        log = folder / "server.log"
+        return services.start_mlflow(backend, "s3://mlflow-server/artifacts", settings.s3_settings(), log)
+
+    if not under_xdist(pytestconfig):
+        server = start(tmp_path_factory.mktemp("mlflow-server"))
+        yield server
+        server.kill()
+        return
+
+    def start_shared() -> dict:
+        with shared_fixtures.as_controller(pytestconfig):
+            server = start(shared_fixtures.folder(tmp_path_factory, "mlflow-server"))
+        return {**dataclasses.asdict(server), "log_path": str(server.log_path)}
+
+    shared = shared_fixtures.shared(tmp_path_factory, "mlflow-server", start_shared)
+    admin = service_security.Login(**shared["admin"])
+    yield services.MlflowServer(
+        **{**shared, "log_path": Path(shared["log_path"]), "ports": tuple(shared["ports"]), "admin": admin}
+    )
 
 
 @pytest.fixture
@@ -155,21 +206,25 @@ def work_dir(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
+def tiny_model_dir(tmp_path_factory, pytestconfig) -> Path:
     """The tiny Stable Diffusion saved once, in the diffusers layout, for every test that loads a base model."""
     from artlora.demo import tiny
 
-    return tiny.save_tiny(tmp_path_factory.mktemp("tiny-sd") / "model", seed=0)
+    return shared_fixtures.made_once(
+        pytestconfig, tmp_path_factory, "tiny-sd", lambda folder: tiny.save_tiny(folder / "model", seed=0)
+    )
 
 
 @pytest.fixture(scope="session")
-def sample_folder(tmp_path_factory) -> Path:
+def sample_folder(tmp_path_factory, pytestconfig) -> Path:
     """A few generated artworks in every sample style, with captions (64 px: the tiny model's size)."""
     from artlora.demo import sample_data
 
-    folder = tmp_path_factory.mktemp("raw") / "styles"
-    sample_data.generate(folder, count=20, size=64, seed=0)
-    return folder
+    def generate(folder: Path) -> Path:
+        sample_data.generate(folder / "styles", count=20, size=64, seed=0)
+        return folder / "styles"
+
+    return shared_fixtures.made_once(pytestconfig, tmp_path_factory, "raw", generate)
 
 
 @pytest.fixture
@@ -192,15 +247,16 @@ def latent_cache(small_config) -> str:
 
 
 @pytest.fixture(scope="session")
-def _mlflow_db_template(tmp_path_factory) -> Path:
+def _mlflow_db_template(tmp_path_factory, pytestconfig) -> Path:
     """An empty MLflow SQLite store with its schema migrations already run (they take seconds per database)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    path = folder / "mlflow.db"
-    store = SqlAlchemyStore(f"sqlite:///{path}", default_artifact_root=str(folder / "artifacts"))
-    store.engine.dispose()
-    return path
+    def migrated(folder: Path) -> Path:
+        store = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", default_artifact_root=str(folder / "artifacts"))
+        store.engine.dispose()
+        return folder / "mlflow.db"
+
+    return shared_fixtures.made_once(pytestconfig, tmp_path_factory, "mlflow-template", migrated)
 
 
 @pytest.fixture
@@ -227,9 +283,12 @@ class StyleRun:
 
 
 @pytest.fixture(scope="session")
-def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory) -> StyleRun:
+def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory, pytestconfig) -> StyleRun:
     """Trained once per session (a few steps at a high LoRA scale, so that its images differ visibly from the
-    base model's) and evaluated; register it under a model name of your own."""
+    base model's), evaluated and registered once; register it under a model name of your own. Shared by the xdist
+    workers: a test that evaluates it again, or reads back the gate page a registration writes, uses a copy of
+    its run (registered.run_copy)."""
+    from registered import register_as, unique_model_name
     from small_configs import small_config_for
 
     from artlora.config import with_inputs
@@ -238,13 +297,25 @@ def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory) ->
     from artlora.stages.ingest import run as ingest
     from artlora.stages.train import run as train
 
-    work = tmp_path_factory.mktemp("style-run")
-    environment = {**mlflow_server.environment(), settings.WORK_DIR: str(work)}
-    with mock.patch.dict(os.environ, environment):
+    with mock.patch.dict(os.environ, mlflow_server.environment()):
         config = small_config_for(f"{TEST_BUCKET}/style-run", tiny_model_dir, sample_folder, "train.alpha=32")
-        dataset = ingest.run(config.ingest)
-        cache_uri = augment.run(with_inputs(config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
-        trained = train.run(with_inputs(config.train, cache_uri=cache_uri, learning_rate=0.01))
-        inputs = {"adapter_uri": trained.adapter_uri, "cache_uri": cache_uri, "run_id": trained.run_id}
-        evaluate.run(with_inputs(config.evaluate, **inputs))
-    return StyleRun(config, trained.adapter_uri, trained.run_id, cache_uri)
+
+    def train_and_evaluate(work: Path) -> dict:
+        with mock.patch.dict(os.environ, {**mlflow_server.environment(), settings.WORK_DIR: str(work)}):
+            dataset = ingest.run(config.ingest)
+            cache_uri = augment.run(with_inputs(config.augment, dataset_uri=dataset.dataset_uri)).cache_uri
+            trained = train.run(with_inputs(config.train, cache_uri=cache_uri, learning_rate=0.01))
+            inputs = {"adapter_uri": trained.adapter_uri, "cache_uri": cache_uri, "run_id": trained.run_id}
+            evaluate.run(with_inputs(config.evaluate, **inputs))
+            # Registered once here, so that its register params are logged before any test registers it: MLflow
+            # params never change, and two first registrations at once (xdist workers) under other model names
+            # would both write `register.model_name`, the second refused.
+            register_as(config.register, unique_model_name(), trained.adapter_uri, trained.run_id)
+        return {"adapter_uri": trained.adapter_uri, "run_id": trained.run_id, "cache_uri": cache_uri}
+
+    if under_xdist(pytestconfig):
+        work = shared_fixtures.folder(tmp_path_factory, "style-run")
+        made = shared_fixtures.shared(tmp_path_factory, "style-run", lambda: train_and_evaluate(work))
+    else:
+        made = train_and_evaluate(tmp_path_factory.mktemp("style-run"))
+    return StyleRun(config, **made)

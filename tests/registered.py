@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from artlora.config import RegisterConfig, with_inputs
 from artlora.diffusion.adapters import DIFFUSERS_FILE, read_metadata
-from artlora.io import storage, tracking
+from artlora.io import runs, storage, tracking
 from artlora.stages.register import run as register
 
 
@@ -30,6 +31,20 @@ def scaled_adapter(store: storage.Storage, adapter_uri: str, factor: float, tmp:
     target = storage.join(adapter_uri.rsplit("/", 2)[0], f"scaled-{uuid.uuid4().hex[:8]}", "adapter")
     store.upload_dir(folder, target)
     return target
+
+
+def run_copy(store: storage.Storage, adapter_uri: str, run_id: str) -> tuple[str, str]:
+    """A copy of a trained run: its folder (adapter, evaluation) under a prefix of its own, and a run holding its
+    metrics, dataset fingerprint and evaluation settings; (adapter URI, run id). For a test that evaluates the
+    session's style run again or reads back what a registration writes beside the adapter and into the run (the
+    gate page): the style run is shared by the xdist workers, whose tests register it at the same time."""
+    folder = adapter_uri.rsplit("/", 1)[0]
+    copy = storage.join(folder.rsplit("/", 1)[0], f"copy-{uuid.uuid4().hex[:8]}")
+    with tempfile.TemporaryDirectory() as tmp:  # not the test's tmp_path, where it may download a version
+        store.upload_dir(store.download_dir(folder, tmp), copy)
+    fingerprint = runs.run_tags(run_id)["artlora.dataset_fingerprint"]
+    settings = mlflow.artifacts.load_dict(f"runs:/{run_id}/config/evaluate.json")
+    return storage.join(copy, "adapter"), run_with(runs.run_metrics(run_id), fingerprint, settings)
 
 
 def run_with(metrics: dict[str, float], fingerprint: str, evaluate_config: dict | None = None) -> str:

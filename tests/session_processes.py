@@ -11,11 +11,16 @@ Servers run in sessions of their own, so no signal to the test session reaches t
 - A session that could not clean up (SIGKILL, a crash) leaves processes whose mark names a session that no longer
   runs: the next session ends those when it starts. Sessions that still run (another checkout's, side by side on
   this machine) are left alone.
+
+Under pytest-xdist the controller and each worker are sessions of their own (each worker's processes end with it),
+but the servers the workers share carry the controller's mark (shared_fixtures.py): they end with the controller,
+after the last worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import tempfile
@@ -24,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from artlora.errors import Stopped
-from artlora.io import processes
+from artlora.io import processes, services
 
 SESSION = "ARTLORA_TEST_SESSION"
 # A folder to delete once the process that carries it in its environment is ended (PostgreSQL's cluster, which
@@ -66,7 +71,10 @@ def end_processes(found: list[psutil.Process]) -> None:
     # A test session's SeaweedFS holds only data thrown away with it (its fixture kills it too, as
     # services.throwaway_seaweedfs does): a SIGTERM would only wait out its filer's fixed 10 s graceful stop.
     stores = [process for process in found if _is_weed(process)]
+    sockets = [path for process in stores for path in _weed_sockets(process)]
     processes.end(stores, signal.SIGKILL, GRACE)
+    for path in sockets:
+        path.unlink(missing_ok=True)
     processes.end([process for process in found if process not in stores], signal.SIGTERM, GRACE)
     for folder in filter(None, leftovers):
         path = Path(folder)
@@ -79,6 +87,16 @@ def _is_weed(process: psutil.Process) -> bool:
         return process.name() == "weed"
     except psutil.Error:
         return False
+
+
+def _weed_sockets(process: psutil.Process) -> list[Path]:
+    """The local sockets weed leaves in /tmp, named by its parts' ports: what services.SeaweedFS removes after a
+    store it ends itself (the servers the xdist workers share are ended here)."""
+    with contextlib.suppress(psutil.Error):
+        ports = [int(arg.rpartition("=")[2]) for arg in process.cmdline() if re.fullmatch(r"-\w+\.port=\d+", arg)]
+        ports += [port + services.WEED_GRPC_OFFSET for port in ports]
+        return [path for port in ports for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
+    return []
 
 
 def _carrying(wanted) -> list[psutil.Process]:

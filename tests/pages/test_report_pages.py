@@ -9,7 +9,7 @@ import re
 
 import pytest
 from browser import look
-from registered import register_as, unique_model_name
+from registered import register_as, run_copy, unique_model_name
 
 from artlora.io import runs, storage
 from artlora.tasks.search_report import TrialReport, summary_html
@@ -56,7 +56,9 @@ def test_the_curation_report_reads_in_a_browser(browser, style_run, store, tmp_p
 
 def test_the_gate_page_reads_in_a_browser(browser, style_run, store, tmp_path):
     name = unique_model_name()
-    result = register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
+    # A copy of the style run: the gate page beside its adapter is this registration's, not another test's.
+    adapter_uri, run_id = run_copy(store, style_run.adapter_uri, style_run.run_id)
+    result = register_as(style_run.config.register, name, adapter_uri, run_id)
     page = opened(browser, store.get_bytes(result.gate_report_uri).decode(), tmp_path, "gate")
     assert not page.problems, page.problems
     assert f"{name} version 1 is champion" in page.text

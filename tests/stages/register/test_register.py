@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from registered import register_as, run_with, scaled_adapter, unique_model_name
+from registered import register_as, run_copy, run_with, scaled_adapter, unique_model_name
 
 from artlora.config import with_inputs
 from artlora.data import lineage
@@ -20,7 +20,9 @@ pytestmark = pytest.mark.usefixtures("tracking_server")
 
 def test_a_version_carries_its_lineage_metrics_and_gate_outcome(style_run, store, tmp_path):
     name = unique_model_name()
-    result = register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)
+    # A copy of the style run: its gate page, beside the adapter and in the run, is this registration's alone.
+    adapter_uri, run_id = run_copy(store, style_run.adapter_uri, style_run.run_id)
+    result = register_as(style_run.config.register, name, adapter_uri, run_id)
 
     assert (result.version, result.alias, result.reused) == ("1", "champion", False)
     version = model_registry.version_by_alias(name, "champion")
@@ -29,19 +31,17 @@ def test_a_version_carries_its_lineage_metrics_and_gate_outcome(style_run, store
     assert float(tags["val_loss_lora"]) == pytest.approx(metrics["val_loss_lora"])
     assert tags[lineage.DATASET_FINGERPRINT] == runs.run_tags(style_run.run_id)["artlora.dataset_fingerprint"]
     assert tags[lineage.BASE_MODEL] == style_run.config.base_model
-    assert tags[lineage.ADAPTER_URI] == style_run.adapter_uri and tags[lineage.ADAPTER_STEP] == "4"
+    assert tags[lineage.ADAPTER_URI] == adapter_uri and tags[lineage.ADAPTER_STEP] == "4"
     assert len(tags[lineage.CONFIG_DIGEST]) == 32 and tags[lineage.CODE_VERSION].startswith("artlora ")
     assert store.exists(tags[lineage.REPORT_URI])
     assert tags[lineage.GATE_DECISION] == "champion"
     assert tags["gate.rule.1"] == "pass: val_loss_lora (lower is better): no champion yet"
     page = store.get_bytes(result.gate_report_uri).decode()
     assert "is <em>champion</em>" in page and "no champion yet" in page
-    assert mlflow.artifacts.load_text(f"runs:/{style_run.run_id}/register/gate.html") == page
+    assert mlflow.artifacts.load_text(f"runs:/{run_id}/register/gate.html") == page
     # The version is a logged MLflow Model (pyfunc flavour) whose data is the adapter in both layouts.
     files = sorted(path.name for path in model_registry.download_version(version, tmp_path).iterdir())
-    assert files == sorted(
-        path.rsplit("/", 1)[1] for path in store.list(style_run.adapter_uri) if "_COMPLETE" not in path
-    )
+    assert files == sorted(path.rsplit("/", 1)[1] for path in store.list(adapter_uri) if "_COMPLETE" not in path)
     model = mlflow.models.get_model_info(version.uri)
     assert model.flavors["python_function"]["loader_module"] == "artlora.generate.pyfunc"
 
@@ -86,8 +86,11 @@ def test_a_run_without_the_gates_metric_is_refused(style_run):
 
 def test_a_champion_evaluated_on_other_data_is_measured_again_on_the_new_data(style_run, store, tmp_path):
     name = unique_model_name()
-    register_as(style_run.config.register, name, style_run.adapter_uri, style_run.run_id)  # the champion, on data A
-    on_a = runs.run_metrics(style_run.run_id)["val_loss_lora"]
+    # The champion: a copy of the style run, since evaluating it on B below rewrites its evaluation folder, which
+    # other tests read as the style run's own.
+    champion, champion_run = run_copy(store, style_run.adapter_uri, style_run.run_id)
+    register_as(style_run.config.register, name, champion, champion_run)  # the champion, on data A
+    on_a = runs.run_metrics(champion_run)["val_loss_lora"]
     # Data B: the same images split differently, so another validation split and dataset fingerprint.
     config = style_run.config
     dataset = ingest.run(with_inputs(config.ingest, storage_root=f"{config.storage_root}-b", val_fraction=0.4))
@@ -96,16 +99,14 @@ def test_a_champion_evaluated_on_other_data_is_measured_again_on_the_new_data(st
     ).cache_uri
     # What the evaluate stage measures for the champion's adapter on B: what a like-for-like gate compares with.
     run_b = run_with({}, "b")
-    measured = evaluate.run(
-        with_inputs(config.evaluate, adapter_uri=style_run.adapter_uri, cache_uri=cache_b, run_id=run_b)
-    )
+    measured = evaluate.run(with_inputs(config.evaluate, adapter_uri=champion, cache_uri=cache_b, run_id=run_b))
     on_b = measured.val_loss_lora
     assert on_b != on_a
     # A challenger between the two: it beats the champion on one data set and loses on the other.
     value = (on_a + on_b) / 2
-    settings = mlflow.artifacts.load_dict(f"runs:/{style_run.run_id}/config/evaluate.json")
+    settings = mlflow.artifacts.load_dict(f"runs:/{champion_run}/config/evaluate.json")
     run = run_with({"val_loss_lora": value}, dataset.fingerprint, settings)
-    challenger = scaled_adapter(store, style_run.adapter_uri, 0.5, tmp_path)
+    challenger = scaled_adapter(store, champion, 0.5, tmp_path)
     result = register_as(config.register, name, challenger, run, cache_uri=cache_b)
 
     assert result.alias == ("champion" if value < on_b else "challenger")
@@ -122,7 +123,7 @@ def test_a_champion_evaluated_on_other_data_is_measured_again_on_the_new_data(st
         assert f'<tr><td class="l">{style}</td><td>-</td><td>{loss:.6g}</td>' in page
 
     # Registered alone without the new data's cache, the comparison cannot be like for like, and says so.
-    other = scaled_adapter(store, style_run.adapter_uri, 0.25, tmp_path)
+    other = scaled_adapter(store, champion, 0.25, tmp_path)
     alone = register_as(config.register, name, other, run_with({"val_loss_lora": value}, "data-c"))
     tags = model_registry.model_version(name, alone.version).tags
     assert "not measured again (register.cache_uri is not set), so not like for like" in tags[lineage.GATE_COMPARED]
