@@ -31,7 +31,8 @@ demo: $(STAMP)
 # Three pytest-xdist workers on two cores: much of the suite waits on servers and task processes, and a third worker
 # fills those waits (the whole suite on 2 cores, nothing else running: 13m22s with two, 11m24s with three; at 912
 # tests, 10m25s with three and 12m05s with four, whose contention costs more CPU than its overlap saves).
-# Each module is one work unit (its fixtures made once); tests/conftest.py starts the slow ones first.
+# Each module is one work unit (its module fixtures made once); the session's servers, tiny model and style run are
+# made once for all the workers (tests/shared_fixtures.py); tests/conftest.py starts the slow modules first.
 WORKERS ?= 3
 PARALLEL := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 # The suite starts about 160 Python processes (kfp.local tasks, CLI runs, servers): with bytecode caching off (many
