@@ -92,16 +92,15 @@ def _record_config(
     resolved = config.model_dump(mode="json")
     # MLflow params cannot change once logged: a stage run again on the same run with other settings (an
     # evaluation with new prompts, say) keeps the first values as params; config/<stage>.json has the latest.
-    logged = run.data.params
-    wanted = {k: v for k, v in flatten(stage, resolved).items() if k not in logged}
+    params = flatten(stage, resolved)
     try:
-        mlflow.log_params(wanted)
+        mlflow.log_params({k: v for k, v in params.items() if k not in run.data.params})
     except MlflowException:
-        # Another process continuing the same run (two registrations of one adapter at once) logged them between
-        # the read above and this write: the database refuses the second insert, but equal values are no conflict.
+        # Another process continuing the same run (two registrations of one adapter at once, under one model name
+        # or two) logged some between the read above and this write, and the database refused the whole batch.
+        # Its values were first, so they stay, as they would for a run one after the other; the rest is logged.
         now = mlflow.get_run(run.info.run_id).data.params
-        if any(now.get(key) != str(value) for key, value in wanted.items()):
-            raise
+        mlflow.log_params({k: v for k, v in params.items() if k not in now})
     log_bytes(json.dumps(resolved, indent=2).encode(), f"config/{stage}.json")
     stage_tag = contracts.STAGE_TAG if run_id is None else f"{contracts.STAGE_TAG}.{stage}"
     mlflow.set_tags({stage_tag: stage, **(tags or {})})
