@@ -285,10 +285,9 @@ class StyleRun:
 @pytest.fixture(scope="session")
 def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory, pytestconfig) -> StyleRun:
     """Trained once per session (a few steps at a high LoRA scale, so that its images differ visibly from the
-    base model's), evaluated and registered once; register it under a model name of your own. Shared by the xdist
-    workers: a test that evaluates it again, or reads back the gate page a registration writes, uses a copy of
-    its run (registered.run_copy)."""
-    from registered import register_as, unique_model_name
+    base model's) and evaluated; register it under a model name of your own. Shared by the xdist workers (whose
+    tests may register it at once, under their own names): a test that evaluates it again, or reads back the gate
+    page a registration writes, uses a copy of its run (registered.run_copy)."""
     from small_configs import small_config_for
 
     from artlora.config import with_inputs
@@ -307,10 +306,6 @@ def style_run(mlflow_server, tiny_model_dir, sample_folder, tmp_path_factory, py
             trained = train.run(with_inputs(config.train, cache_uri=cache_uri, learning_rate=0.01))
             inputs = {"adapter_uri": trained.adapter_uri, "cache_uri": cache_uri, "run_id": trained.run_id}
             evaluate.run(with_inputs(config.evaluate, **inputs))
-            # Registered once here, so that its register params are logged before any test registers it: MLflow
-            # params never change, and two first registrations at once (xdist workers) under other model names
-            # would both write `register.model_name`, the second refused.
-            register_as(config.register, unique_model_name(), trained.adapter_uri, trained.run_id)
         return {"adapter_uri": trained.adapter_uri, "run_id": trained.run_id, "cache_uri": cache_uri}
 
     if under_xdist(pytestconfig):
