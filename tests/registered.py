@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 from safetensors.torch import load_file, save_file
 
+from artlora import contracts
 from artlora.config import RegisterConfig, with_inputs
 from artlora.diffusion.adapters import DIFFUSERS_FILE, read_metadata
 from artlora.io import runs, storage, tracking
@@ -38,13 +39,13 @@ def run_copy(store: storage.Storage, adapter_uri: str, run_id: str) -> tuple[str
     metrics, dataset fingerprint and evaluation settings; (adapter URI, run id). For a test that evaluates the
     session's style run again or reads back what a registration writes beside the adapter and into the run (the
     gate page): the style run is shared by the xdist workers, whose tests register it at the same time."""
-    folder = adapter_uri.rsplit("/", 1)[0]
+    folder = contracts.run_of_adapter(adapter_uri)
     copy = storage.join(folder.rsplit("/", 1)[0], f"copy-{uuid.uuid4().hex[:8]}")
     with tempfile.TemporaryDirectory() as tmp:  # not the test's tmp_path, where it may download a version
         store.upload_dir(store.download_dir(folder, tmp), copy)
-    fingerprint = runs.run_tags(run_id)["artlora.dataset_fingerprint"]
+    fingerprint = runs.run_tags(run_id)[contracts.DATASET_FINGERPRINT_TAG]
     settings = mlflow.artifacts.load_dict(f"runs:/{run_id}/config/evaluate.json")
-    return storage.join(copy, "adapter"), run_with(runs.run_metrics(run_id), fingerprint, settings)
+    return contracts.adapter_folder(copy), run_with(runs.run_metrics(run_id), fingerprint, settings)
 
 
 def run_with(metrics: dict[str, float], fingerprint: str, evaluate_config: dict | None = None) -> str:

@@ -37,10 +37,17 @@ def under_xdist(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the workers share: beside their own temporary folders."""
+    root = tmp_path_factory.getbasetemp().parent / "shared"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    """A folder of the shared fixture `name`, beside the workers' own temporary folders."""
-    path = tmp_path_factory.getbasetemp().parent / "shared" / name
-    path.mkdir(parents=True, exist_ok=True)
+    """A folder of the shared fixture `name`."""
+    path = _root(tmp_path_factory) / name
+    path.mkdir(exist_ok=True)
     return path
 
 
@@ -48,8 +55,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[
     """The descriptor of the shared fixture `name`: read if another worker made it, else made here by `make()`
     (under the lock, so that one worker makes it while the others wait) and written for the others. If `make`
     fails, nothing is written: the next worker tries again, and fails as visibly."""
-    root = tmp_path_factory.getbasetemp().parent / "shared"
-    root.mkdir(parents=True, exist_ok=True)
+    root = _root(tmp_path_factory)
     descriptor = root / f"{name}.json"
     with FileLock(root / f"{name}.lock"):
         if descriptor.exists():
